@@ -1,0 +1,26 @@
+/**
+ * The shape of one `nfqlb` command. Each file in cli/commands/ exports a list of
+ * these; options are yargs option specs with their help text next to them, as
+ * nfqlb keeps them.
+ */
+import type { Options } from 'yargs';
+
+export interface ParsedArgs {
+  /** Positional arguments after the command name. */
+  _: string[];
+  [option: string]: unknown;
+}
+
+export interface NfqlbCommand {
+  name: string;
+  /** One line, shown by `nfqlb <command> --help`. */
+  describe: string;
+  options: Record<string, Options>;
+  /** Returns the exit code (0 when it returns nothing). Throw UsageError for user mistakes. */
+  run(args: ParsedArgs): number | void | Promise<number | void>;
+}
+
+/** Writes text to stdout; kept in one place so commands never call console.log. */
+export function out(text: string): void {
+  process.stdout.write(text);
+}

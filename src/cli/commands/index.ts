@@ -1,0 +1,11 @@
+/** Every `nfqlb` command, grouped by file as nfqlb groups them. */
+import type { NfqlbCommand } from '../command';
+import { shmCommands } from './shm';
+import { fwmarkCommands } from './fwmark';
+import { versionCommands } from './version';
+import { flowCommands } from './flow';
+import { replayCommands } from './replay';
+
+export function allCommands(): NfqlbCommand[] {
+  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...replayCommands, ...versionCommands];
+}

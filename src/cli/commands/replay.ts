@@ -1,0 +1,3 @@
+import type { NfqlbCommand } from '../command';
+
+export const replayCommands: NfqlbCommand[] = [];

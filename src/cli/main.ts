@@ -1,0 +1,105 @@
+/**
+ * `nfqlb <command> [--opt=value ...] [args]`: dispatch, option parsing and the
+ * one place where errors become messages and exit codes. Messages for bad
+ * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
+ */
+import yargs from 'yargs';
+import { NfqlbError, UsageError } from '../errors';
+import type { NfqlbCommand, ParsedArgs } from './command';
+import { allCommands } from './commands';
+
+// Close to getopt_long_only: last value wins, `-opt=value` works, nothing is
+// guessed (numbers stay strings until a command validates them).
+const parserConfiguration = {
+  'camel-case-expansion': false,
+  'dot-notation': false,
+  'parse-numbers': false,
+  'parse-positional-numbers': false,
+  'boolean-negation': false,
+  'short-option-groups': false,
+  'duplicate-arguments-array': false,
+  'greedy-arrays': false,
+  'strip-aliased': true,
+  'unknown-options-as-args': false,
+} as const;
+
+function usage(commands: NfqlbCommand[]): string {
+  return `Usage: nfqlb <command> [opt...]\nCommands:\n${commands.map((c) => `  ${c.name}\n`).join('')}`;
+}
+
+function commandHelp(cmd: NfqlbCommand): string {
+  const lines = [`${cmd.name} [options]`, `  ${cmd.describe}`];
+  for (const [name, spec] of Object.entries(cmd.options)) {
+    const required = spec.demandOption ? ' (required)' : '';
+    const dflt = spec.default !== undefined && spec.type !== 'boolean' ? ` (default ${String(spec.default)})` : '';
+    lines.push(`  --${name}${spec.type === 'boolean' ? '' : '='} ${spec.describe ?? ''}${dflt}${required}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Maps yargs' complaints onto nfqlb's wording. */
+function translateParseError(msg: string): string {
+  let m = /^Missing required argument[s]?: (.*)$/.exec(msg);
+  if (m) return m[1].split(', ').map((o) => `Missing option [--${o}]`).join('\n');
+  m = /^Unknown arguments?: (.*)$/.exec(msg);
+  if (m) return m[1].split(', ').map((o) => `unrecognized option '--${o}'`).join('\n');
+  m = /^Not enough arguments following: (.*)$/.exec(msg);
+  if (m) return `option '--${m[1]}' requires an argument`;
+  return msg;
+}
+
+function parse(cmd: NfqlbCommand, argv: string[]): ParsedArgs {
+  let failure: string | undefined;
+  const parser = yargs(argv)
+    .parserConfiguration(parserConfiguration)
+    .options(cmd.options)
+    .strictOptions(true)
+    .help(false)
+    .version(false)
+    .exitProcess(false)
+    .fail((msg, err) => {
+      failure = msg ?? err?.message ?? 'invalid command line';
+    });
+  const parsed = parser.parseSync() as unknown as ParsedArgs;
+  if (failure !== undefined) throw new UsageError(translateParseError(failure));
+  const args: ParsedArgs = { _: parsed._.map(String) };
+  for (const name of Object.keys(cmd.options)) {
+    const value = parsed[name];
+    if (Array.isArray(value)) args[name] = value[value.length - 1];
+    else if (value !== undefined) args[name] = value;
+  }
+  return args;
+}
+
+/** Runs one command line (without the program name) and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const commands = allCommands();
+  if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
+    process.stdout.write(usage(commands));
+    return 0;
+  }
+  const cmd = commands.find((c) => c.name === argv[0]);
+  if (cmd === undefined) {
+    process.stderr.write(`Unknown command [${argv[0]}]\n`);
+    return 1;
+  }
+  const rest = argv.slice(1);
+  if (rest.includes('--help') || rest.includes('-help')) {
+    process.stdout.write(commandHelp(cmd));
+    return 0;
+  }
+  try {
+    const rc = await cmd.run(parse(cmd, rest));
+    return typeof rc === 'number' ? rc : 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      if (err.message !== '') process.stderr.write(`${err.message}\n`);
+      return err.exitCode;
+    }
+    if (err instanceof NfqlbError) {
+      process.stderr.write(`${cmd.name}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * The 40-byte hash key of nfqlb (SPEC.md §4) and the djb2 hash over it.
+ *
+ *   0-15  source address (IPv6; IPv4 as ::ffff:a.b.c.d)
+ *   16-31 destination address
+ *   32-35 id: ICMP echo id (32-33), IPv4 fragment id (32-33) or IPv6 ident (32-35)
+ *   34-35 L4 protocol, little-endian u16 (overlaps the IPv6 ident of a later fragment)
+ *   36-37 source port, network order
+ *   38-39 destination port, network order
+ */
+export const KEY_LEN = 40;
+export const KEY_SRC = 0;
+export const KEY_DST = 16;
+export const KEY_ID = 32;
+export const KEY_PROTO = 34;
+export const KEY_SPORT = 36;
+export const KEY_DPORT = 38;
+export const KEY_ADDR_END = 32;
+
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMPV6 = 58;
+export const IPPROTO_SCTP = 132;
+
+/** djb2 (h = h*33 + byte, from 5381) over key[start, end), as an unsigned 32-bit number. */
+export function djb2(key: Uint8Array, start: number, end: number): number {
+  let h = 5381;
+  for (let i = start; i < end; i++) {
+    // Math.imul keeps the multiply exact in 32 bits; >>> 0 makes it unsigned.
+    h = (Math.imul(h, 33) + key[i]) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * nfqlb's hashKey(): with hash_mode 1, SCTP hashes only the ports (bytes 36-39),
+ * so every path of a multihomed association lands on the same target.
+ * Prerequisite: key.length >= KEY_LEN.
+ */
+export function hashKey(key: Uint8Array, hashMode: number): number {
+  if (hashMode === 1 && key[KEY_PROTO] === IPPROTO_SCTP && key[KEY_PROTO + 1] === 0) {
+    return djb2(key, KEY_SPORT, KEY_LEN);
+  }
+  return djb2(key, 0, KEY_LEN);
+}
+
+/** Address-only hash (bytes 0-31), used by `fwmark` without --proto and for the LB tier. */
+export function hashKeyAddresses(key: Uint8Array): number {
+  return djb2(key, 0, KEY_ADDR_END);
+}
