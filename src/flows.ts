@@ -14,6 +14,7 @@
  * misbehaves this module does the right thing instead; each such place says
  * "Divergence".
  */
+import { atoi } from './catoi';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
 
@@ -116,22 +117,8 @@ function mkargv(str: string | undefined, delims: string): string[] | null {
   return out.length === 0 ? null : out;
 }
 
-/**
- * C's atoi() (glibc: (int)strtol(s, NULL, 10)): leading white space, a sign,
- * decimal digits, anything after ignored; 0 when there are no digits. Used for
- * the `priority` and `udpencap` values of a control request.
- */
-export function cAtoi(s: string): number {
-  const m = /^[ \t\n\v\f\r]*([+-]?)(\d+)/.exec(s);
-  if (m === null) return 0;
-  let v = BigInt(m[2]);
-  if (m[1] === '-') v = -v;
-  // strtol saturates at LONG_MIN/LONG_MAX, the cast to int keeps the low 32 bits.
-  const LONG_MAX = (1n << 63n) - 1n;
-  if (v > LONG_MAX) v = LONG_MAX;
-  if (v < -LONG_MAX - 1n) v = -LONG_MAX - 1n;
-  return Number(BigInt.asIntN(32, v));
-}
+/** C's atoi(), see catoi.ts; kept under this name for the flow code's callers. */
+export const cAtoi = atoi;
 
 /**
  * The leading unsigned decimal number of `s` as sscanf("%u") reads it

@@ -4,6 +4,7 @@
  * nfqlb keeps them.
  */
 import type { Options } from 'yargs';
+import { shmTableStore, type TableStore } from '../tablestore';
 
 export interface ParsedArgs {
   /** Positional arguments after the command name. */
@@ -17,10 +18,18 @@ export interface NfqlbCommand {
   describe: string;
   options: Record<string, Options>;
   /** Returns the exit code (0 when it returns nothing). Throw UsageError for user mistakes. */
-  run(args: ParsedArgs): number | void | Promise<number | void>;
+  run(args: ParsedArgs, ctx: CommandContext): number | void | Promise<number | void>;
+}
+
+/** What a command works on: /dev/shm and stdout normally; memory and nothing for a replayed config. */
+export interface CommandContext {
+  store: TableStore;
+  out(text: string): void;
 }
 
 /** Writes text to stdout; kept in one place so commands never call console.log. */
 export function out(text: string): void {
   process.stdout.write(text);
 }
+
+export const defaultContext: CommandContext = { store: shmTableStore, out };

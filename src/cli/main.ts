@@ -5,7 +5,7 @@
  */
 import yargs from 'yargs';
 import { NfqlbError, UsageError } from '../errors';
-import type { NfqlbCommand, ParsedArgs } from './command';
+import { defaultContext, type NfqlbCommand, type ParsedArgs } from './command';
 import { allCommands } from './commands';
 
 // Close to getopt_long_only: last value wins, `-opt=value` works, nothing is
@@ -48,7 +48,16 @@ function translateParseError(msg: string): string {
   return msg;
 }
 
-function parse(cmd: NfqlbCommand, argv: string[]): ParsedArgs {
+/** The command called `name`, if there is one. */
+export function findCommand(name: string): NfqlbCommand | undefined {
+  return allCommands().find((c) => c.name === name);
+}
+
+/**
+ * Parses the options of one command line (without the command name) as the
+ * CLI does; throws UsageError with nfqlb's wording.
+ */
+export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs {
   let failure: string | undefined;
   const parser = yargs(argv)
     .parserConfiguration(parserConfiguration)
@@ -89,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const rc = await cmd.run(parse(cmd, rest));
+    const rc = await cmd.run(parseCommandLine(cmd, rest), defaultContext);
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {
@@ -97,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
     if (err instanceof NfqlbError) {
-      process.stderr.write(`${cmd.name}: ${err.message}\n`);
+      process.stderr.write(`${err.message}\n`);
       return 1;
     }
     throw err;

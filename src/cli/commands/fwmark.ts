@@ -1,3 +1,171 @@
-import type { NfqlbCommand } from '../command';
+/**
+ * Debug commands: `fwmark` (which target would a 5-tuple get) and
+ * `primebelow` (the M that init would use). Output is nfqlb 1.2.0's, see
+ * reference/cli/fwmark-primebelow.txt.
+ */
+import type { Options } from 'yargs';
+import { NfqlbError, UsageError } from '../../errors';
+import {
+  IPPROTO_SCTP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  KEY_DPORT,
+  KEY_DST,
+  KEY_LEN,
+  KEY_PROTO,
+  KEY_SPORT,
+  KEY_SRC,
+  hashKey,
+  hashKeyAddresses,
+} from '../../hashkey';
+import { primeBelow } from '../../maglev';
+import { closeTable, openTable } from '../../shm';
+import { out, type NfqlbCommand } from '../command';
+import { atoi } from '../../catoi';
 
-export const fwmarkCommands: NfqlbCommand[] = [];
+const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
+
+const PROTOCOLS: Record<string, number> = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, sctp: IPPROTO_SCTP };
+
+/** inet_pton(AF_INET, ...) rules for the dotted quad at the end of an IPv6 text: no leading zeros. */
+function parseDottedQuad(text: string, into: Uint8Array, at: number): boolean {
+  const parts = text.split('.');
+  if (parts.length !== 4) return false;
+  for (let i = 0; i < 4; i++) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i])) return false;
+    const v = Number(parts[i]);
+    if (v > 255) return false;
+    into[at + i] = v;
+  }
+  return true;
+}
+
+/** IPv6 text (as inet_pton(AF_INET6) accepts it) to 16 bytes, or null. */
+export function parseIPv6(text: string): Uint8Array | null {
+  const bytes = new Uint8Array(16);
+  const halves = text.split('::');
+  if (halves.length > 2) return null;
+  const groups = (s: string): string[] => (s === '' ? [] : s.split(':'));
+  const head = groups(halves[0]);
+  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  // A trailing dotted quad fills the last two groups.
+  const all = halves.length === 2 ? tail : head;
+  let quad: string | undefined;
+  if (all.length > 0 && all[all.length - 1].includes('.')) quad = all.pop();
+  const words = head.length + tail.length + (quad !== undefined ? 2 : 0);
+  if (halves.length === 2 ? words > 7 : words !== 8) return null;
+  const hex = (g: string): number | null => (/^[0-9a-fA-F]{1,4}$/.test(g) ? parseInt(g, 16) : null);
+  let pos = 0;
+  for (const g of head) {
+    const v = hex(g);
+    if (v === null) return null;
+    bytes[pos++] = v >> 8;
+    bytes[pos++] = v & 0xff;
+  }
+  pos = 16 - 2 * tail.length - (quad !== undefined ? 4 : 0);
+  for (const g of tail) {
+    const v = hex(g);
+    if (v === null) return null;
+    bytes[pos++] = v >> 8;
+    bytes[pos++] = v & 0xff;
+  }
+  if (quad !== undefined && !parseDottedQuad(quad, bytes, 12)) return null;
+  return bytes;
+}
+
+/**
+ * nfqlb's adrParse for --src/--dst: `[v6]:port`, or `v4:port` which becomes
+ * `[::ffff:v4]:port`. Returns the 16 address bytes and the port; throws
+ * UsageError with nfqlb's texts.
+ */
+function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
+  if (text.length > 60) throw new UsageError(`Address too long [${text}]`);
+  let host: string;
+  let port: string;
+  if (text.includes('[')) {
+    const m = /^\[([^\]]*)\]:([0-9]+)$/.exec(text);
+    if (m === null) throw new UsageError(`Parse address failed [${text}]`);
+    [, host, port] = m;
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0) throw new UsageError(`No port in [${text}]`);
+    host = `::ffff:${text.slice(0, colon)}`;
+    port = text.slice(colon + 1);
+  }
+  const addr = parseIPv6(host);
+  const portNum = /^[0-9]{1,5}$/.test(port) ? Number(port) : NaN;
+  if (addr === null || !(portNum <= 65535)) throw new UsageError(`Parse address failed [${text}]`);
+  return { addr, port: portNum };
+}
+
+export const fwmarkCommands: NfqlbCommand[] = [
+  {
+    name: 'fwmark',
+    describe: 'Print hash and fwmark for the specified addresses for debug: fwmark [--shm=] [--proto=tcp|udp|sctp] --src=addr:port --dst=addr:port',
+    options: {
+      shm: str('Shared memory. Required for fwmark printout'),
+      proto: str('Protocol, tcp|udp|sctp. NOT specified -> address-only hash'),
+      src: str('Source addr:port, e.g "[1000::80]:80"', { demandOption: true }),
+      dst: str('Destination addr:port', { demandOption: true }),
+      hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', { default: '1' }),
+    },
+    run(args) {
+      const key = new Uint8Array(KEY_LEN);
+      const view = new DataView(key.buffer);
+      const src = parseAddrPort(String(args.src));
+      key.set(src.addr, KEY_SRC);
+      view.setUint16(KEY_SPORT, src.port, false);
+      const dst = parseAddrPort(String(args.dst));
+      key.set(dst.addr, KEY_DST);
+      view.setUint16(KEY_DPORT, dst.port, false);
+      const hashMode = atoi(args.hash_mode === undefined ? '1' : String(args.hash_mode)) >>> 0;
+
+      let hash: number;
+      if (args.proto !== undefined) {
+        const proto = PROTOCOLS[String(args.proto).toLowerCase()];
+        if (proto === undefined) throw new UsageError(`Failed to parse protocol [${String(args.proto)}]`);
+        view.setUint16(KEY_PROTO, proto, true);
+        hash = hashKey(key, hashMode);
+      } else {
+        hash = hashKeyAddresses(key);
+      }
+
+      if (args.shm === undefined) {
+        out(`{ "hash": ${hash} }\n`);
+        return;
+      }
+      const name = String(args.shm);
+      let table;
+      try {
+        table = openTable(name, false);
+      } catch (err) {
+        if (err instanceof NfqlbError && err.code !== 'NFQLB_ERR_SHM_FORMAT') {
+          throw new UsageError(`FAILED mapSharedData: ${name}`);
+        }
+        throw err;
+      }
+      try {
+        const index = hash % table.M;
+        const activeIndex = table.lookup[index];
+        const fwmark = activeIndex >= 0 ? table.active[activeIndex] : -1;
+        out(`{ "hash": ${hash}, "lookupindex": ${index}, "activeindex": ${activeIndex}, "fwmark": ${fwmark} }\n`);
+      } finally {
+        closeTable(table);
+      }
+    },
+  },
+  {
+    name: 'primebelow',
+    describe: 'Give a prime below the passed number: primebelow <n>',
+    options: {},
+    run(args) {
+      if (args._.length === 0) return;
+      try {
+        out(`${primeBelow(atoi(args._[0]))}\n`);
+      } catch (err) {
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_RANGE') throw new UsageError(err.message);
+        throw err;
+      }
+    },
+  },
+];

@@ -1,0 +1,270 @@
+/**
+ * Maglev tables and trace settings in POSIX shared memory (/dev/shm/<name>,
+ * mode 0600), so that `nfqlb activate` in one process changes the decisions of
+ * a running daemon in another (SPEC.md §3). Pure TypeScript over the addon's
+ * shmMap/shmUnmap/shmUnlink/shmSize.
+ */
+import * as fs from 'node:fs';
+import { NfqlbError } from './errors';
+import { MaglevTable, checkShape, tableBytes, writeFreshTable } from './maglev';
+import { native } from './native';
+
+/** Where shm_open puts objects on Linux; used only to check free space. */
+const SHM_DIR = '/dev/shm';
+
+function isMissing(err: unknown): boolean {
+  return err instanceof NfqlbError && err.errno === 'ENOENT';
+}
+
+/** Maps an existing object; throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
+function mapExisting(name: string, writable: boolean, what: string): ArrayBuffer {
+  try {
+    return native().shmMap(name, writable ? 1 : 0, 0);
+  } catch (err) {
+    if (isMissing(err)) {
+      throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
+    }
+    throw err;
+  }
+}
+
+/** Unmaps quietly: the buffer may be a private one (size-0 objects are not mapped). */
+function unmap(buffer: ArrayBuffer): void {
+  native().shmUnmap(buffer);
+}
+
+/** Throws NFQLB_ERR_SHM_SPACE when /dev/shm cannot hold `bytes` more; writing past a full tmpfs through a mapping would kill the process with SIGBUS. */
+function checkFreeSpace(name: string, bytes: number): void {
+  let free: number;
+  try {
+    const st = fs.statfsSync(SHM_DIR);
+    free = st.bavail * st.bsize;
+  } catch {
+    return; // No statfs (or no /dev/shm): let shm_open report what is wrong.
+  }
+  if (free < bytes) {
+    throw new NfqlbError(
+      `cannot create shared memory '${name}': it needs ${bytes} bytes but ${SHM_DIR} has ${free} free; use a smaller M or N, or free space in ${SHM_DIR}`,
+      'NFQLB_ERR_SHM_SPACE',
+    );
+  }
+}
+
+/**
+ * `nfqlb init`: writes a fresh table (all slots free) to shm `name`, replacing
+ * any table there, and returns it open read-write (closeTable it when done).
+ * M must already be adjusted (adjustM) and N ≤ M; NfqlbError NFQLB_ERR_RANGE
+ * otherwise.
+ *
+ * A table of the same M and N is rewritten in place (its permutation rows are
+ * the same, so only ownFwmark, lookup and active change, in an order safe for
+ * running readers: lookup entries to -1 first, then the slots). Anything else
+ * (another shape, a foreign file) is unlinked and created anew, because
+ * shrinking a file that a daemon has mapped would kill the daemon with SIGBUS
+ * on its next lookup; such a daemon keeps its old mapping until it reopens the
+ * table.
+ */
+export function createTable(name: string, M: number, N: number, ownFwmark: number): MaglevTable {
+  checkShape(M, N);
+  const bytes = tableBytes(M, N);
+  const addon = native();
+  const existing = tryOpen(name);
+  if (existing !== null) {
+    if (existing.M === M && existing.N === N && existing.buffer.byteLength === bytes) {
+      return reinitInPlace(existing, ownFwmark);
+    }
+    closeTable(existing);
+    addon.shmUnlink(name);
+  } else if (addon.shmSize(name) >= 0) {
+    addon.shmUnlink(name); // Not a table (or unreadable as one): replace it.
+  }
+  checkFreeSpace(name, bytes);
+  const buffer = addon.shmMap(name, 2, bytes);
+  try {
+    writeFreshTable(buffer, M, N, ownFwmark);
+    return new MaglevTable(buffer, name);
+  } catch (err) {
+    unmap(buffer);
+    throw err;
+  }
+}
+
+function tryOpen(name: string): MaglevTable | null {
+  let buffer: ArrayBuffer;
+  try {
+    buffer = native().shmMap(name, 1, 0);
+  } catch {
+    return null;
+  }
+  try {
+    return new MaglevTable(buffer, name);
+  } catch {
+    unmap(buffer);
+    return null;
+  }
+}
+
+function reinitInPlace(table: MaglevTable, ownFwmark: number): MaglevTable {
+  try {
+    table.applyActive(new Int32Array(table.N).fill(-1));
+    // Rewrites header, permutations and padding with the same values (repairs
+    // a damaged row); lookup and active are already -1 so nothing flickers.
+    writeFreshTable(table.buffer, table.M, table.N, ownFwmark);
+    return table;
+  } catch (err) {
+    closeTable(table);
+    throw err;
+  }
+}
+
+/**
+ * Opens the table in shm `name` (read-only unless `writable`), validated.
+ * Throws NfqlbError: NFQLB_ERR_SHM_MISSING when it does not exist,
+ * NFQLB_ERR_SHM_FORMAT when it is not a table, NFQLB_ERR_SHM_OPEN/_MAP (with
+ * errno) when it cannot be mapped. Close with closeTable().
+ */
+export function openTable(name: string, writable = false): MaglevTable {
+  // The inode identifies the object mapped, for tableIsStale(). Statting
+  // before and after the map catches an init/delete racing with us.
+  let ino = statIno(name);
+  for (let attempt = 0; ; attempt++) {
+    const buffer = mapExisting(name, writable, `create it with \`nfqlb init --shm=${name}\``);
+    const after = statIno(name);
+    if (after !== ino && attempt < 3) {
+      unmap(buffer);
+      ino = after;
+      continue;
+    }
+    try {
+      const table = new MaglevTable(buffer, name, !writable);
+      if (ino !== undefined) mappedInodes.set(table, ino);
+      return table;
+    } catch (err) {
+      unmap(buffer);
+      throw err;
+    }
+  }
+}
+
+const mappedInodes = new WeakMap<MaglevTable, bigint>();
+
+function statIno(name: string): bigint | undefined {
+  try {
+    return fs.statSync(`${SHM_DIR}/${name}`, { bigint: true }).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when shm `table.name` is no longer the object this table maps: it was
+ * deleted, or deleted and made again (`nfqlb delete` + `init`, or an `init`
+ * with another M or N). The mapping itself stays valid; a long-running reader
+ * (the daemon) should then close it and openTable() again. One stat() call.
+ * Only for tables from openTable(); others always report false.
+ */
+export function tableIsStale(table: MaglevTable): boolean {
+  const ino = mappedInodes.get(table);
+  if (ino === undefined) return false;
+  return statIno(table.name) !== ino;
+}
+
+/** Unmaps a table from openTable/createTable; its arrays become empty and fwmarkOf returns -1 afterwards. */
+export function closeTable(table: MaglevTable): void {
+  unmap(table.buffer);
+}
+
+/** `nfqlb delete`: removes shm `name`. Returns false when it did not exist (not an error). Mappings stay valid until closed. */
+export function deleteTable(name: string): boolean {
+  return native().shmUnlink(name);
+}
+
+/** Name of the shared log level / trace mask object. */
+export const TRACE_SHM = 'nfqlb-trace';
+/** Log level when nothing set one (nfqlb's default_config). */
+export const DEFAULT_LOG_LEVEL = 5;
+const TRACE_BYTES = 8;
+
+/**
+ * The `nfqlb-trace` object: { int32 level; uint32 tracemask }. Reads and
+ * writes go straight to the shared memory, so `nfqlb loglevel` / `nfqlb trace`
+ * in one process change the daemon in another.
+ */
+export class TraceShm {
+  private readonly words: Int32Array;
+
+  constructor(
+    readonly buffer: ArrayBuffer,
+    readonly name = TRACE_SHM,
+  ) {
+    if (buffer.byteLength < TRACE_BYTES) {
+      throw new NfqlbError(
+        `shared memory '${name}' is ${buffer.byteLength} bytes, smaller than the ${TRACE_BYTES} of {level, tracemask}; ` +
+          `remove it (\`rm /dev/shm/${name}\`) and restart the daemon`,
+        'NFQLB_ERR_SHM_FORMAT',
+      );
+    }
+    this.words = new Int32Array(buffer, 0, 2);
+  }
+
+  get level(): number {
+    return Atomics.load(this.words, 0);
+  }
+
+  set level(v: number) {
+    Atomics.store(this.words, 0, v | 0);
+  }
+
+  /** The trace mask as an unsigned 32-bit number. */
+  get mask(): number {
+    return Atomics.load(this.words, 1) >>> 0;
+  }
+
+  set mask(v: number) {
+    Atomics.store(this.words, 1, v | 0);
+  }
+}
+
+/**
+ * For the daemon (nfqlb's logConfigShm): maps `name` read-write, creating it
+ * with level 5 and mask 0 when it does not exist. An existing object keeps its
+ * values. Throws NfqlbError when it cannot be mapped or is too small.
+ */
+export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
+  const addon = native();
+  let buffer: ArrayBuffer;
+  try {
+    buffer = addon.shmMap(name, 1, 0);
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    buffer = addon.shmMap(name, 2, TRACE_BYTES);
+    // A new object is zero-filled. Another process may have created and set
+    // it between our two calls, so the default goes in only over a zero.
+    if (buffer.byteLength >= TRACE_BYTES) Atomics.compareExchange(new Int32Array(buffer, 0, 2), 0, 0, DEFAULT_LOG_LEVEL);
+  }
+  try {
+    return new TraceShm(buffer, name);
+  } catch (err) {
+    unmap(buffer);
+    throw err;
+  }
+}
+
+/**
+ * For commands that talk to a running daemon (`loglevel`, `trace`): maps an
+ * existing `name`. Throws NFQLB_ERR_SHM_MISSING when no daemon has created it.
+ */
+export function openTraceShm(name = TRACE_SHM, writable = true): TraceShm {
+  const buffer = mapExisting(name, writable, 'start the daemon (nfqlb lb / flowlb) first');
+  try {
+    return new TraceShm(buffer, name);
+  } catch (err) {
+    unmap(buffer);
+    throw err;
+  }
+}
+
+/** Unmaps a TraceShm. */
+export function closeTraceShm(trace: TraceShm): void {
+  unmap(trace.buffer);
+}
