@@ -1,0 +1,608 @@
+/**
+ * Prometheus metrics of the daemon: a small node:http server with /metrics,
+ * /healthz and /readyz, backed by its own prom-client Registry (never the
+ * global one, so tests and embedders can run several side by side).
+ *
+ * Why it is built this way: the packet path only bumps plain numbers and typed
+ * arrays (src/counters.ts, the daemon's Float64Arrays). Nothing here runs per
+ * packet. At scrape time, prom-client calls the `collect()` callback of each
+ * metric; those callbacks read the daemon's numbers through MetricsSource and
+ * fold them into prom-client. A scrape therefore costs O(series), whatever the
+ * packet rate.
+ *
+ * Counters never go down while the process lives, even when the source's
+ * number does (nfqlb restarts a flow's `matches` at 0 when the flow is set
+ * again; a re-bound queue gets fresh kernel counters). See MonotonicTotals.
+ */
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './counters';
+import { NfqlbError } from './errors';
+import { readQueueProc, type QueueProcEntry } from './queue';
+
+// ---------------------------------------------------------------------------
+// What the daemon provides
+
+/** Per-queue packet counts, as the daemon keeps them. */
+export interface QueueCounts {
+  /** The NFQUEUE number (label `queue`). */
+  queueNum: number;
+  /**
+   * Netlink port id of this process's socket for the queue (PacketQueue.portid).
+   * Used to pick this process's line out of /proc/net/netfilter/nfnetlink_queue:
+   * another process may hold the same queue number in another namespace view,
+   * and a re-bound queue gets a new portid (and fresh kernel counters).
+   */
+  portid: number;
+  /** Packets given verdict ACCEPT since start (→ nfqlb_packets_total{verdict="accept"}). */
+  accepted: number;
+  /** Packets given verdict DROP since start (→ nfqlb_packets_total{verdict="drop"}). */
+  dropped: number;
+}
+
+/** Packets per decision reason since start (→ nfqlb_decisions_total{reason}). */
+export interface ReasonCount {
+  /** e.g. target, no_flow, no_target, invalid, fragment_hit, fragment_miss (pipeline's REASON_NAMES). */
+  name: string;
+  count: number;
+}
+
+/** One flow (→ nfqlb_flow_matches_total{flow,target}). */
+export interface FlowCount {
+  name: string;
+  /** Name of the target table, or null when the flow has none (exported as target=""). */
+  target: string | null;
+  /** Packets matched (nfqlb's matches_count; may restart at 0 when the flow is set again). */
+  matches: number;
+  /**
+   * Optional identity of the counter, compared with `===` between scrapes:
+   * pass the Flow object. When it changes, `matches` is known to have restarted
+   * and is added in full, even if it already grew past the old value. Without
+   * it, a restart is only noticed when `matches` goes down.
+   */
+  instance?: unknown;
+}
+
+/** One open target table. */
+export interface TargetCounts {
+  /** The table's shm name (label `target`). */
+  name: string;
+  /** Active slots in the table now (→ nfqlb_table_active_targets{target}, a gauge). */
+  activeTargets: number;
+  /**
+   * Packets sent to each fwmark through this table since start
+   * (→ nfqlb_target_packets_total{target,fwmark}, fwmark as signed decimal, as
+   * `nfqlb show` prints it). A different object than at the last scrape means
+   * the counts restarted (the table was closed and reopened).
+   */
+  fwmarks: FwmarkCounter;
+}
+
+/** Control socket requests (→ nfqlb_control_requests_total{action,result}); see LabeledCounter.entries(). */
+export interface ControlRequestCount {
+  action: string;
+  result: string;
+  count: number;
+}
+
+/**
+ * The daemon's side of the metrics: read-only views, called at scrape time
+ * only (never per packet), each at most a few times per scrape. Every count is
+ * "since start" and should only grow; when one does go down it is taken as a
+ * restart of that counter (see the `instance` notes), never exported as a
+ * decrease. Methods should not throw; if one does, the scrape answers 500 (or
+ * /readyz 503) and the error is logged.
+ */
+export interface MetricsSource {
+  /** True once the daemon serves packets (queues bound, tables open): /readyz 200. */
+  ready(): boolean;
+  /** The queues this process holds now. */
+  queues(): readonly QueueCounts[];
+  /** Decision reasons with their counts; every reason given is exported, 0 included. */
+  reasons(): readonly ReasonCount[];
+  /** The flows now (their number is the gauge nfqlb_flows). */
+  flows(): readonly FlowCount[];
+  /** The open target tables now. */
+  targets(): readonly TargetCounts[];
+  /** Packets per receive batch, one histogram for the whole process (→ nfqlb_batch_size). */
+  readonly batchSizes: BatchSizeHistogram;
+  /** Control requests by (action, result). */
+  controlRequests(): readonly ControlRequestCount[];
+}
+
+/** Where the server logs: a pino Logger (src/log.ts) fits. */
+export interface MetricsLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** Knobs for tests and embedders; the daemon needs none. */
+export interface MetricsOptions {
+  /** Where to report a failed /proc read (startMetricsServer() passes its `log`). */
+  log?: MetricsLog;
+  /** Reads the NFQUEUE proc table (default: readQueueProc() of src/queue.ts). */
+  readQueueProc?: () => readonly QueueProcEntry[];
+}
+
+// ---------------------------------------------------------------------------
+// Folding source numbers into counters that never go down
+
+type Labels<L extends string> = Record<L, string>;
+
+interface Series<L extends string> {
+  labels: Labels<L>;
+  instance: unknown;
+  /** The source's value at the previous update. */
+  last: number;
+  /** What is exported: the sum of all increases seen. */
+  total: number;
+}
+
+/**
+ * Turns "current value of a source counter" readings into a monotonic total
+ * per label set. Increase since the last reading is added; a reading below the
+ * last one, or a changed `instance`, means the source counter restarted from 0,
+ * so the whole reading is new and is added. Series are kept after their source
+ * disappears (a deleted flow): a counter must not vanish and come back lower.
+ * Their number is bounded by what the operator configures, not by traffic.
+ */
+class MonotonicTotals<L extends string> {
+  private readonly series = new Map<string, Series<L>>();
+
+  /** `key` must identify the label set (see labelKey); `labels` is only kept for a new series. */
+  update(key: string, labels: Labels<L>, current: number, instance?: unknown): void {
+    const s = this.series.get(key);
+    if (s === undefined) {
+      this.series.set(key, { labels, instance, last: current, total: current });
+      return;
+    }
+    if (s.instance !== instance || current < s.last) s.total += current;
+    else s.total += current - s.last;
+    s.last = current;
+    s.instance = instance;
+  }
+
+  /**
+   * Makes `counter` hold exactly the totals. reset() + inc(total) rather than
+   * inc(delta): the totals here are the one source of truth, so the exported
+   * value stays right even if someone resets the registry's metrics.
+   */
+  writeTo(counter: Counter<L>): void {
+    counter.reset();
+    for (const s of this.series.values()) counter.inc(s.labels, s.total);
+  }
+}
+
+/** An unambiguous map key for a list of label values (length-prefixed, so "a|b"+"c" ≠ "a"+"b|c"). */
+function labelKey(...values: string[]): string {
+  let k = '';
+  for (const v of values) k += `${v.length}:${v}`;
+  return k;
+}
+
+// ---------------------------------------------------------------------------
+// nfqlb_batch_size: a histogram from pre-aggregated buckets
+
+/**
+ * prom-client's Histogram only takes single observations; BatchSizeHistogram
+ * already holds bucket counts. This minimal metric object gives the registry
+ * what it asks of a metric (name, help, type, get(), reset()) and produces
+ * the standard histogram exposition: cumulative `_bucket{le}` lines ending
+ * with le="+Inf" (= `_count`), then `_sum` and `_count`. Like the counters it
+ * keeps its own monotonic totals, so a replaced source histogram never makes
+ * the exported one go down.
+ */
+class PreaggregatedHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly totals = new Float64Array(BATCH_SIZE_BUCKETS.length + 1);
+  private readonly last = new Float64Array(BATCH_SIZE_BUCKETS.length + 1);
+  private totalSum = 0;
+  private lastSum = 0;
+  private lastCount = 0;
+  private lastInstance: BatchSizeHistogram | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly source: () => BatchSizeHistogram,
+  ) {}
+
+  private fold(): void {
+    const h = this.source();
+    // Bucket counts, sum and count of one histogram only grow together, so
+    // `count` going down (or another object) is enough to detect a restart.
+    const restarted = h !== this.lastInstance || h.count < this.lastCount;
+    const n = this.totals.length;
+    for (let i = 0; i < n; i++) {
+      const cur = h.bucketCounts[i];
+      this.totals[i] += restarted ? cur : cur - this.last[i];
+      this.last[i] = cur;
+    }
+    this.totalSum += restarted ? h.sum : h.sum - this.lastSum;
+    this.lastSum = h.sum;
+    this.lastCount = h.count;
+    this.lastInstance = h;
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string>; value: number }[] }> {
+    this.fold();
+    const values = [];
+    let cumulative = 0;
+    for (let i = 0; i < BATCH_SIZE_BUCKETS.length; i++) {
+      cumulative += this.totals[i];
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: String(BATCH_SIZE_BUCKETS[i]) }, value: cumulative });
+    }
+    // +Inf and _count are every observation: derived from the buckets, so the
+    // three are consistent by construction.
+    cumulative += this.totals[BATCH_SIZE_BUCKETS.length];
+    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.totalSum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: cumulative });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  /** Called by Registry.resetMetrics(); a since-start histogram has nothing to reset. */
+  reset(): void {}
+}
+
+// ---------------------------------------------------------------------------
+// The registry
+
+/**
+ * Builds a fresh Registry with every nfqlb metric plus prom-client's default
+ * process and Node.js metrics, all reading `source` at scrape time
+ * (`await registry.metrics()`). Exported for tests and embedders;
+ * startMetricsServer() uses it. Note: collectDefaultMetrics() starts an event
+ * loop delay monitor that lives as long as the process (prom-client has no
+ * way to stop it); call this once per process in production.
+ */
+export function createMetricsRegistry(source: MetricsSource, options: MetricsOptions = {}): Registry {
+  const registry = new Registry();
+  const registers = [registry];
+  const readProc = options.readQueueProc ?? readQueueProc;
+  const log = options.log;
+
+  // /proc is read at most once per scrape: every collect() of one
+  // registry.metrics() call runs synchronously in the same turn, so a cache
+  // cleared by a microtask is shared by the three queue metrics of that scrape
+  // and never seen by the next one.
+  let procCache: ReadonlyMap<string, QueueProcEntry> | null = null;
+  let procError: string | null = null;
+  const procEntries = (): ReadonlyMap<string, QueueProcEntry> => {
+    if (procCache !== null) return procCache;
+    const map = new Map<string, QueueProcEntry>();
+    try {
+      for (const e of readProc()) map.set(`${e.queue}/${e.portid}`, e);
+      procError = null;
+    } catch (err) {
+      // A scrape without queue-proc series beats a failed scrape; the error
+      // surfaces in the log once per distinct message.
+      const msg = (err as Error).message;
+      if (msg !== procError) log?.warn({ err: msg }, 'metrics: cannot read the NFQUEUE proc table');
+      procError = msg;
+    }
+    procCache = map;
+    queueMicrotask(() => {
+      procCache = null;
+    });
+    return map;
+  };
+  // Held queues with their proc line (queue number AND portid must match).
+  const heldProc = (cb: (q: QueueCounts, e: QueueProcEntry) => void): void => {
+    const queues = source.queues();
+    if (queues.length === 0) return;
+    const proc = procEntries();
+    for (const q of queues) {
+      const e = proc.get(`${q.queueNum}/${q.portid}`);
+      if (e !== undefined) cb(q, e);
+    }
+  };
+  const packets = new MonotonicTotals<'queue' | 'verdict'>();
+  const packetsCounter: Counter<'queue' | 'verdict'> = new Counter({
+    name: 'nfqlb_packets_total',
+    help: 'Packets given a verdict, by queue and verdict (accept|drop).',
+    labelNames: ['queue', 'verdict'],
+    registers,
+    collect() {
+      for (const q of source.queues()) {
+        const queue = String(q.queueNum);
+        packets.update(labelKey(queue, 'accept'), { queue, verdict: 'accept' }, q.accepted);
+        packets.update(labelKey(queue, 'drop'), { queue, verdict: 'drop' }, q.dropped);
+      }
+      packets.writeTo(packetsCounter);
+    },
+  });
+
+  const decisions = new MonotonicTotals<'reason'>();
+  const decisionsCounter: Counter<'reason'> = new Counter({
+    name: 'nfqlb_decisions_total',
+    help: 'Packets by decision reason (target, no_flow, no_target, invalid, fragment_hit, fragment_miss, ...).',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      for (const r of source.reasons()) decisions.update(r.name, { reason: r.name }, r.count);
+      decisions.writeTo(decisionsCounter);
+    },
+  });
+
+  const flowMatches = new MonotonicTotals<'flow' | 'target'>();
+  const flowMatchesCounter: Counter<'flow' | 'target'> = new Counter({
+    name: 'nfqlb_flow_matches_total',
+    help: 'Packets matched by each flow.',
+    labelNames: ['flow', 'target'],
+    registers,
+    collect() {
+      for (const f of source.flows()) {
+        const target = f.target ?? '';
+        flowMatches.update(labelKey(f.name, target), { flow: f.name, target }, f.matches, f.instance);
+      }
+      flowMatches.writeTo(flowMatchesCounter);
+    },
+  });
+
+  const targetPackets = new MonotonicTotals<'target' | 'fwmark'>();
+  const targetPacketsCounter: Counter<'target' | 'fwmark'> = new Counter({
+    name: 'nfqlb_target_packets_total',
+    help: 'Packets sent to each fwmark, by target table.',
+    labelNames: ['target', 'fwmark'],
+    registers,
+    collect() {
+      for (const t of source.targets()) {
+        const target = t.name;
+        const counter = t.fwmarks;
+        counter.forEach((fwmark, count) => {
+          const fw = String(fwmark);
+          targetPackets.update(labelKey(target, fw), { target, fwmark: fw }, count, counter);
+        });
+      }
+      targetPackets.writeTo(targetPacketsCounter);
+    },
+  });
+
+  registry.registerMetric(
+    new PreaggregatedHistogram('nfqlb_batch_size', 'Packets per receive batch.', () => source.batchSizes) as unknown as Metric,
+  );
+
+  const waiting: Gauge<'queue'> = new Gauge({
+    name: 'nfqlb_queue_waiting',
+    help: 'Packets waiting in the kernel queue for a verdict (from /proc/net/netfilter/nfnetlink_queue).',
+    labelNames: ['queue'],
+    registers,
+    collect() {
+      // A gauge is a reading of now: forget queues no longer held.
+      waiting.reset();
+      heldProc((q, e) => waiting.set({ queue: String(q.queueNum) }, e.waiting));
+    },
+  });
+
+  const queueDropped = new MonotonicTotals<'queue'>();
+  const queueDroppedCounter: Counter<'queue'> = new Counter({
+    name: 'nfqlb_queue_dropped_total',
+    help: 'Packets the kernel dropped because the queue was full (raise --qlength or add queues).',
+    labelNames: ['queue'],
+    registers,
+    collect() {
+      heldProc((q, e) => {
+        const queue = String(q.queueNum);
+        queueDropped.update(queue, { queue }, e.queueDropped, e.portid);
+      });
+      queueDropped.writeTo(queueDroppedCounter);
+    },
+  });
+
+  const userDropped = new MonotonicTotals<'queue'>();
+  const userDroppedCounter: Counter<'queue'> = new Counter({
+    name: 'nfqlb_queue_user_dropped_total',
+    help: 'Packets the kernel dropped because the netlink socket buffer was full.',
+    labelNames: ['queue'],
+    registers,
+    collect() {
+      heldProc((q, e) => {
+        const queue = String(q.queueNum);
+        userDropped.update(queue, { queue }, e.userDropped, e.portid);
+      });
+      userDropped.writeTo(userDroppedCounter);
+    },
+  });
+
+  const flowsGauge: Gauge = new Gauge({
+    name: 'nfqlb_flows',
+    help: 'Flows defined now.',
+    registers,
+    collect() {
+      flowsGauge.set(source.flows().length);
+    },
+  });
+
+  const activeTargets: Gauge<'target'> = new Gauge({
+    name: 'nfqlb_table_active_targets',
+    help: 'Active targets in each open target table.',
+    labelNames: ['target'],
+    registers,
+    collect() {
+      activeTargets.reset();
+      for (const t of source.targets()) activeTargets.set({ target: t.name }, t.activeTargets);
+    },
+  });
+
+  const control = new MonotonicTotals<'action' | 'result'>();
+  const controlCounter: Counter<'action' | 'result'> = new Counter({
+    name: 'nfqlb_control_requests_total',
+    help: 'Requests on the control socket, by action and result.',
+    labelNames: ['action', 'result'],
+    registers,
+    collect() {
+      for (const c of source.controlRequests()) {
+        control.update(labelKey(c.action, c.result), { action: c.action, result: c.result }, c.count);
+      }
+      control.writeTo(controlCounter);
+    },
+  });
+
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP server
+
+/** The running metrics server. */
+export interface MetricsServer {
+  /** Where it listens, `HOST:PORT` with the actual port (IPv6 in brackets), for logs. */
+  readonly address: string;
+  /** The host as given (brackets removed). */
+  readonly host: string;
+  /** The actual port: the kernel's choice when 0 was asked for (tests). */
+  readonly port: number;
+  /** The registry served on /metrics (to add metrics or scrape without HTTP). */
+  readonly registry: Registry;
+  /** Stops listening and drops open connections (keep-alive included); resolves when closed. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Parses `HOST:PORT` (`[v6]:PORT` for IPv6) into host and port. Throws
+ * NfqlbError NFQLB_ERR_METRICS_ADDRESS with the accepted forms. `off` is not
+ * an address: the caller handles it before calling.
+ */
+export function parseMetricsAddress(address: string): { host: string; port: number } {
+  const m = /^\[([^\]\s]+)\]:(\d{1,5})$/.exec(address) ?? /^([^:[\]\s]+):(\d{1,5})$/.exec(address);
+  const port = m === null ? NaN : Number(m[2]);
+  if (m === null || port > 65535) {
+    throw new NfqlbError(
+      `invalid metrics address "${address}": expected HOST:PORT (e.g. 0.0.0.0:9657), [IPv6]:PORT (e.g. [::]:9657) or off`,
+      'NFQLB_ERR_METRICS_ADDRESS',
+    );
+  }
+  return { host: m[1], port };
+}
+
+/** What to do about a listen error, by errno. */
+function listenAdvice(code: string | undefined): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return 'address already in use (another nfqlb or exporter?); pick another --metrics_address or use --metrics_address=off';
+    case 'EACCES':
+      return 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE); pick a port >= 1024 with --metrics_address, or use --metrics_address=off';
+    case 'EADDRNOTAVAIL':
+      return 'no local interface has this address; use 0.0.0.0, [::] or an address of this host in --metrics_address, or use --metrics_address=off';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name not resolved; give an IP address in --metrics_address, or use --metrics_address=off';
+    default:
+      return 'fix --metrics_address or use --metrics_address=off';
+  }
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+
+/**
+ * Starts the metrics HTTP server on `address` (`HOST:PORT`, `[v6]:PORT`; port 0
+ * picks a free one) and resolves once it listens.
+ *
+ * Routes: `GET /metrics` Prometheus text format from a private Registry
+ * (createMetricsRegistry(source)); `GET /healthz` 200 `ok` while the process
+ * runs; `GET /readyz` 200 `ready` when source.ready(), else 503 `not ready`.
+ * HEAD is accepted wherever GET is (HTTP requires it; no body is sent).
+ * Query strings are ignored. Unknown path → 404; known path with another
+ * method → 405 with `Allow: GET, HEAD`. A scrape that throws → 500 (logged).
+ *
+ * Errors: a bad address → NFQLB_ERR_METRICS_ADDRESS; a listen failure →
+ * NfqlbError NFQLB_ERR_METRICS_LISTEN whose message says what to do (errno
+ * kept in `.errno`, e.g. EADDRINUSE). Nothing is left listening on failure.
+ */
+export async function startMetricsServer(
+  address: string,
+  source: MetricsSource,
+  log?: MetricsLog,
+  options: Omit<MetricsOptions, 'log'> = {},
+): Promise<MetricsServer> {
+  const { host, port } = parseMetricsAddress(address);
+  const registry = createMetricsRegistry(source, { ...options, log });
+
+  const reply = (res: http.ServerResponse, status: number, body: string, headers: http.OutgoingHttpHeaders = {}): void => {
+    res.writeHead(status, { 'Content-Type': TEXT, 'Content-Length': Buffer.byteLength(body), ...headers });
+    res.end(body);
+  };
+
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    if (path !== '/metrics' && path !== '/healthz' && path !== '/readyz') {
+      reply(res, 404, 'not found: try /metrics, /healthz or /readyz\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      reply(res, 405, 'method not allowed: use GET\n', { Allow: 'GET, HEAD' });
+      return;
+    }
+    if (path === '/healthz') {
+      // Answering at all is the proof of life: the event loop turns.
+      reply(res, 200, 'ok\n');
+      return;
+    }
+    if (path === '/readyz') {
+      let ready = false;
+      try {
+        ready = source.ready();
+      } catch (err) {
+        log?.warn({ err: (err as Error).message }, 'metrics: ready() threw; answering not ready');
+      }
+      reply(res, ready ? 200 : 503, ready ? 'ready\n' : 'not ready\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => reply(res, 200, body, { 'Content-Type': registry.contentType }),
+      (err: unknown) => {
+        log?.warn({ err: (err as Error).message }, 'metrics: scrape failed');
+        reply(res, 500, 'scrape failed; see the nfqlb log\n');
+      },
+    );
+  });
+  // A scrape endpoint needs no patience: a client that dribbles its headers
+  // must not hold a socket for Node's default 60 s / 300 s.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      server.close();
+      reject(
+        new NfqlbError(`cannot serve metrics on ${address}: ${listenAdvice(err.code)} (${err.message})`, 'NFQLB_ERR_METRICS_LISTEN', err.code),
+      );
+    };
+    server.once('error', onError);
+    server.listen({ host, port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  // After listening, errors are per-connection trouble, not fatal: log them.
+  server.on('error', (err) => log?.warn({ err: err.message }, 'metrics: server error'));
+
+  const actualPort = (server.address() as AddressInfo).port;
+  const shown = host.includes(':') ? `[${host}]:${actualPort}` : `${host}:${actualPort}`;
+  log?.info({ address: shown }, 'metrics: listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    address: shown,
+    host,
+    port: actualPort,
+    registry,
+    close(): Promise<void> {
+      if (closing === null) {
+        closing = new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // server.close() waits for idle keep-alive sockets (a Prometheus
+          // scraper keeps one open): drop them so shutdown is prompt.
+          server.closeAllConnections();
+        });
+      }
+      return closing;
+    },
+  };
+}
