@@ -5,7 +5,8 @@ import { fwmarkCommands } from './fwmark';
 import { versionCommands } from './version';
 import { flowCommands } from './flow';
 import { replayCommands } from './replay';
+import { lbCommands } from './lb';
 
 export function allCommands(): NfqlbCommand[] {
-  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...replayCommands, ...versionCommands];
+  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...replayCommands, ...versionCommands];
 }

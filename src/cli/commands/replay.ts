@@ -1,3 +1,112 @@
-import type { NfqlbCommand } from '../command';
+/**
+ * `nfqlb replay`: runs captured packets through the decision pipeline the
+ * daemon runs, offline, and prints one JSON line per packet saying what the
+ * load balancer would do with it.
+ */
+import type { Options } from 'yargs';
+import { atoi } from '../../catoi';
+import { loadConfig, type ReplayConfig } from '../../config';
+import { UsageError } from '../../errors';
+import type { MaglevTable } from '../../maglev';
+import { Pipeline, type PipelineOptions } from '../../pipeline';
+import { readPcap } from '../../pcap';
+import { Target } from '../../targets';
+import type { NfqlbCommand, ParsedArgs } from '../command';
 
-export const replayCommands: NfqlbCommand[] = [];
+const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
+
+/** Options the daemon line of a config may set, overridden by replay's own. */
+function pipelineOptions(daemonArgs: ParsedArgs | undefined, args: ParsedArgs): Partial<PipelineOptions<MaglevTable>> {
+  const pick = (name: string, dflt: string): number => {
+    const v = args[name] ?? daemonArgs?.[name];
+    return atoi(v === undefined ? dflt : String(v));
+  };
+  return {
+    hashMode: pick('hash_mode', '1') === 0 ? 0 : 1,
+    notargetsFwmark: pick('notargets_fwmark', '-1'),
+    nolbFwmark: pick('nolb_fwmark', '-1'),
+    fragmentCapacity: Math.max(1, pick('ft_size', '500') + pick('ft_buckets', '500')),
+    fragmentTtlMs: Math.max(1, pick('ft_ttl', '200')),
+  };
+}
+
+interface Setup {
+  pipeline: Pipeline<MaglevTable>;
+  close(): void;
+}
+
+function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
+  const daemon = config.daemon;
+  const opts = pipelineOptions(daemon?.args, args);
+  if (daemon?.command === 'lb') {
+    const name = String(daemon.args.tshm ?? 'nfqlb');
+    const target = new Target(name, config.store.open(name));
+    const pipeline = new Pipeline<MaglevTable>(null, { ...opts, fixedTarget: target, sctpEncap: atoi(String(daemon.args.sctp_encap ?? '0')) & 0xffff });
+    return { pipeline, close: () => undefined };
+  }
+  config.flows.promiscuousPing = args.promiscuous_ping === true || daemon?.args.promiscuous_ping === true;
+  return { pipeline: new Pipeline(config.flows, opts), close: () => undefined };
+}
+
+function fromLiveTable(name: string, args: ParsedArgs, store: { open(n: string, w: boolean): MaglevTable; close(t: MaglevTable): void }): Setup {
+  const table = store.open(name, false);
+  const pipeline = new Pipeline<MaglevTable>(null, { ...pipelineOptions(undefined, args), fixedTarget: new Target(name, table) });
+  return { pipeline, close: () => store.close(table) };
+}
+
+export const replayCommands: NfqlbCommand[] = [
+  {
+    name: 'replay',
+    describe: 'Run captured packets through the load-balancing decisions offline; one JSON line per packet',
+    options: {
+      pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true }),
+      config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)'),
+      tshm: str('Use this live table (no flows), like nfqlb lb'),
+      hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)'),
+      promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
+      notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
+      nolb_fwmark: str('fwmark when no flow matches (default -1: drop)'),
+    },
+    run(args, { store, out }) {
+      const hasConfig = args.config !== undefined;
+      const hasTshm = args.tshm !== undefined;
+      if (hasConfig === hasTshm) throw new UsageError('replay needs exactly one of --config=FILE or --tshm=NAME');
+      const pcap = readPcap(String(args.pcap));
+      let setup: Setup;
+      if (hasConfig) {
+        const config = loadConfig(String(args.config));
+        for (const problem of config.problems) process.stderr.write(`${problem}\n`);
+        setup = fromConfig(config, args);
+      } else {
+        try {
+          setup = fromLiveTable(String(args.tshm), args, store);
+        } catch (err) {
+          throw new UsageError(`FAILED mapSharedData: ${String(args.tshm)} (${(err as Error).message})`);
+        }
+      }
+      const { pipeline } = setup;
+      const last = pipeline.last;
+      let chunk = '';
+      try {
+        for (const rec of pcap.records) {
+          if (rec.ip === null) continue;
+          const fw = pipeline.decide(rec.ip, 0, rec.ip.length, rec.timeMs);
+          const target = last.target === null ? 'null' : JSON.stringify(last.target.name);
+          const flow = last.flow === null ? 'null' : JSON.stringify(last.flow.name);
+          const hash = last.hash < 0 ? 'null' : String(last.hash);
+          chunk +=
+            fw >= 0
+              ? `{"i":${rec.index},"verdict":"accept","fwmark":${fw},"target":${target},"flow":${flow},"hash":${hash}}\n`
+              : `{"i":${rec.index},"verdict":"drop","fwmark":-1,"target":${target},"flow":${flow},"hash":${hash}}\n`;
+          if (chunk.length > 1 << 16) {
+            out(chunk);
+            chunk = '';
+          }
+        }
+        out(chunk);
+      } finally {
+        setup.close();
+      }
+    },
+  },
+];

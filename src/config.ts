@@ -1,0 +1,125 @@
+/**
+ * Replays a file of nfqlb command lines (the `reference/decisions/*.cmds`
+ * format: one command per line, split on spaces, no shell quoting) into
+ * private tables and flows, for `nfqlb replay --config`. The table commands
+ * run through the same code as the CLI, against memory instead of /dev/shm;
+ * flow-set/flow-delete do what the daemon's control server does.
+ */
+import * as fs from 'node:fs';
+import { NfqlbError, UsageError } from './errors';
+import { checkFlowSetArgs, flowCmdFromArgs, FlowSet, type FlowSetArgs } from './flows';
+import { MemoryTableStore, type TableStore } from './tablestore';
+import type { MaglevTable } from './maglev';
+import { Target, TargetRegistry } from './targets';
+import { findCommand, parseCommandLine } from './cli/main';
+import type { ParsedArgs } from './cli/command';
+
+/** The daemon line of a config (`flowlb ...` or `lb ...`): its options, as parsed. */
+export interface DaemonLine {
+  command: 'flowlb' | 'lb';
+  args: ParsedArgs;
+}
+
+export interface ReplayConfig {
+  store: MemoryTableStore;
+  targets: TargetRegistry<MaglevTable>;
+  flows: FlowSet<Target<MaglevTable>>;
+  daemon: DaemonLine | null;
+  /** One line per config line that failed, as the command would have printed it. */
+  problems: string[];
+}
+
+const TABLE_COMMANDS = new Set(['init', 'activate', 'deactivate', 'delete', 'show']);
+
+function flowArgs(args: ParsedArgs): FlowSetArgs {
+  const s = (k: string): string | undefined => (args[k] === undefined ? undefined : String(args[k]));
+  return {
+    name: s('name'), target: s('target'), prio: s('prio'), protocols: s('protocols'), dsts: s('dsts'),
+    srcs: s('srcs'), dports: s('dports'), sports: s('sports'), match: s('match'), udpencap: s('udpencap'),
+  };
+}
+
+/** Targets of a replay come from the private store; a missing table cannot be opened, as in the daemon. */
+function registryOver(store: TableStore): TargetRegistry<MaglevTable> {
+  return new TargetRegistry<MaglevTable>({
+    open(name) {
+      try {
+        return store.open(name, false);
+      } catch {
+        return null;
+      }
+    },
+    close(_name, table) {
+      store.close(table);
+    },
+  });
+}
+
+/**
+ * Applies the lines of `text` in order. A line that fails is recorded in
+ * `problems` (with its line number) and the rest go on, as separate nfqlb
+ * invocations would. Throws NfqlbError NFQLB_ERR_CONFIG only for lines that
+ * are not nfqlb commands a replay understands.
+ */
+export function applyConfig(text: string, file = 'config'): ReplayConfig {
+  const store = new MemoryTableStore();
+  const targets = registryOver(store);
+  const config: ReplayConfig = {
+    store,
+    targets,
+    flows: new FlowSet<Target<MaglevTable>>({ targetName: (t) => t.name }),
+    daemon: null,
+    problems: [],
+  };
+  const lines = text.split('\n');
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n].trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const words = line.split(/\s+/);
+    if (words[0] === 'nfqlb') words.shift();
+    const where = `${file}:${n + 1}`;
+    const cmd = findCommand(words[0]);
+    if (cmd === undefined) throw new NfqlbError(`${where}: Unknown command [${words[0]}]`, 'NFQLB_ERR_CONFIG');
+    const name = cmd.name;
+    if (!TABLE_COMMANDS.has(name) && !['flow-set', 'flow-delete', 'flowlb', 'lb'].includes(name)) {
+      throw new NfqlbError(`${where}: ${name} cannot be replayed (use init, activate, deactivate, delete, flow-set, flow-delete, flowlb, lb)`, 'NFQLB_ERR_CONFIG');
+    }
+    let args: ParsedArgs;
+    try {
+      args = parseCommandLine(cmd, words.slice(1));
+    } catch (err) {
+      config.problems.push(`${where}: ${(err as Error).message}`);
+      continue;
+    }
+    try {
+      if (TABLE_COMMANDS.has(name)) {
+        if (name !== 'show') cmd.run(args, { store, out: () => undefined });
+      } else if (name === 'flow-set') {
+        const fa = flowArgs(args);
+        const clientError = checkFlowSetArgs(fa);
+        if (clientError !== null) throw new UsageError(clientError);
+        const reply = config.flows.applySet(flowCmdFromArgs(fa), targets);
+        if (reply !== 'OK') config.problems.push(`${where}: ${reply}`);
+      } else if (name === 'flow-delete') {
+        config.flows.applyDelete(String(args.name), targets);
+      } else {
+        config.daemon = { command: name as 'flowlb' | 'lb', args };
+      }
+    } catch (err) {
+      if (!(err instanceof NfqlbError)) throw err;
+      config.problems.push(`${where}: ${err.message}`);
+    }
+  }
+  return config;
+}
+
+/** Reads and applies a config file; an unreadable file is NfqlbError NFQLB_ERR_CONFIG. */
+export function loadConfig(file: string): ReplayConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', (err as NodeJS.ErrnoException).code);
+  }
+  return applyConfig(text, file);
+}

@@ -1,0 +1,170 @@
+/**
+ * The decision pipeline: where a packet's target is chosen. Given one raw IP
+ * packet it returns the fwmark to accept it with, or -1 to drop it, in the
+ * order of nfqlb's flowlb (SPEC.md §5):
+ *
+ *   classify → invalid: drop
+ *            → later fragment: the choice stored for its first fragment, else drop
+ *   flow lookup (SCTP over UDP: re-classify with the flow's port, look up again)
+ *            → no flow: nolb_fwmark
+ *   Maglev lookup in the flow's table
+ *            → no target: notargets_fwmark
+ *   first fragment: remember the choice for the later ones
+ *
+ * The same object runs in the daemon (once per queued packet) and in
+ * `nfqlb replay`. It is the per-packet path: no allocation, no exceptions, no
+ * strings; details of the last decision are left in `last` for callers that
+ * want them (replay, trace, counters).
+ */
+import { FragmentTable, FRAGMENT_MISS } from './fragments';
+import { hashKey, hashKeyAddresses, IPPROTO_UDP } from './hashkey';
+import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
+import type { Flow, FlowSet } from './flows';
+import type { LookupTable, Target } from './targets';
+
+/** Why a packet got its verdict; also the index into the decision counters. */
+export const REASON_TARGET = 0;
+export const REASON_NO_FLOW = 1;
+export const REASON_NO_TARGET = 2;
+export const REASON_INVALID = 3;
+export const REASON_FRAGMENT_HIT = 4;
+export const REASON_FRAGMENT_MISS = 5;
+export const REASON_LB_TIER = 6;
+export const REASON_FRAGMENT_TABLE_FULL = 7;
+export const REASON_NAMES = ['target', 'no_flow', 'no_target', 'invalid', 'fragment_hit', 'fragment_miss', 'lb_tier', 'fragment_table_full'] as const;
+
+export interface PipelineOptions<T extends LookupTable = LookupTable> {
+  /** 0: hash all 40 key bytes; 1: SCTP hashes ports only (nfqlb's default). */
+  hashMode: number;
+  /** fwmark when no flow matches (-1: drop). */
+  nolbFwmark: number;
+  /** fwmark when the flow's table has no active target (-1: drop). */
+  notargetsFwmark: number;
+  /** Fragment table entries (nfqlb: ft_size + ft_buckets). */
+  fragmentCapacity: number;
+  /** How long a first fragment's choice is kept, ms. */
+  fragmentTtlMs: number;
+  /**
+   * `lb` mode: every packet goes to this table, no flows; fragments remember
+   * the hash instead of the fwmark, as nfqlb's lb does.
+   */
+  fixedTarget?: Target<T> | null;
+  /** `lb` mode: the UDP port that carries SCTP (0: none). */
+  sctpEncap?: number;
+  /** LB tier (--lbshm): fragments are first hashed on addresses over this table. */
+  lbTier?: { table: LookupTable; ownFwmark: number } | null;
+}
+
+/** The details of the last decision. Reused; copy what you keep. */
+export class Decision<T extends LookupTable = LookupTable> {
+  fwmark = -1;
+  reason = REASON_INVALID;
+  /** The matched flow, or null. */
+  flow: Flow<Target<T>> | null = null;
+  /** The table the flow names (or the fixed table), or null. */
+  target: Target<T> | null = null;
+  /** The hash used for the table lookup, or -1 when no lookup was made. */
+  hash = -1;
+}
+
+export const DEFAULT_PIPELINE_OPTIONS: Readonly<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'sctpEncap'>> = {
+  hashMode: 1,
+  nolbFwmark: -1,
+  notargetsFwmark: -1,
+  fragmentCapacity: 1000,
+  fragmentTtlMs: 200,
+};
+
+export class Pipeline<T extends LookupTable = LookupTable> {
+  readonly info = new PacketInfo();
+  readonly last = new Decision<T>();
+  readonly fragments: FragmentTable;
+  /** Packets per REASON_* since start (folded into metrics at scrape time). */
+  readonly reasonCounts = new Float64Array(REASON_NAMES.length);
+  private readonly opts: PipelineOptions<T>;
+
+  constructor(
+    private readonly flows: FlowSet<Target<T>> | null,
+    options: Partial<PipelineOptions<T>> = {},
+  ) {
+    this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
+    this.fragments = new FragmentTable(this.opts.fragmentCapacity, this.opts.fragmentTtlMs);
+  }
+
+  private finish(reason: number, fwmark: number): number {
+    this.last.reason = reason;
+    this.last.fwmark = fwmark;
+    this.reasonCounts[reason]++;
+    return fwmark;
+  }
+
+  /**
+   * Decides for pkt[off, off+len) at time `nowMs` (monotonic ms; only used
+   * for fragment expiry). Returns the fwmark (≥ 0: accept with it) or a
+   * negative value (drop); `last` holds the details.
+   */
+  decide(pkt: Uint8Array, off: number, len: number, nowMs: number): number {
+    const info = this.info;
+    const last = this.last;
+    const opts = this.opts;
+    last.flow = null;
+    last.target = null;
+    last.hash = -1;
+    const fixed = opts.fixedTarget ?? null;
+    const rc = classify(pkt, off, len, fixed !== null ? opts.sctpEncap ?? 0 : 0, info);
+    if (rc === RC_INVALID) return this.finish(REASON_INVALID, -1);
+
+    const key = info.key;
+    if ((rc & (RC_FIRST_FRAGMENT | RC_LATER_FRAGMENT)) !== 0) {
+      const tier = opts.lbTier ?? null;
+      if (tier !== null) {
+        const fw = tier.table.fwmarkOf(hashKeyAddresses(key));
+        if (fw >= 0 && fw !== tier.ownFwmark) return this.finish(REASON_LB_TIER, fw);
+      }
+      if ((rc & RC_FIRST_FRAGMENT) === 0) {
+        const stored = this.fragments.lookup(key, info.fragId, nowMs);
+        if (stored === FRAGMENT_MISS) return this.finish(REASON_FRAGMENT_MISS, -1);
+        if (fixed !== null) {
+          last.target = fixed;
+          last.hash = stored >>> 0;
+          const fw = fixed.table.fwmarkOf(last.hash);
+          return this.finish(REASON_FRAGMENT_HIT, fw >= 0 ? fw : opts.notargetsFwmark);
+        }
+        return this.finish(REASON_FRAGMENT_HIT, stored);
+      }
+    }
+
+    let target: Target<T> | null;
+    if (fixed !== null) {
+      target = fixed;
+    } else {
+      const flows = this.flows;
+      let flow: Flow<Target<T>> | null = null;
+      if (flows !== null) {
+        flow = flows.lookup(info, pkt);
+        const udpencap = flows.lastUdpencap;
+        if (udpencap !== 0 && info.proto === IPPROTO_UDP && info.dport === udpencap) {
+          // A hidden '#name' flow matched on the way (its target is null, so
+          // the search went on): the UDP payload is SCTP. As nfqlb, key on the
+          // inner SCTP header and search again.
+          if (classify(pkt, off, len, udpencap, info) === RC_INVALID) return this.finish(REASON_INVALID, -1);
+          flow = flows.lookup(info, pkt);
+        }
+      }
+      last.flow = flow;
+      target = flow === null ? null : flow.target;
+      if (target === null) return this.finish(REASON_NO_FLOW, opts.nolbFwmark);
+    }
+    last.target = target;
+    const hash = hashKey(key, opts.hashMode);
+    last.hash = hash;
+    const fw = target.table.fwmarkOf(hash);
+    if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
+    if ((rc & RC_FIRST_FRAGMENT) !== 0) {
+      if (!this.fragments.store(key, info.fragId, fixed !== null ? hash | 0 : fw, nowMs)) {
+        return this.finish(REASON_FRAGMENT_TABLE_FULL, -1);
+      }
+    }
+    return this.finish(REASON_TARGET, fw);
+  }
+}
