@@ -1,0 +1,174 @@
+/**
+ * `nfqlb flowlb` and `nfqlb lb`: the daemon. Prints nfqlb's start-up lines,
+ * runs until SIGTERM/SIGINT (exit 0), and exits non-zero with one line saying
+ * why on a fatal error.
+ */
+import type { Options } from 'yargs';
+import { UsageError } from '../../errors';
+import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
+import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
+import { cAtoi } from '../../flows';
+import { createLogger } from '../../log';
+import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
+import { out, type NfqlbCommand, type ParsedArgs } from '../command';
+
+const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
+
+const common: Record<string, Options> = {
+  queue: str('NF-queues to listen to, N or A:B', '2'),
+  qlength: str('Length of queues', '1024'),
+  mtu: str('MTU: bytes copied per packet, at least the MTU of the ingress device', '1500'),
+  lbshm: str('Lb shared memory (LB tier for fragments)'),
+  tun: str('Tun device for re-injecting fragments (not supported)'),
+  reassembler: str('Reassembler size (not supported, must be 0)', '0'),
+  notargets_fwmark: str('fwmark when the table has no targets (-1: drop)', '-1'),
+  hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only', '1'),
+  ft_shm: str('Frag table; shared memory stats', 'ftshm'),
+  ft_size: str('Frag table; size', '500'),
+  ft_buckets: str('Frag table; extra buckets', '500'),
+  ft_frag: str('Frag table; stored frags (0 without --tun)', '100'),
+  ft_ttl: str('Frag table; ttl milliS', '200'),
+  trace_address: str('Trace server address', DEFAULT_TRACE_ADDRESS),
+  fail_open: { type: 'boolean', describe: 'Accept packets when the queue is full instead of dropping them (NFQA_CFG_F_FAIL_OPEN)' },
+  batch: str('Most packets handled per receive', '64'),
+  rcvbuf: str('Socket receive buffer, bytes (default qlength*mtu/2)'),
+};
+
+function int(args: ParsedArgs, name: string): number {
+  const v = args[name];
+  return v === undefined ? NaN : cAtoi(String(v));
+}
+
+function positiveInt(args: ParsedArgs, name: string, min: number, max: number): number {
+  const text = String(args[name]);
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new UsageError(`Invalid --${name}=${text}: use a number from ${min} to ${max}`);
+  return n;
+}
+
+function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
+  const mtu = int(args, 'mtu');
+  if (!(mtu >= 576)) throw new UsageError(`Invalid MTU; ${Number.isNaN(mtu) ? String(args.mtu) : mtu}`);
+  if (mtu > 65535) throw new UsageError(`Invalid MTU; ${mtu} (at most 65535)`);
+  if (args.tun !== undefined) throw new UsageError('--tun is not supported: out-of-order fragments are dropped (counted as fragment_miss)');
+  if (int(args, 'reassembler') > 0) throw new UsageError('--reassembler is not supported');
+  const hashMode = int(args, 'hash_mode');
+  let queues: number[];
+  try {
+    queues = parseQueues(String(args.queue));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const rcvbuf = args.rcvbuf === undefined ? undefined : positiveInt(args, 'rcvbuf', 4096, 1 << 30);
+  return {
+    mode,
+    queues,
+    qlength: positiveInt(args, 'qlength', 1, 1 << 20),
+    mtu,
+    batchSize: positiveInt(args, 'batch', 1, 1024),
+    failOpen: args.fail_open === true,
+    rcvbuf,
+    promiscuousPing: args.promiscuous_ping === true,
+    pipeline: {
+      hashMode: hashMode === 0 ? 0 : 1,
+      notargetsFwmark: int(args, 'notargets_fwmark'),
+      nolbFwmark: mode === 'flowlb' ? int(args, 'nolb_fwmark') : -1,
+      fragmentCapacity: Math.max(1, int(args, 'ft_size') + int(args, 'ft_buckets')),
+      fragmentTtlMs: Math.max(1, int(args, 'ft_ttl')),
+      sctpEncap: mode === 'lb' ? int(args, 'sctp_encap') & 0xffff : 0,
+    },
+    tshm: mode === 'lb' ? String(args.tshm) : undefined,
+    lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
+    flowAddress: flowAddress(),
+    traceAddress: String(args.trace_address),
+  };
+}
+
+/** After a stop signal the process is gone within this time, whatever still holds the event loop. */
+const EXIT_DEADLINE_MS = 900;
+
+async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
+  const options = daemonOptions(mode, args);
+  const traceShm = openOrCreateTraceShm();
+  const log = createLogger(traceShm.level);
+  closeTraceShm(traceShm);
+
+  // Signals are caught from here on, so one that arrives during start-up
+  // still ends in an orderly stop (queues unbound) and exit 0.
+  let pending: string | null = null;
+  let onStop: ((signal: string) => void) | null = null;
+  const onSignal = (signal: string): void => {
+    if (onStop !== null) onStop(signal);
+    else pending ??= signal;
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  const p = options.pipeline;
+  out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=0, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
+  let daemon: Daemon;
+  try {
+    daemon = new Daemon(options, log);
+    await daemon.start();
+  } catch (err) {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    throw err;
+  }
+
+  // A bug that throws on the packet path must not leave a half-working
+  // daemon: one line saying what happened, queues unbound, exit non-zero.
+  process.on('uncaughtException', (err: Error) => {
+    log.fatal({ err }, 'internal error');
+    process.stderr.write(`nfqlb: internal error: ${err.message}\n`);
+    for (const q of daemon.queues) {
+      try {
+        q.close();
+      } catch {
+        // Exiting anyway.
+      }
+    }
+    process.exit(70);
+  });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    onStop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.notice({ signal }, 'stopping');
+      setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_DEADLINE_MS).unref();
+      daemon.stop().then(
+        () => resolve(0),
+        (err: Error) => {
+          log.error({ err: err.message }, 'stop failed');
+          resolve(1);
+        },
+      );
+    };
+    if (pending !== null) onStop(pending);
+  });
+}
+
+export const lbCommands: NfqlbCommand[] = [
+  {
+    name: 'flowlb',
+    describe: 'Load-balance with flows',
+    options: {
+      ...common,
+      promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
+      nolb_fwmark: str('fwmark when no flow matches (-1: drop)', '-1'),
+    },
+    run: (args) => runDaemon('flowlb', args),
+  },
+  {
+    name: 'lb',
+    describe: 'Load-balance over one table, no flows',
+    options: {
+      ...common,
+      tshm: str('Target shared memory', 'nfqlb'),
+      sctp_encap: str('SCTP UDP encapsulation port (0: none)', '0'),
+    },
+    run: (args) => runDaemon('lb', args),
+  },
+];
