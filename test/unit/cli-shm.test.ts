@@ -4,10 +4,10 @@
  * both in-process through main() and through the real `bin/nfqlb` (after a
  * tsc build). Every shm object is named nfqlbts-test-<pid>-<name> and removed.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { main } from '../../src/cli/main';
+import { runInProcess as runCli, runSpawned as runBin, type CliRun } from '../helpers/cli';
 import { atoi } from '../../src/catoi';
 import { referencePath } from '../helpers/reference';
 
@@ -30,30 +30,9 @@ interface Run {
   stderr: string;
 }
 
-async function runInProcess(words: string[]): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += chunk.toString();
-    return true;
-  });
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += chunk.toString();
-    return true;
-  });
-  try {
-    const rc = await main(mapArgs(words));
-    return { rc, stdout: unmapText(stdout), stderr: unmapText(stderr) };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
-
-function runSpawned(words: string[]): Run {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'nfqlb'), ...mapArgs(words)], { encoding: 'utf8' });
-  return { rc: r.status ?? -1, stdout: unmapText(r.stdout), stderr: unmapText(r.stderr) };
-}
+const unmapped = (r: CliRun): Run => ({ rc: r.rc, stdout: unmapText(r.stdout), stderr: unmapText(r.stderr) });
+const runInProcess = async (words: string[]): Promise<Run> => unmapped(await runCli(mapArgs(words)));
+const runSpawned = (words: string[]): Run => unmapped(runBin(mapArgs(words)));
 
 function removeAll(): void {
   for (const f of fs.readdirSync('/dev/shm')) if (f.startsWith(PREFIX)) fs.rmSync(`/dev/shm/${f}`, { force: true });

@@ -13,6 +13,7 @@ import {
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
 import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet';
 import { referencePath } from '../helpers/reference';
+import { prng } from '../helpers/prng';
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -138,17 +139,6 @@ function match(set: FlowSet<Tgt>, p: PacketSpec): string | null {
 const T_A: Tgt = { name: 'tshm-a', refs: 1 };
 const T_B: Tgt = { name: 'tshm-b', refs: 1 };
 
-/** Small seeded PRNG (mulberry32), so property tests are repeatable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------
 // Reference parity

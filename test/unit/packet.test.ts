@@ -9,6 +9,7 @@ import {
   RC_OTHER_PROTO, RC_UDP_ENCAP,
 } from '../../src/packet';
 import { fromHex, readJsonl, toHex } from '../helpers/reference';
+import { prng } from '../helpers/prng';
 
 interface HashkeyLine {
   i: number;
@@ -46,17 +47,6 @@ function snapshot(info: PacketInfo, off: number) {
   };
 }
 
-/** Deterministic PRNG (mulberry32) so a failure reproduces from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const LEAD = 13;
 const TAIL = 80;
