@@ -6,7 +6,8 @@ import { versionCommands } from './version';
 import { flowCommands } from './flow';
 import { replayCommands } from './replay';
 import { lbCommands } from './lb';
+import { traceCommands } from './trace';
 
 export function allCommands(): NfqlbCommand[] {
-  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...replayCommands, ...versionCommands];
+  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...traceCommands, ...replayCommands, ...versionCommands];
 }
