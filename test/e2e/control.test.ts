@@ -1,0 +1,357 @@
+/**
+ * The control socket of a live `nfqlb flowlb` through the real CLI and a raw
+ * client speaking the protocol byte for byte (SPEC.md §7), plus the daemon's
+ * life cycle: start-up failures, table mapping, SIGTERM. One namespace, no
+ * traffic. Needs root and the compiled dist/; skipped without root.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  canUseNetns,
+  cleanupAll,
+  createNetns,
+  DaemonProcess,
+  nfqlb,
+  nsExec,
+  spawnInNs,
+  TESTBED_JS,
+  uniqueShmName,
+  type RunResult,
+} from '../../src/testbed';
+import { parseQueueProc } from '../../src/queue';
+
+const root = canUseNetns();
+const describeNs = root ? describe : describe.skip;
+
+jest.setTimeout(60000);
+
+const ERRORS_TXT = path.join(__dirname, '..', 'fixtures', 'reference', 'cli', 'errors.txt');
+
+/** stdout and stderr lines as errors.txt writes them: each line followed by '|'. */
+function outLine(r: RunResult): string {
+  return (r.stdout + r.stderr)
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => `${l}|`)
+    .join('');
+}
+
+interface RawReply {
+  reply: string;
+  text: string;
+  ms: number;
+  closed: boolean;
+  closedAt: number;
+}
+
+describeNs('control socket and life cycle of nfqlb flowlb', () => {
+  let ns: string;
+  let daemon: DaemonProcess;
+  let shm: string;
+  let shm2: string;
+
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}): RunResult => nfqlb(args, { ns, env });
+
+  /** One request through the raw client; resolves with what the server sent before closing. */
+  function raw(request: string, opts: { chunk?: number; delay?: number; address?: string } = {}): RawReply {
+    const args = [TESTBED_JS, 'raw', `--address=${opts.address ?? 'unix:nfqlb'}`];
+    if (opts.chunk !== undefined) args.push(`--chunk=${opts.chunk}`, `--delay=${opts.delay ?? 1}`);
+    const r = nsExec(ns, process.execPath, args, { input: request });
+    return JSON.parse(r.stdout) as RawReply;
+  }
+
+  function mapsOf(pid: number, name: string): string[] {
+    return fs
+      .readFileSync(`/proc/${pid}/maps`, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`/dev/shm/${name}`));
+  }
+
+  function queuesBound(): number[] {
+    return parseQueueProc(nsExec(ns, 'cat', ['/proc/net/netfilter/nfnetlink_queue']).stdout).map((e) => e.queue);
+  }
+
+  beforeAll(async () => {
+    ns = createNetns('ctl');
+    shm = uniqueShmName('ctl-a');
+    shm2 = uniqueShmName('ctl-b');
+    expect(nfqlb(['init', `--shm=${shm}`, '--M=997', '--N=32']).status).toBe(0);
+    expect(nfqlb(['init', `--shm=${shm2}`, '--M=997', '--N=32']).status).toBe(0);
+    daemon = await DaemonProcess.start(ns, ['flowlb', '--queue=0:3', '--promiscuous_ping']);
+  });
+
+  // Every test starts without flows, also after a failed one.
+  afterEach(() => {
+    if (!daemon.running) return;
+    for (const [list, del] of [['flow-list-names', 'flow-delete'], ['trace-flow-list-names', 'trace-flow-delete']]) {
+      const r = cli([list]);
+      if (r.status !== 0) continue;
+      for (const name of JSON.parse(r.stdout) as string[]) {
+        if (!name.startsWith('#')) cli([del, `--name=${name}`]);
+      }
+    }
+  });
+
+  afterAll(async () => {
+    await cleanupAll();
+  });
+
+  it('prints nfqlb start-up lines, binds the queues and logs pino JSON on stderr', () => {
+    expect(daemon.stdout).toBe(
+      'FragTable; size=500, buckets=500, frag=0, mtu=1500, ttl=200\n' + 'queue_length=1024, mtu=1500, SO_RCVBUF=1531904 (765952)\n'.repeat(4),
+    );
+    expect(queuesBound()).toEqual([0, 1, 2, 3]);
+    const started = JSON.parse(daemon.stderr.split('\n')[0]) as Record<string, unknown>;
+    expect(started).toMatchObject({ level: 35, name: 'nfqlb', msg: 'started', mode: 'flowlb', queues: [0, 1, 2, 3], control: 'unix:nfqlb' });
+  });
+
+  it('answers the flow-set / flow-delete error cases of errors.txt exactly', () => {
+    const lines = fs.readFileSync(ERRORS_TXT, 'utf8').split('\n');
+    let checked = 0;
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const cmd = lines[i];
+      if (!/^flow-(set|delete)\b/.test(cmd)) continue;
+      const m = /^ {2}rc=(\d+) out=(.*)$/.exec(lines[i + 1]);
+      expect(m).not.toBeNull();
+      // The reference used tables tshm-a (exists) and tshm-nope (does not).
+      const args = cmd
+        .split(' ')
+        .map((a) => a.replace(/=tshm-a$/, `=${shm}`).replace(/=tshm-nope$/, `=${shm}-nope`));
+      const r = cli(args);
+      expect({ cmd, rc: r.status, out: outLine(r) }).toEqual({ cmd, rc: Number(m?.[1]), out: m?.[2] });
+      checked++;
+    }
+    expect(checked).toBe(12);
+    // None of them left a flow behind.
+    expect(cli(['flow-list-names']).stdout).toBe('[]\n');
+  });
+
+  it('sets, lists, replaces and deletes flows with nfqlb replies and exit codes', () => {
+    let r = cli(['flow-set', '--name=f1', `--target=${shm}`, '--prio=5', '--protocols=tcp,udp', '--dsts=192.0.2.1/32,2001:db8::1/128', '--dports=80,4000-4010']);
+    expect([r.status, r.stdout, r.stderr]).toEqual([0, 'OK\n', '']);
+    r = cli(['flow-set', '--name=f2', `--target=${shm2}`, '--srcs=198.51.100.0/24']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+
+    r = cli(['flow-list']);
+    expect(r.status).toBe(0);
+    const list = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+    expect(list).toEqual([
+      {
+        name: 'f1',
+        priority: 5,
+        protocols: ['tcp', 'udp'],
+        dests: ['::ffff:192.0.2.1/128', '2001:db8::1/128'],
+        dports: ['80', '4000-4010'],
+        matches_count: 0,
+        user_ref: shm,
+      },
+      { name: 'f2', priority: 0, srcs: ['::ffff:198.51.100.0/120'], matches_count: 0, user_ref: shm2 },
+    ]);
+    r = cli(['flow-list', '--name=f2']);
+    expect(r.stdout).toBe(`{\n  "name": "f2",\n  "priority": 0,\n  "srcs": [\n    "::ffff:198.51.100.0/120"\n  ],\n  "matches_count": 0,\n  "user_ref": "${shm2}"\n}`);
+    expect(cli(['flow-list', '--name=nope']).stdout).toBe('');
+    expect(cli(['flow-list-names']).stdout).toBe('[\n  "f1",\n  "f2"\n]\n');
+
+    // Replace f2 with a higher priority: it moves first.
+    r = cli(['flow-set', '--name=f2', `--target=${shm}`, '--prio=9']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    expect(cli(['flow-list-names']).stdout).toBe('[\n  "f2",\n  "f1"\n]\n');
+
+    r = cli(['flow-delete', '--name=f1']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    r = cli(['flow-delete', '--name=f2']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    expect(cli(['flow-list']).stdout).toBe('[]\n');
+    r = cli(['flow-delete']);
+    expect([r.status, r.stderr]).toEqual([1, 'Missing option [--name]\n']);
+  });
+
+  it('sets, lists and deletes trace-flows', () => {
+    let r = cli(['trace-flow-set', '--name=tf', '--protocols=udp', '--dsts=192.0.2.1/32']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    expect(cli(['trace-flow-list-names']).stdout).toBe('[\n  "tf"\n]\n');
+    expect(JSON.parse(cli(['trace-flow-list']).stdout)).toEqual([{ name: 'tf', priority: 0, protocols: ['udp'], dests: ['::ffff:192.0.2.1/128'], matches_count: 0 }]);
+    r = cli(['trace-flow-set', '--name=bad', '--dsts=192.0.2.1']);
+    expect([r.status, r.stdout]).toEqual([255, 'Invalid dsts\n']);
+    r = cli(['trace-flow-delete', '--name=tf']);
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    expect(cli(['trace-flow-list']).stdout).toBe('[]\n');
+    // Trace flows are not flows.
+    expect(cli(['flow-list']).stdout).toBe('[]\n');
+  });
+
+  it('speaks the protocol byte for byte (raw client)', () => {
+    const nul = (s: string): string => Buffer.from(`${s}\0`, 'latin1').toString('hex');
+    const hex = (s: string): string => Buffer.from(s, 'latin1').toString('hex');
+    // Text replies end with one NUL; an unknown key is ignored.
+    expect(raw(`action:set\nname:r1\ntarget:${shm}\nprotocols:tcp\nbogus:key\nfoo:bar:baz\neoc:\n`).reply).toBe(nul('OK'));
+    expect(raw('name:x\neoc:\n').reply).toBe(nul('FAIL: no action'));
+    expect(raw('action:bogus\neoc:\n').reply).toBe(nul('FAIL: action unknown'));
+    expect(raw('action:delete\neoc:\n').reply).toBe(nul('FAIL: no name'));
+    expect(raw(`action:set\nname:r2\ntarget:${shm}\ndsts:192.0.2.1\neoc:\n`).reply).toBe(nul('Invalid dsts'));
+    expect(raw('action:set\nname:r2\ntarget:tshm-does-not-exist-here\neoc:\n').reply).toBe(nul("FAIL: Couldn't create load-balancer"));
+    // JSON replies have no NUL; a named list is the bare object without a newline.
+    expect(raw('action:list-names\neoc:\n').reply).toBe(hex('[\n  "r1"\n]\n'));
+    expect(raw('action:list\nname:r1\neoc:\n').text).toBe(`{\n  "name": "r1",\n  "priority": 0,\n  "protocols": [ "tcp" ],\n  "matches_count": 0,\n  "user_ref": "${shm}"\n}`);
+    expect(raw('action:list\nname:none\neoc:\n').reply).toBe('');
+    expect(raw('action:trace-list-names\neoc:\n').text).toBe('[]\n');
+    // As nfqlb's readFlowCmd: the first name wins, the last priority wins; `eoc:` may carry a value.
+    expect(raw(`action:set\nname:r3\nname:r4\ntarget:${shm}\npriority:1\npriority:7\neoc:whatever\n`).reply).toBe(nul('OK'));
+    expect(JSON.parse(raw('action:list\nname:r3\neoc:\n').text)).toMatchObject({ name: 'r3', priority: 7 });
+    // A request that arrives one byte at a time.
+    expect(raw('action:delete\nname:r3\neoc:\n', { chunk: 1, delay: 2 }).reply).toBe(nul('OK'));
+    expect(raw('action:delete\nname:r1\neoc:\n').reply).toBe(nul('OK'));
+    // Limits: a line of 1024 bytes or more, a line without ':'.
+    expect(raw(`action:set\nname:${'x'.repeat(1100)}\neoc:\n`).text).toBe('FAIL: line longer than 1023 bytes\0');
+    expect(raw('action:list\nnonsense\neoc:\n').text).toBe('FAIL: invalid param [nonsense]\0');
+    expect(cli(['flow-list']).stdout).toBe('[]\n');
+  });
+
+  it('serves other clients while one stalls without eoc: and drops the stalled one after 5 s', async () => {
+    const stalled = spawnInNs(ns, process.execPath, [TESTBED_JS, 'raw', '--address=unix:nfqlb', '--wait=9000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    stalled.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    stalled.stdin?.end('action:list\n'); // no eoc:
+    const done = new Promise<void>((resolve) => stalled.once('exit', () => resolve()));
+    await new Promise((r) => setTimeout(r, 500));
+    // A client that leaves early.
+    nsExec(ns, process.execPath, [TESTBED_JS, 'raw', '--address=unix:nfqlb', '--leave'], { input: 'action:set\nname:x\n' });
+    const r = cli(['flow-set', '--name=while-stalled', `--target=${shm}`]);
+    const answeredAt = Date.now();
+    expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+    // Many at once.
+    const many = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => {
+        const c = spawnInNs(ns, process.execPath, [TESTBED_JS, 'raw', '--address=unix:nfqlb'], { stdio: ['pipe', 'pipe', 'pipe'] });
+        let o = '';
+        c.stdout?.on('data', (d: Buffer) => {
+          o += d.toString();
+        });
+        c.stdin?.end(`action:set\nname:c${i}\ntarget:${shm}\neoc:\n`);
+        return new Promise<string>((resolve) => c.once('exit', () => resolve(o)));
+      }),
+    );
+    expect(many.map((o) => (JSON.parse(o) as RawReply).text)).toEqual(Array(16).fill('OK\0'));
+    expect((JSON.parse(cli(['flow-list-names']).stdout) as string[]).length).toBe(17);
+    await done;
+    const s = JSON.parse(out) as RawReply;
+    expect(s.closed).toBe(true);
+    expect(s.reply).toBe('');
+    expect(s.ms).toBeGreaterThanOrEqual(4800);
+    expect(s.ms).toBeLessThan(8000);
+    // The other clients were answered while the stalled one was still connected.
+    expect(answeredAt).toBeLessThan(s.closedAt);
+  });
+
+  it('keeps a table mapped while a flow uses it, releases it with the last flow, survives delete, follows a re-init', async () => {
+    const pid = daemon.pid;
+    expect(mapsOf(pid, shm)).toEqual([]);
+    expect(cli(['flow-set', '--name=m1', `--target=${shm}`]).status).toBe(0);
+    expect(mapsOf(pid, shm)).toHaveLength(1);
+    expect(cli(['flow-set', '--name=m2', `--target=${shm}`]).status).toBe(0);
+    expect(mapsOf(pid, shm)).toHaveLength(1);
+    expect(cli(['flow-delete', '--name=m1']).status).toBe(0);
+    expect(mapsOf(pid, shm)).toHaveLength(1);
+    // Moving m2 to another table releases the first.
+    expect(cli(['flow-set', '--name=m2', `--target=${shm2}`]).status).toBe(0);
+    expect(mapsOf(pid, shm)).toEqual([]);
+    expect(mapsOf(pid, shm2)).toHaveLength(1);
+    expect(cli(['flow-delete', '--name=m2']).status).toBe(0);
+    expect(mapsOf(pid, shm2)).toEqual([]);
+
+    // nfqlb delete of a table in use: the daemon keeps its mapping and keeps running.
+    expect(cli(['flow-set', '--name=m3', `--target=${shm2}`]).status).toBe(0);
+    expect(nfqlb(['delete', `--shm=${shm2}`]).status).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(daemon.running).toBe(true);
+    expect(mapsOf(pid, shm2)[0]).toMatch(/\(deleted\)$/);
+    expect(JSON.parse(cli(['flow-list', '--name=m3']).stdout)).toMatchObject({ name: 'm3', user_ref: shm2 });
+    // As in nfqlb, the open table is found by name: another flow can still use it.
+    expect(cli(['flow-set', '--name=m4', `--target=${shm2}`]).stdout).toBe('OK\n');
+    expect(cli(['flow-delete', '--name=m4']).status).toBe(0);
+
+    // init again with another shape: the daemon maps the new object within about a second.
+    expect(nfqlb(['init', `--shm=${shm2}`, '--M=1009', '--N=10']).status).toBe(0);
+    const ino = fs.statSync(`/dev/shm/${shm2}`).ino;
+    const t0 = Date.now();
+    while (!(mapsOf(pid, shm2).length === 1 && !mapsOf(pid, shm2)[0].endsWith('(deleted)')) && Date.now() - t0 < 3000) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const lines = mapsOf(pid, shm2);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toMatch(/\(deleted\)$/);
+    expect(lines[0].split(/\s+/)[4]).toBe(String(ino));
+    // Same shape: rewritten in place, nothing to reopen.
+    expect(nfqlb(['init', `--shm=${shm2}`, '--M=1009', '--N=10']).status).toBe(0);
+    expect(fs.statSync(`/dev/shm/${shm2}`).ino).toBe(ino);
+    expect(cli(['flow-delete', '--name=m3']).status).toBe(0);
+    expect(mapsOf(pid, shm2)).toEqual([]);
+    expect(daemon.stderr).toMatch(/"msg":"table re-created; reopened"/);
+  });
+
+  it('takes its control address from NFQLB_FLOW_ADDRESS (tcp:HOST:PORT and tcp:[v6]:PORT)', async () => {
+    for (const [address, queue] of [['tcp:127.0.0.1:7801', 7], ['tcp:[::1]:7802', 8]] as const) {
+      const env = { NFQLB_FLOW_ADDRESS: address };
+      const other = await DaemonProcess.start(ns, ['flowlb', `--queue=${queue}`], env);
+      try {
+        let r = cli(['flow-set', '--name=over-tcp', `--target=${shm}`], env);
+        expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+        expect(cli(['flow-list-names'], env).stdout).toBe('[\n  "over-tcp"\n]\n');
+        expect(raw('action:list-names\neoc:\n', { address }).text).toBe('[\n  "over-tcp"\n]\n');
+        // The default daemon did not get it.
+        expect(cli(['flow-list-names']).stdout).toBe('[]\n');
+        r = cli(['flow-delete', '--name=over-tcp'], env);
+        expect([r.status, r.stdout]).toEqual([0, 'OK\n']);
+      } finally {
+        const st = await other.stop();
+        expect(st.code).toBe(0);
+      }
+    }
+    const r = cli(['flow-list'], { NFQLB_FLOW_ADDRESS: 'tcp:127.0.0.1:7801' });
+    expect([r.status, r.stdout, r.stderr]).toEqual([1, '', 'Connect failed. Connection refused\n']);
+  });
+
+  it('fails to start with one line saying why: queue busy, control socket busy, missing lb table', async () => {
+    const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
+      [['flowlb', '--queue=2:5'], { NFQLB_FLOW_ADDRESS: 'unix:nfqlb-other' }, /^queue 2 is bound by another process \(netlink portid \d+\) \(EBUSY\); stop the other nfqlb or pick another --queue\n$/],
+      [['flowlb', '--queue=3'], {}, /^queue 3 is bound by another process/],
+      [['flowlb', '--queue=9'], {}, /^control socket unix:nfqlb is in use: another nfqlb daemon runs in this network namespace; stop it or set NFQLB_FLOW_ADDRESS\n$/],
+      [['lb', '--queue=9', `--tshm=${shm}-missing`], {}, /^shared memory '.*-missing' does not exist; create it with `nfqlb init --shm=.*-missing`\n$/],
+    ];
+    for (const [args, env, why] of cases) {
+      const t0 = Date.now();
+      const d = DaemonProcess.spawn(ns, args, env);
+      const { code } = await d.exited;
+      expect({ args, code, stderr: d.stderr }).toEqual({ args, code: 1, stderr: expect.stringMatching(why) });
+      expect(d.stderr.split('\n').filter((l) => l !== '')).toHaveLength(1);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      // Nothing of it is left bound; the first daemon still is.
+      expect(queuesBound()).toEqual([0, 1, 2, 3]);
+    }
+    expect(daemon.running).toBe(true);
+    expect(cli(['flow-list']).stdout).toBe('[]\n');
+  });
+
+  it('exits 0 within a second of SIGTERM with the queues unbound; then the CLI cannot connect', async () => {
+    const st = await daemon.stop('SIGTERM');
+    expect(st.code).toBe(0);
+    expect(st.ms).toBeLessThan(1000);
+    expect(daemon.stderr).toMatch(/"signal":"SIGTERM","msg":"stopping"/);
+    expect(queuesBound()).toEqual([]);
+    let r = cli(['flow-set', '--name=x', `--target=${shm}`]);
+    expect([r.status, r.stdout, r.stderr]).toEqual([1, '', 'Connect failed. Connection refused\n']);
+    r = cli(['flow-list']);
+    expect([r.status, r.stderr]).toEqual([1, 'Connect failed. Connection refused\n']);
+    // SIGINT does the same, also with a client stalled on the control socket.
+    daemon = await DaemonProcess.start(ns, ['flowlb', '--queue=0:3']);
+    const stalled = spawnInNs(ns, process.execPath, [TESTBED_JS, 'raw', '--address=unix:nfqlb', '--wait=3000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    stalled.stdin?.end('action:list\n');
+    await new Promise((r2) => setTimeout(r2, 300));
+    const st2 = await daemon.stop('SIGINT');
+    expect(st2.code).toBe(0);
+    expect(st2.ms).toBeLessThan(1000);
+    expect(queuesBound()).toEqual([]);
+  });
+});
