@@ -187,15 +187,18 @@ export function writeFreshTable(buffer: ArrayBuffer, M: number, N: number, ownFw
   if (buffer.byteLength < bytes) {
     throw new NfqlbError(`buffer of ${buffer.byteLength} bytes is too small for M=${M}, N=${N} (${bytes})`, 'NFQLB_ERR_RANGE');
   }
-  const head = new DataView(buffer);
-  head.setInt32(0, ownFwmark | 0, true);
-  head.setUint32(4, M, true);
-  head.setUint32(8, N, true);
-  head.setUint32(12, maglevLen(M, N), true);
+  // Body first, header last, `len` last of all: a new shm object is zero-filled,
+  // and a daemon that opens it before init is done must find no valid table
+  // (len 0) rather than one whose slots all say fwmark 0.
   new Int32Array(buffer, TABLE_HEADER_BYTES, M).fill(-1);
   fillPermutations(new Uint32Array(buffer, TABLE_HEADER_BYTES + 4 * M, M * N), M, N);
   new Int32Array(buffer, TABLE_HEADER_BYTES + 4 * M + 4 * M * N, N).fill(-1);
   new Uint8Array(buffer, bytes - 12, 12).fill(0);
+  const head = new Int32Array(buffer, 0, 4);
+  Atomics.store(head, 0, ownFwmark | 0);
+  Atomics.store(head, 1, M | 0);
+  Atomics.store(head, 2, N | 0);
+  Atomics.store(head, 3, maglevLen(M, N) | 0);
 }
 
 /** Throws NFQLB_ERR_RANGE unless M and N can make a table: M a prime ≥ 3 (as adjustM gives), N ≤ M, len fits 32 bits. */
