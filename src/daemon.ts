@@ -21,6 +21,11 @@ import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStal
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { cAtoi } from './flows';
+import { BatchSizeHistogram, LabeledCounter } from './counters';
+import { pinoLevel } from './log';
+import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
+import { REASON_NAMES, REASON_TARGET } from './pipeline';
+import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
@@ -42,6 +47,8 @@ export interface DaemonOptions {
   lbshm?: string;
   flowAddress: string;
   traceAddress: string;
+  /** HOST:PORT of the Prometheus endpoint, or null for none. */
+  metricsAddress: string | null;
   /** Milliseconds between checks for re-created tables (default TABLE_CHECK_INTERVAL_MS; 0: never). */
   tableCheckMs?: number;
 }
@@ -63,21 +70,28 @@ function replaced(name: string, table: MaglevTable): boolean {
 }
 
 /** Tables come from /dev/shm, read-only. A table that cannot be opened is logged and reported as missing. */
-function shmTables(log: Logger): TableSource<Table> {
+function shmTables(log: Logger, trace: (bit: number, text: string) => void): TableSource<Table> {
   return {
     open(name) {
       try {
-        return openTable(name);
+        const table = openTable(name);
+        trace(TRACE_TARGET, `Creating LB; ${name}\n`);
+        return table;
       } catch (err) {
+        trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
         log.notice({ target: name, err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
-    close(_name, table) {
+    close(name, table) {
+      trace(TRACE_TARGET, `Delete load-balancer; ${name}\n`);
       closeTable(table);
     },
   };
 }
+
+/** Control actions as metric labels; anything a client invents counts as "unknown". */
+const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names']);
 
 export class Daemon {
   readonly flows: FlowSet<Target<Table>>;
@@ -88,7 +102,12 @@ export class Daemon {
   /** Accepted / dropped packets per queue index (folded into metrics when scraped). */
   readonly accepted: Float64Array;
   readonly dropped: Float64Array;
+  readonly batchSizes = new BatchSizeHistogram();
+  readonly controlRequests = new LabeledCounter();
   private control: ControlServer | null = null;
+  private tracer: TraceServer | null = null;
+  private metrics: MetricsServer | null = null;
+  private started = false;
   private trace: TraceShm | null = null;
   private fixed: Target<Table> | null = null;
   /** --lbshm: the object the pipeline reads (its table is swapped when re-created). */
@@ -100,7 +119,7 @@ export class Daemon {
     readonly options: DaemonOptions,
     readonly log: Logger,
   ) {
-    this.targets = new TargetRegistry(shmTables(log));
+    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text)));
     this.flows = new FlowSet<Target<Table>>({ targetName: (t) => t.name, promiscuousPing: options.promiscuousPing });
     this.traceFlows = new FlowSet<string>({ promiscuousPing: true });
     if (options.mode === 'lb') {
@@ -152,17 +171,28 @@ export class Daemon {
       if (this.options.mode === 'flowlb') {
         this.control = await startControlServer(this.options.flowAddress, {
           handle: (req) => this.handleControl(req),
-          refused: (why) => this.log.notice({ why }, 'control request refused'),
+          refused: (why) => {
+            this.controlRequests.inc('invalid', 'refused');
+            this.log.notice({ why }, 'control request refused');
+          },
         });
+      }
+      this.tracer = await TraceServer.start(this.options.traceAddress, this.trace, { log: this.log });
+      if (this.options.metricsAddress !== null) {
+        this.metrics = await startMetricsServer(this.options.metricsAddress, this.metricsSource(), this.log);
       }
     } catch (err) {
       await this.stop();
       throw err;
     }
     for (let qi = 0; qi < this.queues.length; qi++) this.queues[qi].start(this.batchHandler(qi));
+    this.started = true;
     const every = this.options.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS;
     if (every > 0) {
-      this.tableTimer = setInterval(() => this.refreshTables(), every);
+      this.tableTimer = setInterval(() => {
+        this.refreshTables();
+        this.followLogLevel();
+      }, every);
       this.tableTimer.unref();
     }
     this.log.notice(
@@ -171,6 +201,8 @@ export class Daemon {
         queues: this.options.queues,
         portids: this.queues.map((q) => q.portid),
         control: this.control?.address,
+        trace: this.options.traceAddress,
+        metrics: this.metrics?.address ?? null,
         tshm: this.fixed?.name,
       },
       'started',
@@ -211,6 +243,38 @@ export class Daemon {
     return swapped;
   }
 
+  /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
+  private followLogLevel(): void {
+    if (this.trace === null) return;
+    const level = pinoLevel(this.trace.level);
+    if (this.log.level !== level) {
+      this.log.level = level;
+      this.log.notice({ loglevel: this.trace.level }, 'log level changed');
+    }
+  }
+
+  /** What /metrics reads; everything is read at scrape time, nothing per packet. */
+  private metricsSource(): MetricsSource {
+    const reasonCounts = this.pipeline.reasonCounts;
+    return {
+      ready: () => this.started && this.queues.length === this.options.queues.length && this.queues.every((q) => !q.closed),
+      queues: () => this.queues.map((q, qi) => ({ queueNum: q.queueNum, portid: q.portid, accepted: this.accepted[qi], dropped: this.dropped[qi] })),
+      reasons: () => REASON_NAMES.map((name, i) => ({ name, count: reasonCounts[i] })),
+      flows: () => this.flows.flows.map((f) => ({ name: f.name, target: f.target === null ? null : f.target.name, matches: f.matches, instance: f })),
+      targets: () => {
+        const all = this.fixed === null ? this.targets.list() : [this.fixed];
+        return all.map((t) => {
+          let active = 0;
+          const slots = t.table.active;
+          for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
+          return { name: t.name, activeTargets: active, fwmarks: t.fwmarks };
+        });
+      },
+      batchSizes: this.batchSizes,
+      controlRequests: () => this.controlRequests.entries(),
+    };
+  }
+
   private reopen(name: string): Table | null {
     try {
       return openTable(name);
@@ -220,11 +284,18 @@ export class Daemon {
     }
   }
 
-  /** The per-queue batch handler: one pipeline decision per packet, no allocation. */
+  /**
+   * The per-queue batch handler: one pipeline decision per packet, no
+   * allocation. Whether to trace is decided once per batch: with no trace
+   * client the mask is 0 and the loop has no trace work at all.
+   */
   private batchHandler(qi: number): (batch: QueueBatch) => void {
     const pipeline = this.pipeline;
+    const last = pipeline.last;
     const accepted = this.accepted;
     const dropped = this.dropped;
+    const batchSizes = this.batchSizes;
+    const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
     return (batch: QueueBatch): void => {
       const now = performance.now();
       const n = batch.count;
@@ -232,23 +303,38 @@ export class Daemon {
       const offsets = batch.offsets;
       const lengths = batch.lengths;
       const verdicts = batch.verdicts;
+      const tracer = this.tracer;
+      const traceMask = tracer === null ? 0 : tracer.perPacketMask;
       let acc = 0;
       for (let i = 0; i < n; i++) {
         const fw = pipeline.decide(packets, offsets[i], lengths[i], now);
         if (fw >= 0) {
           verdicts[i] = fw;
           acc++;
+          if (last.reason === REASON_TARGET) last.target!.fwmarks.add(fw);
         } else {
           verdicts[i] = VERDICT_DROP;
         }
+        if (traceMask !== 0) tracer!.tracePacket(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
       }
       accepted[qi] += acc;
       dropped[qi] += n - acc;
+      batchSizes.observe(n);
     };
   }
 
-  /** One control request (SPEC.md §7). Never throws. */
+  /** One control request (SPEC.md §7), counted and traced. Never throws. */
   handleControl(req: ControlRequest): ControlReply {
+    const reply = this.controlReply(req);
+    const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
+    const ok = 'json' in reply || reply.text === 'OK';
+    this.controlRequests.inc(action, ok ? 'ok' : 'fail');
+    if (!ok) this.log.notice({ action: req.action, flow: req.name, reply: 'text' in reply ? reply.text : '' }, 'control request failed');
+    if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
+    return reply;
+  }
+
+  private controlReply(req: ControlRequest): ControlReply {
     const action = req.action;
     if (action === undefined) return { text: 'FAIL: no action' };
     const cmd: FlowCmd = {
@@ -320,6 +406,8 @@ export class Daemon {
         }
       }
       if (this.control !== null) await this.control.close();
+      if (this.metrics !== null) await this.metrics.close();
+      if (this.tracer !== null) await this.tracer.close();
       if (this.trace !== null) closeTraceShm(this.trace);
       if (this.fixed !== null) closeTable(this.fixed.table);
       if (this.tier !== null) closeTable(this.tier.table);

@@ -449,6 +449,9 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
 // The HTTP server
 
 /** The running metrics server. */
+/** Where `nfqlb flowlb|lb` serves metrics unless --metrics_address says otherwise. */
+export const DEFAULT_METRICS_ADDRESS = '0.0.0.0:9657';
+
 export interface MetricsServer {
   /** Where it listens, `HOST:PORT` with the actual port (IPv6 in brackets), for logs. */
   readonly address: string;

@@ -1,3 +1,5 @@
+import { FwmarkCounter } from './counters';
+
 /**
  * The target registry: flows name their table ("target") by shm name; the
  * registry opens a table on the first flow that names it, shares it between
@@ -25,6 +27,8 @@ export interface TableSource<T extends LookupTable = LookupTable> {
  */
 export class Target<T extends LookupTable = LookupTable> {
   refs = 0;
+  /** Packets sent to each fwmark of this table (nfqlb_target_packets_total). */
+  readonly fwmarks = new FwmarkCounter();
   constructor(
     readonly name: string,
     public table: T,

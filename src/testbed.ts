@@ -36,7 +36,9 @@ import { ChildProcess, spawn, spawnSync, SpawnOptions } from 'node:child_process
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from './queue';
 
 // ---------------------------------------------------------------------------
 // Part 1: namespace helpers
@@ -799,6 +801,283 @@ for seq in range(count):
                 break
 print(json.dumps({"sent": count, "received": got}))
 `;
+
+// ---------------------------------------------------------------------------
+// Part 5: load and measurement (bench/run.js and test/e2e/activation.test.ts)
+//
+// UDP load comes from trafgen (netsniff-ng) in the gateway namespace, counted
+// where it is offered (a counting rule first in the LB's mangle PREROUTING)
+// and where it is delivered (a DROP rule in each target's raw PREROUTING, so
+// the targets spend nothing on it and send no ICMP back). The LB marks the
+// packets either through NFQUEUE and the daemon ('queue', as Testbed.build
+// sets it up) or by the kernel alone with `-j HMARK` over the 5-tuple
+// ('hmark', the baseline without user space). trafgen runs with
+// --no-sock-mem and --notouch-irq: it would otherwise retune the global
+// net.core.*mem sysctls and IRQ affinities, which are not per namespace.
+
+/** UDP destination port of the load helpers. */
+export const LOAD_PORT = 5002;
+const OFFERED_COMMENT = 'nfqlbts-offered';
+const SINK_COMMENT = 'nfqlbts-sink';
+
+/** What trafgen sends: one family, many flows or one. */
+export interface UdpLoadSpec {
+  family: 4 | 6;
+  /** MAC of the LB's interface toward the gateway (macOf(tb.lb, 'gw0')). */
+  dstMac: string;
+  /**
+   * 'many': sources 198.51.100.10-250 (one after the other) or
+   * 2001:db8:1::1:0-ffff (random), random source ports: every queue of a
+   * --queue-balance gets its share. 'one': the gateway's address, source port
+   * 40000: a single flow, so a single queue.
+   */
+  sources: 'many' | 'one';
+  dport?: number;
+}
+
+function macBytes(mac: string): string {
+  return mac.split(':').map((b) => `0x${b}`).join(', ');
+}
+
+/**
+ * A trafgen packet configuration for `spec`: IPv4 frames of 60 bytes
+ * (14 Ethernet + 20 IP + 8 UDP + 18 payload), IPv6 frames of 66 (14 + 40 + 8 + 4),
+ * to VIP4 / VIP6, checksums filled in by trafgen.
+ */
+export function trafgenConfig(spec: UdpLoadSpec): string {
+  const dport = spec.dport ?? LOAD_PORT;
+  const many = spec.sources === 'many';
+  const eth = `${macBytes(spec.dstMac)}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01`;
+  const sport = many ? 'drnd(2)' : 'c16(40000)';
+  if (spec.family === 4) {
+    const src = many ? '198, 51, 100, dinc(10, 250)' : CLIENT4.split('.').join(', ');
+    return (
+      `{ ${eth}, c16(0x0800),\n` +
+      `  0x45, 0x00, c16(46), drnd(2), 0x40, 0x00, 64, 17, csumip(14, 33),\n` +
+      `  ${src}, ${VIP4.split('.').join(', ')},\n` +
+      `  ${sport}, c16(${dport}), c16(26), csumudp(14, 34),\n` +
+      `  fill(0x42, 18) }\n`
+    );
+  }
+  // 2001:db8:1::1:RRRR (never the gateway's ::1 or the LB's ::2), or 2001:db8:1::1.
+  const src = many
+    ? '0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x00, 0x01, drnd(2)'
+    : '0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x01';
+  const dst = '0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x01';
+  return (
+    `{ ${eth}, c16(0x86dd),\n` +
+    `  0x60, 0, 0, 0, c16(12), 17, 64,\n` +
+    `  ${src},\n  ${dst},\n` +
+    `  ${sport}, c16(${dport}), c16(12), csumudp6(14, 54),\n` +
+    `  fill(0x42, 4) }\n`
+  );
+}
+
+export interface TrafgenResult {
+  /** Packets trafgen says it sent. */
+  sent: number;
+  /** Seconds trafgen says it took (its own clock), or the wall time around it. */
+  seconds: number;
+  /** sent / seconds. */
+  pps: number;
+}
+
+/**
+ * Runs trafgen in `ns` on `dev` (one process: -P 1) until it has sent
+ * `count` packets, paced at `rate` packets per second when given (trafgen's
+ * --rate, sendto per packet), else as fast as it goes with the same pacing
+ * path (rate 10^7). Resolves with what it reports; rejects when it fails.
+ * The process is registered: cleanupAll() kills it.
+ */
+export async function runTrafgen(ns: string, dev: string, config: string, opts: { count: number; rate?: number; timeoutMs?: number }): Promise<TrafgenResult> {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlbts-trafgen-')), 'load.cfg');
+  fs.writeFileSync(file, config);
+  const rate = Math.round(opts.rate ?? 10_000_000);
+  const args = ['--no-sock-mem', '--notouch-irq', '--cpus', '1', '--dev', dev, '--conf', file, '--num', `${opts.count}`, '--rate', `${rate}pps`];
+  const t0 = process.hrtime.bigint();
+  try {
+    const child = spawnInNs(ns, 'trafgen', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const timeoutMs = opts.timeoutMs ?? 60_000 + (opts.count / Math.min(rate, 100_000)) * 2000;
+    const code = await new Promise<number | null>((resolve) => {
+      const t = setTimeout(() => void killProcess(child, 500), timeoutMs);
+      child.once('exit', (c) => {
+        clearTimeout(t);
+        resolve(c);
+      });
+    });
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (code !== 0) throw new Error(`trafgen ${args.join(' ')} exited ${code}: ${out.trim()}`);
+    const sent = Number(/(\d+) packets outgoing/.exec(out)?.[1] ?? NaN);
+    const m = /(\d+) sec, (\d+) usec on CPU/.exec(out);
+    const seconds = m === null ? wall : Number(m[1]) + Number(m[2]) / 1e6;
+    return { sent, seconds, pps: sent / seconds };
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Counts (and drops) UDP to `vip`:`dport` arriving in target namespace `ns`:
+ * one rule in the raw table's PREROUTING, before any routing or socket work.
+ */
+export function addUdpSink(ns: string, vip: string, dport: number = LOAD_PORT): void {
+  nsExec(ns, vip.includes(':') ? 'ip6tables' : 'iptables', [
+    '-t', 'raw', '-A', 'PREROUTING', '-d', vip, '-p', 'udp', '--dport', `${dport}`,
+    '-m', 'comment', '--comment', SINK_COMMENT, '-j', 'DROP',
+  ]);
+}
+
+/** Packets counted by the `comment` rules of `chain` in `table` of ns (IPv4 and IPv6 summed unless `family`). */
+function commentCount(ns: string, table: string, chain: string, comment: string, family?: 4 | 6): number {
+  let total = 0;
+  for (const cmd of family === undefined ? ['iptables-save', 'ip6tables-save'] : [family === 4 ? 'iptables-save' : 'ip6tables-save']) {
+    const text = nsExec(ns, cmd, ['-c', '-t', table]).stdout;
+    for (const line of text.split('\n')) {
+      const m = /^\[(\d+):\d+\] -A (\S+) .*--comment "?([^"\s]+)"?/.exec(line);
+      if (m !== null && m[2] === chain && m[3] === comment) total += Number(m[1]);
+    }
+  }
+  return total;
+}
+
+/** Packets counted by the addUdpSink rules of `ns` so far. */
+export function udpSinkCount(ns: string, family?: 4 | 6): number {
+  return commentCount(ns, 'raw', 'PREROUTING', SINK_COMMENT, family);
+}
+
+/** Adds a UDP sink (LOAD_PORT, both VIPs) to every target and the offered counter to the LB. */
+export function addLoadCounters(tb: Testbed, dport: number = LOAD_PORT): void {
+  for (const t of tb.targets) {
+    addUdpSink(t.ns, tb.vip4, dport);
+    addUdpSink(t.ns, tb.vip6, dport);
+  }
+  for (const vip of [tb.vip4, tb.vip6]) {
+    // First in the chain, before the queue or HMARK rule (both are appended).
+    nsExec(tb.lb, vip.includes(':') ? 'ip6tables' : 'iptables', [
+      '-t', 'mangle', '-I', 'PREROUTING', '1', '-d', vip, '-p', 'udp', '--dport', `${dport}`,
+      '-m', 'comment', '--comment', OFFERED_COMMENT,
+    ]);
+  }
+}
+
+export interface LoadCounts {
+  /** Reached the LB's PREROUTING. */
+  offered: number;
+  /** Reached a target, per target name. */
+  perTarget: Record<string, number>;
+  delivered: number;
+}
+
+/** Reads the addLoadCounters counters (one family, or both). */
+export function loadCounts(tb: Testbed, family?: 4 | 6): LoadCounts {
+  const perTarget: Record<string, number> = {};
+  let delivered = 0;
+  for (const t of tb.targets) {
+    perTarget[t.name] = udpSinkCount(t.ns, family);
+    delivered += perTarget[t.name];
+  }
+  return { offered: commentCount(tb.lb, 'mangle', 'PREROUTING', OFFERED_COMMENT, family), perTarget, delivered };
+}
+
+/** Zeroes every iptables counter of the LB and the targets (both families). */
+export function zeroLoadCounters(tb: Testbed): void {
+  for (const ns of [tb.lb, ...tb.targets.map((t) => t.ns)]) {
+    for (const cmd of ['iptables', 'ip6tables']) {
+      nsExec(ns, cmd, ['-t', 'mangle', '-Z']);
+      nsExec(ns, cmd, ['-t', 'raw', '-Z']);
+    }
+  }
+}
+
+/** Removes a rule made by installQueueRule. */
+export function removeQueueRule(rule: QueueRule): void {
+  if (rule.backend === 'nft') {
+    nsExec(rule.ns, 'nft', ['delete', 'table', 'inet', rule.table as string]);
+    return;
+  }
+  const text = nsExec(rule.ns, rule.vip.includes(':') ? 'ip6tables-save' : 'iptables-save', ['-t', 'mangle']).stdout;
+  for (const line of text.split('\n')) {
+    const m = /^-A PREROUTING -d ([^/\s]+)(?:\/\d+)? (.*-j NFQUEUE.*)$/.exec(line);
+    if (m === null || m[1] !== rule.vip) continue;
+    nsExec(rule.ns, rule.vip.includes(':') ? 'ip6tables' : 'iptables', ['-t', 'mangle', '-D', 'PREROUTING', '-d', rule.vip, ...m[2].split(' ')]);
+  }
+}
+
+const hmarkBeds = new WeakSet<Testbed>();
+
+/**
+ * How the LB marks packets to the VIPs:
+ *  - 'queue': NFQUEUE over queues first..last (`--queue-balance`, or
+ *    `--queue-num` when first == last), the daemon decides (Testbed.build's
+ *    rules, re-made with this range);
+ *  - 'hmark': the kernel alone, `-j HMARK --hmark-tuple src,dst,sport,dport,proto
+ *    --hmark-mod <targets> --hmark-offset <first target's fwmark>`: the same
+ *    forwarding path with no user space, the baseline of the bench.
+ * Replaces whatever was there before. The offered counters stay first.
+ */
+export function setMarking(tb: Testbed, how: 'queue' | 'hmark', first = 0, last = 3): void {
+  for (const rule of tb.queueRules.splice(0)) removeQueueRule(rule);
+  const hmark = (vip: string, op: '-A' | '-D'): void => {
+    nsExec(tb.lb, vip.includes(':') ? 'ip6tables' : 'iptables', [
+      '-t', 'mangle', op, 'PREROUTING', '-d', vip, '-j', 'HMARK', '--hmark-tuple', 'src,dst,sport,dport,proto',
+      '--hmark-mod', `${tb.targets.length}`, '--hmark-offset', `${tb.targets[0].fwmark}`, '--hmark-rnd', '0x6e66716c',
+    ]);
+  };
+  if (hmarkBeds.has(tb)) {
+    hmark(tb.vip4, '-D');
+    hmark(tb.vip6, '-D');
+    hmarkBeds.delete(tb);
+  }
+  if (how === 'hmark') {
+    hmark(tb.vip4, '-A');
+    hmark(tb.vip6, '-A');
+    hmarkBeds.add(tb);
+    return;
+  }
+  tb.queueRules.push(installQueueRule(tb.lb, tb.vip4, first, last));
+  tb.queueRules.push(installQueueRule(tb.lb, tb.vip6, first, last));
+}
+
+/** The NFQUEUE table (/proc/net/netfilter/nfnetlink_queue) as seen inside `ns`. */
+export function queueProcIn(ns: string): QueueProcEntry[] {
+  return parseQueueProc(nsExec(ns, 'cat', [NFQUEUE_PROC_FILE], { allowFail: true }).stdout);
+}
+
+/** Sums of the kernel's queue counters over the queues bound in `ns`. */
+export function queueDrops(ns: string): { queueDropped: number; userDropped: number; waiting: number } {
+  const sum = { queueDropped: 0, userDropped: 0, waiting: 0 };
+  for (const e of queueProcIn(ns)) {
+    sum.queueDropped += e.queueDropped;
+    sum.userDropped += e.userDropped;
+    sum.waiting += e.waiting;
+  }
+  return sum;
+}
+
+/** CPU seconds (user + system, all threads) a process used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of proc(5) (utime, stime) are 11 and 12 after the comm.
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
+/** Resident set now and its peak, in KiB (VmRSS, VmHWM of /proc/<pid>/status). */
+export function memoryKiB(pid: number): { rss: number; hwm: number } {
+  const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { rss: kib('VmRSS'), hwm: kib('VmHWM') };
+}
 
 // ---------------------------------------------------------------------------
 // Part 4: the helper programs (node dist/testbed.js <command> --opt=value ...)

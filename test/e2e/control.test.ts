@@ -294,7 +294,8 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
   it('takes its control address from NFQLB_FLOW_ADDRESS (tcp:HOST:PORT and tcp:[v6]:PORT)', async () => {
     for (const [address, queue] of [['tcp:127.0.0.1:7801', 7], ['tcp:[::1]:7802', 8]] as const) {
       const env = { NFQLB_FLOW_ADDRESS: address };
-      const other = await DaemonProcess.start(ns, ['flowlb', `--queue=${queue}`], env);
+      // A second daemon in the namespace needs its own trace socket and metrics port too.
+      const other = await DaemonProcess.start(ns, ['flowlb', `--queue=${queue}`, `--trace_address=unix:nfqlbts-${process.pid}-trace-${queue}`, '--metrics_address=off'], env);
       try {
         let r = cli(['flow-set', '--name=over-tcp', `--target=${shm}`], env);
         expect([r.status, r.stdout]).toEqual([0, 'OK\n']);

@@ -7,6 +7,7 @@ import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
+import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { cAtoi } from '../../flows';
 import { createLogger } from '../../log';
 import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
@@ -32,7 +33,19 @@ const common: Record<string, Options> = {
   fail_open: { type: 'boolean', describe: 'Accept packets when the queue is full instead of dropping them (NFQA_CFG_F_FAIL_OPEN)' },
   batch: str('Most packets handled per receive', '64'),
   rcvbuf: str('Socket receive buffer, bytes (default qlength*mtu/2)'),
+  metrics_address: str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS),
 };
+
+/** --metrics_address: off disables; anything else must parse as HOST:PORT. */
+function metricsAddress(text: string): string | null {
+  if (text === 'off') return null;
+  try {
+    parseMetricsAddress(text);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return text;
+}
 
 function int(args: ParsedArgs, name: string): number {
   const v = args[name];
@@ -81,6 +94,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
     flowAddress: flowAddress(),
     traceAddress: String(args.trace_address),
+    metricsAddress: metricsAddress(String(args.metrics_address)),
   };
 }
 

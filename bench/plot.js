@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * A small SVG line plot, no dependencies: delivered ratio against offered
+ * rate, one line per implementation/setting. Used by bench/run.js; also a
+ * command to put several bench results in one plot:
+ *
+ *   node bench/plot.js bench/results/A.json [B.json ...] > plot.svg
+ */
+const fs = require('node:fs');
+
+const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
+
+function esc(text) {
+  return String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/**
+ * series: [{ label, points: [{ x, y }], dashed? }]; x in packets/s, y a ratio.
+ * Returns the SVG text. The y axis spans 0..max(1.05, highest y); x 0..highest x.
+ */
+function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 'delivered ratio', width = 760, height = 440, targets = [] } = {}) {
+  const left = 60;
+  const right = 250;
+  const top = 36;
+  const bottom = 50;
+  const pw = width - left - right;
+  const ph = height - top - bottom;
+  const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const xMax = Math.max(1, ...all.map((p) => p.x)) * 1.05;
+  const yMax = Math.max(1.05, ...all.map((p) => p.y));
+  const sx = (x) => left + (x / xMax) * pw;
+  const sy = (y) => top + ph - (y / yMax) * ph;
+  const out = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
+  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
+  // Grid and ticks.
+  const xStep = niceStep(xMax / 1000, 8) * 1000;
+  for (let x = 0; x <= xMax; x += xStep) {
+    out.push(`<line x1="${sx(x).toFixed(1)}" y1="${top}" x2="${sx(x).toFixed(1)}" y2="${top + ph}" stroke="#e5e5e5"/>`);
+    out.push(`<text x="${sx(x).toFixed(1)}" y="${top + ph + 16}" text-anchor="middle">${Math.round(x / 1000)}</text>`);
+  }
+  for (let y = 0; y <= yMax + 1e-9; y += 0.1) {
+    out.push(`<line x1="${left}" y1="${sy(y).toFixed(1)}" x2="${left + pw}" y2="${sy(y).toFixed(1)}" stroke="#e5e5e5"/>`);
+    out.push(`<text x="${left - 6}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end">${y.toFixed(1)}</text>`);
+  }
+  for (const t of targets) {
+    out.push(`<line x1="${left}" y1="${sy(t.y).toFixed(1)}" x2="${left + pw}" y2="${sy(t.y).toFixed(1)}" stroke="#999" stroke-dasharray="2,3"/>`);
+    out.push(`<text x="${left + pw - 4}" y="${(sy(t.y) - 4).toFixed(1)}" text-anchor="end" fill="#777">${esc(t.label)}</text>`);
+  }
+  out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
+  out.push(`<text x="${left + pw / 2}" y="${height - 12}" text-anchor="middle">${esc(xLabel)}</text>`);
+  out.push(`<text transform="translate(16,${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  // Lines and legend.
+  series.forEach((s, i) => {
+    const color = s.color ?? COLORS[i % COLORS.length];
+    const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
+    const dash = s.dashed ? ' stroke-dasharray="6,4"' : '';
+    if (pts.length > 1) {
+      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
+    }
+    for (const p of pts) out.push(`<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3" fill="${color}"/>`);
+    const ly = top + 10 + i * 18;
+    out.push(`<line x1="${left + pw + 14}" y1="${ly}" x2="${left + pw + 40}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`);
+    out.push(`<text x="${left + pw + 46}" y="${ly + 4}">${esc(s.label)}</text>`);
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+/** A round step (1, 2 or 5 × 10^k) giving about `n` intervals over `span`. */
+function niceStep(span, n) {
+  const raw = span / n;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+/** The plot series of one bench result (bench/run.js's JSON): one line per implementation, setting, family and sources. */
+function seriesOf(result) {
+  const groups = new Map();
+  for (const r of result.runs ?? []) {
+    if (!Number.isFinite(r.ratio)) continue;
+    const label = `${result.implementation.label} ${r.setting} IPv${r.family}${r.sources === 'one' ? ' 1 flow' : ''}`;
+    if (!groups.has(label)) groups.set(label, []);
+    groups.get(label).push({ x: r.offeredPps, y: r.ratio });
+  }
+  return [...groups.entries()].map(([label, points]) => ({ label, points, dashed: label.includes('1 flow') }));
+}
+
+if (require.main === module) {
+  const files = process.argv.slice(2);
+  if (files.length === 0) {
+    process.stderr.write('usage: node bench/plot.js RESULT.json [RESULT.json ...] > plot.svg\n');
+    process.exit(2);
+  }
+  const series = files.flatMap((f) => seriesOf(JSON.parse(fs.readFileSync(f, 'utf8'))));
+  process.stdout.write(svgPlot(series, { title: 'Delivered through the LB / delivered by the kernel alone (HMARK)', targets: [{ y: 0.95, label: '0.95' }, { y: 0.8, label: '0.80' }] }));
+}
+
+module.exports = { svgPlot, seriesOf };

@@ -1,0 +1,126 @@
+/**
+ * Metrics, readiness, log level and trace of a live daemon in network
+ * namespaces: a known number of packets is sent and the scraped counters must
+ * equal it, per verdict, per flow and per fwmark.
+ */
+import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN } from '../../src/testbed';
+
+const describeNs = canUseNetns() ? describe : describe.skip;
+jest.setTimeout(120000);
+
+const METRICS_PORT = 19657;
+
+/** GET http://127.0.0.1:PORT/path from inside the LB namespace: { status, body }. */
+function httpGet(ns: string, path: string): { status: number; body: string } {
+  const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); }, (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })`;
+  const r = nsExec(ns, process.execPath, ['-e', script]);
+  return JSON.parse(r.stdout) as { status: number; body: string };
+}
+
+/** Sum of the samples of `metric` whose labels include all of `labels`. */
+function sample(text: string, metric: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (m === null || m[1] !== metric) continue;
+    const have: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[l[1]] = l[2];
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+describeNs('observing a live daemon', () => {
+  let tb: Testbed;
+  let shm: string;
+
+  beforeAll(async () => {
+    tb = Testbed.build();
+    shm = uniqueShmName('obs');
+    tb.initTable(shm);
+    await tb.startDaemon(['flowlb', '--queue=0:3', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS_PORT}`]);
+    tb.setFlow('obs-udp', shm, ['--protocols=udp', `--dsts=${tb.vip4}/32,${tb.vip6}/128`, '--dports=5001']);
+  });
+
+  afterAll(async () => {
+    await tb?.destroy();
+    await cleanupAll();
+  });
+
+  it('serves /healthz and /readyz (ready once the queues are bound), 404 elsewhere', () => {
+    expect(httpGet(tb.lb, '/healthz').status).toBe(200);
+    expect(httpGet(tb.lb, '/readyz').status).toBe(200);
+    expect(httpGet(tb.lb, '/nope').status).toBe(404);
+  });
+
+  it('counts exactly what was sent, per verdict, reason, flow and fwmark', () => {
+    const before = httpGet(tb.lb, '/metrics').body;
+    const sports = [40001, 40002, 40003, 40004, 40005, 40006];
+    const perSport = 7;
+    const expectedByFwmark = new Map<number, number>();
+    const expect1 = (src: string, dst: string, n: number): void => {
+      const fw = JSON.parse(tb.nfqlbOk(['fwmark', `--shm=${shm}`, '--proto=udp', `--src=${src}`, `--dst=${dst}`, '--hash_mode=0']).stdout) as { fwmark: number };
+      expectedByFwmark.set(fw.fwmark, (expectedByFwmark.get(fw.fwmark) ?? 0) + n);
+    };
+    for (const sport of sports) {
+      tb.sendUdp(tb.vip4, 5001, perSport, sport);
+      expect1(`${tb.client4}:${sport}`, `${tb.vip4}:5001`, perSport);
+    }
+    tb.sendUdp(tb.vip6, 5001, 5, 40100);
+    expect1(`[${tb.client6}]:40100`, `[${tb.vip6}]:5001`, 5);
+    tb.sendUdp(tb.vip4, 5002, 9, 40200); // no flow: dropped (nolb_fwmark -1)
+    const matched = sports.length * perSport + 5;
+    const text = httpGet(tb.lb, '/metrics').body;
+    const delta = (metric: string, labels: Record<string, string> = {}): number => sample(text, metric, labels) - sample(before, metric, labels);
+
+    expect(delta('nfqlb_packets_total', { verdict: 'accept' })).toBe(matched);
+    expect(delta('nfqlb_packets_total', { verdict: 'drop' })).toBe(9);
+    expect(delta('nfqlb_decisions_total', { reason: 'target' })).toBe(matched);
+    expect(delta('nfqlb_decisions_total', { reason: 'no_flow' })).toBe(9);
+    expect(delta('nfqlb_decisions_total', { reason: 'no_target' })).toBe(0);
+    expect(delta('nfqlb_flow_matches_total', { flow: 'obs-udp', target: shm })).toBe(matched);
+    expect(delta('nfqlb_target_packets_total', { target: shm })).toBe(matched);
+    expect(expectedByFwmark.size).toBeGreaterThan(1);
+    for (const [fw, n] of expectedByFwmark) {
+      expect(delta('nfqlb_target_packets_total', { target: shm, fwmark: String(fw) })).toBe(n);
+    }
+    expect(sample(text, 'nfqlb_flows')).toBe(1);
+    expect(sample(text, 'nfqlb_table_active_targets', { target: shm })).toBe(4);
+    expect(sample(text, 'nfqlb_control_requests_total', { action: 'set', result: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'nfqlb_batch_size_count')).toBeGreaterThan(0);
+    expect(text).toMatch(/^nfqlb_queue_waiting\{queue="0"\} 0$/m);
+    expect(text).toMatch(/^process_resident_memory_bytes /m);
+    // matches_count in flow-list agrees with the counter.
+    const list = JSON.parse(tb.nfqlbOk(['flow-list', '--name=obs-udp']).stdout) as { matches_count: number };
+    expect(list.matches_count).toBe(sample(text, 'nfqlb_flow_matches_total', { flow: 'obs-udp' }));
+  });
+
+  it('nfqlb loglevel changes the running daemon', async () => {
+    expect(tb.nfqlbOk(['loglevel', '7']).stdout).toBe('loglevel=7\n');
+    await sleep(1500);
+    expect(tb.nfqlbOk(['loglevel']).stdout).toBe('loglevel=7\n');
+    expect(tb.daemon?.stderr).toMatch(/"loglevel":7,"msg":"log level changed"/);
+    tb.nfqlbOk(['loglevel', '5']);
+  });
+
+  it('a trace client sees lines for packets matching a trace-flow and none for others', async () => {
+    tb.nfqlbOk(['trace-flow-set', '--name=tf', '--protocols=udp', '--dports=5001']);
+    const client = spawnInNs(tb.lb, process.execPath, [NFQLB_BIN, 'trace', '--selection=flows']);
+    let out = '';
+    client.stdout?.setEncoding('utf8');
+    client.stdout?.on('data', (d: string) => {
+      out += d;
+    });
+    for (let i = 0; i < 50 && !out.includes('Trace active'); i++) await sleep(50);
+    tb.sendUdp(tb.vip4, 5001, 3, 41000);
+    tb.sendUdp(tb.vip4, 5003, 4, 41001);
+    for (let i = 0; i < 40 && (out.match(/Match for trace-flow: tf/g) ?? []).length < 3; i++) await sleep(50);
+    await killProcess(client);
+    expect(out).toMatch(/^Mask=0x00000040\n/);
+    expect(out).toContain('Trace active, mask=0x00000040');
+    expect((out.match(/Match for trace-flow: tf\n/g) ?? []).length).toBe(3);
+    expect(out).toMatch(new RegExp(`proto=udp, len=\\d+, ::ffff:${tb.client4} 41000 -> ::ffff:${tb.vip4} 5001\\ntarget=${shm}, fwmark=\\d+\\n`));
+    expect(out).not.toContain('41001');
+    tb.nfqlbOk(['trace-flow-delete', '--name=tf']);
+  });
+});
