@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
-import { FlowSet, type FlowCmd } from './flows';
+import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
 import { MaglevTable } from './maglev';
 import { Pipeline, type PipelineOptions } from './pipeline';
@@ -20,7 +20,6 @@ import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStale, type TraceShm } from './shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
-import { cAtoi } from './flows';
 import { BatchSizeHistogram, LabeledCounter } from './counters';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
@@ -337,18 +336,8 @@ export class Daemon {
   private controlReply(req: ControlRequest): ControlReply {
     const action = req.action;
     if (action === undefined) return { text: 'FAIL: no action' };
-    const cmd: FlowCmd = {
-      name: req.name,
-      target: req.target,
-      priority: req.priority === undefined ? 0 : cAtoi(req.priority),
-      protocols: req.protocols,
-      dsts: req.dsts,
-      srcs: req.srcs,
-      dports: req.dports,
-      sports: req.sports,
-      match: req.match,
-      udpencap: req.udpencap === undefined ? 0 : cAtoi(req.udpencap) & 0xffff,
-    };
+    // The server parses what the CLI sent exactly as flowCmdFromArgs does (atoi for numbers).
+    const cmd: FlowCmd = flowCmdFromArgs({ ...req, prio: req.priority });
     switch (action) {
       case 'set': {
         const reply = this.flows.applySet(cmd, this.targets);

@@ -8,7 +8,7 @@ import { UsageError } from '../../errors';
 import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
-import { cAtoi } from '../../flows';
+import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
@@ -49,7 +49,7 @@ function metricsAddress(text: string): string | null {
 
 function int(args: ParsedArgs, name: string): number {
   const v = args[name];
-  return v === undefined ? NaN : cAtoi(String(v));
+  return v === undefined ? NaN : atoi(String(v));
 }
 
 function positiveInt(args: ParsedArgs, name: string, min: number, max: number): number {
