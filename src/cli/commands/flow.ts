@@ -68,6 +68,33 @@ function clientCheck(args: ParsedArgs): void {
   if (err !== null) throw new UsageError(err, 1);
 }
 
+/**
+ * `<cmd>-delete`, `<cmd>-list` and `<cmd>-list-names` for flows and
+ * trace-flows: the same requests with the action prefixed by `action`.
+ */
+function deleteAndListCommands(cmd: string, action: string, noun: string): NfqlbCommand[] {
+  return [
+    {
+      name: `${cmd}-delete`,
+      describe: `Delete a ${noun}`,
+      options: { name: str(`Name of the ${noun}`, { demandOption: true }) },
+      run: (args) => textRequest({ action: `${action}delete`, name: opt(args, 'name') }),
+    },
+    {
+      name: `${cmd}-list`,
+      describe: `List ${noun}s (JSON)`,
+      options: { name: str(`Name of a ${noun}`) },
+      run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }),
+    },
+    {
+      name: `${cmd}-list-names`,
+      describe: `List ${noun} names (JSON)`,
+      options: {},
+      run: () => listRequest({ action: `${action}list-names` }),
+    },
+  ];
+}
+
 export const flowCommands: NfqlbCommand[] = [
   {
     name: 'flow-set',
@@ -91,30 +118,7 @@ export const flowCommands: NfqlbCommand[] = [
       });
     },
   },
-  {
-    name: 'flow-delete',
-    describe: 'Delete a flow',
-    options: { name: str('Name of the flow', { demandOption: true }) },
-    async run(args) {
-      return textRequest({ action: 'delete', name: opt(args, 'name') });
-    },
-  },
-  {
-    name: 'flow-list',
-    describe: 'List flows (JSON)',
-    options: { name: str('Name of a flow') },
-    async run(args) {
-      return listRequest({ action: 'list', name: opt(args, 'name') });
-    },
-  },
-  {
-    name: 'flow-list-names',
-    describe: 'List flow names (JSON)',
-    options: {},
-    async run() {
-      return listRequest({ action: 'list-names' });
-    },
-  },
+  ...deleteAndListCommands('flow', '', 'flow'),
   {
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
@@ -124,28 +128,5 @@ export const flowCommands: NfqlbCommand[] = [
       return textRequest({ action: 'trace-set', name: opt(args, 'name'), priority: opt(args, 'prio'), ...selectors(args) });
     },
   },
-  {
-    name: 'trace-flow-delete',
-    describe: 'Delete a trace-flow',
-    options: { name: str('Name of the trace-flow', { demandOption: true }) },
-    async run(args) {
-      return textRequest({ action: 'trace-delete', name: opt(args, 'name') });
-    },
-  },
-  {
-    name: 'trace-flow-list',
-    describe: 'List trace-flows (JSON)',
-    options: { name: str('Name of a trace-flow') },
-    async run(args) {
-      return listRequest({ action: 'trace-list', name: opt(args, 'name') });
-    },
-  },
-  {
-    name: 'trace-flow-list-names',
-    describe: 'List trace-flow names (JSON)',
-    options: {},
-    async run() {
-      return listRequest({ action: 'trace-list-names' });
-    },
-  },
+  ...deleteAndListCommands('trace-flow', 'trace-', 'trace-flow'),
 ];
