@@ -37,15 +37,35 @@ function commandHelp(cmd: NfqlbCommand): string {
   return lines.join('\n') + '\n';
 }
 
-/** Maps yargs' complaints onto nfqlb's wording. */
-function translateParseError(msg: string): string {
+/**
+ * Maps yargs' complaints onto nfqlb's wording. getopt prefixes its own
+ * messages with argv[0], which in nfqlb is the command name.
+ */
+function translateParseError(cmd: string, msg: string): string {
   let m = /^Missing required argument[s]?: (.*)$/.exec(msg);
   if (m) return m[1].split(', ').map((o) => `Missing option [--${o}]`).join('\n');
   m = /^Unknown arguments?: (.*)$/.exec(msg);
-  if (m) return m[1].split(', ').map((o) => `unrecognized option '--${o}'`).join('\n');
+  if (m) return m[1].split(', ').map((o) => `${cmd}: unrecognized option '--${o}'`).join('\n');
   m = /^Not enough arguments following: (.*)$/.exec(msg);
-  if (m) return `option '--${m[1]}' requires an argument`;
+  if (m) return `${cmd}: option '--${m[1]}' requires an argument`;
   return msg;
+}
+
+/**
+ * getopt refuses `--opt` without a value for an option that takes one (yargs
+ * would quietly give it ""); `--opt=` is an empty value and is fine.
+ */
+function missingValue(cmd: NfqlbCommand, argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--?([^=]+)$/.exec(argv[i]);
+    if (m === null || argv[i] === '--') continue;
+    const spec = cmd.options[m[1]];
+    if (spec === undefined || spec.type === 'boolean') continue;
+    const next = argv[i + 1];
+    if (next === undefined) return m[1];
+    i++; // `--opt value`: the next word is the value, whatever it looks like.
+  }
+  return undefined;
 }
 
 /** The command called `name`, if there is one. */
@@ -70,7 +90,9 @@ export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs 
       failure = msg ?? err?.message ?? 'invalid command line';
     });
   const parsed = parser.parseSync() as unknown as ParsedArgs;
-  if (failure !== undefined) throw new UsageError(translateParseError(failure));
+  if (failure !== undefined) throw new UsageError(translateParseError(cmd.name, failure));
+  const bare = missingValue(cmd, argv);
+  if (bare !== undefined) throw new UsageError(`${cmd.name}: option '--${bare}' requires an argument`);
   const args: ParsedArgs = { _: parsed._.map(String) };
   for (const name of Object.keys(cmd.options)) {
     const value = parsed[name];
