@@ -56,7 +56,7 @@ function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 
   series.forEach((s, i) => {
     const color = s.color ?? COLORS[i % COLORS.length];
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
-    const dash = s.dashed ? ' stroke-dasharray="6,4"' : '';
+    const dash = s.dotted ? ' stroke-dasharray="2,3"' : s.dashed ? ' stroke-dasharray="6,4"' : '';
     if (pts.length > 1) {
       out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
     }
@@ -77,26 +77,59 @@ function niceStep(span, n) {
   return 10 * p;
 }
 
-/** The plot series of one bench result (bench/run.js's JSON): one line per implementation, setting, family and sources. */
-function seriesOf(result) {
-  const groups = new Map();
-  for (const r of result.runs ?? []) {
-    if (!Number.isFinite(r.ratio)) continue;
-    const label = `${result.implementation.label} ${r.setting} IPv${r.family}${r.sources === 'one' ? ' 1 flow' : ''}`;
-    if (!groups.has(label)) groups.set(label, []);
-    groups.get(label).push({ x: r.offeredPps, y: r.ratio });
+/**
+ * The plot series of one bench result (bench/run.js's JSON): one line per
+ * implementation, setting, family and sources; for a sweep, the medians of
+ * its summary (groups: only those, when given).
+ */
+function seriesOf(result, { groups } = {}) {
+  const lines = new Map();
+  const add = (label, x, y) => {
+    if (!Number.isFinite(x) || !Number.isFinite(y)) return;
+    if (!lines.has(label)) lines.set(label, []);
+    lines.get(label).push({ x, y });
+  };
+  const impl = result.implementation.label;
+  if (result.mode === 'sweep') {
+    for (const c of result.summary ?? []) {
+      if (groups && !groups.includes(c.group)) continue;
+      add(`${impl} ${c.setting}${c.sources === 'one' ? ' 1 flow' : ''}`, c.offeredPps, c.ratio);
+    }
+  } else {
+    for (const r of result.runs ?? []) add(`${impl} ${r.setting} IPv${r.family}${r.sources === 'one' ? ' 1 flow' : ''}`, r.offeredPps, r.ratio);
   }
-  return [...groups.entries()].map(([label, points]) => ({ label, points, dashed: label.includes('1 flow') }));
+  return [...lines.entries()].map(([label, points]) => ({ label, points, dashed: label.includes('1 flow') }));
 }
+
+/**
+ * nfqlb 1.2.0 as measured for the issue ("[4 of 6] Performance", IPv4, many
+ * flows, generator max ~200k pps): not from a bench run, so drawn dotted.
+ */
+const ISSUE_NFQLB = [
+  { label: 'nfqlb 1.2.0 qlength=1024 (issue)', points: [{ x: 100000, y: 0.63 }, { x: 200000, y: 0.37 }] },
+  { label: 'nfqlb 1.2.0 qlength=16384 (issue)', points: [{ x: 100000, y: 0.9 }, { x: 200000, y: 0.59 }] },
+].map((s) => ({ ...s, dotted: true, color: '#7f7f7f' }));
 
 if (require.main === module) {
-  const files = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const files = args.filter((a) => !a.startsWith('--'));
+  const opt = (name) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
   if (files.length === 0) {
-    process.stderr.write('usage: node bench/plot.js RESULT.json [RESULT.json ...] > plot.svg\n');
+    process.stderr.write('usage: node bench/plot.js [--groups=g1,g2] [--issue] [--title=...] RESULT.json [RESULT.json ...] > plot.svg\n');
     process.exit(2);
   }
-  const series = files.flatMap((f) => seriesOf(JSON.parse(fs.readFileSync(f, 'utf8'))));
-  process.stdout.write(svgPlot(series, { title: 'Delivered through the LB / delivered by the kernel alone (HMARK)', targets: [{ y: 0.95, label: '0.95' }, { y: 0.8, label: '0.80' }] }));
+  const groups = opt('groups')?.split(',');
+  const series = files.flatMap((f) => seriesOf(JSON.parse(fs.readFileSync(f, 'utf8')), { groups }));
+  if (args.includes('--issue')) series.push(...ISSUE_NFQLB);
+  process.stdout.write(
+    svgPlot(series, {
+      title: opt('title') ?? 'Delivered through the LB / delivered by the kernel alone (HMARK)',
+      targets: [
+        { y: 0.95, label: '0.95' },
+        { y: 0.8, label: '0.80' },
+      ],
+    }),
+  );
 }
 
-module.exports = { svgPlot, seriesOf };
+module.exports = { svgPlot, seriesOf, ISSUE_NFQLB };

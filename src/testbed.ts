@@ -833,6 +833,8 @@ export interface UdpLoadSpec {
    */
   sources: 'many' | 'one';
   dport?: number;
+  /** Ethernet frame bytes (default 60 for IPv4, 66 for IPv6; at least those). */
+  size?: number;
 }
 
 function macBytes(mac: string): string {
@@ -842,7 +844,7 @@ function macBytes(mac: string): string {
 /**
  * A trafgen packet configuration for `spec`: IPv4 frames of 60 bytes
  * (14 Ethernet + 20 IP + 8 UDP + 18 payload), IPv6 frames of 66 (14 + 40 + 8 + 4),
- * to VIP4 / VIP6, checksums filled in by trafgen.
+ * or `size`, to VIP4 / VIP6, checksums filled in by trafgen.
  */
 export function trafgenConfig(spec: UdpLoadSpec): string {
   const dport = spec.dport ?? LOAD_PORT;
@@ -851,14 +853,16 @@ export function trafgenConfig(spec: UdpLoadSpec): string {
   const sport = many ? 'drnd(2)' : 'c16(40000)';
   if (spec.family === 4) {
     const src = many ? '198, 51, 100, dinc(10, 250)' : CLIENT4.split('.').join(', ');
+    const payload = Math.max(18, (spec.size ?? 0) - 42);
     return (
       `{ ${eth}, c16(0x0800),\n` +
-      `  0x45, 0x00, c16(46), drnd(2), 0x40, 0x00, 64, 17, csumip(14, 33),\n` +
+      `  0x45, 0x00, c16(${28 + payload}), drnd(2), 0x40, 0x00, 64, 17, csumip(14, 33),\n` +
       `  ${src}, ${VIP4.split('.').join(', ')},\n` +
-      `  ${sport}, c16(${dport}), c16(26), csumudp(14, 34),\n` +
-      `  fill(0x42, 18) }\n`
+      `  ${sport}, c16(${dport}), c16(${8 + payload}), csumudp(14, 34),\n` +
+      `  fill(0x42, ${payload}) }\n`
     );
   }
+  const payload = Math.max(4, (spec.size ?? 0) - 62);
   // 2001:db8:1::1:RRRR (never the gateway's ::1 or the LB's ::2), or 2001:db8:1::1.
   const src = many
     ? '0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x00, 0x01, drnd(2)'
@@ -866,10 +870,10 @@ export function trafgenConfig(spec: UdpLoadSpec): string {
   const dst = '0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x01';
   return (
     `{ ${eth}, c16(0x86dd),\n` +
-    `  0x60, 0, 0, 0, c16(12), 17, 64,\n` +
+    `  0x60, 0, 0, 0, c16(${8 + payload}), 17, 64,\n` +
     `  ${src},\n  ${dst},\n` +
-    `  ${sport}, c16(${dport}), c16(12), csumudp6(14, 54),\n` +
-    `  fill(0x42, 4) }\n`
+    `  ${sport}, c16(${dport}), c16(${8 + payload}), csumudp6(14, 54),\n` +
+    `  fill(0x42, ${payload}) }\n`
   );
 }
 
@@ -880,23 +884,68 @@ export interface TrafgenResult {
   seconds: number;
   /** sent / seconds. */
   pps: number;
+  /** CPU seconds trafgen and its worker used (user + system, from the shell's `times`). */
+  cpuSeconds: number;
+}
+
+/** Ethernet frame bytes of trafgenConfig(spec). */
+export function frameBytes(spec: Pick<UdpLoadSpec, 'family' | 'size'>): number {
+  return Math.max(spec.family === 4 ? 60 : 66, spec.size ?? 0);
+}
+
+export interface TrafgenOptions {
+  /** Packets to send. */
+  count: number;
+  /** Packets per second; none: as fast as trafgen goes (its --rate path at 10^7). */
+  rate?: number;
+  /**
+   * With `rate`: frame bytes of the configuration (frameBytes()), to pace the
+   * packets evenly. trafgen's --rate alone sends each second's packets back to
+   * back at full speed and then waits for the next second (bursts of `rate`
+   * packets); with `steady`, a token bucket (tc tbf) on `dev` releases them at
+   * `rate` with bursts of at most 32 frames, for the time of the run.
+   */
+  steady?: { frameBytes: number };
+  timeoutMs?: number;
+}
+
+/** Packets waiting in the root qdisc of `dev` in `ns`. */
+function qdiscBacklog(ns: string, dev: string): number {
+  const r = nsExec(ns, 'tc', ['-s', '-j', 'qdisc', 'show', 'dev', dev], { allowFail: true });
+  try {
+    const q = (JSON.parse(r.stdout) as Array<{ qlen?: number }>)[0];
+    return q?.qlen ?? 0;
+  } catch {
+    return 0;
+  }
 }
 
 /**
- * Runs trafgen in `ns` on `dev` (one process: -P 1) until it has sent
- * `count` packets, paced at `rate` packets per second when given (trafgen's
- * --rate, sendto per packet), else as fast as it goes with the same pacing
- * path (rate 10^7). Resolves with what it reports; rejects when it fails.
- * The process is registered: cleanupAll() kills it.
+ * Runs trafgen in `ns` on `dev` (one process: --cpus 1) until it has sent
+ * `count` packets (see TrafgenOptions for the pacing). Resolves when the
+ * last packet has left `dev`, with what trafgen reports and the time from
+ * start to the last packet; rejects when it fails. The process is
+ * registered: cleanupAll() kills it.
  */
-export async function runTrafgen(ns: string, dev: string, config: string, opts: { count: number; rate?: number; timeoutMs?: number }): Promise<TrafgenResult> {
+export async function runTrafgen(ns: string, dev: string, config: string, opts: TrafgenOptions): Promise<TrafgenResult> {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlbts-trafgen-')), 'load.cfg');
   fs.writeFileSync(file, config);
   const rate = Math.round(opts.rate ?? 10_000_000);
   const args = ['--no-sock-mem', '--notouch-irq', '--cpus', '1', '--dev', dev, '--conf', file, '--num', `${opts.count}`, '--rate', `${rate}pps`];
+  const steady = opts.rate !== undefined && opts.steady !== undefined;
+  if (steady) {
+    const frame = opts.steady!.frameBytes;
+    // `limit`: room for a second and a half of packets, so trafgen's own bursts wait here, none dropped.
+    nsExec(ns, 'tc', [
+      'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${rate * frame * 8}bit`, 'burst', `${32 * frame}`, 'limit', `${Math.ceil(rate * frame * 1.5)}`,
+    ]);
+    args.push('--qdisc-path');
+  }
   const t0 = process.hrtime.bigint();
   try {
-    const child = spawnInNs(ns, 'trafgen', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Through a shell whose `times` reports what trafgen and its worker used.
+    const script = 'trafgen "$@"; rc=$?; echo "times:"; times; exit $rc';
+    const child = spawnInNs(ns, 'sh', ['-c', script, 'sh', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
@@ -912,13 +961,20 @@ export async function runTrafgen(ns: string, dev: string, config: string, opts: 
         resolve(c);
       });
     });
-    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     if (code !== 0) throw new Error(`trafgen ${args.join(' ')} exited ${code}: ${out.trim()}`);
+    // trafgen is done when its packets are in the qdisc; the run ends when they have left it.
+    const drainEnd = Date.now() + 10_000;
+    while (steady && qdiscBacklog(ns, dev) > 0 && Date.now() < drainEnd) await sleep(10);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     const sent = Number(/(\d+) packets outgoing/.exec(out)?.[1] ?? NaN);
     const m = /(\d+) sec, (\d+) usec on CPU/.exec(out);
-    const seconds = m === null ? wall : Number(m[1]) + Number(m[2]) / 1e6;
-    return { sent, seconds, pps: sent / seconds };
+    const seconds = steady || m === null ? wall : Number(m[1]) + Number(m[2]) / 1e6;
+    let cpuSeconds = NaN;
+    const t = /times:\n.*\n(\d+)m([\d.]+)s (\d+)m([\d.]+)s/.exec(out);
+    if (t !== null) cpuSeconds = Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]);
+    return { sent, seconds, pps: sent / seconds, cpuSeconds };
   } finally {
+    if (steady) nsExec(ns, 'tc', ['qdisc', 'del', 'dev', dev, 'root'], { allowFail: true });
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   }
 }
@@ -986,14 +1042,11 @@ export function loadCounts(tb: Testbed, family?: 4 | 6): LoadCounts {
   return { offered: commentCount(tb.lb, 'mangle', 'PREROUTING', OFFERED_COMMENT, family), perTarget, delivered };
 }
 
-/** Zeroes every iptables counter of the LB and the targets (both families). */
-export function zeroLoadCounters(tb: Testbed): void {
-  for (const ns of [tb.lb, ...tb.targets.map((t) => t.ns)]) {
-    for (const cmd of ['iptables', 'ip6tables']) {
-      nsExec(ns, cmd, ['-t', 'mangle', '-Z']);
-      nsExec(ns, cmd, ['-t', 'raw', '-Z']);
-    }
-  }
+/** What happened between two loadCounts() readings (b after a). */
+export function loadDelta(a: LoadCounts, b: LoadCounts): LoadCounts {
+  const perTarget: Record<string, number> = {};
+  for (const name of Object.keys(b.perTarget)) perTarget[name] = b.perTarget[name] - (a.perTarget[name] ?? 0);
+  return { offered: b.offered - a.offered, perTarget, delivered: b.delivered - a.delivered };
 }
 
 /** Removes a rule made by installQueueRule. */
@@ -1057,6 +1110,34 @@ export function queueDrops(ns: string): { queueDropped: number; userDropped: num
     sum.queueDropped += e.queueDropped;
     sum.userDropped += e.userDropped;
     sum.waiting += e.waiting;
+  }
+  return sum;
+}
+
+/** Busy and total CPU seconds of the whole machine so far (first line of /proc/stat; idle and iowait are not busy). */
+export function machineCpuSeconds(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: (total - f[3] - f[4]) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+}
+
+/** GET http://127.0.0.1:<port>/metrics from inside `ns`: the Prometheus text, or null when nothing answers 200. */
+export function scrapeMetrics(ns: string, port: number): string | null {
+  const script =
+    `fetch('http://127.0.0.1:${port}/metrics').then(async (r) => { if (r.status !== 200) process.exit(1); process.stdout.write(await r.text()); }, () => process.exit(1))`;
+  const r = nsExec(ns, process.execPath, ['-e', script], { allowFail: true });
+  return r.status === 0 ? r.stdout : null;
+}
+
+/** Sum of the samples of `metric` whose labels include all of `labels`, in Prometheus text. */
+export function metricSum(text: string, metric: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (m === null || m[1] !== metric) continue;
+    const have: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)) have[l[1]] = l[2];
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
   }
   return sum;
 }

@@ -1,0 +1,1009 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * The performance bench (npm run bench; root). Topology: src/testbed.ts's
+ * gateway → LB → 4 targets, in network namespaces. trafgen in the gateway
+ * sends small UDP packets to the VIP; the LB either queues them to the
+ * daemon (`-j NFQUEUE --queue-balance 0:3`, daemon `flowlb`) or lets the
+ * kernel mark them by a hash of the 5-tuple (`-j HMARK`, the baseline); the
+ * targets count and drop them. Every daemon run is paired with a baseline run
+ * of the same packets right before it, and reported as their ratio.
+ *
+ * Modes (arguments):
+ *   (none)     rates 25k, 50k, 100k, 150k pps and the generator's max, IPv4
+ *              and IPv6, many flows and one flow; activation churn under
+ *              50k pps; RSS over 60 s; TCP connections/s and round-trip
+ *              latency. BENCH_QUICK=1: shorter runs, no RSS run (~2 min).
+ *   --sweep    the option sweeps behind the defaults (batch, qlength,
+ *              rcvbuf, queues, processes); IPv4 at 100k pps and max.
+ *   --profile  where the time goes at 100k pps: perf trace syscall summary,
+ *              perf stat, perf record (kernel vs user), node --cpu-prof.
+ *   --queue-memory  what a full queue costs the kernel, by qlength,
+ *              SO_RCVBUF and frame size (the daemon stopped with SIGSTOP).
+ *
+ * Environment: NFQLB_BIN (another nfqlb-compatible binary; default
+ * bin/nfqlb), BENCH_QUICK=1, BENCH_SECONDS (per run), BENCH_REPEAT (runs per
+ * point, median kept), BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..."
+ * instead of default and meridio), BENCH_OUT (results directory).
+ *
+ * Results: a table on stdout, bench/results/<date>-<label>.json and .svg.
+ * Everything made is removed at the end, also on failure or Ctrl-C.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const ROOT = path.resolve(__dirname, '..');
+let tb;
+let shmLib;
+try {
+  tb = require(path.join(ROOT, 'dist', 'testbed.js'));
+  shmLib = require(path.join(ROOT, 'dist', 'shm.js'));
+} catch (err) {
+  process.stderr.write(`bench: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
+  process.exit(1);
+}
+const { svgPlot, seriesOf } = require('./plot');
+
+const argv = process.argv.slice(2);
+const MODE = argv.includes('--sweep') ? 'sweep' : argv.includes('--profile') ? 'profile' : argv.includes('--queue-memory') ? 'queue-memory' : 'main';
+const QUICK = process.env.BENCH_QUICK === '1';
+const SECONDS = Number(process.env.BENCH_SECONDS || (QUICK ? 1 : 3));
+const REPEAT = Number(process.env.BENCH_REPEAT || (MODE === 'sweep' ? 2 : 1));
+const RATES = QUICK ? [50000, 100000, 'max'] : [25000, 50000, 100000, 150000, 'max'];
+const BIN = process.env.NFQLB_BIN ? path.resolve(process.env.NFQLB_BIN) : path.join(ROOT, 'bin', 'nfqlb');
+const OURS = !process.env.NFQLB_BIN;
+const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
+const TCP_JS = path.join(__dirname, 'tcp.js');
+const ECHO_PORT = 4001;
+const CHURN_RATE = 50000;
+const CHURN_PER_SECOND = 100;
+
+const MERIDIO = ['--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0'];
+
+const say = (text = '') => process.stdout.write(`${text}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+const median = (xs) => {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+// ---------------------------------------------------------------------------
+// The implementation under test: its CLI and its daemon, in the LB namespace
+
+/** First and last queue of a `--queue=` argument (default 2, nfqlb's). */
+function queueRange(args) {
+  const a = args.find((x) => x.startsWith('--queue='));
+  const m = /^--queue=(\d+)(?::(\d+))?$/.exec(a ?? '--queue=2');
+  return [Number(m[1]), Number(m[2] ?? m[1])];
+}
+
+class Implementation {
+  constructor(bed) {
+    this.bed = bed;
+    this.bin = BIN;
+    const v = this.cli(['version']);
+    this.version = (v.stdout + v.stderr).trim().split('\n')[0] || '?';
+    this.label = OURS ? 'nfqlb-ts' : path.basename(BIN);
+    const help = this.cli(['flowlb', '--help']);
+    this.help = help.stdout + help.stderr;
+    this.metricsPorts = 0;
+  }
+
+  /** `BIN args` in the LB namespace (never throws). */
+  cli(args, env = {}) {
+    return tb.nsExec(this.bed.lb, this.bin, args, { allowFail: true, env, timeoutMs: 30000 });
+  }
+
+  cliOk(args, env = {}) {
+    const r = this.cli(args, env);
+    if (r.status !== 0) throw new Error(`${path.basename(this.bin)} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+    return r;
+  }
+
+  /** True when `flowlb --help` lists --name. */
+  supports(name) {
+    return this.help.includes(`--${name}`);
+  }
+
+  /**
+   * Starts `BIN flowlb args` and waits until its queues are bound and its
+   * control socket answers. env.NFQLB_FLOW_ADDRESS picks the control socket.
+   * Adds --metrics_address=127.0.0.1:<port> when the binary has the option.
+   */
+  async start(args, env = {}) {
+    const extra = [];
+    let metricsPort = null;
+    if (this.supports('metrics_address')) {
+      metricsPort = 19657 + this.metricsPorts++;
+      extra.push(`--metrics_address=127.0.0.1:${metricsPort}`);
+    }
+    const all = ['flowlb', ...args, ...extra];
+    const child = tb.spawnInNs(this.bed.lb, this.bin, all, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const d = { child, args: all, env, pid: child.pid, log: '', metricsPort, queues: queueRange(args) };
+    const keep = (buf) => {
+      d.log = (d.log + buf.toString()).slice(-20000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const [first, last] = d.queues;
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${all.join(' ')} exited: ${d.log}`);
+      const bound = new Set(tb.queueProcIn(this.bed.lb).map((e) => e.queue));
+      let all4 = true;
+      for (let q = first; q <= last; q++) all4 = all4 && bound.has(q);
+      if (all4 && this.cli(['flow-list-names'], env).status === 0) break;
+      if (Date.now() > deadline) {
+        await tb.killProcess(child);
+        throw new Error(`${all.join(' ')} did not bind its queues in 15 s: ${d.log}`);
+      }
+      await sleep(100);
+    }
+    return d;
+  }
+
+  async stop(d) {
+    const exited = new Promise((r) => (d.child.exitCode !== null || d.child.signalCode !== null ? r() : d.child.once('exit', r)));
+    d.child.kill('SIGTERM');
+    const t = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+    if (!t) await tb.killProcess(d.child);
+  }
+
+  /** Prometheus text of the daemon, or null without a metrics endpoint. */
+  scrape(d) {
+    return d.metricsPort === null ? null : tb.scrapeMetrics(this.bed.lb, d.metricsPort);
+  }
+}
+
+/** nfqlb_decisions_total of `reason` and drop verdicts from Prometheus text (null without). */
+function decisions(text) {
+  if (text === null) return null;
+  return {
+    no_target: tb.metricSum(text, 'nfqlb_decisions_total', { reason: 'no_target' }),
+    invalid: tb.metricSum(text, 'nfqlb_decisions_total', { reason: 'invalid' }),
+    drop: tb.metricSum(text, 'nfqlb_packets_total', { verdict: 'drop' }),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The test bed
+
+const TABLE = { M: 10000, N: 100 }; // Meridio: --M=100*maxTargets --N=maxTargets
+
+function buildBed() {
+  const bed = tb.Testbed.build();
+  tb.addLoadCounters(bed);
+  bed.mac = tb.macOf(bed.lb, 'gw0');
+  return bed;
+}
+
+/**
+ * trafgen's options for a run: `rate` 'max' is trafgen as fast as it goes;
+ * a number is paced 'steady' (token bucket on the gateway's link) or, with
+ * pacing 'bursts', trafgen's own --rate (each second's packets back to back).
+ */
+function trafgenOptions(family, rate, count, size, pacing = 'steady') {
+  if (rate === 'max') return { count };
+  return { count, rate, steady: pacing === 'steady' ? { frameBytes: tb.frameBytes({ family, size }) } : undefined };
+}
+
+/** trafgen's packet configuration for (family, sources, frame size). */
+function loadConfig(bed, family, sources, size) {
+  return tb.trafgenConfig({ family, dstMac: bed.mac, sources, size });
+}
+
+/** Meridio's table and flows for the bench, through the implementation's CLI. */
+function configure(bed, impl, shm, env = {}) {
+  impl.cliOk(['init', `--shm=${shm}`, `--M=${TABLE.M}`, `--N=${TABLE.N}`]);
+  for (const t of bed.targets) impl.cliOk(['activate', `--index=${t.id - 1}`, `--shm=${shm}`, `${t.fwmark}`]);
+  setFlows(bed, impl, shm, env);
+}
+
+function setFlows(bed, impl, shm, env = {}) {
+  const dsts = `--dsts=${bed.vip4}/32,${bed.vip6}/128`;
+  impl.cliOk(['flow-set', `--name=${shm}-udp`, `--target=${shm}`, '--prio=1', '--protocols=udp', dsts, `--dports=${tb.LOAD_PORT}`], env);
+  impl.cliOk(['flow-set', `--name=${shm}-tcp`, `--target=${shm}`, '--prio=1', '--protocols=tcp', dsts, `--dports=${bed.port},${ECHO_PORT}`], env);
+}
+
+// ---------------------------------------------------------------------------
+// One load run
+
+const QUIET_MAX_MS = Number(process.env.BENCH_QUIET_MAX_MS || (QUICK ? 3000 : 10000));
+/** Total waiting allowed per bench run, so a machine that is never idle still ends in time. */
+const QUIET_BUDGET_MS = Number(process.env.BENCH_QUIET_BUDGET_MS || (QUICK ? 20000 : 120000));
+/** Cores used by other processes during a daemon run above which the pair is run again (at most RETRIES times). */
+const DISTURBED_CORES = 0.3;
+const RETRIES = Number(process.env.BENCH_RETRIES || (QUICK ? 0 : 2));
+const quietLog = { waitedMs: 0, notQuiet: 0, disturbedRuns: 0, retries: 0 };
+
+/**
+ * Waits until the machine is idle (less than 0.25 of a CPU busy over 300 ms:
+ * other people's tests on a shared machine), at most BENCH_QUIET_MAX_MS.
+ * Loss through a queue comes from the daemon not being scheduled, so a run
+ * next to someone's jest says little about the daemon.
+ */
+async function quiet() {
+  const t0 = Date.now();
+  for (;;) {
+    const a = tb.machineCpuSeconds();
+    await sleep(300);
+    const b = tb.machineCpuSeconds();
+    const busy = (b.busy - a.busy) / 0.3;
+    if (busy < 0.25) break;
+    if (Date.now() - t0 > QUIET_MAX_MS || quietLog.waitedMs + Date.now() - t0 > QUIET_BUDGET_MS) {
+      quietLog.notQuiet++;
+      break;
+    }
+  }
+  quietLog.waitedMs += Date.now() - t0;
+}
+
+let generatorMax = 230000; // calibrated at start
+
+/**
+ * Sends `count` packets (family, sources) at `rate` (or as fast as trafgen
+ * goes) through `marking` and returns what was offered and delivered. With
+ * daemons: their CPU time and the kernel's queue drops over the run.
+ */
+async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady' }) {
+  tb.setMarking(bed, marking, queues[0], queues[1]);
+  const c0 = tb.loadCounts(bed, family);
+  const q0 = tb.queueDrops(bed.lb);
+  const cpu0 = daemons.reduce((s, d) => s + tb.cpuSeconds(d.pid), 0);
+  const m0 = tb.machineCpuSeconds();
+  let hogCpu = 0;
+  const hogs = Array.from({ length: hog }, () => tb.spawnInNs(bed.gw, 'sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  let g;
+  try {
+    g = await tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, family, sources, size), trafgenOptions(family, rate, count, size, pacing));
+  } finally {
+    for (const h of hogs) {
+      try {
+        hogCpu += tb.cpuSeconds(h.pid);
+      } catch {
+        // Already gone.
+      }
+      await tb.killProcess(h, 500);
+    }
+  }
+  const m1 = tb.machineCpuSeconds();
+  // Let the queues drain: what is still waiting is not lost yet.
+  const end = Date.now() + 2000;
+  await sleep(100);
+  while (marking === 'queue' && tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
+  const c = tb.loadDelta(c0, tb.loadCounts(bed, family));
+  const q1 = tb.queueDrops(bed.lb);
+  const cpu = daemons.reduce((s, d) => s + tb.cpuSeconds(d.pid), 0) - cpu0;
+  return {
+    busyCores: (m1.busy - m0.busy) / g.seconds,
+    // What neither trafgen nor the daemon used: other people's processes (and ksoftirqd).
+    foreignCores: (m1.busy - m0.busy - cpu - g.cpuSeconds - hogCpu) / g.seconds,
+    hogCores: hogCpu / g.seconds,
+    trafgenCores: g.cpuSeconds / g.seconds,
+    sent: g.sent,
+    seconds: g.seconds,
+    offered: c.offered,
+    offeredPps: c.offered / g.seconds,
+    delivered: c.delivered,
+    perTarget: c.perTarget,
+    queueDropped: q1.queueDropped - q0.queueDropped,
+    userDropped: q1.userDropped - q0.userDropped,
+    cpuSeconds: daemons.length > 0 ? cpu : undefined,
+  };
+}
+
+/** A point: baseline then daemon, REPEAT times; the run with the median ratio is kept, all ratios listed. */
+async function point(bed, setting, daemons, { family, sources, rate, seconds = SECONDS, repeat = REPEAT }) {
+  const count = Math.round((rate === 'max' ? generatorMax : rate) * seconds);
+  const tries = [];
+  for (let i = 0; i < repeat; i++) {
+    let best = null;
+    for (let attempt = 0; attempt <= RETRIES; attempt++) {
+      await quiet();
+      const opts = { family, sources, rate, count, size: setting.size, hog: setting.hog ?? 0, pacing: setting.pacing };
+      const base = await loadRun(bed, { ...opts, marking: 'hmark' });
+      const lb = await loadRun(bed, { ...opts, marking: 'queue', daemons, queues: setting.queues });
+      const t = { base, lb, ratio: lb.delivered / base.delivered, disturbed: lb.foreignCores > DISTURBED_CORES };
+      if (best === null || lb.foreignCores < best.lb.foreignCores) best = t;
+      if (!t.disturbed) break;
+      quietLog.disturbedRuns++;
+      if (attempt < RETRIES) quietLog.retries++;
+    }
+    tries.push(best);
+  }
+  const ratios = tries.map((t) => t.ratio);
+  const m = median(ratios);
+  const kept = tries.reduce((best, t) => (Math.abs(t.ratio - m) < Math.abs(best.ratio - m) ? t : best), tries[0]);
+  const { base, lb } = kept;
+  const mem = daemons.length > 0 ? tb.memoryKiB(daemons[0].pid) : null;
+  const row = {
+    setting: setting.name,
+    args: setting.args.join(' '),
+    family,
+    sources,
+    rate,
+    count,
+    offeredPps: Math.round(base.offeredPps),
+    lbOfferedPps: Math.round(lb.offeredPps),
+    baseline: pick(base, ['offered', 'delivered', 'seconds', 'busyCores', 'foreignCores']),
+    lb: pick(lb, ['offered', 'delivered', 'seconds', 'queueDropped', 'userDropped', 'cpuSeconds', 'trafgenCores', 'foreignCores', 'hogCores', 'perTarget']),
+    ratio: m,
+    ratios,
+    disturbed: kept.disturbed,
+    deliveredFraction: lb.delivered / lb.offered,
+    cpuUsPerPacket: lb.cpuSeconds === undefined ? null : (lb.cpuSeconds * 1e6) / lb.delivered,
+    cpuShare: lb.cpuSeconds === undefined ? null : lb.cpuSeconds / lb.seconds,
+    rssKiB: mem?.rss ?? null,
+  };
+  printRow(row);
+  return row;
+}
+
+const HEADER =
+  'setting        fam flows rate     offered/s  base.deliv  lb.deliv  ratio  lb/off  q.drop  u.drop  cpu µs/pkt  cpu%  other  rss MiB';
+
+function printRow(r) {
+  const f = (x, w, d = 0) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d)).padStart(w);
+  say(
+    `${r.setting.padEnd(14)} v${r.family}  ${(r.sources === 'one' ? '1' : 'many').padEnd(5)} ${String(r.rate).padEnd(7)} ${f(r.offeredPps, 10)}  ${f(r.baseline.delivered, 10)} ${f(r.lb.delivered, 9)}  ${f(r.ratio, 5, 3)}  ${f(r.deliveredFraction, 6, 3)} ${f(r.lb.queueDropped, 7)} ${f(r.lb.userDropped, 7)}  ${f(r.cpuUsPerPacket, 10, 2)}  ${f(r.cpuShare === null ? NaN : r.cpuShare * 100, 4)}  ${f(r.lb.foreignCores, 5, 2)}${r.disturbed ? '!' : ' '} ${f(r.rssKiB === null ? NaN : r.rssKiB / 1024, 7, 1)}`,
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Activation churn, RSS, TCP
+
+/**
+ * 50k pps (IPv4, many flows) while target t4 is deactivated and activated
+ * again CHURN_PER_SECOND times a second (3 targets stay active). nfqlb-ts:
+ * through the table library the CLI uses (src/shm.ts, the same code as
+ * `nfqlb activate/deactivate`), because starting a Node.js CLI 100 times a
+ * second does not fit on a small machine; another binary: its CLI.
+ */
+async function churn(bed, impl, d, shm, { seconds }) {
+  const t4 = bed.targets[bed.targets.length - 1];
+  const viaCli = !OURS || process.env.BENCH_CHURN === 'cli';
+  // What one CLI command costs, for the report.
+  const cliMs = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = process.hrtime.bigint();
+    impl.cliOk(['activate', `--index=${t4.id - 1}`, `--shm=${shm}`, `${t4.fwmark}`]);
+    cliMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  tb.setMarking(bed, 'queue', 0, 3);
+  await quiet();
+  const c0 = tb.loadCounts(bed, 4);
+  const q0 = tb.queueDrops(bed.lb);
+  const m0 = decisions(impl.scrape(d));
+  const table = viaCli ? null : shmLib.openTable(shm, true);
+  let commands = 0;
+  let stop = false;
+  const churner = (async () => {
+    const t0 = Date.now();
+    while (!stop) {
+      const active = commands % 2 === 1; // even: deactivate, odd: activate
+      if (viaCli) {
+        await new Promise((resolve) => {
+          const args = active ? ['activate', `--index=${t4.id - 1}`, `--shm=${shm}`, `${t4.fwmark}`] : ['deactivate', `--index=${t4.id - 1}`, `--shm=${shm}`];
+          tb.spawnInNs(bed.lb, impl.bin, args, { stdio: 'ignore' }).once('exit', resolve);
+        });
+      } else if (active) table.activateIndex(t4.id - 1, t4.fwmark);
+      else table.deactivateIndex(t4.id - 1);
+      commands++;
+      const wait = t0 + (commands * 1000) / CHURN_PER_SECOND - Date.now();
+      await sleep(Math.max(0, wait));
+    }
+    return (commands * 1000) / (Date.now() - t0);
+  })();
+  const g = await tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, 4, 'many'), trafgenOptions(4, CHURN_RATE, CHURN_RATE * seconds));
+  stop = true;
+  const cmdRate = await churner;
+  if (table !== null) {
+    table.activateIndex(t4.id - 1, t4.fwmark);
+    shmLib.closeTable(table);
+  } else impl.cliOk(['activate', `--index=${t4.id - 1}`, `--shm=${shm}`, `${t4.fwmark}`]);
+  await sleep(300);
+  const c = tb.loadDelta(c0, tb.loadCounts(bed, 4));
+  const q1 = tb.queueDrops(bed.lb);
+  const m1 = decisions(impl.scrape(d));
+  const delta = (k) => (m0 === null || m1 === null ? null : (m1[k] ?? 0) - (m0[k] ?? 0));
+  const r = {
+    seconds: g.seconds,
+    offeredPps: Math.round(c.offered / g.seconds),
+    offered: c.offered,
+    delivered: c.delivered,
+    lost: c.offered - c.delivered,
+    perTarget: c.perTarget,
+    commands,
+    commandsPerSecond: cmdRate,
+    via: viaCli ? 'cli' : 'library (src/shm.ts)',
+    cliCommandMs: median(cliMs),
+    queueDropped: q1.queueDropped - q0.queueDropped,
+    userDropped: q1.userDropped - q0.userDropped,
+    noTarget: delta('no_target'),
+    invalid: delta('invalid'),
+    dropVerdicts: delta('drop'),
+    metrics: m1 !== null,
+  };
+  // The change must cost nothing: no packet without a target or dropped by the
+  // daemon; with metrics, losses from a full queue (the daemon not scheduled in
+  // time, nothing to do with the change) are reported apart.
+  r.pass = r.metrics
+    ? r.noTarget === 0 && r.invalid === 0 && r.dropVerdicts === 0 && r.lost === r.queueDropped + r.userDropped
+    : r.lost === 0;
+  return r;
+}
+
+/** RSS once a second over `seconds` at `rate` (IPv4, many flows). */
+async function rssRun(bed, d, { rate, seconds }) {
+  tb.setMarking(bed, 'queue', 0, 3);
+  await quiet();
+  const c0 = tb.loadCounts(bed, 4);
+  const samples = [];
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      await sleep(1000);
+      if (running) samples.push(tb.memoryKiB(d.pid).rss);
+    }
+  })();
+  const g = await tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, 4, 'many'), trafgenOptions(4, rate, Math.round(rate * seconds)));
+  running = false;
+  await sampler;
+  await sleep(300);
+  const c = tb.loadDelta(c0, tb.loadCounts(bed, 4));
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  const max = Math.max(...samples);
+  const min = Math.min(...samples);
+  return {
+    rate,
+    seconds: g.seconds,
+    offered: c.offered,
+    delivered: c.delivered,
+    samplesKiB: samples,
+    firstKiB: first,
+    lastKiB: last,
+    maxKiB: max,
+    minKiB: min,
+    flat: max <= first * 1.1 && last <= first * 1.1 && min >= first * 0.9,
+  };
+}
+
+/** Runs a bench/tcp.js client in the gateway; returns its JSON. */
+function tcpClient(bed, args, timeoutMs) {
+  const r = tb.nsExec(bed.gw, process.execPath, [TCP_JS, ...args], { timeoutMs, allowFail: true });
+  if (r.status !== 0) throw new Error(`tcp.js ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+async function startEchoServers(bed) {
+  for (const t of bed.targets) {
+    const child = tb.spawnInNs(t.ns, process.execPath, [TCP_JS, 'echo', `${ECHO_PORT}`]);
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`echo server of ${t.name} did not start`)), 10000);
+      child.stdout.on('data', (b) => {
+        if (b.toString().includes('listening')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`echo server of ${t.name} exited ${code}`)));
+    });
+  }
+}
+
+/** TCP new connections/s and round-trip latency, kernel marking vs through the daemon. */
+function tcpRuns(bed, { seconds, count }) {
+  const rows = [];
+  for (const family of [4, 6]) {
+    const vip = family === 4 ? bed.vip4 : bed.vip6;
+    const src = family === 4 ? bed.client4 : bed.client6;
+    for (const marking of ['hmark', 'queue']) {
+      tb.setMarking(bed, marking, 0, 3);
+      const cps = tcpClient(bed, ['cps', `--dst=${vip}`, `--port=${bed.port}`, `--src=${src}`, `--seconds=${seconds}`, '--concurrency=16'], (seconds + 30) * 1000);
+      const rtt = tcpClient(bed, ['rtt', `--dst=${vip}`, `--port=${ECHO_PORT}`, `--src=${src}`, `--count=${count}`, '--conns=8'], 120000);
+      const row = { family, path: marking === 'hmark' ? 'direct (HMARK)' : 'through the daemon', cps, rtt };
+      rows.push(row);
+      say(
+        `tcp v${family} ${row.path.padEnd(19)} ${cps.cps.toFixed(0).padStart(6)} conn/s (failed ${cps.failed})   rtt p50 ${rtt.p50Us.toFixed(0)} µs  p99 ${rtt.p99Us.toFixed(0)} µs  (${rtt.samples} samples, ${rtt.failed} failed conns)`,
+      );
+    }
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------
+// Machine and results
+
+function machine() {
+  const cpu = (/^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8')) ?? [])[1] ?? os.cpus()[0]?.model;
+  const trafgen = spawnSync('trafgen', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
+  return { nproc: os.cpus().length, cpu, kernel: os.release(), memMiB: Math.round(os.totalmem() / 2 ** 20), node: process.version, trafgen };
+}
+
+function stamp() {
+  const d = new Date();
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}`;
+}
+
+/** JSON with one line per run and numbers to 4 significant digits: small enough to commit. */
+function compactJson(result) {
+  const round = (_k, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v);
+  const line = (v) => JSON.stringify(v, round);
+  const fields = Object.entries(result).map(([k, v]) =>
+    Array.isArray(v) && v.length > 0 && typeof v[0] === 'object' ? `"${k}": [\n  ${v.map(line).join(',\n  ')}\n]` : `"${k}": ${line(v)}`,
+  );
+  return `{\n${fields.join(',\n')}\n}\n`;
+}
+
+function writeResults(result, name, { plot = true } = {}) {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const base = path.join(OUT_DIR, `${stamp()}-${name}`);
+  fs.writeFileSync(`${base}.json`, compactJson(result));
+  const series = plot ? seriesOf(result) : [];
+  if (series.length > 0) {
+    fs.writeFileSync(
+      `${base}.svg`,
+      svgPlot(series, {
+        title: `${result.implementation.label}: delivered through the LB / by the kernel alone (${result.machine.nproc} CPUs)`,
+        targets: [
+          { y: 0.95, label: '0.95' },
+          { y: 0.8, label: '0.80' },
+        ],
+      }),
+    );
+  }
+  say(`\nresults: ${path.relative(process.cwd(), base)}.json${series.length > 0 ? ` and .svg` : ''}`);
+}
+
+/**
+ * BENCH_SETTINGS="name=--opt=v --opt2;name2=..." (instead of `dflt`).
+ * Pseudo-options, not passed to the daemon: --bench-hog=N runs N CPU-bound
+ * processes beside every run of that setting (a shared machine);
+ * --bench-pacing=bursts sends with trafgen's own --rate (each second's
+ * packets back to back) instead of evenly paced packets.
+ */
+function settingsFromEnv(dflt) {
+  const spec = process.env.BENCH_SETTINGS;
+  if (!spec) return dflt;
+  return spec
+    .split(';')
+    .filter((s) => s.trim() !== '')
+    .map((s) => {
+      const i = s.indexOf('=');
+      const words = s.slice(i + 1).trim().split(/\s+/).filter(Boolean);
+      const hog = words.find((w) => w.startsWith('--bench-hog='));
+      const pacing = words.find((w) => w.startsWith('--bench-pacing='));
+      return {
+        name: s.slice(0, i).trim(),
+        args: words.filter((w) => w !== hog && w !== pacing),
+        hog: hog === undefined ? 0 : Number(hog.split('=')[1]),
+        pacing: pacing === undefined ? 'steady' : pacing.split('=')[1],
+      };
+    });
+}
+
+function withQueues(settings) {
+  return settings.map((s) => ({ ...s, queues: queueRange(s.args.some((a) => a.startsWith('--queue=')) ? s.args : ['--queue=0:3']), args: s.args.some((a) => a.startsWith('--queue=')) ? s.args : ['--queue=0:3', ...s.args] }));
+}
+
+/** The generator's max: the best of two unpaced runs through kernel marking, on a quiet machine. */
+async function calibrate(bed) {
+  let best = null;
+  for (let i = 0; i < 2; i++) {
+    await quiet();
+    const g = await loadRun(bed, { family: 4, sources: 'many', rate: 'max', count: QUICK ? 200000 : 400000, marking: 'hmark' });
+    if (best === null || g.offeredPps > best.offeredPps) best = g;
+  }
+  generatorMax = Math.round(best.offeredPps);
+  say(`generator max (trafgen --rate 10^7, one process, kernel marking): ${generatorMax} pps; delivered ${best.delivered}/${best.offered}`);
+}
+
+// ---------------------------------------------------------------------------
+// Modes
+
+async function mainMode(bed, impl) {
+  const settings = withQueues(settingsFromEnv([
+    { name: 'default', args: ['--queue=0:3'] },
+    { name: 'meridio', args: MERIDIO },
+    // The defaults on a shared machine: one CPU-bound process beside every run (baseline too).
+    { name: 'default+hog', args: ['--queue=0:3'], hog: 1 },
+  ]).filter((st) => !QUICK || !st.hog || process.env.BENCH_SETTINGS));
+  const shm = tb.uniqueShmName('bench');
+  const result = { date: new Date().toISOString(), mode: 'main', quick: QUICK, quiet: quietLog, secondsPerRun: SECONDS, repeat: REPEAT, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, generatorMaxPps: 0, runs: [], peakRssKiB: {} };
+  await calibrate(bed);
+  result.generatorMaxPps = generatorMax;
+  for (const [si, setting] of settings.entries()) {
+    say(`\n== ${setting.name}: flowlb ${setting.args.join(' ')}${setting.hog ? ` (with ${setting.hog} CPU-bound process${setting.hog > 1 ? 'es' : ''} beside it)` : ''}${setting.pacing === 'bursts' ? ' (trafgen --rate bursts)' : ''}`);
+    const d = await impl.start(setting.args);
+    configure(bed, impl, shm);
+    say(HEADER);
+    for (const family of [4, 6]) {
+      for (const rate of RATES) result.runs.push(await point(bed, setting, [d], { family, sources: 'many', rate }));
+    }
+    for (const rate of [100000, 'max']) result.runs.push(await point(bed, setting, [d], { family: 4, sources: 'one', rate }));
+    if (si === 0) {
+      const churnSeconds = QUICK ? 5 : 10;
+      say(`\nactivation churn: ${CHURN_RATE} pps IPv4 for ${churnSeconds} s, t4 deactivated/activated ${CHURN_PER_SECOND} times a second`);
+      result.churn = await churn(bed, impl, d, shm, { seconds: churnSeconds });
+      const c = result.churn;
+      say(
+        `  offered ${c.offered}, delivered ${c.delivered}, lost ${c.lost}; queue drops ${c.queueDropped}, user drops ${c.userDropped}; ` +
+          `no_target ${c.noTarget ?? 'n/a (no metrics endpoint)'}, invalid ${c.invalid ?? 'n/a'}, drop verdicts ${c.dropVerdicts ?? 'n/a'}; ${c.commands} commands (${c.commandsPerSecond.toFixed(0)}/s, via ${c.via}; one CLI command takes ${c.cliCommandMs.toFixed(0)} ms); t4 got ${c.perTarget.t4}: ${c.pass ? 'PASS' : 'FAIL'}`,
+      );
+      if (!QUICK) {
+        const lossless = result.runs.filter((r) => r.setting === setting.name && r.family === 4 && r.sources === 'many' && r.lb.delivered === r.lb.offered && r.lb.queueDropped === 0);
+        const rate = lossless.length === 0 ? 25000 : Math.max(...lossless.map((r) => (r.rate === 'max' ? r.lbOfferedPps : r.rate)));
+        say(`\nRSS over 60 s at ${rate} pps (highest lossless rate above)`);
+        result.memory = await rssRun(bed, d, { rate, seconds: 60 });
+        const m = result.memory;
+        say(`  RSS first ${(m.firstKiB / 1024).toFixed(1)} MiB, last ${(m.lastKiB / 1024).toFixed(1)} MiB, max ${(m.maxKiB / 1024).toFixed(1)} MiB, min ${(m.minKiB / 1024).toFixed(1)} MiB: ${m.flat ? 'flat (within 10%)' : 'NOT flat'}; delivered ${m.delivered}/${m.offered}`);
+      }
+      say('\nTCP: new connections/s (16 at a time) and 1-byte round trips on 8 connections');
+      await bed.startServers();
+      await startEchoServers(bed);
+      result.tcp = tcpRuns(bed, { seconds: QUICK ? 2 : 5, count: QUICK ? 1000 : 4000 });
+    }
+    result.peakRssKiB[setting.name] = tb.memoryKiB(d.pid).hwm;
+    say(`peak RSS (VmHWM) of ${setting.name}: ${(result.peakRssKiB[setting.name] / 1024).toFixed(1)} MiB`);
+    await impl.stop(d);
+  }
+  summary(result);
+  writeResults(result, `${impl.label}${QUICK ? '-quick' : ''}`);
+}
+
+function summary(result) {
+  say('\n== summary (ratio = delivered through the LB / delivered with kernel marking, same packets)');
+  for (const setting of [...new Set(result.runs.map((r) => r.setting))]) {
+    for (const family of [4, 6]) {
+      const rs = result.runs.filter((r) => r.setting === setting && r.family === family && r.sources === 'many');
+      if (rs.length === 0) continue;
+      say(`  ${setting.padEnd(10)} IPv${family}: ${rs.map((r) => `${r.rate === 'max' ? `max(${Math.round(r.lbOfferedPps / 1000)}k)` : `${r.rate / 1000}k`} ${r.ratio.toFixed(3)}`).join('  ')}`);
+    }
+    const one = result.runs.filter((r) => r.setting === setting && r.sources === 'one');
+    if (one.length > 0) say(`  ${setting.padEnd(10)} 1 flow: ${one.map((r) => `${r.rate === 'max' ? 'max' : `${r.rate / 1000}k`} ${r.ratio.toFixed(3)}`).join('  ')}`);
+  }
+  const at = (setting, rate) => result.runs.find((r) => r.setting === setting && r.family === 4 && r.sources === 'many' && r.rate === rate);
+  for (const setting of [...new Set(result.runs.map((r) => r.setting))]) {
+    const a = at(setting, 100000);
+    const b = at(setting, 'max');
+    if (a && b) say(`  target (${setting}, IPv4): ≥ 0.95 at 100k: ${a.ratio >= 0.95 ? 'met' : 'NOT met'} (${a.ratio.toFixed(3)}); ≥ 0.80 at max: ${b.ratio >= 0.8 ? 'met' : 'NOT met'} (${b.ratio.toFixed(3)})`);
+  }
+}
+
+/**
+ * The sweeps behind the defaults: one parameter at a time, IPv4, many flows
+ * and one flow, at 100k pps and the generator's max. Settings of a group take
+ * turns (round r of every setting, then round r+1), so that a noisy
+ * neighbour hits them alike; each point's ratio is the median over rounds.
+ * Groups: BENCH_SWEEP=batch,qlength,... (default all).
+ */
+async function sweepMode(bed, impl) {
+  const q = ['--queue=0:3'];
+  const groups = {
+    batch: [16, 64, 256].map((b) => ({ name: `batch=${b}`, args: [...q, `--batch=${b}`] })),
+    qlength: [1024, 4096, 16384].map((n) => ({ name: `qlength=${n}`, args: [...q, `--qlength=${n}`] })),
+    // trafgen's own --rate: each second's packets back to back (how the issue's numbers were taken, as far as we can tell).
+    bursts: [1024, 4096, 16384].map((n) => ({ name: `qlength=${n},bursts`, args: [...q, `--qlength=${n}`], pacing: 'bursts' })),
+    // The same with one CPU-bound process beside the daemon: what a shared node does.
+    'qlength-hog': [1024, 4096, 16384].map((n) => ({ name: `qlength=${n}+hog`, args: [...q, `--qlength=${n}`], hog: 1 })),
+    // 1400-byte frames: messages of ~1.5 KB; does SO_RCVBUF (default qlength*mtu/2, doubled by the kernel) bind before qlength?
+    rcvbuf: [
+      { name: 'rcv=dflt,1400B', args: [...q, '--qlength=4096'], size: 1400, hog: 1 },
+      { name: 'rcv=2x,1400B', args: [...q, '--qlength=4096', `--rcvbuf=${4096 * 1500}`], size: 1400, hog: 1 },
+      { name: 'rcv=4x,1400B', args: [...q, '--qlength=4096', `--rcvbuf=${4096 * 3000}`], size: 1400, hog: 1 },
+    ],
+    queues: [
+      { name: 'queues=0:3', args: ['--queue=0:3'] },
+      { name: 'queues=0:1', args: ['--queue=0:1'] },
+      { name: 'queues=0', args: ['--queue=0'] },
+    ],
+    // Two daemons on two queues each (as two threads would be), against one on four.
+    processes: [
+      { name: '1 proc x 4 q', args: ['--queue=0:3'] },
+      { name: '2 procs x 2 q', args: ['--queue=0:1'], second: ['--queue=2:3', '--trace_address=unix:nfqlb-trace-bench-2'], queues: [0, 3] },
+    ],
+  };
+  const chosen = process.env.BENCH_SWEEP ? process.env.BENCH_SWEEP.split(',') : Object.keys(groups);
+  for (const g of chosen) if (!groups[g]) throw new Error(`unknown sweep group ${g}; groups: ${Object.keys(groups).join(', ')}`);
+  const points = [
+    { family: 4, sources: 'many', rate: 100000 },
+    { family: 4, sources: 'many', rate: 'max' },
+    { family: 4, sources: 'one', rate: 100000 },
+    { family: 4, sources: 'one', rate: 'max' },
+  ];
+  const shm = tb.uniqueShmName('sweep');
+  const result = { date: new Date().toISOString(), mode: 'sweep', quiet: quietLog, secondsPerRun: SECONDS, rounds: REPEAT, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, runs: [], summary: [] };
+  await calibrate(bed);
+  result.generatorMaxPps = generatorMax;
+  for (const g of chosen) {
+    say(`\n== sweep ${g} (${REPEAT} rounds)`);
+    say(HEADER);
+    for (let round = 0; round < REPEAT; round++) {
+      for (const s of groups[g]) {
+        const setting = { ...s, queues: s.queues ?? queueRange(s.args), group: g };
+        const daemons = [await impl.start(setting.args)];
+        configure(bed, impl, shm);
+        if (s.second) {
+          const env = { NFQLB_FLOW_ADDRESS: 'unix:nfqlb-bench-2' };
+          daemons.push(await impl.start(s.second, env));
+          setFlows(bed, impl, shm, env);
+        }
+        for (const pt of points) {
+          const row = await point(bed, setting, daemons, { ...pt, repeat: 1 });
+          row.group = g;
+          row.round = round;
+          result.runs.push(row);
+        }
+        for (const d of daemons) await impl.stop(d);
+      }
+    }
+    say(`\n   ${g}: median over rounds of the ratio (and of delivered/offered through the LB, queue drops, user drops, cpu µs/packet)`);
+    for (const s of groups[g]) {
+      const cells = points.map((pt) => {
+        const rs = result.runs.filter((r) => r.group === g && r.setting === s.name && r.sources === pt.sources && r.rate === pt.rate);
+        const cell = {
+          setting: s.name,
+          group: g,
+          sources: pt.sources,
+          rate: pt.rate,
+          ratio: median(rs.map((r) => r.ratio)),
+          ratios: rs.map((r) => r.ratio),
+          deliveredFraction: median(rs.map((r) => r.deliveredFraction)),
+          queueDropped: median(rs.map((r) => r.lb.queueDropped)),
+          userDropped: median(rs.map((r) => r.lb.userDropped)),
+          cpuUsPerPacket: median(rs.map((r) => r.cpuUsPerPacket)),
+          offeredPps: median(rs.map((r) => r.lbOfferedPps)),
+        };
+        result.summary.push(cell);
+        return cell;
+      });
+      say(
+        `   ${s.name.padEnd(18)} ${cells
+          .map((c) => `${c.sources === 'one' ? '1 flow' : 'many'} ${c.rate === 'max' ? `max(${Math.round(c.offeredPps / 1000)}k)` : `${c.rate / 1000}k`}: ${c.ratio.toFixed(3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] q${c.queueDropped} u${c.userDropped} ${c.cpuUsPerPacket.toFixed(2)}µs`)
+          .join(' | ')}`,
+      );
+    }
+  }
+  for (const r of result.runs) delete r.lb.perTarget;
+  writeResults(result, `${impl.label}-sweep${process.env.BENCH_SWEEP ? `-${process.env.BENCH_SWEEP.replace(/,/g, '+')}` : ''}`, { plot: false });
+}
+
+/** Where the time goes at 100k pps: syscalls, context switches, kernel vs user samples, the JS profile. */
+async function profileMode(bed, impl) {
+  const shm = tb.uniqueShmName('profile');
+  const seconds = 6;
+  const rate = Number(process.env.BENCH_PROFILE_RATE || 100000);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlb-bench-prof-'));
+  const report = { date: new Date().toISOString(), mode: 'profile', rate, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version } };
+  try {
+    const d = await impl.start(['--queue=0:3']);
+    configure(bed, impl, shm);
+    tb.setMarking(bed, 'queue', 0, 3);
+    const load = () => tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, 4, 'many'), trafgenOptions(4, rate, rate * seconds));
+    // Runs `cmd` for the 3 s in the middle of a 6 s load; returns its output and the load's delivered fraction.
+    const during = async (cmd, args) => {
+      const c0 = tb.loadCounts(bed, 4);
+      const p = load();
+      await sleep(1500);
+      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 20000, maxBuffer: 1 << 26 });
+      await p;
+      await sleep(300);
+      const c = tb.loadDelta(c0, tb.loadCounts(bed, 4));
+      return { output: (r.stdout ?? '') + (r.stderr ?? ''), deliveredFraction: c.delivered / c.offered, packetsInWindow: Math.round(3 * rate * (c.delivered / c.offered)) };
+    };
+    report.perfStat = await during('perf', ['stat', '-e', 'task-clock,context-switches,cpu-migrations,page-faults', '-p', `${d.pid}`, '--', 'sleep', '3']);
+    say(report.perfStat.output);
+    report.syscalls = await during('perf', ['trace', '-s', '-p', `${d.pid}`, '--', 'sleep', '3']);
+    say(report.syscalls.output);
+    const data = path.join(dir, 'perf.data');
+    report.perfRecord = (await during('perf', ['record', '-e', 'cpu-clock', '-F', '2999', '-a', '-g', '-o', data, '--', 'sleep', '3'])).deliveredFraction;
+    const perfReport = (args) =>
+      spawnSync('perf', ['report', '-i', data, '--stdio', ...args], { encoding: 'utf8', maxBuffer: 1 << 26 })
+        .stdout.split('\n')
+        .filter((l) => /%/.test(l) && !l.startsWith('#'));
+    // The whole machine by process and object; then the daemon alone: by object, and the
+    // inclusive share of the calls that matter (verdict send, receive, the JS callback).
+    report.perfByCommDso = perfReport(['--no-children', '--sort', 'comm,dso', '-g', 'none', '--percent-limit', '1']).join('\n');
+    say('\nperf record -a, whole machine by process and object:');
+    say(report.perfByCommDso);
+    // (`--pid` drops the kernel's line here, so filter `--sort pid,dso` instead.)
+    const own = perfReport(['--no-children', '--sort', 'pid,dso', '-g', 'none'])
+      .map((l) => /^\s*([\d.]+)%\s+(\d+):\S+\s+(.*?)\s*$/.exec(l))
+      .filter((m) => m !== null && Number(m[2]) === d.pid)
+      .map((m) => ({ dso: m[3], pct: Number(m[1]) }));
+    const ownTotal = own.reduce((a, x) => a + x.pct, 0);
+    report.perfDaemonByDso = own.map((x) => ({ ...x, pctOfDaemon: (100 * x.pct) / ownTotal }));
+    say(`\nthe daemon alone, by object (${ownTotal.toFixed(1)}% of the machine's samples):`);
+    for (const x of report.perfDaemonByDso) if (x.pctOfDaemon >= 0.3) say(`  ${x.pctOfDaemon.toFixed(1).padStart(5)}%  ${x.dso}`);
+    const keys = /\b(__libc_sendto|__recvmmsg|nfqnl_recv_verdict|netlink_recvmsg|do_softirq\.part\.0|epoll_pwait|__schedule|napi_make_callback|ReadRound|Dispatch|HandlePacket|SendVerdicts)\s*$/;
+    const calls = new Map();
+    for (const l of perfReport(['--children', '--sort', 'pid,sym', '-g', 'none'])) {
+      const m = /^\s*([\d.]+)%\s+([\d.]+)%\s+(\d+):\S+\s+\[[.k]\]\s+(.*?)\s*$/.exec(l);
+      if (m === null || Number(m[3]) !== d.pid || !keys.test(m[4])) continue;
+      const name = m[4].replace(/^.*::/, '');
+      calls.set(name, (calls.get(name) ?? 0) + Number(m[1]));
+    }
+    report.perfDaemonCalls = [...calls.entries()].map(([name, pct]) => ({ name, pctOfDaemon: (100 * pct) / ownTotal }));
+    say('\nthe daemon alone, time inside each of its main calls (inclusive, % of the daemon):');
+    for (const c of report.perfDaemonCalls) say(`  ${c.pctOfDaemon.toFixed(1).padStart(5)}%  ${c.name}`);
+    await impl.stop(d);
+    if (OURS) {
+      // The JS profile: the same daemon under node --cpu-prof.
+      const profDir = path.join(dir, 'cpuprof');
+      const child = tb.spawnInNs(bed.lb, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, path.join(ROOT, 'bin', 'nfqlb'), 'flowlb', '--queue=0:3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.resume();
+      child.stderr.resume();
+      const deadline = Date.now() + 15000;
+      while (new Set(tb.queueProcIn(bed.lb).map((e) => e.queue)).size < 4 && Date.now() < deadline) await sleep(100);
+      await sleep(500);
+      setFlows(bed, impl, shm);
+      await load();
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      const files = fs.existsSync(profDir) ? fs.readdirSync(profDir) : [];
+      if (files.length > 0) {
+        const cp = summarizeCpuProfile(JSON.parse(fs.readFileSync(path.join(profDir, files[0]), 'utf8')));
+        cp.packets = rate * seconds;
+        cp.jsUsPerPacket = (cp.jsMs * 1000) / cp.packets;
+        report.cpuProfile = cp;
+        say(`\nnode --cpu-prof of the daemon over its life (${(cp.wallMs / 1000).toFixed(1)} s, ${cp.packets} packets): JavaScript ${cp.jsMs.toFixed(0)} ms (${cp.jsUsPerPacket.toFixed(2)} µs/packet, start-up included), GC ${cp.gcMs.toFixed(0)} ms, native outside JS ${cp.programMs.toFixed(0)} ms, idle ${cp.idleMs.toFixed(0)} ms (the addon's receive/send time counts as idle or program: V8 only sees its own threads' state)`);
+        say('self time, % of the non-idle samples:');
+        for (const f of cp.top) say(`  ${f.pctOfBusy.toFixed(1).padStart(5)}%  ${f.ms.toFixed(1).padStart(7)} ms  ${f.name}  ${f.where}${f.caller ? `  (from ${f.caller})` : ''}`);
+      }
+    }
+  } finally {
+    // BENCH_PROFILE_KEEP=DIR keeps perf.data and the .cpuprofile there (large: not for the repository).
+    if (process.env.BENCH_PROFILE_KEEP) fs.cpSync(dir, process.env.BENCH_PROFILE_KEEP, { recursive: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const file = path.join(OUT_DIR, `${stamp()}-${impl.label}-profile.json`);
+  fs.writeFileSync(file, compactJson(report));
+  say(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+/** Self time per function of a V8 .cpuprofile (top 25), and the time in JavaScript, GC and native code ("(program)"). */
+function summarizeCpuProfile(prof) {
+  const self = new Map();
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parentOf = new Map();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parentOf.set(c, n);
+  const callers = new Map(); // key -> Map(caller name -> time)
+  const dt = new Map();
+  for (let i = 0; i < prof.samples.length; i++) dt.set(prof.samples[i], (dt.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i] ?? 0));
+  let total = 0;
+  const special = { '(idle)': 0, '(program)': 0, '(garbage collector)': 0 };
+  for (const [id, t] of dt) {
+    const cf = byId.get(id).callFrame;
+    if (cf.functionName in special) special[cf.functionName] += t;
+    const key = `${cf.functionName || '(anonymous)'}\t${cf.url ? `${path.basename(cf.url)}:${cf.lineNumber + 1}` : ''}`;
+    self.set(key, (self.get(key) ?? 0) + t);
+    const parent = parentOf.get(id);
+    if (parent !== undefined) {
+      const pcf = parent.callFrame;
+      const pk = `${pcf.functionName || '(anonymous)'}${pcf.url ? ` ${path.basename(pcf.url)}:${pcf.lineNumber + 1}` : ''}`;
+      if (!callers.has(key)) callers.set(key, new Map());
+      callers.get(key).set(pk, (callers.get(key).get(pk) ?? 0) + t);
+    }
+    total += t;
+  }
+  const busy = total - special['(idle)'];
+  const top = [...self.entries()]
+    .filter(([k]) => !k.startsWith('(idle)'))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 25)
+    .map(([k, t]) => {
+      const [name, where] = k.split('\t');
+      const c = [...(callers.get(k) ?? new Map()).entries()].sort((a, b) => b[1] - a[1])[0];
+      return { name, where, pctOfBusy: (100 * t) / busy, ms: t / 1000, caller: c?.[0] ?? '' };
+    });
+  return {
+    wallMs: total / 1000,
+    idleMs: special['(idle)'] / 1000,
+    gcMs: special['(garbage collector)'] / 1000,
+    programMs: special['(program)'] / 1000,
+    jsMs: (busy - special['(program)'] - special['(garbage collector)']) / 1000,
+    top,
+  };
+}
+
+/**
+ * What a full queue costs the kernel: the daemon is stopped (SIGSTOP), one
+ * flow is sent until its queue is full, and the netlink socket's receive
+ * memory (/proc/net/netlink Rmem) and the machine's slab growth are read; for
+ * 60- and 1400-byte frames, qlength 1024/4096/16384, SO_RCVBUF by nfqlb's
+ * rule (qlength*mtu/2) or qlength*(mtu+512).
+ */
+async function queueMemoryMode(bed, impl) {
+  const shm = tb.uniqueShmName('qmem');
+  const meminfo = () => Object.fromEntries(fs.readFileSync('/proc/meminfo', 'utf8').split('\n').filter(Boolean).map((l) => {
+    const m = /^(\S+):\s+(\d+)/.exec(l);
+    return [m[1], Number(m[2])];
+  }));
+  const result = { date: new Date().toISOString(), mode: 'queue-memory', machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, runs: [] };
+  say('qlength  rcvbuf asked  frame  waiting  q.drop  u.drop  Rmem (bytes)  per packet  slab growth (KiB)');
+  for (const qlength of [1024, 4096, 16384]) {
+    for (const size of [60, 1400]) {
+      for (const rule of impl.supports('rcvbuf') ? ['nfqlb', 'mtu+512'] : ['nfqlb']) {
+        const rcvbuf = rule === 'nfqlb' ? undefined : qlength * (1500 + 512);
+        const d = await impl.start(['--queue=0:3', `--qlength=${qlength}`, ...(rcvbuf ? [`--rcvbuf=${rcvbuf}`] : [])]);
+        configure(bed, impl, shm);
+        tb.setMarking(bed, 'queue', 0, 3);
+        const config = loadConfig(bed, 4, 'one', size);
+        await tb.runTrafgen(bed.gw, 'lb0', config, { count: 1000, rate: 10000 });
+        const q0 = tb.queueProcIn(bed.lb);
+        const m0 = meminfo();
+        process.kill(d.pid, 'SIGSTOP');
+        try {
+          await tb.runTrafgen(bed.gw, 'lb0', config, trafgenOptions(4, 50000, qlength + 2000, size));
+          await sleep(200);
+          const m1 = meminfo();
+          const q1 = tb.queueProcIn(bed.lb);
+          const full = q1.reduce((best, e) => (e.waiting > best.waiting ? e : best), q1[0]);
+          const before = q0.find((e) => e.queue === full.queue);
+          const rmem = tb.nsExec(bed.lb, 'cat', ['/proc/net/netlink']).stdout.split('\n')
+            .map((l) => l.trim().split(/\s+/))
+            .filter((f) => f[1] === '12' && Number(f[2]) === full.portid)
+            .map((f) => Number(f[4]))[0];
+          const r = { qlength, size, rcvbufRule: rule, rcvbuf: rcvbuf ?? Math.floor((qlength * 1500) / 2 / 4096) * 4096, waiting: full.waiting, queueDropped: full.queueDropped - before.queueDropped, userDropped: full.userDropped - before.userDropped, rmem, rmemPerPacket: rmem / full.waiting, slabKiB: m1.Slab - m0.Slab };
+          result.runs.push(r);
+          say(`${String(qlength).padStart(7)}  ${String(r.rcvbuf).padStart(12)}  ${String(size).padStart(5)}  ${String(r.waiting).padStart(7)}  ${String(r.queueDropped).padStart(6)}  ${String(r.userDropped).padStart(6)}  ${String(rmem).padStart(12)}  ${r.rmemPerPacket.toFixed(0).padStart(10)}  ${String(r.slabKiB).padStart(17)}`);
+        } finally {
+          process.kill(d.pid, 'SIGCONT');
+          await impl.stop(d);
+        }
+      }
+    }
+  }
+  writeResults(result, `${impl.label}-queue-memory`, { plot: false });
+}
+
+// ---------------------------------------------------------------------------
+
+let cleaning = null;
+function cleanup() {
+  if (cleaning === null) cleaning = tb.cleanupAll();
+  return cleaning;
+}
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    process.stderr.write(`\nbench: ${sig}, cleaning up\n`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function main() {
+  if (!tb.canUseNetns()) throw new Error('needs root and `ip netns` (network namespaces, NFQUEUE)');
+  for (const tool of ['trafgen', 'iptables', 'ip6tables']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: run bash scripts/setup.sh`);
+  }
+  tb.noteTraceShm();
+  const bed = buildBed();
+  const impl = new Implementation(bed);
+  say(`bench: ${impl.label} (${impl.bin}, ${impl.version}); mode ${MODE}${QUICK ? ', quick' : ''}; ${SECONDS} s per run, ${REPEAT} run(s) per point`);
+  const m = machine();
+  say(`machine: ${m.nproc} CPUs, ${m.cpu}, kernel ${m.kernel}, node ${m.node}, ${m.trafgen}`);
+  if (MODE === 'sweep') await sweepMode(bed, impl);
+  else if (MODE === 'profile') await profileMode(bed, impl);
+  else if (MODE === 'queue-memory') await queueMemoryMode(bed, impl);
+  else await mainMode(bed, impl);
+}
+
+main()
+  .then(
+    () => 0,
+    (err) => {
+      process.stderr.write(`bench failed: ${err && err.stack ? err.stack : err}\n`);
+      return 1;
+    },
+  )
+  .then(async (code) => {
+    await cleanup();
+    process.exit(code);
+  });
