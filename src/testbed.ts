@@ -1270,7 +1270,21 @@ async function rawMain(o: Record<string, string>): Promise<void> {
   const delay = Number(o.delay ?? 0);
   const waitMs = Number(o.wait ?? 15000);
   const t0 = Date.now();
-  const sock = net.connect(where);
+  // A loaded machine may refuse a burst of connects for a moment (EAGAIN on a
+  // full unix backlog); retry the connect itself, never the request.
+  let sock: net.Socket | null = null;
+  for (let attempt = 0; sock === null; attempt++) {
+    const s = net.connect(where);
+    const ok = await new Promise<boolean>((resolve, reject) => {
+      s.once('connect', () => resolve(true));
+      s.once('error', (err: NodeJS.ErrnoException) => {
+        if (attempt < 20 && (err.code === 'EAGAIN' || err.code === 'ECONNREFUSED')) resolve(false);
+        else reject(err);
+      });
+    });
+    if (ok) sock = s;
+    else await sleep(50);
+  }
   const chunks: Buffer[] = [];
   sock.on('data', (d: Buffer) => chunks.push(d));
   let closedAt = 0;
@@ -1281,10 +1295,6 @@ async function rawMain(o: Record<string, string>): Promise<void> {
     });
     sock.on('error', () => undefined);
     setTimeout(() => resolve(false), waitMs).unref();
-  });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', () => resolve());
-    sock.once('error', reject);
   });
   for (let off = 0; off < input.length; off += chunk) {
     sock.write(input.subarray(off, off + chunk));

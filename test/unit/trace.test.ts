@@ -457,6 +457,8 @@ describe('nfqlb trace', () => {
       const run = runInProcess(['trace', '--mask=0x56', `--trace_address=${address}`, shmOpt]);
       await until(() => server.clientCount === 1, 'the CLI to connect');
       expect(server.perPacketMask).toBe(0x56);
+      // The greeting is on its way to the CLI; give a loaded machine time to deliver it before the signal.
+      await new Promise((r) => setTimeout(r, 500));
       const added = process.listeners('SIGINT').filter((l) => !before.has(l));
       expect(added).toHaveLength(1);
       (added[0] as () => void)();
