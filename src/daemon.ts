@@ -7,7 +7,7 @@
  * All queues of `--queue=A:B` are served by this one event loop: decisions are
  * a few hundred nanoseconds of JavaScript, and the kernel work of forwarding an
  * accepted packet happens inside the verdict send, so one thread already keeps
- * a core busy (numbers in docs/architecture.md).
+ * a core busy (numbers in docs/performance.md).
  */
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
