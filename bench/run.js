@@ -540,9 +540,9 @@ function compactJson(result) {
   return `{\n${fields.join(',\n')}\n}\n`;
 }
 
-function writeResults(result, name, { plot = true } = {}) {
+function writeResults(result, name, { plot = true, stamped = true } = {}) {
   fs.mkdirSync(OUT_DIR, { recursive: true });
-  const base = path.join(OUT_DIR, `${stamp()}-${name}`);
+  const base = path.join(OUT_DIR, stamped ? `${stamp()}-${name}` : name);
   fs.writeFileSync(`${base}.json`, compactJson(result));
   const series = plot ? seriesOf(result) : [];
   if (series.length > 0) {
@@ -717,6 +717,8 @@ async function sweepMode(bed, impl) {
     { family: 4, sources: 'one', rate: 'max' },
   ];
   const shm = tb.uniqueShmName('sweep');
+  const name = `${impl.label}-sweep${process.env.BENCH_SWEEP ? `-${process.env.BENCH_SWEEP.replace(/,/g, '+')}` : ''}`;
+  const file = `${stamp()}-${name}`;
   const result = { date: new Date().toISOString(), mode: 'sweep', quiet: quietLog, secondsPerRun: SECONDS, rounds: REPEAT, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, runs: [], summary: [] };
   await calibrate(bed);
   result.generatorMaxPps = generatorMax;
@@ -768,9 +770,11 @@ async function sweepMode(bed, impl) {
           .join(' | ')}`,
       );
     }
+    // Written after every group, so an interrupted sweep keeps what it measured.
+    for (const r of result.runs) delete r.lb.perTarget;
+    writeResults(result, file, { plot: false, stamped: false });
   }
-  for (const r of result.runs) delete r.lb.perTarget;
-  writeResults(result, `${impl.label}-sweep${process.env.BENCH_SWEEP ? `-${process.env.BENCH_SWEEP.replace(/,/g, '+')}` : ''}`, { plot: false });
+
 }
 
 /** Where the time goes at 100k pps: syscalls, context switches, kernel vs user samples, the JS profile. */

@@ -288,6 +288,9 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
     expect(fs.statSync(`/dev/shm/${shm2}`).ino).toBe(ino);
     expect(cli(['flow-delete', '--name=m3']).status).toBe(0);
     expect(mapsOf(pid, shm2)).toEqual([]);
+    // The daemon's stderr reaches this process through the event loop, which
+    // the synchronous CLI calls above kept busy: give it a moment.
+    for (let i = 0; i < 60 && !/"msg":"table re-created; reopened"/.test(daemon.stderr); i++) await new Promise((r) => setTimeout(r, 50));
     expect(daemon.stderr).toMatch(/"msg":"table re-created; reopened"/);
   });
 

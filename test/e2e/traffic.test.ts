@@ -215,7 +215,8 @@ describeNs('traffic through nfqlb flowlb (gateway → LB → 4 targets)', () => 
     expect(c.t1 + c.t2).toBe(100);
     expect(c.t1).toBeGreaterThan(20);
     expect(c.t2).toBeGreaterThan(20);
-    await new Promise((r) => setTimeout(r, 100)); // let the daemon's stderr in (the connects above block the event loop)
+    // Let the daemon's stderr in (the connects above block the event loop).
+    for (let i = 0; i < 60 && !/"msg":"table re-created; reopened"/.test(tb.daemon?.stderr ?? ''); i++) await new Promise((r) => setTimeout(r, 50));
     expect(tb.daemon?.stderr).toMatch(/"msg":"table re-created; reopened"/);
   });
 
