@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * The performance bench (npm run bench; root). Topology: src/testbed.ts's
+ * The performance bench (npm run bench; root). Topology: testbed/testbed.ts's
  * gateway → LB → 4 targets, in network namespaces. trafgen in the gateway
  * sends small UDP packets to the VIP; the LB either queues them to the
  * daemon (`-j NFQUEUE --queue-balance 0:3`, daemon `flowlb`) or lets the
@@ -38,7 +38,7 @@ const ROOT = path.resolve(__dirname, '..');
 let tb;
 let shmLib;
 try {
-  tb = require(path.join(ROOT, 'dist', 'testbed.js'));
+  tb = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
   shmLib = require(path.join(ROOT, 'dist', 'shm.js'));
 } catch (err) {
   process.stderr.write(`bench: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);

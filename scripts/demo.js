@@ -2,7 +2,7 @@
 'use strict';
 /**
  * The demo run by scripts/demo.sh (root): the seed's traffic path in network
- * namespaces (src/testbed.ts, the same code the e2e tests use), configured
+ * namespaces (testbed/testbed.ts, the same code the e2e tests use), configured
  * with Meridio's commands, with TCP traffic from a gateway to both VIPs and
  * the distribution over the targets printed the way mconnect prints it.
  * Everything it creates is removed when it ends, also on failure or Ctrl-C.
@@ -11,7 +11,7 @@ const path = require('node:path');
 
 let tb;
 try {
-  tb = require(path.join(__dirname, '..', 'dist', 'testbed.js'));
+  tb = require(path.join(__dirname, '..', 'testbed', 'dist', 'testbed', 'testbed.js'));
 } catch (err) {
   process.stderr.write(`demo: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
   process.exit(1);

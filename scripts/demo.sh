@@ -2,7 +2,7 @@
 # npm run demo: installs and builds everything (scripts/setup.sh), then runs
 # the seed's traffic path in network namespaces with the nfqlb daemon,
 # configured with Meridio's commands (scripts/demo.js, topology code shared
-# with the e2e tests in src/testbed.ts). Needs root. Everything it creates
+# with the e2e tests in testbed/testbed.ts). Needs root. Everything it creates
 # (namespaces, processes, /dev/shm tables) is removed on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."

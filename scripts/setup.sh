@@ -28,4 +28,5 @@ else
   npx --no-install node-gyp rebuild >/dev/null
 fi
 npx --no-install tsc -p .
+npx --no-install tsc -p testbed
 echo "setup: built ($(node -p 'require("./package.json").version'))"

@@ -35,7 +35,7 @@ import {
   Testbed,
   trafgenConfig,
   uniqueShmName,
-} from '../../src/testbed';
+} from '../../testbed/testbed';
 
 const haveTrafgen = spawnSync('sh', ['-c', 'command -v trafgen']).status === 0;
 const describeNs = canUseNetns() && haveTrafgen ? describe : describe.skip;

@@ -17,7 +17,7 @@ import {
   TESTBED_JS,
   uniqueShmName,
   type RunResult,
-} from '../../src/testbed';
+} from '../../testbed/testbed';
 import { parseQueueProc } from '../../src/queue';
 
 const root = canUseNetns();

@@ -3,7 +3,7 @@
  * namespaces: a known number of packets is sent and the scraped counters must
  * equal it, per verdict, per flow and per fwmark.
  */
-import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN } from '../../src/testbed';
+import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN } from '../../testbed/testbed';
 
 const describeNs = canUseNetns() ? describe : describe.skip;
 jest.setTimeout(120000);

@@ -1,5 +1,5 @@
 /**
- * The seed's traffic path through the real daemon (src/testbed.ts):
+ * The seed's traffic path through the real daemon (testbed/testbed.ts):
  * gateway ns → LB ns (NFQUEUE --queue-balance 0:3 for the two VIPs, one
  * `ip rule fwmark` per target) → 4 target namespaces with the VIPs on lo and
  * a TCP server on :4000 that answers its name. Configured with Meridio's
@@ -20,7 +20,7 @@ import {
   uniqueShmName,
   type ConnectResult,
   type TargetInfo,
-} from '../../src/testbed';
+} from '../../testbed/testbed';
 
 const root = canUseNetns();
 const describeNs = root ? describe : describe.skip;

@@ -1,6 +1,6 @@
 /**
  * Network namespaces for end-to-end tests (root only). The implementation
- * lives in src/testbed.ts, shared with the demo (scripts/demo.js); see there
+ * lives in testbed/testbed.ts, shared with the demo (scripts/demo.js); see there
  * for the rules: everything inside namespaces this process created and
  * registered, cleanupAll() from afterAll, documentation addresses only,
  * nothing in the root namespace.
@@ -32,5 +32,5 @@ export {
   registerShm,
   noteTraceShm,
   sleep,
-} from '../../src/testbed';
-export type { RunResult, RunOptions, QueueRule } from '../../src/testbed';
+} from '../../testbed/testbed';
+export type { RunResult, RunOptions, QueueRule } from '../../testbed/testbed';

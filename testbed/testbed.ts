@@ -29,8 +29,8 @@
  *
  * The helper programs the test bed runs inside namespaces (TCP server, TCP
  * client, UDP sender, raw control-socket client) are this file's command
- * line: `node dist/testbed.js <server|client|udp|raw> ...`, so they need the
- * compiled dist/ (npm run build).
+ * line: `node testbed/dist/testbed/testbed.js <server|client|udp|raw> ...`, so they
+ * need the compiled test bed (`npx tsc -p testbed`, done by scripts/setup.sh).
  */
 import { ChildProcess, spawn, spawnSync, SpawnOptions } from 'node:child_process';
 import * as dgram from 'node:dgram';
@@ -38,15 +38,23 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from './queue';
+import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from '../src/queue';
 
 // ---------------------------------------------------------------------------
 // Part 1: namespace helpers
 
-/** The repository root (this file is src/testbed.ts or dist/testbed.js). */
-export const ROOT = path.resolve(__dirname, '..');
+/** The repository root: this file runs as testbed/testbed.ts (jest) or testbed/dist/testbed/testbed.js (compiled). */
+export const ROOT = findRoot(__dirname);
+function findRoot(dir: string): string {
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`testbed: no package.json above ${__dirname}`);
+    dir = up;
+  }
+  return dir;
+}
 export const NFQLB_BIN = path.join(ROOT, 'bin', 'nfqlb');
-export const TESTBED_JS = path.join(ROOT, 'dist', 'testbed.js');
+export const TESTBED_JS = path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js');
 
 function defaultPrefix(): string {
   const env = process.env.NFQLB_TESTBED_PREFIX;
@@ -512,7 +520,7 @@ export class Testbed {
 
   /** Builds the namespaces, links, addresses, routes and queue rules (servers: startServers()). */
   static build(opts: TestbedOptions = {}): Testbed {
-    if (!fs.existsSync(TESTBED_JS)) throw new Error(`${TESTBED_JS} is missing: build first (npx tsc -p .)`);
+    if (!fs.existsSync(TESTBED_JS)) throw new Error(`${TESTBED_JS} is missing: build first (npx tsc -p testbed)`);
     const n = opts.targets ?? 4;
     if (!(n >= 1 && n <= 16)) throw new Error('targets: 1..16');
     const tb = new Testbed(opts);
@@ -1161,7 +1169,7 @@ export function memoryKiB(pid: number): { rss: number; hwm: number } {
 }
 
 // ---------------------------------------------------------------------------
-// Part 4: the helper programs (node dist/testbed.js <command> --opt=value ...)
+// Part 4: the helper programs (node testbed/dist/testbed/testbed.js <command> --opt=value ...)
 
 function options(argv: string[]): Record<string, string> {
   const o: Record<string, string> = {};
