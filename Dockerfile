@@ -1,45 +1,80 @@
 # nfqlb-ts: the nfqlb load balancer in Node.js/TypeScript.
 #
-#   docker build -t nfqlb-ts .
-#   docker run --rm --cap-add=NET_ADMIN --network=container:<pod> nfqlb-ts
+#   podman build -t nfqlb-ts .          (or docker build; README "Running in a container")
 #
-# The daemon needs CAP_NET_ADMIN (NFQUEUE) and /dev/shm shared with whoever
-# runs `nfqlb init/activate` (in Meridio: the same container). The default
-# command is Meridio's stateless-lb line; pass another nfqlb command to run it
-# instead, e.g. `docker run ... nfqlb-ts show --shm=tshm-stream-a`.
+# The daemon needs CAP_NET_ADMIN (NFQUEUE), which the runtime grants
+# (--cap-add=NET_ADMIN), the network namespace with the NFQUEUE rules and the
+# fwmark routes, and /dev/shm shared with whoever runs `nfqlb init/activate`.
+# The default command is Meridio's stateless-lb line; pass another nfqlb
+# command to run it instead, e.g. `podman run ... nfqlb-ts show --shm=tshm-stream-a`.
+
+# Base images, pinned by digest (multi-arch manifest lists of Node 24 LTS on
+# Debian bookworm). To refresh: `podman pull docker.io/library/node:24-bookworm`
+# (and ...-slim), then `podman image inspect --format '{{.Digest}}' <name>`,
+# or `skopeo inspect docker://docker.io/library/node:24-bookworm-slim | jq -r .Digest`;
+# put the new digests below and run `npm run test:image`.
+# Where no registry is reachable, test/image/run.sh builds local stand-ins and
+# passes them with --build-arg NODE_IMAGE=...@<stand-in digest> (and
+# NODE_SLIM_IMAGE): a digest names exactly one image, so a stand-in can never
+# be taken for the official image or the other way round.
+ARG NODE_IMAGE=docker.io/library/node:24-bookworm@sha256:3a09aa6354567619221ef6c45a5051b671f953f0a1924d1f819ffb236e520e6b
+ARG NODE_SLIM_IMAGE=docker.io/library/node:24-bookworm-slim@sha256:e8e2e91b1378f83c5b2dd15f0247f34110e2fe895f6ca7719dbb780f929368eb
 
 # --- build: the C++ addon and the TypeScript ---------------------------------
-FROM node:20-bookworm AS build
+FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnetfilter-queue-dev libmnl-dev python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 # Build the addon against this image's own node headers (no header download).
 ENV npm_config_nodedir=/usr/local
 WORKDIR /src
-# `npm ci` runs the install script (node-gyp rebuild), which needs the addon sources.
-COPY package.json package-lock.json binding.gyp tsconfig.json ./
+# Dependencies first, without install scripts: this layer stays cached until
+# the lockfile changes, and the addon is compiled once, below.
+# Behind an intercepting HTTPS proxy, give its CA certificates (PEM) as the
+# build secret `extra-ca` (`--secret id=extra-ca,src=FILE`): mounted for this
+# step only, never in a layer.
+COPY package.json package-lock.json ./
+RUN --mount=type=secret,id=extra-ca \
+    if [ -s /run/secrets/extra-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra-ca; fi \
+ && npm ci --ignore-scripts --no-audit --no-fund
+COPY binding.gyp tsconfig.json ./
 COPY native ./native
-RUN npm ci --no-audit --no-fund
 COPY src ./src
 COPY bin ./bin
+# The one compile (node-gyp + tsc), then /opt/nfqlb gets only what runs:
+# production dependencies (node-addon-api is headers for the compile),
+# the compiled JavaScript without source maps, the addon and the launcher.
 RUN npm run build \
- && npm prune --omit=dev
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
+ && rm -rf node_modules/node-addon-api node_modules/.bin \
+ && find node_modules -depth -type d -empty -delete \
+ && mkdir -p /opt/nfqlb/build/Release \
+ && cp -a package.json bin dist node_modules /opt/nfqlb/ \
+ && cp build/Release/nfqlb_native.node /opt/nfqlb/build/Release/ \
+ && find /opt/nfqlb/dist -name '*.map' -delete
 
 # --- runtime ------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM ${NODE_SLIM_IMAGE}
+# The addon's libraries; then away with what does not run here: npm, corepack,
+# yarn, the node headers and docs, apt's lists and logs.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libnetfilter-queue1 libmnl0 iproute2 iptables nftables \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends libnetfilter-queue1 libmnl0 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old \
+ && rm -rf /usr/local/lib/node_modules /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
+           /usr/local/bin/yarn /usr/local/bin/yarnpkg /opt/yarn-* \
+           /usr/local/include/node /usr/local/share/doc/node /usr/local/share/man/man1/node.1 \
+ && ln -s /opt/nfqlb/bin/nfqlb /usr/local/bin/nfqlb
+COPY --from=build /opt/nfqlb /opt/nfqlb
 WORKDIR /opt/nfqlb
-COPY --from=build /src/package.json ./
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist ./dist
-COPY --from=build /src/build/Release/*.node ./build/Release/
-COPY --from=build /src/bin ./bin
-RUN ln -s /opt/nfqlb/bin/nfqlb /usr/local/bin/nfqlb \
- && nfqlb version
 ENV NODE_ENV=production
-# SIGTERM (docker stop) unbinds the queues and exits 0.
+# Prometheus metrics (--metrics_address, default 0.0.0.0:9657).
+EXPOSE 9657
+# The base image's `node` user, numeric so that Kubernetes' runAsNonRoot can
+# check it. NET_ADMIN comes from the runtime (--cap-add=NET_ADMIN); the code
+# and the tables' shared memory need no other privilege.
+USER 1000:1000
+# SIGTERM (podman/docker stop) unbinds the queues and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["nfqlb"]
 CMD ["flowlb", "--queue=0:3", "--promiscuous_ping", "--hash_mode=0"]
