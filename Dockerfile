@@ -25,8 +25,6 @@ FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnetfilter-queue-dev libmnl-dev python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-# Build the addon against this image's own node headers (no header download).
-ENV npm_config_nodedir=/usr/local
 WORKDIR /src
 # Dependencies first, without install scripts: this layer stays cached until
 # the lockfile changes, and the addon is compiled once, below.
@@ -41,10 +39,12 @@ COPY binding.gyp tsconfig.json ./
 COPY native ./native
 COPY src ./src
 COPY bin ./bin
-# The one compile (node-gyp + tsc), then /opt/nfqlb gets only what runs:
+# The one compile (`npm run build`: node-gyp, against this image's own node
+# headers, no download; then tsc), then /opt/nfqlb gets only what runs:
 # production dependencies (node-addon-api is headers for the compile),
 # the compiled JavaScript without source maps, the addon and the launcher.
-RUN npm run build \
+RUN node_modules/.bin/node-gyp rebuild --nodedir=/usr/local \
+ && node_modules/.bin/tsc -p . \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf node_modules/node-addon-api node_modules/.bin \
  && find node_modules -depth -type d -empty -delete \
