@@ -173,8 +173,9 @@ describeImage('the container image', () => {
     });
 
     afterAll(async () => {
+      // Newest first: the configuring container shares the daemon's IPC namespace, so it goes first.
       const ids = podman(['ps', '-aq', '--filter', `label=${LABEL}`], { allowFail: true }).stdout.split('\n').filter((s) => s !== '');
-      if (ids.length > 0) podman(['rm', '-f', '-t', '0', ...ids], { allowFail: true });
+      for (const id of ids) podman(['rm', '-f', '-t', '0', id], { allowFail: true });
       if (tb !== undefined) await tb.destroy();
       await cleanupAll();
     });

@@ -47,8 +47,10 @@ run_label="nfqlbts-image-test=$$"
 tmp=$(mktemp -d)
 cleanup() {
   local ids
-  ids=$(podman ps -aq --filter "label=$run_label" 2>/dev/null || true)
-  [ -z "$ids" ] || podman rm -f -t 0 $ids >/dev/null 2>&1 || true
+  # Newest first: a container that joined another's namespaces goes before it.
+  for id in $(podman ps -aq --filter "label=$run_label" 2>/dev/null || true); do
+    podman rm -f -t 0 "$id" >/dev/null 2>&1 || true
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
