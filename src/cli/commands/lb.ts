@@ -5,7 +5,7 @@
  */
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
-import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
+import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { atoi } from '../../catoi';
@@ -95,6 +95,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     flowAddress: flowAddress(),
     traceAddress: String(args.trace_address),
     metricsAddress: metricsAddress(String(args.metrics_address)),
+    flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
   };
 }
 
@@ -117,6 +118,8 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  installSignalLogging(log);
+  checkInspectorClosed();
 
   const p = options.pipeline;
   out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=0, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
@@ -172,6 +175,7 @@ export const lbCommands: NfqlbCommand[] = [
       ...common,
       promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
       nolb_fwmark: str('fwmark when no flow matches (-1: drop)', '-1'),
+      flows_file: str('Keep flows and trace-flows in this file across restarts (off by default)'),
     },
     run: (args) => runDaemon('flowlb', args),
   },
