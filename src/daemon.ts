@@ -9,17 +9,16 @@
  * accepted packet happens inside the verdict send, so one thread already keeps
  * a core busy (numbers in docs/performance.md).
  */
-import * as fs from 'node:fs';
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
 import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
-import { MaglevTable } from './maglev';
 import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
-import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStale, type TraceShm } from './shm';
-import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
+import { openOrCreateTraceShm, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
+import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
+import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './counters';
 import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
@@ -128,28 +127,14 @@ export interface DaemonOptions {
   flowsFile?: string;
 }
 
-type Table = MaglevTable & LookupTable;
-
-/** Whether shm `name` exists now (one stat). */
-function shmExists(name: string): boolean {
-  return fs.existsSync(`/dev/shm/${name}`);
-}
-
-/**
- * True when the table's shm object was replaced by another one that exists
- * (`nfqlb init` with another M or N, or delete + init). A deleted table is not
- * stale: there is nothing to reopen, and its mapping keeps working, as in nfqlb.
- */
-function replaced(name: string, table: MaglevTable): boolean {
-  return tableIsStale(table) && shmExists(name);
-}
+type Table = ServedTable;
 
 /** Tables come from /dev/shm, read-only. A table that cannot be opened is logged and reported as missing. */
-function shmTables(log: Logger, trace: (bit: number, text: string) => void): TableSource<Table> {
+function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFault: TableFaultListener): TableSource<Table> {
   return {
     open(name) {
       try {
-        const table = openTable(name);
+        const table = new ServedTable(name, openTable(name), onFault);
         trace(TRACE_TARGET, `Creating LB; ${name}\n`);
         return table;
       } catch (err) {
@@ -160,7 +145,7 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void): Tab
     },
     close(name, table) {
       trace(TRACE_TARGET, `Delete load-balancer; ${name}\n`);
-      closeTable(table);
+      table.close();
     },
   };
 }
@@ -196,8 +181,13 @@ export class Daemon {
   private started = false;
   private trace: TraceShm | null = null;
   private fixed: Target<Table> | null = null;
-  /** --lbshm: the object the pipeline reads (its table is swapped when re-created). */
-  private tier: { table: Table; ownFwmark: number } | null = null;
+  /** --lbshm: the object the pipeline reads. */
+  private tier: { table: Table; readonly ownFwmark: number } | null = null;
+  /** Table faults by (target, fault) (nfqlb_table_faults_total). */
+  readonly tableFaults = new LabeledCounter();
+  /** The addon's count of repaired SIGBUS faults, and the value last handled. */
+  private readonly busFaults = shmFaultCounter();
+  private seenBusFaults: number;
   private tableTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
 
@@ -205,21 +195,28 @@ export class Daemon {
     readonly options: DaemonOptions,
     readonly log: Logger,
   ) {
-    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text)));
+    this.seenBusFaults = this.busFaults[0];
+    const onFault: TableFaultListener = (name, fault, detail) => this.noteTableFault(name, fault, detail);
+    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text), onFault));
     this.flows = new FlowSet<Target<Table>>({ targetName: (t) => t.name, promiscuousPing: options.promiscuousPing });
     this.traceFlows = new FlowSet<string>({ promiscuousPing: true });
     if (options.mode === 'lb') {
       const name = options.tshm ?? 'nfqlb';
       // nfqlb's mapSharedDataOrDie: the lb table must exist at start.
-      this.fixed = new Target(name, openTable(name));
+      this.fixed = new Target(name, new ServedTable(name, openTable(name), onFault));
       this.fixed.refs = 1;
     }
     if (options.lbshm !== undefined) {
       try {
-        const table = openTable(options.lbshm);
-        this.tier = { table, ownFwmark: table.ownFwmark };
+        const table = new ServedTable(options.lbshm, openTable(options.lbshm), onFault);
+        this.tier = {
+          table,
+          get ownFwmark() {
+            return table.ownFwmark;
+          },
+        };
       } catch (err) {
-        if (this.fixed !== null) closeTable(this.fixed.table);
+        if (this.fixed !== null) this.fixed.table.close();
         throw err;
       }
     }
@@ -304,37 +301,39 @@ export class Daemon {
   }
 
   /**
-   * Swaps in a fresh mapping for every open table whose shm object was
-   * re-created (`nfqlb init` with another shape unlinks the file and makes a
-   * new one, so the old mapping still works but no longer sees activations).
-   * Called every TABLE_CHECK_INTERVAL_MS; one stat per open table.
+   * Checks every open table's file (ServedTable.check: one fstat and one
+   * stat each): a re-created table is swapped in (`nfqlb init` with another
+   * shape unlinks the file and makes a new one), a truncated one is served
+   * from its last good copy, a deleted one from its mapping. Called every
+   * TABLE_CHECK_INTERVAL_MS and at once after a repaired page fault.
    * Returns the names of the tables reopened.
    */
   refreshTables(): string[] {
-    const swapped = this.targets.refresh(replaced);
-    const fixed = this.fixed;
-    if (fixed !== null && replaced(fixed.name, fixed.table)) {
-      const table = this.reopen(fixed.name);
-      if (table !== null) {
-        const old = fixed.table;
-        fixed.table = table;
-        closeTable(old);
-        swapped.push(fixed.name);
-      }
+    const swapped: string[] = [];
+    const all: Table[] = this.targets.list().map((t) => t.table);
+    if (this.fixed !== null) all.push(this.fixed.table);
+    if (this.tier !== null) all.push(this.tier.table);
+    for (const table of all) {
+      const fault = table.check();
+      if (fault === 'recreated' || fault === 'restored') swapped.push(table.name);
     }
-    const tier = this.tier;
-    if (tier !== null && this.options.lbshm !== undefined && replaced(this.options.lbshm, tier.table)) {
-      const table = this.reopen(this.options.lbshm);
-      if (table !== null) {
-        const old = tier.table;
-        tier.table = table;
-        tier.ownFwmark = table.ownFwmark;
-        closeTable(old);
-        swapped.push(this.options.lbshm);
-      }
-    }
-    for (const name of swapped) this.log.notice({ target: name }, 'table re-created; reopened');
     return swapped;
+  }
+
+  /** One line per table fault (each is reported once by ServedTable), and a count. */
+  private noteTableFault(name: string, fault: TableFault, detail: string): void {
+    this.tableFaults.inc(name, fault);
+    const fields = { target: name, fault, detail };
+    if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table reopened');
+    else this.log.warn(fields, 'table fault');
+  }
+
+  /** Called per batch when the addon repaired a SIGBUS: a table file shrank under us; find which at once. */
+  private onBusFault(): void {
+    const n = this.busFaults[0];
+    this.tableFaults.inc('', 'mapping_fault', (n - this.seenBusFaults) >>> 0);
+    this.seenBusFaults = n;
+    this.refreshTables();
   }
 
   /** A refused control request: counted by reason, logged at most once a second per reason with the raw bytes escaped and cut. */
@@ -446,16 +445,8 @@ export class Daemon {
       queueErrors: () => this.queueErrors(),
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
+      tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
     };
-  }
-
-  private reopen(name: string): Table | null {
-    try {
-      return openTable(name);
-    } catch (err) {
-      this.log.notice({ target: name, err: (err as Error).message }, 'cannot reopen table');
-      return null;
-    }
   }
 
   /**
@@ -469,6 +460,7 @@ export class Daemon {
     const accepted = this.accepted;
     const dropped = this.dropped;
     const batchSizes = this.batchSizes;
+    const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
     return (batch: QueueBatch): void => {
       const now = performance.now();
@@ -494,6 +486,7 @@ export class Daemon {
       accepted[qi] += acc;
       dropped[qi] += n - acc;
       batchSizes.observe(n);
+      if (busFaults[0] !== this.seenBusFaults) this.onBusFault();
     };
   }
 
@@ -575,8 +568,8 @@ export class Daemon {
       if (this.metrics !== null) await this.metrics.close();
       if (this.tracer !== null) await this.tracer.close();
       if (this.trace !== null) closeTraceShm(this.trace);
-      if (this.fixed !== null) closeTable(this.fixed.table);
-      if (this.tier !== null) closeTable(this.tier.table);
+      if (this.fixed !== null) this.fixed.table.close();
+      if (this.tier !== null) this.tier.table.close();
     })();
     return this.stopping;
   }
