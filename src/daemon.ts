@@ -16,7 +16,7 @@ import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
 import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
-import { openOrCreateTraceShm, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
+import { openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
@@ -180,6 +180,7 @@ export class Daemon {
   private metrics: MetricsServer | null = null;
   private started = false;
   private trace: TraceShm | null = null;
+  private traceShared = false;
   private fixed: Target<Table> | null = null;
   /** --lbshm: the object the pipeline reads. */
   private tier: { table: Table; readonly ownFwmark: number } | null = null;
@@ -244,7 +245,10 @@ export class Daemon {
    */
   async start(): Promise<void> {
     try {
-      this.trace = openOrCreateTraceShm();
+      const traceShm = openTraceShmForDaemon();
+      this.trace = traceShm.trace;
+      this.traceShared = traceShm.shared;
+      if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
@@ -567,7 +571,7 @@ export class Daemon {
       if (this.control !== null) await this.control.close();
       if (this.metrics !== null) await this.metrics.close();
       if (this.tracer !== null) await this.tracer.close();
-      if (this.trace !== null) closeTraceShm(this.trace);
+      if (this.trace !== null && this.traceShared) closeTraceShm(this.trace);
       if (this.fixed !== null) this.fixed.table.close();
       if (this.tier !== null) this.tier.table.close();
     })();

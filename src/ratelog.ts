@@ -5,7 +5,7 @@
  * 2,000 junk requests is then a handful of lines, not 300 KB.
  *
  * Keys must come from a bounded vocabulary (reasons, signal names); past
- * MAX_KEYS any new key is counted under "other" so memory stays bounded.
+ * MAX_KEYS any new key is counted under "other" (one more) so memory stays bounded.
  */
 
 /** Distinct keys kept; more are folded into "other". */
@@ -42,8 +42,8 @@ export class RateLimitedLog {
   note(key: string, detail?: string, n = 1): void {
     let p = this.keys.get(key);
     if (p === undefined) {
-      if (this.keys.size >= MAX_KEYS) {
-        if (key !== 'other') this.note('other', detail, n);
+      if (this.keys.size >= MAX_KEYS && key !== 'other') {
+        this.note('other', detail, n);
         return;
       }
       p = { count: 0, detail, lastLine: -Infinity };

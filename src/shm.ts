@@ -337,6 +337,28 @@ export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
 }
 
 /**
+ * For the daemon: openOrCreateTraceShm(), or, when the object exists but
+ * cannot be opened (EACCES: made by root, 0600, while the daemon runs as
+ * another user), a private one in process memory with level 5 and mask 0 —
+ * the daemon then runs, but `nfqlb loglevel` and `nfqlb trace` cannot reach
+ * it. `why` says so, for one warning line. Other errors are thrown.
+ */
+export function openTraceShmForDaemon(name = TRACE_SHM): { trace: TraceShm; shared: boolean; why?: string } {
+  try {
+    return { trace: openOrCreateTraceShm(name), shared: true };
+  } catch (err) {
+    if (!(err instanceof NfqlbError) || err.errno !== 'EACCES') throw err;
+    const words = new Int32Array(2);
+    words[0] = DEFAULT_LOG_LEVEL;
+    return {
+      trace: new TraceShm(words.buffer, name),
+      shared: false,
+      why: `${SHM_DIR}/${name} belongs to another user (${err.message}); loglevel and trace cannot be changed at run time. Remove it, or run every nfqlb command as the daemon's user`,
+    };
+  }
+}
+
+/**
  * For commands that talk to a running daemon (`loglevel`, `trace`): maps an
  * existing `name`. Throws NFQLB_ERR_SHM_MISSING when no daemon has created it.
  */

@@ -10,7 +10,7 @@ import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
-import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
+import { openTraceShmForDaemon, closeTraceShm } from '../../shm';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
@@ -104,9 +104,9 @@ const EXIT_DEADLINE_MS = 900;
 
 async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
   const options = daemonOptions(mode, args);
-  const traceShm = openOrCreateTraceShm();
-  const log = createLogger(traceShm.level);
-  closeTraceShm(traceShm);
+  const traceShm = openTraceShmForDaemon();
+  const log = createLogger(traceShm.trace.level);
+  if (traceShm.shared) closeTraceShm(traceShm.trace);
 
   // Signals are caught from here on, so one that arrives during start-up
   // still ends in an orderly stop (queues unbound) and exit 0.
