@@ -124,6 +124,31 @@ describeNs('reliability of a live daemon', () => {
     expect(stop.signal).toBeNull();
   });
 
+  it('counts 500 junk control requests per reason and logs them in a few lines, bytes escaped', async () => {
+    const d = await tb.startDaemon(DAEMON_ARGS);
+    const flood = `
+      const net = require('net');
+      let started = 0, open = 0;
+      const one = () => {
+        started++;
+        open++;
+        const s = net.connect({ path: '\\0nfqlb' }, () => s.end('\\x01\\x02junk' + 'A'.repeat(300) + '\\n'));
+        s.on('data', () => {}); s.on('error', () => {}); s.on('close', () => { open--; if (started < 500) one(); else if (open === 0) process.exit(0); });
+      };
+      for (let i = 0; i < 20; i++) one();`;
+    nsExec(tb.lb, process.execPath, ['-e', flood], { timeoutMs: 60000 });
+    await waitFor(() => metricSum(scrapeMetrics(tb.lb, METRICS_PORT) ?? '', 'nfqlb_control_refused_total', { reason: 'invalid_param' }) === 500, '500 refusals counted');
+    await sleep(1100); // the next once-a-second line
+    const lines = logLines(d.stderr).filter((l) => l.msg === 'control requests refused');
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines.length).toBeLessThanOrEqual(5);
+    expect(lines.reduce((sum, l) => sum + (l.count as number), 0)).toBe(500);
+    for (const l of lines) {
+      expect(l.last).toMatch(/^FAIL: invalid param \[\\x01\\x02junkA+/);
+      expect((l.last as string).length).toBeLessThan(120);
+    }
+  });
+
   it('SIGINT stops it with exit 0', async () => {
     const d = await tb.startDaemon(DAEMON_ARGS);
     const stop = await d.stop('SIGINT');
