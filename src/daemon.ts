@@ -328,7 +328,7 @@ export class Daemon {
   private noteTableFault(name: string, fault: TableFault, detail: string): void {
     this.tableFaults.inc(name, fault);
     const fields = { target: name, fault, detail };
-    if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table reopened');
+    if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table re-created; reopened');
     else this.log.warn(fields, 'table fault');
   }
 
