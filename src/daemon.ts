@@ -93,6 +93,7 @@ export function refusalReason(why: string): string {
 /** Queue counters of the addon (QueueStats) exported as nfqlb_verdict_errors_total / nfqlb_queue_errors_total, by reason. */
 export const QUEUE_ERROR_FIELDS = [
   ['send', 'sendErrors'],
+  ['unsent', 'unsentVerdicts'],
   ['kernel', 'verdictErrors'],
   ['enobufs', 'enobufs'],
   ['recv', 'recvErrors'],
@@ -100,7 +101,7 @@ export const QUEUE_ERROR_FIELDS = [
   ['truncated', 'truncated'],
 ] as const;
 /** The reasons of QUEUE_ERROR_FIELDS that mean a verdict did not reach the kernel (or was refused by it). */
-export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'kernel']);
+export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'unsent', 'kernel']);
 
 export interface DaemonOptions {
   mode: 'flowlb' | 'lb';

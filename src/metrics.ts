@@ -127,13 +127,13 @@ export interface MetricsSource {
 export interface QueueErrorCount {
   queueNum: number;
   portid: number;
-  /** send, kernel (verdict errors); enobufs, recv, parse, truncated (queue errors). */
+  /** send, unsent, kernel (verdict errors); enobufs, recv, parse, truncated (queue errors). */
   reason: string;
   count: number;
 }
 
 /** Reasons of QueueErrorCount that mean a verdict was lost: the packet stayed in the kernel queue or was refused. */
-const VERDICT_REASONS = new Set(['send', 'kernel']);
+const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 
 /** Where the server logs: a pino Logger (src/log.ts) fits. */
 export interface MetricsLog {
@@ -484,7 +484,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
   };
   queueErrorMetric(
     'nfqlb_verdict_errors_total',
-    'Verdicts that did not reach the kernel (send: the send failed, the packets stay queued until the kernel drops them; kernel: the kernel refused a verdict).',
+    'Verdicts that did not reach the kernel (send: failed sends; unsent: packets in them, which stay queued until the kernel drops them; kernel: verdicts the kernel refused).',
     true,
   );
   queueErrorMetric(
