@@ -60,9 +60,9 @@ function checkFreeSpace(name: string, bytes: number): void {
  * the same, so only ownFwmark, lookup and active change, in an order safe for
  * running readers: lookup entries to -1 first, then the slots). Anything else
  * (another shape, a foreign file) is unlinked and created anew, because
- * shrinking a file that a daemon has mapped would kill the daemon with SIGBUS
- * on its next lookup; such a daemon keeps its old mapping until it reopens the
- * table.
+ * shrinking a file that a daemon has mapped would cost it its mapping (it
+ * would fall back to its private copy, see servedtable.ts); a daemon keeps
+ * its old mapping until it picks up the new table.
  */
 export function createTable(name: string, M: number, N: number, ownFwmark: number): MaglevTable {
   checkShape(M, N);
