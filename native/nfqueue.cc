@@ -86,6 +86,7 @@ struct Stats {
   double enobufs = 0;
   double recvErrors = 0;
   double sendErrors = 0;
+  double unsentVerdicts = 0;
   double verdictErrors = 0;
   double parseErrors = 0;
   double truncated = 0;
@@ -505,6 +506,7 @@ void NfQueue::RepeatEarlyPacket(const struct nlmsghdr* nlh) {
   nfq_nlmsg_verdict_put(v, static_cast<int>(ntohl(ph->packet_id)), NF_REPEAT);
   if (mnl_socket_sendto(nl_, v, v->nlmsg_len) < 0) {
     stats_.sendErrors++;
+    stats_.unsentVerdicts++;
     stats_.lastErrno = errno;
   } else {
     stats_.repeated++;
@@ -737,6 +739,7 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
     if (err != EINTR && err != EAGAIN && err != ENOBUFS && err != ENOMEM) break;
   }
   stats_.sendErrors++;
+  stats_.unsentVerdicts += n;
 }
 
 Napi::Value NfQueue::Start(const Napi::CallbackInfo& info) {
@@ -801,6 +804,7 @@ Napi::Value NfQueue::GetStats(const Napi::CallbackInfo& info) {
   o.Set("enobufs", stats_.enobufs);
   o.Set("recvErrors", stats_.recvErrors);
   o.Set("sendErrors", stats_.sendErrors);
+  o.Set("unsentVerdicts", stats_.unsentVerdicts);
   o.Set("verdictErrors", stats_.verdictErrors);
   o.Set("parseErrors", stats_.parseErrors);
   o.Set("truncated", stats_.truncated);

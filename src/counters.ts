@@ -251,3 +251,36 @@ export class LabeledCounter {
     return out;
   }
 }
+
+// ---------------------------------------------------------------------------
+// KeyCounter
+
+/**
+ * Counts by one string key — refused control requests by reason, table
+ * faults by "target/fault". Off the packet path, so a Map. Same guard as
+ * LabeledCounter: after `limit` distinct keys, new ones count under
+ * LABEL_OVERFLOW. Counts never go down.
+ */
+export class KeyCounter {
+  private readonly counts = new Map<string, number>();
+
+  constructor(private readonly limit = 256) {}
+
+  inc(key: string, n = 1): void {
+    const cur = this.counts.get(key);
+    if (cur === undefined && this.counts.size >= this.limit && key !== LABEL_OVERFLOW) {
+      this.inc(LABEL_OVERFLOW, n);
+      return;
+    }
+    this.counts.set(key, (cur ?? 0) + n);
+  }
+
+  get(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+
+  /** Snapshot of every key with its count. */
+  entries(): { key: string; count: number }[] {
+    return [...this.counts].map(([key, count]) => ({ key, count }));
+  }
+}

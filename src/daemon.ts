@@ -9,25 +9,99 @@
  * accepted packet happens inside the verdict send, so one thread already keeps
  * a core busy (numbers in docs/performance.md).
  */
-import * as fs from 'node:fs';
+import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
 import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
-import { MaglevTable } from './maglev';
 import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
-import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStale, type TraceShm } from './shm';
-import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
+import { openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
+import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
+import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
-import { BatchSizeHistogram, LabeledCounter } from './counters';
+import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './counters';
+import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
+import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
-import { REASON_NAMES, REASON_TARGET } from './pipeline';
+import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
+/** How often counted failures (queue errors, bad packets, refusals) are turned into log lines (ms). */
+export const HOUSEKEEPING_INTERVAL_MS = 1000;
+
+/**
+ * Signals that would kill (or core-dump) a Node.js process by default, or
+ * open its inspector (SIGUSR1), and mean nothing to the daemon: each is
+ * logged (at most once a second per signal, with a count) and ignored.
+ * SIGTERM and SIGINT stop the daemon (lb.ts). SIGKILL and SIGSTOP cannot be
+ * caught; SIGSEGV/SIGBUS/SIGILL/SIGFPE from a real fault are not survivable.
+ */
+export const LOGGED_SIGNALS: readonly NodeJS.Signals[] = ['SIGHUP', 'SIGQUIT', 'SIGPIPE', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * Installs the handlers of LOGGED_SIGNALS. Returns a function that removes
+ * them again (the no-op SIGUSR1 listener of bin/nfqlb stays, so the inspector
+ * can still not be opened). The log line is rate-limited: a SIGPIPE storm
+ * from a closed stderr cannot turn into a logging loop.
+ */
+export function installSignalLogging(log: Logger): () => void {
+  const lines = new RateLimitedLog((signal, count) => log.warn({ signal, count }, 'signal ignored'));
+  const timer = setInterval(() => lines.flush(), HOUSEKEEPING_INTERVAL_MS);
+  timer.unref();
+  const handlers = LOGGED_SIGNALS.map((signal) => {
+    const h = (): void => lines.note(signal);
+    process.on(signal, h);
+    return [signal, h] as const;
+  });
+  return () => {
+    clearInterval(timer);
+    for (const [signal, h] of handlers) process.off(signal, h);
+  };
+}
+
+/**
+ * Refuses to run the daemon with the Node.js inspector open (NODE_OPTIONS
+ * with --inspect, or a SIGUSR1 that arrived before bin/nfqlb installed its
+ * listener): anyone who can connect to it runs code as the daemon.
+ * NFQLB_ALLOW_INSPECTOR=1 allows it for debugging. Throws NfqlbError
+ * NFQLB_ERR_INSPECTOR.
+ */
+export function checkInspectorClosed(env: NodeJS.ProcessEnv = process.env): void {
+  const url = inspector.url();
+  if (url === undefined || env.NFQLB_ALLOW_INSPECTOR === '1') return;
+  throw new NfqlbError(
+    `the Node.js inspector is open (${url}): anyone who can connect to it can run code in the daemon; ` +
+      'remove --inspect* from NODE_OPTIONS and the node command line, or set NFQLB_ALLOW_INSPECTOR=1 to debug',
+    'NFQLB_ERR_INSPECTOR',
+  );
+}
+
+/** A refusal text of the control server as a bounded metric label. */
+export function refusalReason(why: string): string {
+  if (why.startsWith('timeout')) return 'timeout';
+  if (why.includes('larger than')) return 'too_large';
+  if (why.includes('line longer')) return 'line_too_long';
+  if (why.includes('invalid param')) return 'invalid_param';
+  if (why.startsWith('internal error')) return 'internal_error';
+  return 'other';
+}
+
+/** Queue counters of the addon (QueueStats) exported as nfqlb_verdict_errors_total / nfqlb_queue_errors_total, by reason. */
+export const QUEUE_ERROR_FIELDS = [
+  ['send', 'sendErrors'],
+  ['unsent', 'unsentVerdicts'],
+  ['kernel', 'verdictErrors'],
+  ['enobufs', 'enobufs'],
+  ['recv', 'recvErrors'],
+  ['parse', 'parseErrors'],
+  ['truncated', 'truncated'],
+] as const;
+/** The reasons of QUEUE_ERROR_FIELDS that mean a verdict did not reach the kernel (or was refused by it). */
+export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'unsent', 'kernel']);
 
 export interface DaemonOptions {
   mode: 'flowlb' | 'lb';
@@ -50,30 +124,18 @@ export interface DaemonOptions {
   metricsAddress: string | null;
   /** Milliseconds between checks for re-created tables (default TABLE_CHECK_INTERVAL_MS; 0: never). */
   tableCheckMs?: number;
+  /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
+  flowsFile?: string;
 }
 
-type Table = MaglevTable & LookupTable;
-
-/** Whether shm `name` exists now (one stat). */
-function shmExists(name: string): boolean {
-  return fs.existsSync(`/dev/shm/${name}`);
-}
-
-/**
- * True when the table's shm object was replaced by another one that exists
- * (`nfqlb init` with another M or N, or delete + init). A deleted table is not
- * stale: there is nothing to reopen, and its mapping keeps working, as in nfqlb.
- */
-function replaced(name: string, table: MaglevTable): boolean {
-  return tableIsStale(table) && shmExists(name);
-}
+type Table = ServedTable;
 
 /** Tables come from /dev/shm, read-only. A table that cannot be opened is logged and reported as missing. */
-function shmTables(log: Logger, trace: (bit: number, text: string) => void): TableSource<Table> {
+function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFault: TableFaultListener): TableSource<Table> {
   return {
     open(name) {
       try {
-        const table = openTable(name);
+        const table = new ServedTable(name, openTable(name), onFault);
         trace(TRACE_TARGET, `Creating LB; ${name}\n`);
         return table;
       } catch (err) {
@@ -84,7 +146,7 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void): Tab
     },
     close(name, table) {
       trace(TRACE_TARGET, `Delete load-balancer; ${name}\n`);
-      closeTable(table);
+      table.close();
     },
   };
 }
@@ -103,14 +165,31 @@ export class Daemon {
   readonly dropped: Float64Array;
   readonly batchSizes = new BatchSizeHistogram();
   readonly controlRequests = new LabeledCounter();
+  /** Refused control requests by reason (nfqlb_control_refused_total). */
+  readonly controlRefused = new KeyCounter();
+  /** Failed writes of --flows_file. */
+  flowsFileErrors = 0;
+  /** At most one line per second per kind of failure, with a count. */
+  readonly failures: RateLimitedLog;
+  private flowsRecord: FlowsRecord | null = null;
+  private housekeeping: NodeJS.Timeout | null = null;
+  /** Last values seen by housekeeping, to log only what is new. */
+  private readonly seenReasons = new Float64Array(REASON_NAMES.length);
+  private seenQueueErrors: number[][] = [];
   private control: ControlServer | null = null;
   private tracer: TraceServer | null = null;
   private metrics: MetricsServer | null = null;
   private started = false;
   private trace: TraceShm | null = null;
+  private traceShared = false;
   private fixed: Target<Table> | null = null;
-  /** --lbshm: the object the pipeline reads (its table is swapped when re-created). */
-  private tier: { table: Table; ownFwmark: number } | null = null;
+  /** --lbshm: the object the pipeline reads. */
+  private tier: { table: Table; readonly ownFwmark: number } | null = null;
+  /** Table faults by (target, fault) (nfqlb_table_faults_total). */
+  readonly tableFaults = new LabeledCounter();
+  /** The addon's count of repaired SIGBUS faults, and the value last handled. */
+  private readonly busFaults = shmFaultCounter();
+  private seenBusFaults: number;
   private tableTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
 
@@ -118,21 +197,28 @@ export class Daemon {
     readonly options: DaemonOptions,
     readonly log: Logger,
   ) {
-    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text)));
+    this.seenBusFaults = this.busFaults[0];
+    const onFault: TableFaultListener = (name, fault, detail) => this.noteTableFault(name, fault, detail);
+    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text), onFault));
     this.flows = new FlowSet<Target<Table>>({ targetName: (t) => t.name, promiscuousPing: options.promiscuousPing });
     this.traceFlows = new FlowSet<string>({ promiscuousPing: true });
     if (options.mode === 'lb') {
       const name = options.tshm ?? 'nfqlb';
       // nfqlb's mapSharedDataOrDie: the lb table must exist at start.
-      this.fixed = new Target(name, openTable(name));
+      this.fixed = new Target(name, new ServedTable(name, openTable(name), onFault));
       this.fixed.refs = 1;
     }
     if (options.lbshm !== undefined) {
       try {
-        const table = openTable(options.lbshm);
-        this.tier = { table, ownFwmark: table.ownFwmark };
+        const table = new ServedTable(options.lbshm, openTable(options.lbshm), onFault);
+        this.tier = {
+          table,
+          get ownFwmark() {
+            return table.ownFwmark;
+          },
+        };
       } catch (err) {
-        if (this.fixed !== null) closeTable(this.fixed.table);
+        if (this.fixed !== null) this.fixed.table.close();
         throw err;
       }
     }
@@ -143,6 +229,14 @@ export class Daemon {
     });
     this.accepted = new Float64Array(options.queues.length);
     this.dropped = new Float64Array(options.queues.length);
+    this.failures = new RateLimitedLog((key, count, detail) => {
+      const colon = key.indexOf(':');
+      const kind = key.slice(0, colon);
+      const reason = key.slice(colon + 1);
+      if (kind === 'refused') this.log.notice({ reason, count, last: detail }, 'control requests refused');
+      else if (kind === 'packets') this.log.notice({ reason, count }, 'packets dropped as bad');
+      else this.log.warn({ reason, count, queue: detail }, VERDICT_ERROR_REASONS.has(reason) ? 'verdicts not delivered' : 'queue errors');
+    });
   }
 
   /**
@@ -152,7 +246,11 @@ export class Daemon {
    */
   async start(): Promise<void> {
     try {
-      this.trace = openOrCreateTraceShm();
+      const traceShm = openTraceShmForDaemon();
+      this.trace = traceShm.trace;
+      this.traceShared = traceShm.shared;
+      if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
+      if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
           queueNum: this.options.queues[qi],
@@ -170,10 +268,7 @@ export class Daemon {
       if (this.options.mode === 'flowlb') {
         this.control = await startControlServer(this.options.flowAddress, {
           handle: (req) => this.handleControl(req),
-          refused: (why) => {
-            this.controlRequests.inc('invalid', 'refused');
-            this.log.notice({ why }, 'control request refused');
-          },
+          refused: (why) => this.noteRefused(why),
         });
       }
       this.tracer = await TraceServer.start(this.options.traceAddress, this.trace, { log: this.log });
@@ -194,6 +289,8 @@ export class Daemon {
       }, every);
       this.tableTimer.unref();
     }
+    this.housekeeping = setInterval(() => this.logFailures(), HOUSEKEEPING_INTERVAL_MS);
+    this.housekeeping.unref();
     this.log.notice(
       {
         mode: this.options.mode,
@@ -209,37 +306,116 @@ export class Daemon {
   }
 
   /**
-   * Swaps in a fresh mapping for every open table whose shm object was
-   * re-created (`nfqlb init` with another shape unlinks the file and makes a
-   * new one, so the old mapping still works but no longer sees activations).
-   * Called every TABLE_CHECK_INTERVAL_MS; one stat per open table.
+   * Checks every open table's file (ServedTable.check: one fstat and one
+   * stat each): a re-created table is swapped in (`nfqlb init` with another
+   * shape unlinks the file and makes a new one), a truncated one is served
+   * from its last good copy, a deleted one from its mapping. Called every
+   * TABLE_CHECK_INTERVAL_MS and at once after a repaired page fault.
    * Returns the names of the tables reopened.
    */
   refreshTables(): string[] {
-    const swapped = this.targets.refresh(replaced);
-    const fixed = this.fixed;
-    if (fixed !== null && replaced(fixed.name, fixed.table)) {
-      const table = this.reopen(fixed.name);
-      if (table !== null) {
-        const old = fixed.table;
-        fixed.table = table;
-        closeTable(old);
-        swapped.push(fixed.name);
-      }
+    const swapped: string[] = [];
+    const all: Table[] = this.targets.list().map((t) => t.table);
+    if (this.fixed !== null) all.push(this.fixed.table);
+    if (this.tier !== null) all.push(this.tier.table);
+    for (const table of all) {
+      const fault = table.check();
+      if (fault === 'recreated' || fault === 'restored') swapped.push(table.name);
     }
-    const tier = this.tier;
-    if (tier !== null && this.options.lbshm !== undefined && replaced(this.options.lbshm, tier.table)) {
-      const table = this.reopen(this.options.lbshm);
-      if (table !== null) {
-        const old = tier.table;
-        tier.table = table;
-        tier.ownFwmark = table.ownFwmark;
-        closeTable(old);
-        swapped.push(this.options.lbshm);
-      }
-    }
-    for (const name of swapped) this.log.notice({ target: name }, 'table re-created; reopened');
     return swapped;
+  }
+
+  /** One line per table fault (each is reported once by ServedTable), and a count. */
+  private noteTableFault(name: string, fault: TableFault, detail: string): void {
+    this.tableFaults.inc(name, fault);
+    const fields = { target: name, fault, detail };
+    if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table re-created; reopened');
+    else this.log.warn(fields, 'table fault');
+  }
+
+  /** Called per batch when the addon repaired a SIGBUS: a table file shrank under us; find which at once. */
+  private onBusFault(): void {
+    const n = this.busFaults[0];
+    this.tableFaults.inc('', 'mapping_fault', (n - this.seenBusFaults) >>> 0);
+    this.seenBusFaults = n;
+    this.refreshTables();
+  }
+
+  /** A refused control request: counted by reason, logged at most once a second per reason with the raw bytes escaped and cut. */
+  noteRefused(why: string): void {
+    const reason = refusalReason(why);
+    this.controlRequests.inc('invalid', 'refused');
+    this.controlRefused.inc(reason);
+    this.failures.note(`refused:${reason}`, escapeBytes(why));
+  }
+
+  /** Queue errors per queue and reason, read from the addon (cheap: a handful of numbers). */
+  queueErrors(): { queueNum: number; portid: number; reason: string; count: number }[] {
+    const out = [];
+    for (const q of this.queues) {
+      const s = q.stats();
+      for (const [reason, field] of QUEUE_ERROR_FIELDS) out.push({ queueNum: q.queueNum, portid: q.portid, reason, count: s[field] });
+    }
+    return out;
+  }
+
+  /**
+   * Every second: what the packet path and the addon counted since the last
+   * run becomes at most one log line per reason (never a line per packet).
+   */
+  logFailures(): void {
+    const counts = this.pipeline.reasonCounts;
+    for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL]) {
+      const n = counts[r] - this.seenReasons[r];
+      this.seenReasons[r] = counts[r];
+      if (n > 0) this.failures.note(`packets:${REASON_NAMES[r]}`, undefined, n);
+    }
+    for (let qi = 0; qi < this.queues.length; qi++) {
+      const q = this.queues[qi];
+      if (q.closed) continue;
+      const s = q.stats();
+      const seen = (this.seenQueueErrors[qi] ??= QUEUE_ERROR_FIELDS.map(() => 0));
+      QUEUE_ERROR_FIELDS.forEach(([reason, field], i) => {
+        const n = s[field] - seen[i];
+        seen[i] = s[field];
+        if (n > 0) this.failures.note(`queue:${reason}`, `${q.queueNum}${s.lastErrno === null ? '' : ` (${s.lastErrno})`}`, n);
+      });
+    }
+    this.failures.flush();
+  }
+
+  /** --flows_file at start: all of it or nothing (a bad file stops the start, untouched). */
+  private restoreFlows(file: string): void {
+    const content = readFlowsFile(file);
+    this.flowsRecord = new FlowsRecord(content);
+    if (content === null) {
+      this.log.notice({ flowsFile: file }, 'no flows file yet; starting without flows');
+      return;
+    }
+    let failed = 0;
+    for (const f of content.flows) {
+      const reply = this.controlReply({ ...f, action: 'set' });
+      if (!('text' in reply) || reply.text !== 'OK') {
+        failed++;
+        // Kept in the file: the table may come back; setting or deleting the flow replaces the entry.
+        this.log.warn({ flow: f.name, target: f.target, reply: 'text' in reply ? reply.text : '' }, 'flow from the flows file not restored');
+      }
+    }
+    for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
+    this.log.notice({ flowsFile: file, flows: content.flows.length - failed, failed, traceFlows: content.traceFlows.length }, 'flows restored');
+  }
+
+  /** After a successful change: the flows file is rewritten before the client gets its OK. */
+  private persistFlows(req: ControlRequest): void {
+    const record = this.flowsRecord;
+    const file = this.options.flowsFile;
+    if (record === null || file === undefined || !record.apply(req)) return;
+    try {
+      writeFlowsFile(file, record.content());
+    } catch (err) {
+      this.flowsFileErrors++;
+      this.log.error({ flowsFile: file, err: (err as Error).message }, 'flows file not written');
+    }
   }
 
   /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
@@ -271,16 +447,11 @@ export class Daemon {
       },
       batchSizes: this.batchSizes,
       controlRequests: () => this.controlRequests.entries(),
+      queueErrors: () => this.queueErrors(),
+      controlRefused: () => this.controlRefused.entries(),
+      flowsFileErrors: () => this.flowsFileErrors,
+      tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
     };
-  }
-
-  private reopen(name: string): Table | null {
-    try {
-      return openTable(name);
-    } catch (err) {
-      this.log.notice({ target: name, err: (err as Error).message }, 'cannot reopen table');
-      return null;
-    }
   }
 
   /**
@@ -294,6 +465,7 @@ export class Daemon {
     const accepted = this.accepted;
     const dropped = this.dropped;
     const batchSizes = this.batchSizes;
+    const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
     return (batch: QueueBatch): void => {
       const now = performance.now();
@@ -319,6 +491,7 @@ export class Daemon {
       accepted[qi] += acc;
       dropped[qi] += n - acc;
       batchSizes.observe(n);
+      if (busFaults[0] !== this.seenBusFaults) this.onBusFault();
     };
   }
 
@@ -328,6 +501,7 @@ export class Daemon {
     const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
     const ok = 'json' in reply || reply.text === 'OK';
     this.controlRequests.inc(action, ok ? 'ok' : 'fail');
+    if (ok) this.persistFlows(req);
     if (!ok) this.log.notice({ action: req.action, flow: req.name, reply: 'text' in reply ? reply.text : '' }, 'control request failed');
     if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
     return reply;
@@ -387,6 +561,7 @@ export class Daemon {
     if (this.stopping !== null) return this.stopping;
     this.stopping = (async () => {
       if (this.tableTimer !== null) clearInterval(this.tableTimer);
+      if (this.housekeeping !== null) clearInterval(this.housekeeping);
       for (const q of this.queues) {
         try {
           q.close();
@@ -397,9 +572,9 @@ export class Daemon {
       if (this.control !== null) await this.control.close();
       if (this.metrics !== null) await this.metrics.close();
       if (this.tracer !== null) await this.tracer.close();
-      if (this.trace !== null) closeTraceShm(this.trace);
-      if (this.fixed !== null) closeTable(this.fixed.table);
-      if (this.tier !== null) closeTable(this.tier.table);
+      if (this.trace !== null && this.traceShared) closeTraceShm(this.trace);
+      if (this.fixed !== null) this.fixed.table.close();
+      if (this.tier !== null) this.tier.table.close();
     })();
     return this.stopping;
   }

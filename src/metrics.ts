@@ -109,7 +109,31 @@ export interface MetricsSource {
   readonly batchSizes: BatchSizeHistogram;
   /** Control requests by (action, result). */
   controlRequests(): readonly ControlRequestCount[];
+  /**
+   * Failures the addon counts per queue (→ nfqlb_verdict_errors_total{queue,reason}
+   * for reasons in VERDICT_REASONS, nfqlb_queue_errors_total{queue,reason} for
+   * the others); `portid` tells a re-bound queue (a restarted count).
+   */
+  queueErrors?(): readonly QueueErrorCount[];
+  /** Refused control requests by reason (→ nfqlb_control_refused_total{reason}). */
+  controlRefused?(): readonly { key: string; count: number }[];
+  /** Table faults by "target" and "fault" (→ nfqlb_table_faults_total{target,fault}). */
+  tableFaults?(): readonly { target: string; fault: string; count: number }[];
+  /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
+  flowsFileErrors?(): number;
 }
+
+/** One failure count of one queue. */
+export interface QueueErrorCount {
+  queueNum: number;
+  portid: number;
+  /** send, unsent, kernel (verdict errors); enobufs, recv, parse, truncated (queue errors). */
+  reason: string;
+  count: number;
+}
+
+/** Reasons of QueueErrorCount that mean a verdict was lost: the packet stayed in the kernel queue or was refused. */
+const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 
 /** Where the server logs: a pino Logger (src/log.ts) fits. */
 export interface MetricsLog {
@@ -438,6 +462,68 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
         control.update(labelKey(c.action, c.result), { action: c.action, result: c.result }, c.count);
       }
       control.writeTo(controlCounter);
+    },
+  });
+
+  const queueErrorMetric = (name: string, help: string, verdicts: boolean): void => {
+    const totals = new MonotonicTotals<'queue' | 'reason'>();
+    const counter: Counter<'queue' | 'reason'> = new Counter({
+      name,
+      help,
+      labelNames: ['queue', 'reason'],
+      registers,
+      collect() {
+        for (const e of source.queueErrors?.() ?? []) {
+          if (VERDICT_REASONS.has(e.reason) !== verdicts) continue;
+          const queue = String(e.queueNum);
+          totals.update(labelKey(queue, e.reason), { queue, reason: e.reason }, e.count, e.portid);
+        }
+        totals.writeTo(counter);
+      },
+    });
+  };
+  queueErrorMetric(
+    'nfqlb_verdict_errors_total',
+    'Verdicts that did not reach the kernel (send: failed sends; unsent: packets in them, which stay queued until the kernel drops them; kernel: verdicts the kernel refused).',
+    true,
+  );
+  queueErrorMetric(
+    'nfqlb_queue_errors_total',
+    'Receive-side failures per queue (enobufs: the socket overran and the kernel dropped packets; recv; parse: malformed messages; truncated).',
+    false,
+  );
+
+  const refused = new MonotonicTotals<'reason'>();
+  const refusedCounter: Counter<'reason'> = new Counter({
+    name: 'nfqlb_control_refused_total',
+    help: 'Control requests refused before they were handled, by reason (timeout, too_large, line_too_long, invalid_param, ...).',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      for (const r of source.controlRefused?.() ?? []) refused.update(r.key, { reason: r.key }, r.count);
+      refused.writeTo(refusedCounter);
+    },
+  });
+
+  const faults = new MonotonicTotals<'target' | 'fault'>();
+  const faultsCounter: Counter<'target' | 'fault'> = new Counter({
+    name: 'nfqlb_table_faults_total',
+    help: 'Faults of the shm files of open tables (truncated, deleted, recreated, invalid, mapping_fault).',
+    labelNames: ['target', 'fault'],
+    registers,
+    collect() {
+      for (const f of source.tableFaults?.() ?? []) faults.update(labelKey(f.target, f.fault), { target: f.target, fault: f.fault }, f.count);
+      faults.writeTo(faultsCounter);
+    },
+  });
+
+  const flowsFileErrors: Counter = new Counter({
+    name: 'nfqlb_flows_file_errors_total',
+    help: 'Failed writes of --flows_file (the flows are set but would not survive a restart).',
+    registers,
+    collect() {
+      flowsFileErrors.reset();
+      flowsFileErrors.inc(source.flowsFileErrors?.() ?? 0);
     },
   });
 

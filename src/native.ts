@@ -9,11 +9,17 @@ import { NfqlbError } from './errors';
 export interface NativeAddon {
   setErrorClass(ctor: new (message: string, code: string, errno?: string) => Error): void;
   /** mode 0 read-only, 1 read-write, 2 create/resize to `size` (0600). */
-  shmMap(name: string, mode: 0 | 1 | 2, size: number): ArrayBuffer;
+  shmMap(name: string, mode: 0 | 1 | 2, size: number, fill?: number): ArrayBuffer;
   shmUnmap(buffer: ArrayBuffer): boolean;
   shmUnlink(name: string): boolean;
   /** Size in bytes, or -1 when the object does not exist. */
   shmSize(name: string): number;
+  /** Maps the first `length` bytes of open file `fd` (fstat-checked first); a page lost to a truncation later reads as 0xFF. */
+  fdMap(fd: number, writable: boolean, length: number): ArrayBuffer;
+  /** st_size of open file `fd`, or -errno. */
+  fdSize(fd: number): number;
+  /** [0]: SIGBUS faults on shm mappings repaired so far (see native/shm.cc). Read-only. */
+  shmGuardCounters(): Int32Array;
   // NFQUEUE bindings are added by src/queue.ts's needs (see native/nfqueue.cc).
   [key: string]: unknown;
 }

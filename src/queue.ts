@@ -56,6 +56,8 @@ export interface QueueStats {
   recvErrors: number;
   /** Failed verdict sends (those packets stay queued in the kernel). */
   sendErrors: number;
+  /** Packets whose verdict was in a failed send (they stay queued until the kernel drops them). */
+  unsentVerdicts: number;
   /** Error answers from the kernel to verdicts (e.g. unknown packet id). */
   verdictErrors: number;
   /** Messages without a packet header, or trailing bytes. */

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { NfqlbError } from './errors';
-import { MaglevTable, checkShape, tableBytes, writeFreshTable } from './maglev';
+import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from './maglev';
 import { native } from './native';
 
 /** Where shm_open puts objects on Linux; used only to check free space. */
@@ -16,10 +16,10 @@ function isMissing(err: unknown): boolean {
   return err instanceof NfqlbError && err.errno === 'ENOENT';
 }
 
-/** Maps an existing object; throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
+/** Maps an existing object (a page lost to a truncation reads as zeros); throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
 function mapExisting(name: string, writable: boolean, what: string): ArrayBuffer {
   try {
-    return native().shmMap(name, writable ? 1 : 0, 0);
+    return native().shmMap(name, writable ? 1 : 0, 0, 0);
   } catch (err) {
     if (isMissing(err)) {
       throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
@@ -60,9 +60,9 @@ function checkFreeSpace(name: string, bytes: number): void {
  * the same, so only ownFwmark, lookup and active change, in an order safe for
  * running readers: lookup entries to -1 first, then the slots). Anything else
  * (another shape, a foreign file) is unlinked and created anew, because
- * shrinking a file that a daemon has mapped would kill the daemon with SIGBUS
- * on its next lookup; such a daemon keeps its old mapping until it reopens the
- * table.
+ * shrinking a file that a daemon has mapped would cost it its mapping (it
+ * would fall back to its private copy, see servedtable.ts); a daemon keeps
+ * its old mapping until it picks up the new table.
  */
 export function createTable(name: string, M: number, N: number, ownFwmark: number): MaglevTable {
   checkShape(M, N);
@@ -117,36 +117,94 @@ function reinitInPlace(table: MaglevTable, ownFwmark: number): MaglevTable {
   }
 }
 
+/** The open file behind a table from openTable(): kept open so its size and identity can be re-checked cheaply. */
+export interface TableFile {
+  fd: number;
+  /** Inode of the object mapped (a re-created table has another). */
+  ino: bigint;
+  /** Bytes mapped: what the header asks for (4 + len). */
+  bytes: number;
+}
+
+const tableFiles = new WeakMap<MaglevTable, TableFile>();
+
+/** The file of a table from openTable(), or undefined (private tables, createTable). */
+export function tableFile(table: MaglevTable): TableFile | undefined {
+  return tableFiles.get(table);
+}
+
+function checkShmName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.length > 250) {
+    throw new NfqlbError(`invalid shared memory name '${name}': use 1-250 characters without '/'`, 'NFQLB_ERR_SHM_OPEN');
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Already closed.
+  }
+}
+
+function shmFormatError(name: string, what: string): NfqlbError {
+  return new NfqlbError(
+    `shared memory '${name}' is not a valid nfqlb table: ${what}. ` +
+      `Recreate it with \`nfqlb init --shm=${name}\` (or \`nfqlb delete --shm=${name}\` if it is not yours).`,
+    'NFQLB_ERR_SHM_FORMAT',
+  );
+}
+
 /**
  * Opens the table in shm `name` (read-only unless `writable`), validated.
+ * The file's size is checked (fstat) before anything is mapped, and only the
+ * bytes that the header and the size agree on are mapped, so a short or
+ * truncated file is an error here rather than a SIGBUS later.
  * Throws NfqlbError: NFQLB_ERR_SHM_MISSING when it does not exist,
- * NFQLB_ERR_SHM_FORMAT when it is not a table, NFQLB_ERR_SHM_OPEN/_MAP (with
- * errno) when it cannot be mapped. Close with closeTable().
+ * NFQLB_ERR_SHM_FORMAT when it is not a table (too short for its header, or
+ * for the M and N in it), NFQLB_ERR_SHM_OPEN/_MAP (with errno) when it cannot
+ * be opened or mapped. Close with closeTable().
  */
 export function openTable(name: string, writable = false): MaglevTable {
-  // The inode identifies the object mapped, for tableIsStale(). Statting
-  // before and after the map catches an init/delete racing with us.
-  let ino = statIno(name);
-  for (let attempt = 0; ; attempt++) {
-    const buffer = mapExisting(name, writable, `create it with \`nfqlb init --shm=${name}\``);
-    const after = statIno(name);
-    if (after !== ino && attempt < 3) {
-      unmap(buffer);
-      ino = after;
-      continue;
+  checkShmName(name);
+  let fd: number;
+  try {
+    fd = fs.openSync(`${SHM_DIR}/${name}`, writable ? 'r+' : 'r');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') {
+      throw new NfqlbError(`shared memory '${name}' does not exist; create it with \`nfqlb init --shm=${name}\``, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
     }
+    const advice = e.code === 'EACCES' ? ' (it belongs to another user: run as its owner, or chown/chmod it)' : '';
+    throw new NfqlbError(`cannot open shared memory '${name}'${advice}: ${e.message}`, 'NFQLB_ERR_SHM_OPEN', e.code);
+  }
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    const size = Number(st.size);
+    if (size < TABLE_HEADER_BYTES) throw shmFormatError(name, `it is ${size} bytes, smaller than the ${TABLE_HEADER_BYTES}-byte header (truncated?)`);
+    const head = Buffer.alloc(TABLE_HEADER_BYTES);
+    fs.readSync(fd, head, 0, TABLE_HEADER_BYTES, 0);
+    const M = head.readUInt32LE(4);
+    const N = head.readUInt32LE(8);
+    const len = head.readUInt32LE(12);
+    if (M < 1) throw shmFormatError(name, 'M is 0');
+    if (len !== maglevLen(M, N)) throw shmFormatError(name, `len field is ${len} but M=${M}, N=${N} need ${maglevLen(M, N)}`);
+    if (size < 4 + len) throw shmFormatError(name, `it is ${size} bytes but M=${M}, N=${N} need ${4 + len} (truncated?)`);
+    const buffer = native().fdMap(fd, writable, 4 + len);
+    let table: MaglevTable;
     try {
-      const table = new MaglevTable(buffer, name, !writable);
-      if (ino !== undefined) mappedInodes.set(table, ino);
-      return table;
+      table = new MaglevTable(buffer, name, !writable);
     } catch (err) {
       unmap(buffer);
       throw err;
     }
+    tableFiles.set(table, { fd, ino: st.ino, bytes: 4 + len });
+    return table;
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
   }
 }
-
-const mappedInodes = new WeakMap<MaglevTable, bigint>();
 
 function statIno(name: string): bigint | undefined {
   try {
@@ -164,14 +222,42 @@ function statIno(name: string): bigint | undefined {
  * Only for tables from openTable(); others always report false.
  */
 export function tableIsStale(table: MaglevTable): boolean {
-  const ino = mappedInodes.get(table);
-  if (ino === undefined) return false;
-  return statIno(table.name) !== ino;
+  const file = tableFiles.get(table);
+  if (file === undefined) return false;
+  return statIno(table.name) !== file.ino;
 }
 
-/** Unmaps a table from openTable/createTable; its arrays become empty and fwmarkOf returns -1 afterwards. */
+/** Inode of /dev/shm/<name> now, or undefined when it does not exist. */
+export function shmInode(name: string): bigint | undefined {
+  return statIno(name);
+}
+
+/** Size of a table's file now (one fstat, no allocation), or -errno; -1 for tables without a file. */
+export function tableFileSize(table: MaglevTable): number {
+  const file = tableFiles.get(table);
+  return file === undefined ? -1 : native().fdSize(file.fd);
+}
+
+let guardCounters: Int32Array | undefined;
+
+/**
+ * SIGBUS faults on shm mappings that the addon repaired so far (a page of a
+ * shrunk file now reads as -1). A live view: read `[0]` per batch to notice a
+ * truncation at once, without a system call.
+ */
+export function shmFaultCounter(): Int32Array {
+  guardCounters ??= native().shmGuardCounters();
+  return guardCounters;
+}
+
+/** Unmaps a table from openTable/createTable (and closes its file); its arrays become empty and fwmarkOf returns -1 afterwards. */
 export function closeTable(table: MaglevTable): void {
   unmap(table.buffer);
+  const file = tableFiles.get(table);
+  if (file !== undefined) {
+    tableFiles.delete(table);
+    closeQuietly(file.fd);
+  }
 }
 
 /** `nfqlb delete`: removes shm `name`. Returns false when it did not exist (not an error). Mappings stay valid until closed. */
@@ -234,10 +320,10 @@ export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
   const addon = native();
   let buffer: ArrayBuffer;
   try {
-    buffer = addon.shmMap(name, 1, 0);
+    buffer = addon.shmMap(name, 1, 0, 0);
   } catch (err) {
     if (!isMissing(err)) throw err;
-    buffer = addon.shmMap(name, 2, TRACE_BYTES);
+    buffer = addon.shmMap(name, 2, TRACE_BYTES, 0);
     // A new object is zero-filled. Another process may have created and set
     // it between our two calls, so the default goes in only over a zero.
     if (buffer.byteLength >= TRACE_BYTES) Atomics.compareExchange(new Int32Array(buffer, 0, 2), 0, 0, DEFAULT_LOG_LEVEL);
@@ -247,6 +333,28 @@ export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
   } catch (err) {
     unmap(buffer);
     throw err;
+  }
+}
+
+/**
+ * For the daemon: openOrCreateTraceShm(), or, when the object exists but
+ * cannot be opened (EACCES: made by root, 0600, while the daemon runs as
+ * another user), a private one in process memory with level 5 and mask 0 —
+ * the daemon then runs, but `nfqlb loglevel` and `nfqlb trace` cannot reach
+ * it. `why` says so, for one warning line. Other errors are thrown.
+ */
+export function openTraceShmForDaemon(name = TRACE_SHM): { trace: TraceShm; shared: boolean; why?: string } {
+  try {
+    return { trace: openOrCreateTraceShm(name), shared: true };
+  } catch (err) {
+    if (!(err instanceof NfqlbError) || err.errno !== 'EACCES') throw err;
+    const words = new Int32Array(2);
+    words[0] = DEFAULT_LOG_LEVEL;
+    return {
+      trace: new TraceShm(words.buffer, name),
+      shared: false,
+      why: `${SHM_DIR}/${name} belongs to another user (${err.message}); loglevel and trace cannot be changed at run time. Remove it, or run every nfqlb command as the daemon's user`,
+    };
   }
 }
 

@@ -21,9 +21,9 @@ export interface TableSource<T extends LookupTable = LookupTable> {
 }
 
 /**
- * One table in use by one or more flows. `table` is replaced (never mutated)
- * when the shm object behind it is re-created with another shape; the
- * pipeline reads it on every packet, so the swap takes effect at once.
+ * One table in use by one or more flows. The daemon's tables (ServedTable)
+ * follow their shm file themselves (re-created, truncated, deleted), so
+ * `table` stays the same object for the target's life.
  */
 export class Target<T extends LookupTable = LookupTable> {
   refs = 0;
@@ -31,7 +31,7 @@ export class Target<T extends LookupTable = LookupTable> {
   readonly fwmarks = new FwmarkCounter();
   constructor(
     readonly name: string,
-    public table: T,
+    readonly table: T,
   ) {}
 }
 
@@ -61,26 +61,6 @@ export class TargetRegistry<T extends LookupTable = LookupTable> {
       this.targets.delete(target.name);
       this.source.close(target.name, target.table);
     }
-  }
-
-  /**
-   * Re-opens every target whose table `isStale` reports (its shm object was
-   * replaced, e.g. by `nfqlb init` with another M or N) and swaps the new
-   * table in, closing the old one. A target whose table cannot be opened
-   * again keeps the one it has. Returns the names of the targets swapped.
-   */
-  refresh(isStale: (name: string, table: T) => boolean): string[] {
-    const swapped: string[] = [];
-    for (const target of this.targets.values()) {
-      if (!isStale(target.name, target.table)) continue;
-      const table = this.source.open(target.name);
-      if (table === null) continue;
-      const old = target.table;
-      target.table = table;
-      this.source.close(target.name, old);
-      swapped.push(target.name);
-    }
-    return swapped;
   }
 
   /** The targets currently open (for metrics and `show`). */

@@ -5,12 +5,12 @@
  */
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
-import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
+import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
-import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
+import { openTraceShmForDaemon, closeTraceShm } from '../../shm';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
@@ -95,6 +95,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     flowAddress: flowAddress(),
     traceAddress: String(args.trace_address),
     metricsAddress: metricsAddress(String(args.metrics_address)),
+    flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
   };
 }
 
@@ -103,9 +104,9 @@ const EXIT_DEADLINE_MS = 900;
 
 async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
   const options = daemonOptions(mode, args);
-  const traceShm = openOrCreateTraceShm();
-  const log = createLogger(traceShm.level);
-  closeTraceShm(traceShm);
+  const traceShm = openTraceShmForDaemon();
+  const log = createLogger(traceShm.trace.level);
+  if (traceShm.shared) closeTraceShm(traceShm.trace);
 
   // Signals are caught from here on, so one that arrives during start-up
   // still ends in an orderly stop (queues unbound) and exit 0.
@@ -117,6 +118,8 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  installSignalLogging(log);
+  checkInspectorClosed();
 
   const p = options.pipeline;
   out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=0, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
@@ -172,6 +175,7 @@ export const lbCommands: NfqlbCommand[] = [
       ...common,
       promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
       nolb_fwmark: str('fwmark when no flow matches (-1: drop)', '-1'),
+      flows_file: str('Keep flows and trace-flows in this file across restarts (off by default)'),
     },
     run: (args) => runDaemon('flowlb', args),
   },
