@@ -1052,6 +1052,15 @@ export interface FlowSetArgs {
 }
 
 /**
+ * The control protocol carries one option per line, so a value with a
+ * newline would be cut there and the rest read as another line (nfqlb's CLI
+ * sends it anyway and gets no reply): the CLI refuses it before connecting.
+ */
+export function newlineError(option: string): string {
+  return `${option} contains a newline, which the control protocol cannot carry`;
+}
+
+/**
  * The checks `nfqlb flow-set` makes before it connects (exit 1 on failure):
  * "target too long" (> 255), "<option> too long" (> 1000 bytes),
  * "udpencap specified without protocols", "udpencap specified without sctp"
@@ -1061,6 +1070,7 @@ export interface FlowSetArgs {
  * udpencap. Required options are the command-line parser's business.
  */
 export function checkFlowSetArgs(args: FlowSetArgs): string | null {
+  for (const [k, v] of Object.entries(args)) if (typeof v === 'string' && v.includes('\n')) return newlineError(k);
   if (args.name !== undefined && cStrlen(args.name) > MAX_NAME_BYTES) return `name too long (at most ${MAX_NAME_BYTES} bytes)`;
   if (args.target !== undefined && cStrlen(args.target) > 255) return 'target too long';
   for (const k of ['protocols', 'dsts', 'srcs', 'dports', 'sports', 'match'] as const) {

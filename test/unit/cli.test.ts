@@ -143,6 +143,24 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
   });
 });
 
+describe('flow names the control protocol cannot carry whole are refused before connecting', () => {
+  const long = 'x'.repeat(1018);
+  it.each([
+    [['flow-set', `--name=${long}`, '--target=t'], 'name too long (at most 1017 bytes)'],
+    [['flow-delete', `--name=${long}`], 'name too long (at most 1017 bytes)'],
+    [['trace-flow-list', `--name=${long}`], 'name too long (at most 1017 bytes)'],
+    [['flow-set', '--name=a\nb', '--target=t'], 'name contains a newline, which the control protocol cannot carry'],
+    [['flow-list', '--name=a\nb'], 'name contains a newline, which the control protocol cannot carry'],
+  ])('%j', async (words, msg) => {
+    process.env.NFQLB_FLOW_ADDRESS = 'unix:nfqlbts-cli-test-nothing';
+    try {
+      expect(await runInProcess(words)).toEqual({ rc: 1, stdout: '', stderr: `${msg}\n` });
+    } finally {
+      delete process.env.NFQLB_FLOW_ADDRESS;
+    }
+  });
+});
+
 describe('messages do not depend on the locale', () => {
   const lines: string[][] = [
     ['flow-set'],

@@ -1004,6 +1004,8 @@ describe('names as bytes, and listings that are always JSON', () => {
     expect(checkFlowName('x'.repeat(1017))).toBeNull();
     expect(checkFlowSetArgs({ name: 'é'.repeat(509), target: 'tshm-a' })).toBe('name too long (at most 1017 bytes)');
     expect(checkFlowSetArgs({ name: 'é'.repeat(508), target: 'tshm-a' })).toBeNull();
+    expect(checkFlowSetArgs({ name: 'a\nb', target: 'tshm-a' })).toBe('name contains a newline, which the control protocol cannot carry');
+    expect(checkFlowSetArgs({ name: 'a', target: 'tshm-a', match: 'tcp[1:1]=1\n' })).toBe('match contains a newline, which the control protocol cannot carry');
     expect(set.listNames()).toBe(`[\n  "${'\xc3\xa9'.repeat(508)}x"\n]\n`);
   });
 

@@ -5,7 +5,7 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
-import { checkFlowSetArgs, MAX_NAME_BYTES } from '../../flows';
+import { checkFlowSetArgs, MAX_NAME_BYTES, newlineError } from '../../flows';
 import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
@@ -101,14 +101,15 @@ function deleteAndListCommands(cmd: string, action: string, noun: string): Nfqlb
 
 /**
  * nfqlb's server cuts a --name longer than MAX_NAME_BYTES (it reads lines
- * into 1024 bytes), so flow-delete/-list would act on another flow: refuse
- * before connecting, as flow-set does (checkFlowSetArgs).
+ * into 1024 bytes) or at a newline, so flow-delete/-list would act on another
+ * flow: refuse before connecting, as flow-set does (checkFlowSetArgs).
  */
 function refuseLongNames(commands: NfqlbCommand[]): NfqlbCommand[] {
   return commands.map((c) => ({
     ...c,
     run(args, ctx) {
       const name = opt(args, 'name');
+      if (name !== undefined && name.includes('\n')) throw new UsageError(newlineError('name'));
       if (name !== undefined && Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) throw new UsageError(`name too long (at most ${MAX_NAME_BYTES} bytes)`);
       return c.run(args, ctx);
     },
