@@ -152,11 +152,13 @@ describe('flow names the control protocol cannot carry whole are refused before 
     [['flow-set', '--name=a\nb', '--target=t'], 'name contains a newline, which the control protocol cannot carry'],
     [['flow-list', '--name=a\nb'], 'name contains a newline, which the control protocol cannot carry'],
   ])('%j', async (words, msg) => {
+    const saved = process.env.NFQLB_FLOW_ADDRESS;
     process.env.NFQLB_FLOW_ADDRESS = 'unix:nfqlbts-cli-test-nothing';
     try {
       expect(await runInProcess(words)).toEqual({ rc: 1, stdout: '', stderr: `${msg}\n` });
     } finally {
-      delete process.env.NFQLB_FLOW_ADDRESS;
+      if (saved === undefined) delete process.env.NFQLB_FLOW_ADDRESS;
+      else process.env.NFQLB_FLOW_ADDRESS = saved;
     }
   });
 });
