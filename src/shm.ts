@@ -13,7 +13,7 @@ import { native } from './native';
 const SHM_DIR = '/dev/shm';
 
 function isMissing(err: unknown): boolean {
-  return err instanceof NfqlbError && err.errno === 'ENOENT';
+  return err instanceof NfqlbError && err.errnoName === 'ENOENT';
 }
 
 /** Maps an existing object; throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
