@@ -31,12 +31,13 @@ function pipelineOptions(daemonArgs: ParsedArgs | undefined, args: ParsedArgs): 
   };
 }
 
-interface Setup {
+export interface Setup {
   pipeline: Pipeline<MaglevTable>;
   close(): void;
 }
 
-function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
+/** The pipeline a config describes, as replay runs it (also used by the hot-path allocation test). */
+export function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
   const daemon = config.daemon;
   const opts = pipelineOptions(daemon?.args, args);
   if (daemon?.command === 'lb') {
