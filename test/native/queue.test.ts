@@ -27,6 +27,7 @@ import {
   nsExec,
   spawnInNs,
 } from '../helpers/netns';
+import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
 const WORKER = path.join(__dirname, 'fixtures', 'queue-worker.js');
 
@@ -139,8 +140,7 @@ describe('PacketQueue options (no kernel)', () => {
   });
 });
 
-const root = canUseNetns();
-const describeNs = root ? describe : describe.skip;
+const describeNs = describeUnless(netnsUnavailable());
 
 describeNs('PacketQueue with the kernel (network namespaces)', () => {
   let sender: string;
