@@ -24,10 +24,11 @@ export interface NativeAddon {
   [key: string]: unknown;
 }
 
-/** Where the build puts the addon, seen from dist/ (the product) and from src/ (ts-jest). */
+/** Where the build puts the addon, seen from dist/ (the product), src/ (ts-jest) and testbed/dist/src/ (the test bed compiles src/ beside itself). */
 export const ADDON_FILES: readonly string[] = [
   path.join(__dirname, '..', 'build', 'Release', 'nfqlb_native.node'),
   path.join(__dirname, '..', '..', 'build', 'Release', 'nfqlb_native.node'),
+  path.join(__dirname, '..', '..', '..', 'build', 'Release', 'nfqlb_native.node'),
 ];
 
 /** The Debian package that holds each run-time library the addon links. */

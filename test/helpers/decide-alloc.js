@@ -19,15 +19,14 @@ const dist = (m) => require(path.join(root, 'dist', m));
 const { applyConfig } = dist('config');
 const { readPcap } = dist('pcap');
 const { fromConfig } = dist('cli/commands/replay');
-const { allCommands } = dist('cli/commands/index');
-const { parseCommandLine } = dist('cli/parse');
+const { findCommand, parseCommandLine } = dist('cli/main');
 
 const args = process.argv.slice(2);
 const allocate = args.includes('--allocate');
 const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate');
 const total = Number(iterations);
 const decisions = path.join(process.env.NFQLB_REFERENCE_DIR ?? path.join(root, 'test', 'fixtures', 'reference'), 'decisions');
-const parser = { find: (name) => allCommands().find((c) => c.name === name), parse: parseCommandLine };
+const parser = { find: findCommand, parse: parseCommandLine };
 
 // Every packet of every scenario, with the pipeline its config builds.
 const pipelines = [];

@@ -9,5 +9,5 @@ import { lbCommands } from './lb';
 import { traceCommands } from './trace';
 
 export function allCommands(): NfqlbCommand[] {
-  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...traceCommands, ...replayCommands(allCommands), ...versionCommands];
+  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...traceCommands, ...replayCommands, ...versionCommands];
 }

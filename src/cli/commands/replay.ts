@@ -5,14 +5,13 @@
  */
 import type { Options } from 'yargs';
 import { atoi } from '../../catoi';
-import { loadConfig, type CommandParser, type ReplayConfig } from '../../config';
+import { loadConfig, type ReplayConfig } from '../../config';
 import { UsageError } from '../../errors';
 import type { MaglevTable } from '../../maglev';
 import { Pipeline, type PipelineOptions } from '../../pipeline';
 import { readPcap } from '../../pcap';
 import { Target } from '../../targets';
 import type { NfqlbCommand, ParsedArgs } from '../command';
-import { parseCommandLine } from '../parse';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -56,67 +55,59 @@ function fromLiveTable(name: string, args: ParsedArgs, store: { open(n: string, 
   return { pipeline, close: () => store.close(table) };
 }
 
-/**
- * The replay command. `commands` lists every nfqlb command: config lines are
- * read with them (index.ts hands the list in; this module cannot import the
- * list it is part of).
- */
-export function replayCommands(commands: () => NfqlbCommand[]): NfqlbCommand[] {
-  const parser: CommandParser = { find: (name) => commands().find((c) => c.name === name), parse: parseCommandLine };
-  return [
-    {
-      name: 'replay',
-      describe: 'Run captured packets through the load-balancing decisions offline; one JSON line per packet',
-      options: {
-        pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true }),
-        config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)'),
-        tshm: str('Use this live table (no flows), like nfqlb lb'),
-        hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)'),
-        promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
-        notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
-        nolb_fwmark: str('fwmark when no flow matches (default -1: drop)'),
-      },
-      run(args, { store, out }) {
-        const hasConfig = args.config !== undefined;
-        const hasTshm = args.tshm !== undefined;
-        if (hasConfig === hasTshm) throw new UsageError('replay needs exactly one of --config=FILE or --tshm=NAME');
-        const pcap = readPcap(String(args.pcap));
-        let setup: Setup;
-        if (hasConfig) {
-          const config = loadConfig(String(args.config), parser);
-          for (const problem of config.problems) process.stderr.write(`${problem}\n`);
-          setup = fromConfig(config, args);
-        } else {
-          try {
-            setup = fromLiveTable(String(args.tshm), args, store);
-          } catch (err) {
-            throw new UsageError(`FAILED mapSharedData: ${String(args.tshm)} (${(err as Error).message})`);
-          }
-        }
-        const { pipeline } = setup;
-        const last = pipeline.last;
-        let chunk = '';
-        try {
-          for (const rec of pcap.records) {
-            if (rec.ip === null) continue;
-            const fw = pipeline.decide(rec.ip, 0, rec.ip.length, rec.timeMs);
-            const target = last.target === null ? 'null' : JSON.stringify(last.target.name);
-            const flow = last.flow === null ? 'null' : JSON.stringify(last.flow.name);
-            const hash = last.hash < 0 ? 'null' : String(last.hash);
-            chunk +=
-              fw >= 0
-                ? `{"i":${rec.index},"verdict":"accept","fwmark":${fw},"target":${target},"flow":${flow},"hash":${hash}}\n`
-                : `{"i":${rec.index},"verdict":"drop","fwmark":-1,"target":${target},"flow":${flow},"hash":${hash}}\n`;
-            if (chunk.length > 1 << 16) {
-              out(chunk);
-              chunk = '';
-            }
-          }
-          out(chunk);
-        } finally {
-          setup.close();
-        }
-      },
+export const replayCommands: NfqlbCommand[] = [
+  {
+    name: 'replay',
+    describe: 'Run captured packets through the load-balancing decisions offline; one JSON line per packet',
+    options: {
+      pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true }),
+      config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)'),
+      tshm: str('Use this live table (no flows), like nfqlb lb'),
+      hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)'),
+      promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
+      notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
+      nolb_fwmark: str('fwmark when no flow matches (default -1: drop)'),
     },
-  ];
-}
+    run(args, { store, out, parser }) {
+      const hasConfig = args.config !== undefined;
+      const hasTshm = args.tshm !== undefined;
+      if (hasConfig === hasTshm) throw new UsageError('replay needs exactly one of --config=FILE or --tshm=NAME');
+      const pcap = readPcap(String(args.pcap));
+      let setup: Setup;
+      if (hasConfig) {
+        const config = loadConfig(String(args.config), parser);
+        for (const problem of config.problems) process.stderr.write(`${problem}\n`);
+        setup = fromConfig(config, args);
+      } else {
+        try {
+          setup = fromLiveTable(String(args.tshm), args, store);
+        } catch (err) {
+          throw new UsageError(`FAILED mapSharedData: ${String(args.tshm)} (${(err as Error).message})`);
+        }
+      }
+      const { pipeline } = setup;
+      const last = pipeline.last;
+      let chunk = '';
+      try {
+        for (const rec of pcap.records) {
+          if (rec.ip === null) continue;
+          const fw = pipeline.decide(rec.ip, 0, rec.ip.length, rec.timeMs);
+          const target = last.target === null ? 'null' : JSON.stringify(last.target.name);
+          const flow = last.flow === null ? 'null' : JSON.stringify(last.flow.name);
+          const hash = last.hash < 0 ? 'null' : String(last.hash);
+          chunk +=
+            fw >= 0
+              ? `{"i":${rec.index},"verdict":"accept","fwmark":${fw},"target":${target},"flow":${flow},"hash":${hash}}\n`
+              : `{"i":${rec.index},"verdict":"drop","fwmark":-1,"target":${target},"flow":${flow},"hash":${hash}}\n`;
+          if (chunk.length > 1 << 16) {
+            out(chunk);
+            chunk = '';
+          }
+        }
+        out(chunk);
+      } finally {
+        setup.close();
+      }
+    },
+  },
+];
