@@ -24,8 +24,8 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   { name: 'base', modules: ['errors', 'catoi', 'version', 'log', 'counters', 'hashkey'] },
   { name: 'native', modules: ['native'] },
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
-  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap'] },
-  { name: 'packet/flows', modules: ['packet', 'fragments', 'flows', 'targets', 'tablestore'] },
+  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets'] },
+  { name: 'packet/flows', modules: ['packet', 'fragments', 'flows', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics'] },
   { name: 'daemon/replay', modules: ['daemon', 'config'] },
   { name: 'cli', modules: ['cli/'] },
