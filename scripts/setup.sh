@@ -3,8 +3,26 @@
 # system packages (headers for the addon, the netfilter and namespace tools the
 # tests and the demo use), npm packages from the lockfile, the addon and the
 # TypeScript. Safe to run again: it skips what is already in place.
+# Build chatter (apt, npm, node-gyp, tsc) goes to a log file that is shown only
+# when a step fails; a good run prints one line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+log=$(mktemp "${TMPDIR:-/tmp}/nfqlb-setup-XXXXXX.log")
+# quietly <what> <command...>: runs the command with its output in the log; on
+# failure prints the end of the log and where the whole of it is, and stops.
+quietly() {
+  local what=$1 from
+  shift
+  echo "+ $*" >>"$log"
+  from=$(($(wc -l <"$log") + 1))
+  if ! "$@" >>"$log" 2>&1; then
+    echo "setup: $what failed; the end of its output (all of it: $log):" >&2
+    tail -n "+$from" "$log" | tail -n 40 >&2
+    echo "setup: $what failed (log: $log)" >&2
+    exit 1
+  fi
+}
 
 packages=(libnetfilter-queue-dev libmnl-dev iptables nftables iproute2 tcpdump socat netsniff-ng iperf procps python3 make g++)
 missing=()
@@ -17,16 +35,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   echo "setup: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  quietly "apt-get update" apt-get update -qq
+  quietly "installing ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # npm ci when node_modules is missing or older than the lockfile.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  quietly "npm ci (npm packages and the C++ addon)" npm ci --no-audit --no-fund
 else
-  npx --no-install node-gyp rebuild >/dev/null
+  quietly "building the C++ addon (node-gyp)" npx --no-install node-gyp rebuild
 fi
-npx --no-install tsc -p .
-npx --no-install tsc -p testbed
-echo "setup: built ($(node -p 'require("./package.json").version'))"
+# From clean output directories, so nothing stale (a moved module, the old
+# test bed) is left in dist/ to be packed or copied into an image.
+rm -rf dist testbed/dist
+quietly "compiling src/ (tsc)" npx --no-install tsc -p .
+quietly "compiling testbed/ (tsc)" npx --no-install tsc -p testbed
+rm -f "$log"
+echo "setup: built nfqlb-ts $(node -p 'require("./package.json").version') (bin/nfqlb)"

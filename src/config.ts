@@ -11,8 +11,28 @@ import { checkFlowSetArgs, flowCmdFromArgs, FlowSet, type FlowSetArgs } from './
 import { MemoryTableStore, type TableStore } from './tablestore';
 import type { MaglevTable } from './maglev';
 import { Target, TargetRegistry } from './targets';
-import { findCommand, parseCommandLine } from './cli/main';
-import type { ParsedArgs } from './cli/command';
+
+/** Options of one command line as the CLI parser returns them (cli/command.ts's ParsedArgs has this shape). */
+export interface ParsedArgs {
+  _: string[];
+  [option: string]: unknown;
+}
+
+/** A command a config line names; cli/command.ts's NfqlbCommand is one. */
+export interface ConfigCommand {
+  name: string;
+  run(args: ParsedArgs, ctx: { store: TableStore; out(text: string): void }): unknown;
+}
+
+/**
+ * The command parser, handed in by the CLI (cli/commands/replay.ts) so that
+ * this reader does not import the CLI: `find` names a command, `parse` reads
+ * its options with nfqlb's wording for mistakes (throws UsageError).
+ */
+export interface CommandParser {
+  find(name: string): ConfigCommand | undefined;
+  parse(cmd: ConfigCommand, argv: string[]): ParsedArgs;
+}
 
 /** The daemon line of a config (`flowlb ...` or `lb ...`): its options, as parsed. */
 export interface DaemonLine {
@@ -61,7 +81,7 @@ function registryOver(store: TableStore): TargetRegistry<MaglevTable> {
  * invocations would. Throws NfqlbError NFQLB_ERR_CONFIG only for lines that
  * are not nfqlb commands a replay understands.
  */
-export function applyConfig(text: string, file = 'config'): ReplayConfig {
+export function applyConfig(text: string, file: string, commands: CommandParser): ReplayConfig {
   const store = new MemoryTableStore();
   const targets = registryOver(store);
   const config: ReplayConfig = {
@@ -78,7 +98,7 @@ export function applyConfig(text: string, file = 'config'): ReplayConfig {
     const words = line.split(/\s+/);
     if (words[0] === 'nfqlb') words.shift();
     const where = `${file}:${n + 1}`;
-    const cmd = findCommand(words[0]);
+    const cmd = commands.find(words[0]);
     if (cmd === undefined) throw new NfqlbError(`${where}: Unknown command [${words[0]}]`, 'NFQLB_ERR_CONFIG');
     const name = cmd.name;
     if (!TABLE_COMMANDS.has(name) && !['flow-set', 'flow-delete', 'flowlb', 'lb'].includes(name)) {
@@ -86,7 +106,7 @@ export function applyConfig(text: string, file = 'config'): ReplayConfig {
     }
     let args: ParsedArgs;
     try {
-      args = parseCommandLine(cmd, words.slice(1));
+      args = commands.parse(cmd, words.slice(1));
     } catch (err) {
       config.problems.push(`${where}: ${(err as Error).message}`);
       continue;
@@ -114,12 +134,12 @@ export function applyConfig(text: string, file = 'config'): ReplayConfig {
 }
 
 /** Reads and applies a config file; an unreadable file is NfqlbError NFQLB_ERR_CONFIG. */
-export function loadConfig(file: string): ReplayConfig {
+export function loadConfig(file: string, commands: CommandParser): ReplayConfig {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', (err as NodeJS.ErrnoException).code);
   }
-  return applyConfig(text, file);
+  return applyConfig(text, file, commands);
 }

@@ -75,7 +75,8 @@ export class FragmentTable {
       return false;
     }
     this.state[free] = USED;
-    this.addrs.set(key.subarray(0, KEY_ADDR_END), free * KEY_ADDR_END);
+    const base = free * KEY_ADDR_END; // a copy loop: key.subarray() would allocate a view per packet
+    for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
     this.ids[free] = fragId >>> 0;
     this.fwmarks[free] = fwmark;
     this.expires[free] = nowMs + this.ttlMs;

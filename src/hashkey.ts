@@ -23,29 +23,49 @@ export const IPPROTO_UDP = 17;
 export const IPPROTO_ICMPV6 = 58;
 export const IPPROTO_SCTP = 132;
 
-/** djb2 (h = h*33 + byte, from 5381) over key[start, end), as an unsigned 32-bit number. */
-export function djb2(key: Uint8Array, start: number, end: number): number {
+/**
+ * djb2 (h = h*33 + byte, from 5381) over key[start, end), as a signed 32-bit
+ * number: the same bits as djb2(), for the per-packet path. A uint32 above
+ * 2^31-1 is no small integer in V8, and returning one from a function costs a
+ * heap number per packet; an int32 costs nothing. `bits >>> 0` is the djb2().
+ */
+export function djb2Bits(key: Uint8Array, start: number, end: number): number {
   let h = 5381;
   for (let i = start; i < end; i++) {
-    // Math.imul keeps the multiply exact in 32 bits; >>> 0 makes it unsigned.
-    h = (Math.imul(h, 33) + key[i]) >>> 0;
+    // Math.imul keeps the multiply exact in 32 bits; | 0 keeps the sum there.
+    h = (Math.imul(h, 33) + key[i]) | 0;
   }
   return h;
 }
 
+/** djb2 (h = h*33 + byte, from 5381) over key[start, end), as an unsigned 32-bit number. */
+export function djb2(key: Uint8Array, start: number, end: number): number {
+  return djb2Bits(key, start, end) >>> 0;
+}
+
 /**
- * nfqlb's hashKey(): with hash_mode 1, SCTP hashes only the ports (bytes 36-39),
- * so every path of a multihomed association lands on the same target.
- * Prerequisite: key.length >= KEY_LEN.
+ * nfqlb's hashKey() as int32 bits (see djb2Bits): with hash_mode 1, SCTP
+ * hashes only the ports (bytes 36-39), so every path of a multihomed
+ * association lands on the same target. Prerequisite: key.length >= KEY_LEN.
  */
-export function hashKey(key: Uint8Array, hashMode: number): number {
+export function hashKeyBits(key: Uint8Array, hashMode: number): number {
   if (hashMode === 1 && key[KEY_PROTO] === IPPROTO_SCTP && key[KEY_PROTO + 1] === 0) {
-    return djb2(key, KEY_SPORT, KEY_LEN);
+    return djb2Bits(key, KEY_SPORT, KEY_LEN);
   }
-  return djb2(key, 0, KEY_LEN);
+  return djb2Bits(key, 0, KEY_LEN);
+}
+
+/** nfqlb's hashKey(), unsigned (hashKeyBits(key, hashMode) >>> 0). */
+export function hashKey(key: Uint8Array, hashMode: number): number {
+  return hashKeyBits(key, hashMode) >>> 0;
+}
+
+/** Address-only hash (bytes 0-31) as int32 bits, for the LB tier on the per-packet path. */
+export function hashKeyAddressesBits(key: Uint8Array): number {
+  return djb2Bits(key, 0, KEY_ADDR_END);
 }
 
 /** Address-only hash (bytes 0-31), used by `fwmark` without --proto and for the LB tier. */
 export function hashKeyAddresses(key: Uint8Array): number {
-  return djb2(key, 0, KEY_ADDR_END);
+  return djb2Bits(key, 0, KEY_ADDR_END) >>> 0;
 }

@@ -334,12 +334,13 @@ export class MaglevTable {
   }
 
   /**
-   * The fwmark for a packet hash (uint32): active[lookup[hash % M]], or -1
+   * The fwmark for a packet hash (uint32, or the same 32 bits as an int32): active[lookup[hash % M]], or -1
    * when no target is active. Allocation-free; safe against a table being
    * rewritten or unmapped (a detached buffer gives -1).
    */
   fwmarkOf(hash: number): number {
-    const slot = this.lookup[hash % this.M];
+    // >>> 0: the pipeline passes int32 bits (no heap number per packet); a uint32 stays as it is.
+    const slot = this.lookup[(hash >>> 0) % this.M];
     if (!(slot >= 0 && slot < this.N)) return -1;
     return this.active[slot];
   }

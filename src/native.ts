@@ -2,7 +2,13 @@
  * Loads the C++ addon once and hands it the error class, so errors thrown in
  * C++ are NfqlbError with a code. The addon is kept private to the modules that
  * wrap it (shm, queue); nothing else should import it.
+ *
+ * When it cannot load, the error says which of four things is wrong and what
+ * to do, in one line (the way sharp's lib/sharp.js does): the build is missing,
+ * a shared library it needs is not installed, it was built for another Node.js,
+ * or it loaded and failed to initialise. The original error is the `cause`.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NfqlbError } from './errors';
 
@@ -24,30 +30,96 @@ export interface NativeAddon {
   [key: string]: unknown;
 }
 
+/** Where the build puts the addon, seen from dist/ (the product), src/ (ts-jest) and testbed/dist/src/ (the test bed compiles src/ beside itself). */
+export const ADDON_FILES: readonly string[] = [
+  path.join(__dirname, '..', 'build', 'Release', 'nfqlb_native.node'),
+  path.join(__dirname, '..', '..', 'build', 'Release', 'nfqlb_native.node'),
+  path.join(__dirname, '..', '..', '..', 'build', 'Release', 'nfqlb_native.node'),
+];
+
+/** The Debian package that holds each run-time library the addon links. */
+const LIBRARY_PACKAGES: Readonly<Record<string, string>> = {
+  'libnetfilter_queue.so.1': 'libnetfilter-queue1',
+  'libmnl.so.0': 'libmnl0',
+  'libnfnetlink.so.0': 'libnfnetlink0',
+};
+
+const BUILD = 'npm run build (scripts/setup.sh as root also installs what the build needs)';
+
+/** The message of `err` on one line (Node words the ABI mismatch over five). */
+function oneLine(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message;
+  return String(typeof message === 'string' ? message : err).replace(/\s*\n\s*/g, ' ');
+}
+
+/**
+ * What went wrong loading the addon file `file`, which exists, from the error
+ * `require` threw: NFQLB_ERR_ADDON_LIBRARY, _ABI, _INIT or (anything else,
+ * e.g. not a shared object) NFQLB_ERR_ADDON.
+ */
+export function loadFailure(file: string, err: unknown): NfqlbError {
+  const message = oneLine(err);
+  const library = /([^\s:/]+\.so(?:\.\d+)*): cannot open shared object file/.exec(message);
+  if (library !== null) {
+    const lib = library[1];
+    const pkg = LIBRARY_PACKAGES[lib];
+    const install = pkg !== undefined ? `install it: apt-get install ${pkg}` : `install the package that provides ${lib}`;
+    return new NfqlbError(`the native addon needs ${lib}, which is not installed; ${install}`, 'NFQLB_ERR_ADDON_LIBRARY', { cause: err });
+  }
+  const abi = /NODE_MODULE_VERSION (\d+)/.exec(message);
+  if (abi !== null) {
+    return new NfqlbError(
+      `the native addon ${file} was built for another Node.js (NODE_MODULE_VERSION ${abi[1]}; this is ${process.version}, ` +
+        `${process.versions.modules}); rebuild it for this Node: npm rebuild (or npx node-gyp rebuild)`,
+      'NFQLB_ERR_ADDON_ABI',
+      { cause: err },
+    );
+  }
+  // dlopen failures carry ERR_DLOPEN_FAILED; anything else was thrown by the module's own initialisation.
+  if (/did not self-register/.test(message) || (err as { code?: unknown } | null)?.code !== 'ERR_DLOPEN_FAILED') {
+    return new NfqlbError(`the native addon ${file} failed to initialise (${message}); rebuild it: ${BUILD}`, 'NFQLB_ERR_ADDON_INIT', { cause: err });
+  }
+  return new NfqlbError(`the native addon ${file} cannot be loaded (${message}); rebuild it: ${BUILD}`, 'NFQLB_ERR_ADDON', { cause: err });
+}
+
+/**
+ * Loads the first of `files` that exists and hands it the error class.
+ * Throws NfqlbError NFQLB_ERR_ADDON_MISSING when none exists, else the
+ * loadFailure of the first that exists, or NFQLB_ERR_ADDON_INIT when it loads
+ * but does not take the error class. `files` is for tests; the product uses ADDON_FILES.
+ */
+export function loadAddon(files: readonly string[] = ADDON_FILES): NativeAddon {
+  const file = files.find((f) => fs.existsSync(f));
+  if (file === undefined) {
+    throw new NfqlbError(
+      `the native addon is not built (no ${files.join(' or ')}); build it: npm ci, or ${BUILD}`,
+      'NFQLB_ERR_ADDON_MISSING',
+    );
+  }
+  let loaded: NativeAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    loaded = require(file) as NativeAddon;
+  } catch (err) {
+    throw loadFailure(file, err);
+  }
+  try {
+    if (typeof loaded?.setErrorClass !== 'function') throw new TypeError('it has no setErrorClass()');
+    loaded.setErrorClass(NfqlbError);
+  } catch (err) {
+    throw new NfqlbError(
+      `the native addon ${file} loaded but failed to initialise (${oneLine(err)}); rebuild it: ${BUILD}`,
+      'NFQLB_ERR_ADDON_INIT',
+      { cause: err },
+    );
+  }
+  return loaded;
+}
+
 let addon: NativeAddon | undefined;
 
-/** Returns the addon; throws NFQLB_ERR_ADDON with what to do when it is not built. */
+/** Returns the addon, loaded on first use; throws NfqlbError NFQLB_ERR_ADDON* (see loadAddon) when it cannot load. */
 export function native(): NativeAddon {
-  if (addon !== undefined) return addon;
-  const candidates = [
-    path.join(__dirname, '..', 'build', 'Release', 'nfqlb_native.node'),
-    path.join(__dirname, '..', '..', 'build', 'Release', 'nfqlb_native.node'),
-  ];
-  const tried: string[] = [];
-  for (const file of candidates) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      const loaded = require(file) as NativeAddon;
-      loaded.setErrorClass(NfqlbError);
-      addon = loaded;
-      return loaded;
-    } catch (err) {
-      tried.push(`${file}: ${(err as Error).message.split('\n')[0]}`);
-    }
-  }
-  throw new NfqlbError(
-    `the native addon is not built or cannot load (tried ${tried.join('; ')}). ` +
-      'Install libnetfilter-queue-dev and libmnl-dev, then run `npm run build` (or scripts/setup.sh as root).',
-    'NFQLB_ERR_ADDON',
-  );
+  if (addon === undefined) addon = loadAddon();
+  return addon;
 }

@@ -17,7 +17,7 @@
  * want them (replay, trace, counters).
  */
 import { FragmentTable, FRAGMENT_MISS } from './fragments';
-import { hashKey, hashKeyAddresses, IPPROTO_UDP } from './hashkey';
+import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
 import type { Flow, FlowSet } from './flows';
 import type { LookupTable, Target } from './targets';
@@ -63,8 +63,16 @@ export class Decision<T extends LookupTable = LookupTable> {
   flow: Flow<Target<T>> | null = null;
   /** The table the flow names (or the fixed table), or null. */
   target: Target<T> | null = null;
-  /** The hash used for the table lookup, or -1 when no lookup was made. */
-  hash = -1;
+  /**
+   * Where decide() writes `hash`. A uint32 above 2^31-1 is no small integer in
+   * V8: in an object field, or passed to a function that is not inlined, it
+   * costs a heap number per packet; stored into a Float64Array it costs nothing.
+   */
+  readonly hashSlot = new Float64Array([-1]);
+  /** The hash used for the table lookup (uint32), or -1 when no lookup was made. */
+  get hash(): number {
+    return this.hashSlot[0];
+  }
 }
 
 export const DEFAULT_PIPELINE_OPTIONS: Readonly<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'sctpEncap'>> = {
@@ -109,7 +117,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     const opts = this.opts;
     last.flow = null;
     last.target = null;
-    last.hash = -1;
+    last.hashSlot[0] = -1;
     const fixed = opts.fixedTarget ?? null;
     const rc = classify(pkt, off, len, fixed !== null ? opts.sctpEncap ?? 0 : 0, info);
     if (rc === RC_INVALID) return this.finish(REASON_INVALID, -1);
@@ -118,7 +126,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     if ((rc & (RC_FIRST_FRAGMENT | RC_LATER_FRAGMENT)) !== 0) {
       const tier = opts.lbTier ?? null;
       if (tier !== null) {
-        const fw = tier.table.fwmarkOf(hashKeyAddresses(key));
+        const fw = tier.table.fwmarkOf(hashKeyAddressesBits(key));
         if (fw >= 0 && fw !== tier.ownFwmark) return this.finish(REASON_LB_TIER, fw);
       }
       if ((rc & RC_FIRST_FRAGMENT) === 0) {
@@ -126,8 +134,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
         if (stored === FRAGMENT_MISS) return this.finish(REASON_FRAGMENT_MISS, -1);
         if (fixed !== null) {
           last.target = fixed;
-          last.hash = stored >>> 0;
-          const fw = fixed.table.fwmarkOf(last.hash);
+          last.hashSlot[0] = stored >>> 0;
+          const fw = fixed.table.fwmarkOf(stored);
           return this.finish(REASON_FRAGMENT_HIT, fw >= 0 ? fw : opts.notargetsFwmark);
         }
         return this.finish(REASON_FRAGMENT_HIT, stored);
@@ -156,8 +164,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       if (target === null) return this.finish(REASON_NO_FLOW, opts.nolbFwmark);
     }
     last.target = target;
-    const hash = hashKey(key, opts.hashMode);
-    last.hash = hash;
+    const hash = hashKeyBits(key, opts.hashMode); // int32 bits: see djb2Bits
+    last.hashSlot[0] = hash >>> 0;
     const fw = target.table.fwmarkOf(hash);
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {

@@ -37,7 +37,7 @@ export function shmObjectName(name: string): string {
 }
 
 function isMissing(err: unknown): boolean {
-  return err instanceof NfqlbError && err.errno === 'ENOENT';
+  return err instanceof NfqlbError && err.errnoName === 'ENOENT';
 }
 
 /** Maps an existing object (a page lost to a truncation reads as zeros); throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
@@ -373,7 +373,7 @@ export function openTraceShmForDaemon(name = TRACE_SHM): { trace: TraceShm; shar
   try {
     return { trace: openOrCreateTraceShm(name), shared: true };
   } catch (err) {
-    if (!(err instanceof NfqlbError) || err.errno !== 'EACCES') throw err;
+    if (!(err instanceof NfqlbError) || err.errnoName !== 'EACCES') throw err;
     const words = new Int32Array(2);
     words[0] = DEFAULT_LOG_LEVEL;
     return {

@@ -10,6 +10,7 @@
  * extension out of the help.
  */
 import type { Options } from 'yargs';
+import type { CommandParser } from '../config';
 import { shmTableStore, type TableStore } from '../tablestore';
 
 export interface ParsedArgs {
@@ -39,6 +40,12 @@ export interface NfqlbCommand {
 export interface CommandContext {
   store: TableStore;
   out(text: string): void;
+  /**
+   * The command-line parser, for commands that read command lines themselves
+   * (replay --config). main.ts hands it in: a command importing main.ts would
+   * make an import circle (main.ts imports every command).
+   */
+  parser: CommandParser;
 }
 
 /** Writes text to stdout; kept in one place so commands never call console.log. */
@@ -46,4 +53,4 @@ export function out(text: string): void {
   process.stdout.write(text);
 }
 
-export const defaultContext: CommandContext = { store: shmTableStore, out };
+export const defaultContext: Omit<CommandContext, 'parser'> = { store: shmTableStore, out };

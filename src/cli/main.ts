@@ -120,7 +120,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   try {
-    const rc = await cmd.run(line.args, defaultContext);
+    const rc = await cmd.run(line.args, { ...defaultContext, parser: { find: findCommand, parse: parseCommandLine } });
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {

@@ -19,9 +19,9 @@ import {
   type RunResult,
 } from '../../testbed/testbed';
 import { parseQueueProc } from '../../src/queue';
+import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
-const root = canUseNetns();
-const describeNs = root ? describe : describe.skip;
+const describeNs = describeUnless(netnsUnavailable());
 
 jest.setTimeout(60000);
 

@@ -21,9 +21,9 @@ import {
   type ConnectResult,
   type TargetInfo,
 } from '../../testbed/testbed';
+import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
-const root = canUseNetns();
-const describeNs = root ? describe : describe.skip;
+const describeNs = describeUnless(netnsUnavailable());
 
 jest.setTimeout(120000);
 

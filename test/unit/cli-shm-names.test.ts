@@ -89,7 +89,7 @@ describe('a leading / is dropped, as glibc does', () => {
       } catch (err) {
         expect(err).toBeInstanceOf(NfqlbError);
         expect((err as NfqlbError).code).toBe('NFQLB_ERR_SHM_NAME');
-        return (err as NfqlbError).errno;
+        return (err as NfqlbError).errnoName;
       }
     };
     expect(errno('é'.repeat(128))).toBe('ENAMETOOLONG');

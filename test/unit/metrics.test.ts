@@ -567,7 +567,7 @@ describe('metrics server', () => {
   test('EADDRINUSE gives NFQLB_ERR_METRICS_LISTEN saying what to do', async () => {
     const err = await startMetricsServer(`127.0.0.1:${server.port}`, source).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NfqlbError);
-    expect(err).toMatchObject({ code: 'NFQLB_ERR_METRICS_LISTEN', errno: 'EADDRINUSE' });
+    expect(err).toMatchObject({ code: 'NFQLB_ERR_METRICS_LISTEN', errnoName: 'EADDRINUSE' });
     expect((err as Error).message).toMatch(/--metrics_address/);
     expect((err as Error).message).toMatch(/off/);
     // The first server is unharmed.
@@ -641,7 +641,7 @@ describe('addresses', () => {
       s = await startMetricsServer('[::1]:0', source);
     } catch (err) {
       // Containers without IPv6 cannot bind ::1; that is the environment, not the code.
-      expect(err).toMatchObject({ code: 'NFQLB_ERR_METRICS_LISTEN', errno: 'EADDRNOTAVAIL' });
+      expect(err).toMatchObject({ code: 'NFQLB_ERR_METRICS_LISTEN', errnoName: 'EADDRNOTAVAIL' });
       return;
     }
     expect(s.address).toBe(`[::1]:${s.port}`);

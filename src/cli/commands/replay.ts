@@ -30,12 +30,13 @@ function pipelineOptions(daemonArgs: ParsedArgs | undefined, args: ParsedArgs): 
   };
 }
 
-interface Setup {
+export interface Setup {
   pipeline: Pipeline<MaglevTable>;
   close(): void;
 }
 
-function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
+/** The pipeline a config describes, as replay runs it (also used by the hot-path allocation test). */
+export function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
   const daemon = config.daemon;
   const opts = pipelineOptions(daemon?.args, args);
   if (daemon?.command === 'lb') {
@@ -67,14 +68,14 @@ export const replayCommands: NfqlbCommand[] = [
       notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
       nolb_fwmark: str('fwmark when no flow matches (default -1: drop)'),
     },
-    run(args, { store, out }) {
+    run(args, { store, out, parser }) {
       const hasConfig = args.config !== undefined;
       const hasTshm = args.tshm !== undefined;
       if (hasConfig === hasTshm) throw new UsageError('replay needs exactly one of --config=FILE or --tshm=NAME');
       const pcap = readPcap(String(args.pcap));
       let setup: Setup;
       if (hasConfig) {
-        const config = loadConfig(String(args.config));
+        const config = loadConfig(String(args.config), parser);
         for (const problem of config.problems) process.stderr.write(`${problem}\n`);
         setup = fromConfig(config, args);
       } else {

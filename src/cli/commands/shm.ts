@@ -58,8 +58,8 @@ const STRERROR: Record<string, string> = {
  * directory as EINVAL. Other errors (e.g. no room in /dev/shm) keep our text.
  */
 function createFailure(err: unknown): unknown {
-  if (err instanceof NfqlbError && err.errno !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK'].includes(err.code)) {
-    const errno = err.errno === 'EISDIR' ? 'EINVAL' : err.errno;
+  if (err instanceof NfqlbError && err.errnoName !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK'].includes(err.code)) {
+    const errno = err.errnoName === 'EISDIR' ? 'EINVAL' : err.errnoName;
     const text = STRERROR[errno];
     if (text !== undefined) return new UsageError(`createSharedData: ${text}`);
   }
@@ -142,9 +142,9 @@ export const shmCommands: NfqlbCommand[] = [
       } catch (err) {
         // nfqlb prints strerror() alone. glibc's shm_unlink reports a name it
         // refuses as ENOENT, which nfqlb (like a missing object) ignores.
-        if (!(err instanceof NfqlbError) || err.errno === undefined) throw err;
-        if (err.code === 'NFQLB_ERR_SHM_NAME' && err.errno === 'EINVAL') return;
-        const text = STRERROR[err.errno];
+        if (!(err instanceof NfqlbError) || err.errnoName === undefined) throw err;
+        if (err.code === 'NFQLB_ERR_SHM_NAME' && err.errnoName === 'EINVAL') return;
+        const text = STRERROR[err.errnoName];
         if (text !== undefined) throw new UsageError(text);
         throw err;
       }

@@ -1,0 +1,36 @@
+/**
+ * Suites that need what a run may lack (root and network namespaces, trafgen,
+ * the original nfqlb) skip with a reason, and the run says so once, at its
+ * end, in one line per reason (test/global-teardown.js) instead of leaving
+ * only a count of skipped tests. Use describeIf instead of
+ * `cond ? describe : describe.skip`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { canUseNetns } from '../../testbed/testbed';
+
+const ROOT = path.join(__dirname, '..', '..');
+
+/** Why network namespaces cannot be used by this run, or null when they can. */
+export function netnsUnavailable(): string | null {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    return 'need root for network namespaces and NFQUEUE (run: sudo npm test)';
+  }
+  return canUseNetns() ? null : 'need `ip netns` to work (iproute2, a kernel with network namespaces)';
+}
+
+/** Records that the calling suite is skipped for `reason` (see the file comment). */
+export function noteSkipped(reason: string): void {
+  const testPath = (expect.getState().testPath as string | undefined) ?? 'a test file';
+  const where = path.relative(ROOT, testPath);
+  const log = process.env.NFQLB_TEST_SKIPS;
+  if (log !== undefined && fs.existsSync(path.dirname(log))) fs.appendFileSync(log, `${reason}\t${where}\n`);
+  else console.warn(`${where}: skipped: ${reason}`);
+}
+
+/** `describe` when `reason` is null, else `describe.skip` with the reason noted. */
+export function describeUnless(reason: string | null): jest.Describe {
+  if (reason === null) return describe;
+  noteSkipped(reason);
+  return describe.skip;
+}
