@@ -158,12 +158,6 @@ export function tableFile(table: MaglevTable): TableFile | undefined {
   return tableFiles.get(table);
 }
 
-function checkShmName(name: string): void {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.length > 250) {
-    throw new NfqlbError(`invalid shared memory name '${name}': use 1-250 characters without '/'`, 'NFQLB_ERR_SHM_OPEN');
-  }
-}
-
 function closeQuietly(fd: number): void {
   try {
     fs.closeSync(fd);
@@ -191,10 +185,10 @@ function shmFormatError(name: string, what: string): NfqlbError {
  * be opened or mapped. Close with closeTable().
  */
 export function openTable(name: string, writable = false): MaglevTable {
-  checkShmName(name);
+  const object = shmObjectName(name);
   let fd: number;
   try {
-    fd = fs.openSync(`${SHM_DIR}/${name}`, writable ? 'r+' : 'r');
+    fd = fs.openSync(`${SHM_DIR}/${object}`, writable ? 'r+' : 'r');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
@@ -206,6 +200,7 @@ export function openTable(name: string, writable = false): MaglevTable {
   try {
     const st = fs.fstatSync(fd, { bigint: true });
     const size = Number(st.size);
+    if (!st.isFile()) throw new NfqlbError(`cannot open shared memory '${name}': it is not a shm object (a directory?)`, 'NFQLB_ERR_SHM_OPEN', 'EINVAL');
     if (size < TABLE_HEADER_BYTES) throw shmFormatError(name, `it is ${size} bytes, smaller than the ${TABLE_HEADER_BYTES}-byte header (truncated?)`);
     const head = Buffer.alloc(TABLE_HEADER_BYTES);
     fs.readSync(fd, head, 0, TABLE_HEADER_BYTES, 0);
