@@ -9,7 +9,7 @@
  * Names and values travel as bytes: the server reads a request as latin1, so
  * each byte is one character of a "binary string" and every reply is written
  * back as latin1, the same bytes. The CLI sends its arguments as UTF-8 (what
- * the shell gave it), so `caf\u00e9` is the bytes 63 61 66 c3 a9 on the wire and
+ * the shell gave it), so `café` is the bytes 63 61 66 c3 a9 on the wire and
  * in the daemon. Code that shows such a name to a person (logs, metrics) or
  * hands it to the system (shm_open) converts it with bytesToText().
  *
@@ -209,10 +209,9 @@ export interface ControlServerOptions {
  * oldest one), without a reply: under a flood of idle clients a good client
  * is read at once, and only the flood's oldest connections are cut.
  */
-export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions | number = {}): Promise<ControlServer> {
-  const opts: ControlServerOptions = typeof options === 'number' ? { timeoutMs: options } : options;
-  const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
-  const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions = {}): Promise<ControlServer> {
+  const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
   const where = parseAddress(address);
   /** Every open connection, oldest first (a Set keeps insertion order). */
   const open = new Set<net.Socket>();

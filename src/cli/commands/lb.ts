@@ -102,9 +102,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
     lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
-    // lb has no control socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
-    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
+    // Checked in nfqlb's order: the trace address first. lb has no control
+    // socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
     traceAddress: checkedAddress(String(args.trace_address)),
+    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
     metricsAddress: metricsAddress(String(args.metrics_address)),
   };
 }
