@@ -6,8 +6,9 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
-import { DEFAULT_TRACE_ADDRESS, flowAddress, parseAddress } from '../../control';
+import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
+import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
