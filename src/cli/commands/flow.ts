@@ -6,7 +6,7 @@ import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
 import { checkFlowSetArgs } from '../../flows';
-import { out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -42,8 +42,7 @@ async function textRequest(req: ControlRequest): Promise<number> {
   const nul = reply.indexOf(0);
   const text = reply.subarray(0, nul < 0 ? reply.length : nul);
   // The bytes as the daemon sent them (names inside are not re-encoded).
-  process.stdout.write(text);
-  out('\n');
+  process.stdout.write(Buffer.concat([text, Buffer.from('\n')]));
   return text.subarray(0, 2).toString('latin1') === 'OK' ? 0 : 255;
 }
 
@@ -53,13 +52,12 @@ async function textRequest(req: ControlRequest): Promise<number> {
  * does not exist, which nfqlb answers with nothing: an empty reply to a named
  * list is checked with a names listing, which a live daemon always answers.
  */
-async function listRequest(req: ControlRequest): Promise<number> {
+async function listRequest(req: ControlRequest, namesAction: string): Promise<number> {
   const address = flowAddress();
   const reply = await sendRequest(address, req);
   if (reply.length === 0) {
     if (req.name === undefined) throw noReply(address);
-    // `list` → `list-names`, `trace-list` → `trace-list-names`.
-    const names = await sendRequest(address, { action: `${req.action}-names` });
+    const names = await sendRequest(address, { action: namesAction });
     if (names.length === 0) throw noReply(address);
     return 0;
   }
@@ -108,13 +106,13 @@ function deleteAndListCommands(cmd: string, action: string, noun: string): Nfqlb
       name: `${cmd}-list`,
       describe: `List ${noun}s (JSON)`,
       options: { name: str(`Name of a ${noun}`) },
-      run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }),
+      run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }, `${action}list-names`),
     },
     {
       name: `${cmd}-list-names`,
       describe: `List ${noun} names (JSON)`,
       options: {},
-      run: () => listRequest({ action: `${action}list-names` }),
+      run: () => listRequest({ action: `${action}list-names` }, `${action}list-names`),
     },
   ];
 }
