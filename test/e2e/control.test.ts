@@ -349,6 +349,10 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
         expect(JSON.parse(list.stdout)).toContain(`good${round}`);
         // Two CLI processes (each a Node start-up) on a shared 2-core machine: a generous bound.
         expect(ms).toBeLessThan(8000);
+        // The request itself, from connect to the daemon's close (issue 9: within 1 s).
+        const r = raw('action:list-names\neoc:\n');
+        expect(r.text).toContain(`"good${round}"`);
+        expect(r.ms).toBeLessThan(1000);
         await new Promise((r) => setTimeout(r, 2500));
       }
       await ended;
