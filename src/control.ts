@@ -205,9 +205,9 @@ export interface ControlServerOptions {
  * (a slow trickle does not extend it), and at most MAX_REQUEST bytes; a
  * request is answered as soon as it is complete, synchronously. When
  * `maxConnections` are open, accepting one more closes the oldest connection
- * still waiting for its request (or, when all have been answered, the
- * oldest one), without a reply: under a flood of idle clients a good client
- * is read at once, and only the flood's oldest connections are cut.
+ * still waiting for its request, without a reply: under a flood of idle
+ * clients a good client is read at once, and only the flood's oldest
+ * connections are cut.
  */
 export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions = {}): Promise<ControlServer> {
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -220,7 +220,9 @@ export async function startControlServer(address: string, events: ControlServerE
   let evicted = 0;
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     if (open.size >= maxConnections) {
-      const oldest = waiting.values().next().value ?? open.values().next().value;
+      // Answered connections are left alone (their reply may still be on its
+      // way); they close at their deadline at the latest.
+      const oldest = waiting.values().next().value;
       if (oldest !== undefined) {
         evicted++;
         oldest.destroy();
