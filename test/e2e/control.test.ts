@@ -534,6 +534,12 @@ describeOriginal('this CLI against the original nfqlb daemon', () => {
     expect(listeningUnix(ns).sort()).toEqual(['@nfqlb', '@nfqlb-trace']);
   });
 
+  it('answers a final eoc: without newline once the client half-closes, as this daemon does', () => {
+    // fgets() returns the partial last line at EOF (socat half-closes when its input ends).
+    expect(socat(ns, 'nfqlb', 'action:list-names\neoc:')).toBe('[]\n');
+    expect(socat(ns, 'nfqlb', 'action:list-names\n')).toBe('');
+  });
+
   it('flow commands: the same stdout, stderr and exit code as the original CLI', () => {
     const cases: string[][] = [
       ['flow-list'],
