@@ -63,7 +63,8 @@ const KNOWN_KEYS = new Set(['action', 'name', 'target', 'priority', 'protocols',
 
 /**
  * Parses nfqlb's address syntax: `unix:NAME` (abstract socket "\0NAME", the
- * name as UTF-8 bytes), `tcp:HOST:PORT`, `tcp:[V6]:PORT`. Throws NfqlbError
+ * name as UTF-8 bytes), `tcp:IPv4:PORT`, `tcp:[IPv6]:PORT` (IP addresses
+ * only, as nfqlb's getaddrinfo with AI_NUMERICHOST). Throws NfqlbError
  * NFQLB_ERR_ADDRESS.
  */
 export function parseAddress(address: string): SocketAddress {
@@ -78,12 +79,13 @@ export function parseAddress(address: string): SocketAddress {
     const rest = address.slice(4);
     const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(rest) ?? /^([^:[\]]+):(\d+)$/.exec(rest);
     const port = m ? Number(m[2]) : NaN;
-    if (m === null || !(port >= 1 && port <= 65535)) {
-      throw new NfqlbError(`Failed to parse address [${address}]: use tcp:HOST:PORT or tcp:[IPv6]:PORT`, 'NFQLB_ERR_ADDRESS');
+    // nfqlb resolves with AI_NUMERICHOST: an IP address, never a host name.
+    if (m === null || net.isIP(m[1]) === 0 || !(port >= 1 && port <= 65535)) {
+      throw new NfqlbError(`Failed to parse address [${address}]: use tcp:IPv4:PORT or tcp:[IPv6]:PORT`, 'NFQLB_ERR_ADDRESS');
     }
     return { host: m[1], port };
   }
-  throw new NfqlbError(`Failed to parse address [${address}]: use unix:NAME, tcp:HOST:PORT or tcp:[IPv6]:PORT`, 'NFQLB_ERR_ADDRESS');
+  throw new NfqlbError(`Failed to parse address [${address}]: use unix:NAME, tcp:IPv4:PORT or tcp:[IPv6]:PORT`, 'NFQLB_ERR_ADDRESS');
 }
 
 /** The flow server address from NFQLB_FLOW_ADDRESS, as nfqlb reads it. */

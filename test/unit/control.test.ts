@@ -113,6 +113,10 @@ describe('addresses and sockets as nfqlb binds and connects them', () => {
     expect(() => parseAddress('unix:')).toThrow(/Failed to parse address \[unix:\]/);
     expect(parseAddress('tcp:127.0.0.1:7000')).toEqual({ host: '127.0.0.1', port: 7000 });
     expect(parseAddress('tcp:[::1]:7000')).toEqual({ host: '::1', port: 7000 });
+    expect(parseAddress('tcp:[192.0.2.1]:7000')).toEqual({ host: '192.0.2.1', port: 7000 });
+    // IP addresses only, as nfqlb (AI_NUMERICHOST).
+    expect(() => parseAddress('tcp:localhost:7000')).toThrow(/^Failed to parse address \[tcp:localhost:7000\]: use tcp:IPv4:PORT or tcp:\[IPv6\]:PORT$/);
+    expect(() => parseAddress('tcp:127.0.0.1:65536')).toThrow(/Failed to parse address/);
     expect(() => parseAddress('garbage')).toThrow(/^Failed to parse address \[garbage\]/);
   });
 
@@ -124,6 +128,9 @@ describe('addresses and sockets as nfqlb binds and connects them', () => {
     // /proc/net/unix shows an abstract name as '@' + the name, each NUL of a padded one as '@'.
     expect(unixSocketLines(name).map((l) => l.split(' ').pop())).toEqual([`@${name}`]);
     expect(fs.readdirSync('/proc/self/fd').length).toBe(fdsBefore + 1);
+    // Client and accepted sockets are closed once they are done (Node owns their descriptors).
+    for (let i = 0; i < 5; i++) expect((await sendRequest(address, { action: 'list-names' })).toString()).toBe('[]\n');
+    await until(() => server.connections === 0 && fs.readdirSync('/proc/self/fd').length === fdsBefore + 1, 'the descriptors to close');
     await server.close();
     await server.close();
     expect(unixSocketLines(name)).toEqual([]);
