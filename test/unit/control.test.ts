@@ -15,6 +15,7 @@ import {
 } from '../../src/control';
 import { Daemon } from '../../src/daemon';
 import { createLogger } from '../../src/log';
+import { native } from '../../src/native';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo, listenAt } from '../../src/sockets';
 import { runInProcess } from '../helpers/cli';
@@ -138,6 +139,22 @@ describe('addresses and sockets as nfqlb binds and connects them', () => {
     await expect(sendRequest(address, { action: 'list-names' })).rejects.toMatchObject({
       code: 'NFQLB_ERR_CONNECT', message: 'Connect failed. Connection refused', errno: 'ECONNREFUSED',
     });
+  });
+
+  it('retries a connect while the listen backlog is full (EAGAIN), then fails with the errno and syscall', async () => {
+    const name = Buffer.from(nextAddress().slice(5));
+    // A listener nobody accepts on, with the smallest backlog.
+    const listener = (native() as unknown as { unixListen(n: Buffer, b: number): { fd: number } }).unixListen(name, 0);
+    const held: net.Socket[] = [];
+    try {
+      held.push(await connectTo({ unix: name }, 1000));
+      await expect(connectTo({ unix: name }, 100)).rejects.toMatchObject({
+        code: 'NFQLB_ERR_SOCKET', errno: 'EAGAIN', syscall: 'connect', message: 'connect: Resource temporarily unavailable',
+      });
+    } finally {
+      for (const s of held) s.destroy();
+      fs.closeSync(listener.fd);
+    }
   });
 
   it('says in one line when the name is taken', async () => {
