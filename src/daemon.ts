@@ -12,6 +12,7 @@
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
+import { bytesToText } from './control';
 import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
 import { Pipeline, type PipelineOptions } from './pipeline';
@@ -135,12 +136,13 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
   return {
     open(name) {
       try {
-        const table = new ServedTable(name, openTable(name), onFault);
+        const file = bytesToText(name);
+        const table = new ServedTable(file, openTable(file), onFault);
         trace(TRACE_TARGET, `Creating LB; ${name}\n`);
         return table;
       } catch (err) {
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
-        log.notice({ target: name, err: (err as Error).message }, 'cannot open table');
+        log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
@@ -435,14 +437,15 @@ export class Daemon {
       ready: () => this.started && this.queues.length === this.options.queues.length && this.queues.every((q) => !q.closed),
       queues: () => this.queues.map((q, qi) => ({ queueNum: q.queueNum, portid: q.portid, accepted: this.accepted[qi], dropped: this.dropped[qi] })),
       reasons: () => REASON_NAMES.map((name, i) => ({ name, count: reasonCounts[i] })),
-      flows: () => this.flows.flows.map((f) => ({ name: f.name, target: f.target === null ? null : f.target.name, matches: f.matches, instance: f })),
+      flows: () => this.flows.flows.map((f) => ({ name: bytesToText(f.name), target: f.target === null ? null : bytesToText(f.target.name), matches: f.matches, instance: f })),
       targets: () => {
         const all = this.fixed === null ? this.targets.list() : [this.fixed];
         return all.map((t) => {
           let active = 0;
           const slots = t.table.active;
           for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
-          return { name: t.name, activeTargets: active, fwmarks: t.fwmarks };
+          // Flow targets are named by request bytes; lb's one table by its (text) option.
+          return { name: this.fixed === null ? bytesToText(t.name) : t.name, activeTargets: active, fwmarks: t.fwmarks };
         });
       },
       batchSizes: this.batchSizes,
@@ -515,12 +518,12 @@ export class Daemon {
     switch (action) {
       case 'set': {
         const reply = this.flows.applySet(cmd, this.targets);
-        this.log.notice({ action, flow: cmd.name, target: cmd.target, reply }, 'flow-set');
+        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
         const reply = this.flows.applyDelete(cmd.name, this.targets);
-        this.log.notice({ action, flow: cmd.name, reply }, 'flow-delete');
+        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
         return { text: reply };
       }
       case 'list':

@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   NFQLB_ERR_CONFIG: 'a replay config file cannot be read, or a line of it is not a command a replay can run',
   NFQLB_ERR_PCAP: 'a capture file cannot be read or is not a pcap file of a supported link type',
   NFQLB_ERR_CONNECT: 'connecting to a daemon (control or trace socket) failed; errno says why',
+  NFQLB_ERR_SOCKET: 'a unix socket call (socket, bind, listen, connect) failed; errno and syscall say which',
+  NFQLB_ERR_TRACE_REFUSED: 'the trace server refused another client (it serves a bounded number at once)',
   NFQLB_ERR_TIMEOUT: 'a daemon did not answer a control request in time',
   NFQLB_ERR_CONTROL_LISTEN: 'the control server cannot listen (address in use: another daemon in this namespace)',
   NFQLB_ERR_TRACE_LISTEN: 'the trace server cannot listen',

@@ -28,6 +28,7 @@ import {
   killProcess,
   metricSum,
   NFQLB_BIN,
+  ROOT,
   nsExec,
   ports,
   queueDrops,
@@ -126,14 +127,18 @@ describeNs('reliability of a live daemon', () => {
 
   it('counts 500 junk control requests per reason and logs them in a few lines, bytes escaped', async () => {
     const d = await tb.startDaemon(DAEMON_ARGS);
+    // Connected as nfqlb connects (unpadded abstract name; Node's net pads it): src/sockets.ts, compiled.
+    const sockets = JSON.stringify(path.join(ROOT, 'dist', 'sockets.js'));
     const flood = `
-      const net = require('net');
+      const { connectTo } = require(${sockets});
       let started = 0, open = 0;
       const one = () => {
         started++;
         open++;
-        const s = net.connect({ path: '\\0nfqlb' }, () => s.end('\\x01\\x02junk' + 'A'.repeat(300) + '\\n'));
-        s.on('data', () => {}); s.on('error', () => {}); s.on('close', () => { open--; if (started < 500) one(); else if (open === 0) process.exit(0); });
+        connectTo({ unix: Buffer.from('nfqlb') }, 5000).then((s) => {
+          s.end('\\x01\\x02junk' + 'A'.repeat(300) + '\\n');
+          s.on('data', () => {}); s.on('error', () => {}); s.on('close', () => { open--; if (started < 500) one(); else if (open === 0) process.exit(0); });
+        });
       };
       for (let i = 0; i < 20; i++) one();`;
     nsExec(tb.lb, process.execPath, ['-e', flood], { timeoutMs: 60000 });

@@ -8,6 +8,7 @@ import { UsageError } from '../../errors';
 import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
+import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openTraceShmForDaemon, closeTraceShm } from '../../shm';
@@ -61,6 +62,16 @@ function metricsAddress(text: string): string | null {
   return text;
 }
 
+/** A control or trace address, checked before anything is bound (one line on failure). */
+function checkedAddress(address: string): string {
+  try {
+    parseAddress(address);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return address;
+}
+
 function int(args: ParsedArgs, name: string): number {
   const v = args[name];
   return v === undefined ? NaN : atoi(String(v));
@@ -106,8 +117,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
     lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
-    flowAddress: flowAddress(),
-    traceAddress: String(args.trace_address),
+    // Checked in nfqlb's order: the trace address first. lb has no control
+    // socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
+    traceAddress: checkedAddress(String(args.trace_address)),
+    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
     metricsAddress: metricsAddress(String(args.metrics_address)),
     flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
   };
