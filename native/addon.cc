@@ -68,6 +68,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   InitShm(env, exports);
   InitNfqueue(env, exports);
+  InitUnixSock(env, exports);
   return exports;
 }
 

@@ -15,5 +15,6 @@ const char* ErrnoName(int err);
 
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitNfqueue(Napi::Env env, Napi::Object exports);
+void InitUnixSock(Napi::Env env, Napi::Object exports);
 
 }  // namespace nfqlb

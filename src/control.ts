@@ -1,22 +1,49 @@
 /**
  * The control socket of SPEC.md §7, byte-compatible with nfqlb: one request
- * per connection as `key:value\n` lines ended by `eoc:\n`; the reply is `OK`,
- * `FAIL: ...` or an error text followed by one NUL byte, or JSON (list
- * actions, no NUL); then the server closes.
+ * per connection as `key:value\n` lines ended by a line starting with `eoc:`;
+ * the reply is `OK`, `FAIL: ...` or an error text followed by one NUL byte,
+ * or JSON (list actions, no NUL); then the server closes. As nfqlb's fgets()
+ * loop, a final `eoc:` without its newline counts once the client half-closes
+ * (EOF); a request cut off before `eoc:` gets no reply.
+ *
+ * Names and values travel as bytes: the server reads a request as latin1, so
+ * each byte is one character of a "binary string" and every reply is written
+ * back as latin1, the same bytes. The CLI sends its arguments as UTF-8 (what
+ * the shell gave it), so `caf\u00e9` is the bytes 63 61 66 c3 a9 on the wire and
+ * in the daemon. Code that shows such a name to a person (logs, metrics) or
+ * hands it to the system (shm_open) converts it with bytesToText().
  *
  * Unlike nfqlb, which serves one connection at a time, every connection is
- * independent, bounded in size and time: a client that stalls or leaves early
- * costs only its own connection.
+ * independent, bounded in size and time, and the number open is bounded by
+ * closing the oldest unfinished one: idle, slow or hostile clients cost only
+ * their own connection and cannot lock out a good client.
  */
 import * as net from 'node:net';
 import { NfqlbError } from './errors';
+import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './sockets';
+
+export type { SocketAddress } from './sockets';
 
 export const DEFAULT_FLOW_ADDRESS = 'unix:nfqlb';
 export const DEFAULT_TRACE_ADDRESS = 'unix:nfqlb-trace';
 /** nfqlb reads lines into 1024-byte buffers; a request is a handful of lines. */
 export const MAX_LINE = 1024;
 export const MAX_REQUEST = 16 * 1024;
-export const REQUEST_TIMEOUT_MS = 5000;
+/**
+ * Time from accept to close for one connection, whatever it sends: a client
+ * that trickles a byte at a time gains nothing. nfqlb's CLI sends its whole
+ * request at once, so 2 s is ages for a good client.
+ */
+export const REQUEST_TIMEOUT_MS = 2000;
+/**
+ * Connections open at once. Past it the oldest connection that has not sent a
+ * complete request is closed to make room, so a flood of idle clients delays
+ * nobody: a good client's request is read as soon as it is accepted. Each
+ * connection is a descriptor and a few KiB.
+ */
+export const MAX_CONNECTIONS = 4096;
+/** Listen backlog asked for (the kernel caps it at net.core.somaxconn, 4096 by default). */
+export const LISTEN_BACKLOG = 4096;
 
 /** The keys nfqlb's readFlowCmd knows; anything else in a request is ignored. */
 export interface ControlRequest {
@@ -34,17 +61,18 @@ export interface ControlRequest {
 }
 const KNOWN_KEYS = new Set(['action', 'name', 'target', 'priority', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap']);
 
-export type SocketAddress = { path: string } | { host: string; port: number };
-
 /**
- * Parses nfqlb's address syntax: `unix:NAME` (abstract socket "\0NAME"),
- * `tcp:HOST:PORT`, `tcp:[V6]:PORT`. Throws NfqlbError NFQLB_ERR_ADDRESS.
+ * Parses nfqlb's address syntax: `unix:NAME` (abstract socket "\0NAME", the
+ * name as UTF-8 bytes), `tcp:HOST:PORT`, `tcp:[V6]:PORT`. Throws NfqlbError
+ * NFQLB_ERR_ADDRESS.
  */
 export function parseAddress(address: string): SocketAddress {
   if (address.startsWith('unix:')) {
-    const name = address.slice(5);
-    if (name === '' || name.length > 107) throw new NfqlbError(`Failed to parse address [${address}]: the unix name must be 1-107 characters`, 'NFQLB_ERR_ADDRESS');
-    return { path: `\0${name}` };
+    const name = Buffer.from(address.slice(5), 'utf8');
+    if (name.length === 0 || name.length > 107 || name.includes(0)) {
+      throw new NfqlbError(`Failed to parse address [${address}]: the unix name must be 1-107 bytes, no NUL`, 'NFQLB_ERR_ADDRESS');
+    }
+    return { unix: name };
   }
   if (address.startsWith('tcp:')) {
     const rest = address.slice(4);
@@ -63,7 +91,10 @@ export function flowAddress(): string {
   return process.env.NFQLB_FLOW_ADDRESS ?? DEFAULT_FLOW_ADDRESS;
 }
 
-/** Serialises a request in the order nfqlb's CLI writes it. */
+/**
+ * Serialises a request in the order nfqlb's CLI writes it (as text; the CLI
+ * sends it as UTF-8).
+ */
 export function encodeRequest(req: ControlRequest): string {
   let text = '';
   for (const key of KNOWN_KEYS) {
@@ -120,6 +151,19 @@ export class RequestParser {
     return false;
   }
 
+  /**
+   * The client half-closed (EOF). As in nfqlb's fgets() loop, a last line
+   * without its newline still counts, so a final `eoc:` completes the
+   * request. Returns true when the request is complete or refused (answer
+   * it), false when it was cut off before `eoc:` (close without a reply, as
+   * nfqlb does).
+   */
+  finish(): boolean {
+    if (this.done) return true;
+    if (this.buffered === '') return false;
+    return this.push('\n');
+  }
+
   private fail(why: string): boolean {
     this.error = why;
     this.done = true;
@@ -134,32 +178,59 @@ export interface ControlServerEvents {
   refused?(why: string): void;
 }
 
-/** Connections served at the same time; more wait in the listen backlog. */
-export const MAX_CONNECTIONS = 64;
-
 export interface ControlServer {
   /** Where it listens, as given (`unix:nfqlb`, `tcp:...`). */
   readonly address: string;
   /** Connections open now. */
   readonly connections: number;
+  /** Connections closed to make room for newer ones since start. */
+  readonly evicted: number;
   /** Stops listening and drops every open connection at once. */
   close(): Promise<void>;
 }
 
+export interface ControlServerOptions {
+  /** Time from accept to close for one connection (default REQUEST_TIMEOUT_MS). */
+  timeoutMs?: number;
+  /** Connections open at once before the oldest unfinished one is closed (default MAX_CONNECTIONS). */
+  maxConnections?: number;
+}
+
 /**
  * Listens on `address` and serves requests. Resolves once listening; rejects
- * with NfqlbError NFQLB_ERR_CONTROL_LISTEN (one line saying what to do).
+ * with NfqlbError NFQLB_ERR_CONTROL_LISTEN (one line saying what to do) or
+ * NFQLB_ERR_ADDRESS.
  *
- * Every connection has REQUEST_TIMEOUT_MS from accept to close, whatever it
- * sends (a slow trickle does not extend it), and at most MAX_REQUEST bytes;
- * requests are answered synchronously, so a stalled client holds nothing but
- * its own socket.
+ * Every connection has `timeoutMs` from accept to close, whatever it sends
+ * (a slow trickle does not extend it), and at most MAX_REQUEST bytes; a
+ * request is answered as soon as it is complete, synchronously. When
+ * `maxConnections` are open, accepting one more closes the oldest connection
+ * still waiting for its request (or, when all have been answered, the
+ * oldest one), without a reply: under a flood of idle clients a good client
+ * is read at once, and only the flood's oldest connections are cut.
  */
-export async function startControlServer(address: string, events: ControlServerEvents, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ControlServer> {
+export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions | number = {}): Promise<ControlServer> {
+  const opts: ControlServerOptions = typeof options === 'number' ? { timeoutMs: options } : options;
+  const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
   const where = parseAddress(address);
+  /** Every open connection, oldest first (a Set keeps insertion order). */
   const open = new Set<net.Socket>();
+  /** Open connections whose request is not complete yet, oldest first. */
+  const waiting = new Set<net.Socket>();
+  let evicted = 0;
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    if (open.size >= maxConnections) {
+      const oldest = waiting.values().next().value ?? open.values().next().value;
+      if (oldest !== undefined) {
+        evicted++;
+        oldest.destroy();
+        open.delete(oldest);
+        waiting.delete(oldest);
+      }
+    }
     open.add(sock);
+    waiting.add(sock);
     const parser = new RequestParser();
     sock.setEncoding('latin1');
     const deadline = setTimeout(() => {
@@ -169,9 +240,11 @@ export async function startControlServer(address: string, events: ControlServerE
     sock.on('close', () => {
       clearTimeout(deadline);
       open.delete(sock);
+      waiting.delete(sock);
     });
     sock.on('error', () => sock.destroy());
     const answer = (): void => {
+      waiting.delete(sock);
       if (parser.error !== null) {
         events.refused?.(parser.error);
         sock.end(`${parser.error}\0`, 'latin1');
@@ -191,27 +264,34 @@ export async function startControlServer(address: string, events: ControlServerE
       if (parser.push(chunk)) answer();
     });
     sock.on('end', () => {
-      // The peer closed before `eoc:`: nfqlb answers nothing; neither do we.
-      if (!parser.done) sock.end();
+      if (parser.done) return;
+      // EOF: a final `eoc:` without newline completes the request (nfqlb's
+      // fgets returns the last partial line); anything else gets no reply.
+      if (parser.finish()) answer();
+      else sock.end();
     });
   });
-  server.maxConnections = MAX_CONNECTIONS;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      const what = 'path' in where ? `unix:${where.path.slice(1)}` : `${where.host}:${where.port}`;
-      reject(new NfqlbError(
-        err.code === 'EADDRINUSE'
-          ? `control socket ${what} is in use: another nfqlb daemon runs in this network namespace; stop it or set NFQLB_FLOW_ADDRESS`
-          : `cannot listen on control socket ${what}: ${err.message}`,
-        'NFQLB_ERR_CONTROL_LISTEN', err.code));
-    });
-    server.listen(where, () => resolve());
-  });
+  // Node's default would refuse connections past a cap; eviction above is the bound instead.
+  server.maxConnections = Infinity;
+  try {
+    await listenAt(server, where, LISTEN_BACKLOG);
+  } catch (err) {
+    const what = addressText(where);
+    const code = err instanceof NfqlbError ? err.errno : undefined;
+    throw new NfqlbError(
+      code === 'EADDRINUSE'
+        ? `control socket ${what} is in use: another nfqlb daemon runs in this network namespace; stop it or set NFQLB_FLOW_ADDRESS`
+        : `cannot listen on control socket ${what}: ${(err as Error).message}`,
+      'NFQLB_ERR_CONTROL_LISTEN', code);
+  }
   let closing: Promise<void> | null = null;
   return {
     address,
     get connections() {
       return open.size;
+    },
+    get evicted() {
+      return evicted;
     },
     close() {
       if (closing === null) {
@@ -226,46 +306,52 @@ export async function startControlServer(address: string, events: ControlServerE
 }
 
 /**
- * Sends one request and returns the raw reply bytes (until the server closes).
- * Throws NfqlbError NFQLB_ERR_CONNECT with nfqlb's wording (`Connect failed.
- * Connection refused`) when nobody listens, NFQLB_ERR_TIMEOUT when the server
- * does not close within `timeoutMs`.
+ * Sends one request (as UTF-8, the bytes the shell gave) and returns the raw
+ * reply bytes, everything the server sent until it closed; an empty Buffer
+ * when it closed without a reply. Throws NfqlbError NFQLB_ERR_CONNECT with
+ * nfqlb's wording (`Connect failed. Connection refused`) when nobody
+ * listens, NFQLB_ERR_TIMEOUT when the server does not close within
+ * `timeoutMs` of the last byte.
  */
 export async function sendRequest(address: string, req: ControlRequest, timeoutMs = 10000): Promise<Buffer> {
   const where = parseAddress(address);
+  let sock: net.Socket;
+  try {
+    sock = await connectTo(where, timeoutMs);
+  } catch (err) {
+    const reason = err instanceof SocketError ? err.reason : (err as Error).message;
+    throw new NfqlbError(`Connect failed. ${reason}`, 'NFQLB_ERR_CONNECT', err instanceof NfqlbError ? err.errno : undefined);
+  }
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
-    let connected = false;
     let failed = false;
-    const sock = net.connect(where);
-    const fail = (err: NfqlbError): void => {
+    sock.setTimeout(timeoutMs, () => {
       failed = true;
       sock.destroy();
-      reject(err);
-    };
-    sock.setTimeout(timeoutMs, () => fail(new NfqlbError(`No reply from ${address} within ${timeoutMs} ms`, 'NFQLB_ERR_TIMEOUT')));
-    sock.on('connect', () => {
-      connected = true;
-      sock.write(encodeRequest(req), 'latin1');
+      reject(new NfqlbError(`No reply from ${address} within ${timeoutMs} ms`, 'NFQLB_ERR_TIMEOUT'));
     });
     sock.on('data', (c: Buffer) => chunks.push(c));
-    sock.on('error', (err: NodeJS.ErrnoException) => {
-      if (failed) return;
-      if (!connected) {
-        // strerror() texts, as nfqlb prints them.
-        const reason =
-          err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? 'Connection refused'
-          : err.code === 'ETIMEDOUT' ? 'Connection timed out'
-          : err.code === 'EHOSTUNREACH' ? 'No route to host'
-          : err.code === 'ENETUNREACH' ? 'Network is unreachable'
-          : err.message;
-        fail(new NfqlbError(`Connect failed. ${reason}`, 'NFQLB_ERR_CONNECT', err.code));
-        return;
-      }
-      // A reset after the reply arrived changes nothing; before, the close below reports an empty reply.
-    });
+    // A reset before the reply shows as an empty reply at close; after it, it changes nothing.
+    sock.on('error', () => undefined);
     sock.on('close', () => {
       if (!failed) resolve(Buffer.concat(chunks));
     });
+    sock.write(encodeRequest(req), 'utf8');
   });
+}
+
+/**
+ * A name or value as the daemon holds it (a latin1 "binary string", one
+ * character per byte of the request) turned into text for a person or the
+ * system: the bytes read as UTF-8. Identity for ASCII.
+ */
+export function bytesToText(binary: string): string {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(binary) ? binary : Buffer.from(binary, 'latin1').toString('utf8');
+}
+
+/** The reverse of bytesToText: text (an option from argv) as the binary string of its UTF-8 bytes. */
+export function textToBytes(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(text) ? text : Buffer.from(text, 'utf8').toString('latin1');
 }

@@ -19,7 +19,7 @@ import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStale, type TraceShm } from './shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
-import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
+import { bytesToText, parseAddress, startControlServer, textToBytes, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { BatchSizeHistogram, LabeledCounter } from './counters';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
@@ -68,17 +68,21 @@ function replaced(name: string, table: MaglevTable): boolean {
   return tableIsStale(table) && shmExists(name);
 }
 
-/** Tables come from /dev/shm, read-only. A table that cannot be opened is logged and reported as missing. */
+/**
+ * Tables come from /dev/shm, read-only. A table that cannot be opened is
+ * logged and reported as missing. Target names are the bytes a control
+ * request carried (latin1 binary strings, see control.ts).
+ */
 function shmTables(log: Logger, trace: (bit: number, text: string) => void): TableSource<Table> {
   return {
     open(name) {
       try {
-        const table = openTable(name);
+        const table = openTable(bytesToText(name));
         trace(TRACE_TARGET, `Creating LB; ${name}\n`);
         return table;
       } catch (err) {
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
-        log.notice({ target: name, err: (err as Error).message }, 'cannot open table');
+        log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
@@ -124,7 +128,7 @@ export class Daemon {
     if (options.mode === 'lb') {
       const name = options.tshm ?? 'nfqlb';
       // nfqlb's mapSharedDataOrDie: the lb table must exist at start.
-      this.fixed = new Target(name, openTable(name));
+      this.fixed = new Target(textToBytes(name), openTable(name));
       this.fixed.refs = 1;
     }
     if (options.lbshm !== undefined) {
@@ -152,6 +156,9 @@ export class Daemon {
    */
   async start(): Promise<void> {
     try {
+      // Every address is checked before the first queue is bound.
+      if (this.options.mode === 'flowlb') parseAddress(this.options.flowAddress);
+      parseAddress(this.options.traceAddress);
       this.trace = openOrCreateTraceShm();
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
@@ -216,15 +223,15 @@ export class Daemon {
    * Returns the names of the tables reopened.
    */
   refreshTables(): string[] {
-    const swapped = this.targets.refresh(replaced);
+    const swapped = this.targets.refresh((name, table) => replaced(bytesToText(name), table)).map(bytesToText);
     const fixed = this.fixed;
-    if (fixed !== null && replaced(fixed.name, fixed.table)) {
-      const table = this.reopen(fixed.name);
+    if (fixed !== null && replaced(bytesToText(fixed.name), fixed.table)) {
+      const table = this.reopen(bytesToText(fixed.name));
       if (table !== null) {
         const old = fixed.table;
         fixed.table = table;
         closeTable(old);
-        swapped.push(fixed.name);
+        swapped.push(bytesToText(fixed.name));
       }
     }
     const tier = this.tier;
@@ -259,14 +266,14 @@ export class Daemon {
       ready: () => this.started && this.queues.length === this.options.queues.length && this.queues.every((q) => !q.closed),
       queues: () => this.queues.map((q, qi) => ({ queueNum: q.queueNum, portid: q.portid, accepted: this.accepted[qi], dropped: this.dropped[qi] })),
       reasons: () => REASON_NAMES.map((name, i) => ({ name, count: reasonCounts[i] })),
-      flows: () => this.flows.flows.map((f) => ({ name: f.name, target: f.target === null ? null : f.target.name, matches: f.matches, instance: f })),
+      flows: () => this.flows.flows.map((f) => ({ name: bytesToText(f.name), target: f.target === null ? null : bytesToText(f.target.name), matches: f.matches, instance: f })),
       targets: () => {
         const all = this.fixed === null ? this.targets.list() : [this.fixed];
         return all.map((t) => {
           let active = 0;
           const slots = t.table.active;
           for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
-          return { name: t.name, activeTargets: active, fwmarks: t.fwmarks };
+          return { name: bytesToText(t.name), activeTargets: active, fwmarks: t.fwmarks };
         });
       },
       batchSizes: this.batchSizes,
@@ -328,7 +335,10 @@ export class Daemon {
     const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
     const ok = 'json' in reply || reply.text === 'OK';
     this.controlRequests.inc(action, ok ? 'ok' : 'fail');
-    if (!ok) this.log.notice({ action: req.action, flow: req.name, reply: 'text' in reply ? reply.text : '' }, 'control request failed');
+    if (!ok) {
+      const shown = (v: string | undefined): string | undefined => (v === undefined ? v : bytesToText(v));
+      this.log.notice({ action: shown(req.action), flow: shown(req.name), reply: 'text' in reply ? bytesToText(reply.text) : '' }, 'control request failed');
+    }
     if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
     return reply;
   }
@@ -341,12 +351,12 @@ export class Daemon {
     switch (action) {
       case 'set': {
         const reply = this.flows.applySet(cmd, this.targets);
-        this.log.notice({ action, flow: cmd.name, target: cmd.target, reply }, 'flow-set');
+        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
         const reply = this.flows.applyDelete(cmd.name, this.targets);
-        this.log.notice({ action, flow: cmd.name, reply }, 'flow-delete');
+        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
         return { text: reply };
       }
       case 'list':

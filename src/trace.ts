@@ -27,6 +27,7 @@
 import * as net from 'node:net';
 import { NfqlbError, UsageError } from './errors';
 import { parseAddress } from './control';
+import { addressText, listenAt } from './sockets';
 import { inetNtop6, type FlowSet } from './flows';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
 import type { Logger } from './log';
@@ -109,6 +110,16 @@ export function hex8(mask: number): string {
 export function greeting(mask: number): string {
   return `Trace active, mask=${hex8(mask)}\n`;
 }
+
+/**
+ * The one line a client gets instead of the greeting when MAX_TRACE_CLIENTS
+ * are connected; the server then closes. `nfqlb trace` recognises it by
+ * TRACE_REFUSED and exits non-zero.
+ */
+export function refusedNotice(max: number): string {
+  return `${TRACE_REFUSED} ${max} trace clients are connected already; stop one of them and try again\n`;
+}
+export const TRACE_REFUSED = 'Trace refused:';
 
 /** The line a slow client gets once it has caught up after `n` lines were dropped for it. */
 export function droppedNotice(n: number): string {
@@ -361,8 +372,13 @@ export function formatFlowTrace(
 
 /** Default per-client queue limit: what a client may lag behind before lines are dropped for it. */
 export const DEFAULT_CLIENT_BUFFER = 1024 * 1024;
-/** At most this many clients; each may hold up to bufferLimit bytes of the daemon's memory. */
-export const MAX_TRACE_CLIENTS = 16;
+/**
+ * At most this many clients; each may hold up to bufferLimit bytes of the
+ * daemon's memory. One more is told so in one line (refusedNotice) and closed.
+ */
+export const MAX_TRACE_CLIENTS = 64;
+/** Listen backlog of the trace socket (nfqlb: 1). */
+const TRACE_BACKLOG = 64;
 /** How long close() lets clients take their last lines. */
 const CLOSE_GRACE_MS = 200;
 /** Queued text is written out at the end of the event-loop turn, or at once when it grows past this. */
@@ -401,8 +417,19 @@ export class TraceServer {
   private closed = false;
   private dropped = 0;
   private closing: Promise<void> | null = null;
-  /** For pino.multistream (or any writer of whole lines): forwards log lines to clients when the mask has TRACE_LOG. */
-  readonly logStream = { write: (line: string): void => this.trace(TRACE_LOG, line) };
+  /**
+   * For pino.multistream (or any writer of whole lines): forwards log lines to
+   * clients when the mask has TRACE_LOG. Log lines are text; trace lines are
+   * latin1 binary strings (names as the bytes the client sent), so a log
+   * line is turned into its UTF-8 bytes first.
+   */
+  readonly logStream = {
+    write: (line: string): void => {
+      if (this.clients.size === 0 || this.closed || (this.shm.mask & TRACE_LOG) === 0) return;
+      // eslint-disable-next-line no-control-regex
+      this.append(/^[\x00-\x7f]*$/.test(line) ? line : Buffer.from(line, 'utf8').toString('latin1'));
+    },
+  };
 
   private constructor(
     private readonly server: net.Server,
@@ -416,24 +443,24 @@ export class TraceServer {
   }
 
   /**
-   * Listens on `address` (unix:NAME or tcp:HOST:PORT). Resolves once
-   * listening; rejects with NfqlbError NFQLB_ERR_ADDRESS (bad address) or
-   * NFQLB_ERR_TRACE_LISTEN (address in use, ...).
+   * Listens on `address` (unix:NAME or tcp:HOST:PORT), bound as nfqlb binds
+   * it (see sockets.ts). Resolves once listening; rejects with NfqlbError
+   * NFQLB_ERR_ADDRESS (bad address) or NFQLB_ERR_TRACE_LISTEN (address in
+   * use, ...).
    */
   static async start(address: string, shm: TraceShm, options: TraceServerOptions = {}): Promise<TraceServer> {
     const where = parseAddress(address);
     const server = net.createServer();
-    server.maxConnections = MAX_TRACE_CLIENTS;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(new NfqlbError(
-          err.code === 'EADDRINUSE'
-            ? `trace socket ${address} is in use: another nfqlb daemon runs in this network namespace; stop it or use --trace_address`
-            : `cannot listen on trace socket ${address}: ${err.message}`,
-          'NFQLB_ERR_TRACE_LISTEN', err.code));
-      });
-      server.listen(where, () => resolve());
-    });
+    try {
+      await listenAt(server, where, TRACE_BACKLOG);
+    } catch (err) {
+      const code = err instanceof NfqlbError ? err.errno : undefined;
+      throw new NfqlbError(
+        code === 'EADDRINUSE'
+          ? `trace socket ${addressText(where)} is in use: another nfqlb daemon runs in this network namespace; stop it or use --trace_address`
+          : `cannot listen on trace socket ${addressText(where)}: ${(err as Error).message}`,
+        'NFQLB_ERR_TRACE_LISTEN', code);
+    }
     return new TraceServer(server, address, shm, options);
   }
 
@@ -513,7 +540,7 @@ export class TraceServer {
         continue;
       }
       if (c.dropped > 0) this.sendNotice(c);
-      sock.write(chunk);
+      sock.write(chunk, 'latin1');
     }
   }
 
@@ -554,6 +581,14 @@ export class TraceServer {
   private accept(sock: net.Socket): void {
     if (this.closed) {
       sock.destroy();
+      return;
+    }
+    if (this.clients.size >= MAX_TRACE_CLIENTS) {
+      // Said in a line rather than a silent close, so the client knows why.
+      sock.on('error', () => sock.destroy());
+      sock.end(refusedNotice(MAX_TRACE_CLIENTS));
+      setTimeout(() => sock.destroy(), CLOSE_GRACE_MS).unref();
+      this.log?.warn({ clients: this.clients.size }, 'trace client refused: too many clients');
       return;
     }
     // Lines queued before this client came are not for it.

@@ -39,6 +39,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from '../src/queue';
+import { connectTo } from '../src/sockets';
 
 // ---------------------------------------------------------------------------
 // Part 1: namespace helpers
@@ -1267,8 +1268,8 @@ async function udpMain(o: Record<string, string>): Promise<void> {
 async function rawMain(o: Record<string, string>): Promise<void> {
   const input = fs.readFileSync(0);
   const addr = o.address ?? 'unix:nfqlb';
-  let where: net.NetConnectOpts;
-  if (addr.startsWith('unix:')) where = { path: `\0${addr.slice(5)}` };
+  let where: { unix: Buffer } | { host: string; port: number };
+  if (addr.startsWith('unix:')) where = { unix: Buffer.from(addr.slice(5)) };
   else {
     const m = /^tcp:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(addr);
     if (m === null) throw new Error(`bad address ${addr}`);
@@ -1278,21 +1279,9 @@ async function rawMain(o: Record<string, string>): Promise<void> {
   const delay = Number(o.delay ?? 0);
   const waitMs = Number(o.wait ?? 15000);
   const t0 = Date.now();
-  // A loaded machine may refuse a burst of connects for a moment (EAGAIN on a
-  // full unix backlog); retry the connect itself, never the request.
-  let sock: net.Socket | null = null;
-  for (let attempt = 0; sock === null; attempt++) {
-    const s = net.connect(where);
-    const ok = await new Promise<boolean>((resolve, reject) => {
-      s.once('connect', () => resolve(true));
-      s.once('error', (err: NodeJS.ErrnoException) => {
-        if (attempt < 20 && (err.code === 'EAGAIN' || err.code === 'ECONNREFUSED')) resolve(false);
-        else reject(err);
-      });
-    });
-    if (ok) sock = s;
-    else await sleep(50);
-  }
+  // Bound and connected as nfqlb does (unpadded abstract name, see src/sockets.ts);
+  // a full listen backlog (EAGAIN) is retried for up to 5 s, never the request.
+  const sock = await connectTo(where, 5000);
   const chunks: Buffer[] = [];
   sock.on('data', (d: Buffer) => chunks.push(d));
   let closedAt = 0;

@@ -6,7 +6,7 @@ import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
 import { checkFlowSetArgs } from '../../flows';
-import { out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -24,21 +24,43 @@ function opt(args: ParsedArgs, name: string): string | undefined {
   return v === undefined ? undefined : String(v);
 }
 
-/** Sends a request whose reply is NUL-terminated text; exit 0 only on OK, as nfqlb. */
-async function textRequest(req: ControlRequest): Promise<number> {
-  const reply = await sendRequest(flowAddress(), req);
-  const nul = reply.indexOf(0);
-  const text = reply.subarray(0, nul < 0 ? reply.length : nul).toString('latin1');
-  if (reply.length === 0) {
-    throw new UsageError('No reply from the load balancer (it closed the connection)', 255);
-  }
-  out(`${text}\n`);
-  return text.startsWith('OK') ? 0 : 255;
+/**
+ * The error for a connection the daemon closed without a reply (it was
+ * stopping, overloaded, or this request timed out there). nfqlb's CLI exits
+ * 255 silently for text commands and 0 for listings; a controller must not
+ * read "no flows" from it, so here every command says so and exits 255.
+ */
+function noReply(address: string): UsageError {
+  return new UsageError(`No reply from the load balancer at ${address}: it closed the connection; check that it runs and its log`, 255);
 }
 
-/** Sends a list request and copies the JSON reply to stdout unchanged. */
-async function listRequest(req: ControlRequest): Promise<number> {
-  const reply = await sendRequest(flowAddress(), req);
+/** Sends a request whose reply is NUL-terminated text; exit 0 only on OK, as nfqlb. */
+async function textRequest(req: ControlRequest): Promise<number> {
+  const address = flowAddress();
+  const reply = await sendRequest(address, req);
+  if (reply.length === 0) throw noReply(address);
+  const nul = reply.indexOf(0);
+  const text = reply.subarray(0, nul < 0 ? reply.length : nul);
+  // The bytes as the daemon sent them (names inside are not re-encoded).
+  process.stdout.write(Buffer.concat([text, Buffer.from('\n')]));
+  return text.subarray(0, 2).toString('latin1') === 'OK' ? 0 : 255;
+}
+
+/**
+ * Sends a list request and copies the JSON reply to stdout unchanged. A
+ * listing is never empty (`[]\n` at least), except `list` with a name that
+ * does not exist, which nfqlb answers with nothing: an empty reply to a named
+ * list is checked with a names listing, which a live daemon always answers.
+ */
+async function listRequest(req: ControlRequest, namesAction: string): Promise<number> {
+  const address = flowAddress();
+  const reply = await sendRequest(address, req);
+  if (reply.length === 0) {
+    if (req.name === undefined) throw noReply(address);
+    const names = await sendRequest(address, { action: namesAction });
+    if (names.length === 0) throw noReply(address);
+    return 0;
+  }
   process.stdout.write(reply);
   return 0;
 }
@@ -84,13 +106,13 @@ function deleteAndListCommands(cmd: string, action: string, noun: string): Nfqlb
       name: `${cmd}-list`,
       describe: `List ${noun}s (JSON)`,
       options: { name: str(`Name of a ${noun}`) },
-      run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }),
+      run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }, `${action}list-names`),
     },
     {
       name: `${cmd}-list-names`,
       describe: `List ${noun} names (JSON)`,
       options: {},
-      run: () => listRequest({ action: `${action}list-names` }),
+      run: () => listRequest({ action: `${action}list-names` }, `${action}list-names`),
     },
   ];
 }

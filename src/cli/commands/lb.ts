@@ -6,7 +6,7 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
-import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
+import { DEFAULT_TRACE_ADDRESS, flowAddress, parseAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
@@ -45,6 +45,16 @@ function metricsAddress(text: string): string | null {
     throw new UsageError((err as Error).message);
   }
   return text;
+}
+
+/** A control or trace address, checked before anything is bound (one line on failure). */
+function checkedAddress(address: string): string {
+  try {
+    parseAddress(address);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return address;
 }
 
 function int(args: ParsedArgs, name: string): number {
@@ -92,8 +102,9 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
     lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
-    flowAddress: flowAddress(),
-    traceAddress: String(args.trace_address),
+    // lb has no control socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
+    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
+    traceAddress: checkedAddress(String(args.trace_address)),
     metricsAddress: metricsAddress(String(args.metrics_address)),
   };
 }

@@ -3,13 +3,14 @@
  * `nfqlb-trace` shm ({level, tracemask}) and the trace socket (SPEC.md §8).
  * The trace-flow commands are in flow.ts (they use the control socket).
  */
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import type { Options } from 'yargs';
 import { atoi } from '../../catoi';
 import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../control';
 import { NfqlbError, UsageError } from '../../errors';
-import { closeTraceShm, openTraceShm, TRACE_SHM } from '../../shm';
-import { hex8, parseMask, parseSelection } from '../../trace';
+import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../shm';
+import { connectTo, SocketError } from '../../sockets';
+import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../trace';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
@@ -22,35 +23,28 @@ function opt(args: ParsedArgs, name: string): string | undefined {
   return v === undefined ? undefined : String(v);
 }
 
-/** strerror() texts, as nfqlb prints them after a failed connect(). */
-function connectReason(err: NodeJS.ErrnoException): string {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-    case 'ENOENT':
-      return 'Connection refused';
-    case 'ETIMEDOUT':
-      return 'Connection timed out';
-    case 'EHOSTUNREACH':
-      return 'No route to host';
-    case 'ENETUNREACH':
-      return 'Network is unreachable';
-    default:
-      return err.message;
-  }
-}
+/** How long a connect may wait while the trace server's listen backlog is full. */
+const CONNECT_TIMEOUT_MS = 10000;
 
 /**
  * Connects to the trace server and copies what it sends to stdout until the
  * server closes (resolves 0) or SIGINT/SIGTERM (the socket is closed, which
  * makes the daemon reset the mask; resolves 0). Rejects with nfqlb's
- * `Trace client connect to ADDR: REASON` when nobody listens.
+ * `Trace client connect to ADDR: REASON` when nobody listens, and with the
+ * server's line when it refuses the client (too many clients).
  */
-function streamTrace(address: string): Promise<number> {
-  const where = parseAddress(address);
+async function streamTrace(address: string): Promise<number> {
+  let sock: net.Socket;
+  try {
+    sock = await connectTo(parseAddress(address), CONNECT_TIMEOUT_MS);
+  } catch (err) {
+    const reason = err instanceof SocketError ? err.reason : (err as Error).message;
+    throw new NfqlbError(`Trace client connect to ${address}: ${reason}`, 'NFQLB_ERR_CONNECT', err instanceof NfqlbError ? err.errno : undefined);
+  }
   return new Promise<number>((resolve, reject) => {
-    let connected = false;
     let settled = false;
-    const sock = net.connect(where);
+    /** Bytes before the first newline are held back until we know they are not a refusal. */
+    let head: Buffer | null = Buffer.alloc(0);
     const finish = (rc: number, err?: NfqlbError): void => {
       if (settled) return;
       settled = true;
@@ -63,21 +57,42 @@ function streamTrace(address: string): Promise<number> {
     const onSignal = (): void => finish(0);
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    sock.on('connect', () => {
-      connected = true;
-    });
-    sock.on('data', (chunk: Buffer) => {
+    const copy = (chunk: Buffer): void => {
       // Keep memory bounded when stdout is slower than the trace.
       if (!process.stdout.write(chunk)) {
         sock.pause();
         process.stdout.once('drain', () => sock.resume());
       }
+    };
+    const refused = (first: Buffer): boolean => {
+      const line = first.toString('utf8').replace(/\n$/, '');
+      if (!line.startsWith(TRACE_REFUSED)) return false;
+      finish(1, new NfqlbError(line, 'NFQLB_ERR_TRACE_REFUSED'));
+      return true;
+    };
+    sock.on('data', (chunk: Buffer) => {
+      if (head === null) {
+        copy(chunk);
+        return;
+      }
+      head = Buffer.concat([head, chunk]);
+      const nl = head.indexOf(0x0a);
+      if (nl < 0 && head.length < 256) return;
+      const all = head;
+      head = null;
+      if (!refused(all.subarray(0, nl < 0 ? all.length : nl + 1))) copy(all);
     });
-    sock.on('error', (err: NodeJS.ErrnoException) => {
-      if (!connected) finish(1, new NfqlbError(`Trace client connect to ${address}: ${connectReason(err)}`, 'NFQLB_ERR_CONNECT', err.code));
-      else finish(0); // The daemon went away: the trace is over.
+    // The daemon went away: the trace is over.
+    sock.on('error', () => finish(0));
+    sock.on('close', () => {
+      if (head !== null && head.length > 0) {
+        const all = head;
+        head = null;
+        if (refused(all)) return;
+        process.stdout.write(all);
+      }
+      finish(0);
     });
-    sock.on('close', () => finish(0));
   });
 }
 
@@ -101,8 +116,9 @@ export const traceCommands: NfqlbCommand[] = [
       const address = String(args.trace_address);
       parseAddress(address); // A bad address fails before the shm is touched.
       // The mask stays set when we leave, as in nfqlb: the daemon clears it
-      // when its last trace client disconnects.
-      const shm = openTraceShm(String(args.trace_shm));
+      // when its last trace client disconnects. As nfqlb's logConfigShm, the
+      // shm is created (level 5, mask 0) when no daemon has made it yet.
+      const shm = openOrCreateTraceShm(String(args.trace_shm));
       try {
         shm.mask = mask;
       } finally {
@@ -116,7 +132,8 @@ export const traceCommands: NfqlbCommand[] = [
     describe: 'Set log level in shared mem',
     options: { trace_shm: traceShmOption },
     run(args) {
-      const shm = openTraceShm(String(args.trace_shm));
+      // nfqlb's logConfigShm: works without a daemon, creating the shm (level 5, mask 0, 0600).
+      const shm = openOrCreateTraceShm(String(args.trace_shm));
       try {
         // nfqlb: LOG_SET_LEVEL(atoi(argv[0])), then print the level now in effect.
         if (args._.length > 0) shm.level = atoi(args._[0]);
