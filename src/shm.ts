@@ -16,10 +16,32 @@ function isMissing(err: unknown): boolean {
   return err instanceof NfqlbError && err.errno === 'ENOENT';
 }
 
+/**
+ * The name shm_open() uses for `name`, as nfqlb sees it through glibc:
+ * leading slashes are skipped (`--shm=/tshm-a` is `tshm-a`); an empty name or
+ * another '/' is EINVAL. Throws NfqlbError NFQLB_ERR_SHM_NAME.
+ */
+function objectName(name: string): string {
+  const stripped = name.replace(/^\/+/, '');
+  if (stripped === '' || stripped.includes('/') || Buffer.byteLength(stripped) > 250) {
+    throw new NfqlbError(`invalid shm name '${name}': use 1-250 bytes without '/' (a leading '/' is ignored)`, 'NFQLB_ERR_SHM_NAME', 'EINVAL');
+  }
+  return stripped;
+}
+
+function validObjectName(name: string): boolean {
+  try {
+    objectName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Maps an existing object; throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
 function mapExisting(name: string, writable: boolean, what: string): ArrayBuffer {
   try {
-    return native().shmMap(name, writable ? 1 : 0, 0);
+    return native().shmMap(objectName(name), writable ? 1 : 0, 0);
   } catch (err) {
     if (isMissing(err)) {
       throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
@@ -74,12 +96,12 @@ export function createTable(name: string, M: number, N: number, ownFwmark: numbe
       return reinitInPlace(existing, ownFwmark);
     }
     closeTable(existing);
-    addon.shmUnlink(name);
-  } else if (addon.shmSize(name) >= 0) {
-    addon.shmUnlink(name); // Not a table (or unreadable as one): replace it.
+    addon.shmUnlink(objectName(name));
+  } else if (addon.shmSize(objectName(name)) >= 0) {
+    addon.shmUnlink(objectName(name)); // Not a table (or unreadable as one): replace it.
   }
   checkFreeSpace(name, bytes);
-  const buffer = addon.shmMap(name, 2, bytes);
+  const buffer = addon.shmMap(objectName(name), 2, bytes);
   try {
     writeFreshTable(buffer, M, N, ownFwmark);
     return new MaglevTable(buffer, name);
@@ -92,7 +114,7 @@ export function createTable(name: string, M: number, N: number, ownFwmark: numbe
 function tryOpen(name: string): MaglevTable | null {
   let buffer: ArrayBuffer;
   try {
-    buffer = native().shmMap(name, 1, 0);
+    buffer = native().shmMap(objectName(name), 1, 0);
   } catch {
     return null;
   }
@@ -176,7 +198,9 @@ export function closeTable(table: MaglevTable): void {
 
 /** `nfqlb delete`: removes shm `name`. Returns false when it did not exist (not an error). Mappings stay valid until closed. */
 export function deleteTable(name: string): boolean {
-  return native().shmUnlink(name);
+  // nfqlb ignores shm_unlink's errors: a name that cannot exist is simply not there.
+  if (!validObjectName(name)) return false;
+  return native().shmUnlink(objectName(name));
 }
 
 /** Name of the shared log level / trace mask object. */
@@ -234,10 +258,10 @@ export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
   const addon = native();
   let buffer: ArrayBuffer;
   try {
-    buffer = addon.shmMap(name, 1, 0);
+    buffer = addon.shmMap(objectName(name), 1, 0);
   } catch (err) {
     if (!isMissing(err)) throw err;
-    buffer = addon.shmMap(name, 2, TRACE_BYTES);
+    buffer = addon.shmMap(objectName(name), 2, TRACE_BYTES);
     // A new object is zero-filled. Another process may have created and set
     // it between our two calls, so the default goes in only over a zero.
     if (buffer.byteLength >= TRACE_BYTES) Atomics.compareExchange(new Int32Array(buffer, 0, 2), 0, 0, DEFAULT_LOG_LEVEL);
