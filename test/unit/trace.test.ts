@@ -3,16 +3,19 @@
  * trace shm), nfqlb's per-packet trace texts on hand-made packets, and the
  * `trace` / `loglevel` commands through main().
  */
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
+import { parseAddress } from '../../src/control';
 import { NfqlbError } from '../../src/errors';
 import { FlowSet, flowCmdFromArgs } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET } from '../../src/pipeline';
 import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/shm';
+import { connectTo } from '../../src/sockets';
 import { Target, TargetRegistry } from '../../src/targets';
 import {
-  formatFlowTrace, formatIcmp, formatPacketTrace, parseMask, parseSelection, TraceServer,
+  formatFlowTrace, formatIcmp, formatPacketTrace, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
   TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_FRAG, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_TARGET,
 } from '../../src/trace';
 import { runInProcess } from '../helpers/cli';
@@ -63,12 +66,7 @@ class Client {
   }
 
   static async connect(address: string): Promise<Client> {
-    const sock = net.connect({ path: `\0${address.slice(5)}` });
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', resolve);
-      sock.once('error', reject);
-    });
-    return new Client(sock);
+    return new Client(await connectTo(parseAddress(address), 5000));
   }
 
   waitFor(s: string, timeoutMs = 5000): Promise<void> {
@@ -222,7 +220,58 @@ describe('trace server', () => {
   it('refuses an address in use', async () => {
     await expect(TraceServer.start(address, shm)).rejects.toMatchObject({ code: 'NFQLB_ERR_TRACE_LISTEN' });
   });
+
+  it('binds the abstract name without padding, as nfqlb (python3 reaches it as "\\0name")', async () => {
+    const name = address.slice(5);
+    const lines = fs.readFileSync('/proc/net/unix', 'utf8').split('\n');
+    expect(lines.filter((l) => l.endsWith(` @${name}`))).toHaveLength(1);
+    expect(lines.some((l) => l.includes(`@${name}@`))).toBe(false);
+    // Asynchronously: the server runs in this process.
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile('python3', ['-c', PY_TRACE_CLIENT, name], { encoding: 'latin1', timeout: 10000 }, (err, out) => (err ? reject(err) : resolve(out)));
+    });
+    expect(stdout).toBe('Trace active, mask=0x00000000\n');
+  });
+
+  it(`tells client ${MAX_TRACE_CLIENTS + 1} in one line that there are too many, and closes it`, async () => {
+    for (let i = 0; i < MAX_TRACE_CLIENTS; i++) await connect();
+    expect(server.clientCount).toBe(MAX_TRACE_CLIENTS);
+    const extra = await Client.connect(address);
+    clients.push(extra);
+    await until(() => extra.closed, 'the refused client to be closed');
+    expect(extra.text).toBe(refusedNotice(MAX_TRACE_CLIENTS));
+    expect(server.clientCount).toBe(MAX_TRACE_CLIENTS);
+    // The others still get lines.
+    shm.mask = TRACE_LOG;
+    server.trace(TRACE_LOG, 'still here\n');
+    await clients[0].waitFor('still here\n');
+  });
+
+  it('sends names as the bytes clients sent (latin1 binary strings) and log lines as UTF-8', async () => {
+    shm.mask = TRACE_LOG | TRACE_FLOW_CONF;
+    const c = await connect();
+    const name = Buffer.from('café €', 'utf8').toString('latin1');
+    server.trace(TRACE_FLOW_CONF, `writeReply [${name}]\n`);
+    server.logStream.write('{"msg":"naïve ∑"}\n');
+    await c.waitFor('}\n');
+    const bytes = Buffer.from(c.text, 'latin1').toString('utf8');
+    expect(bytes).toBe('Trace active, mask=0x00000009\nwriteReply [café €]\n{"msg":"naïve ∑"}\n');
+  });
 });
+
+/** A trace client nobody here wrote: Python's socket module, "\\0name" unpadded. */
+const PY_TRACE_CLIENT = `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect('\\0' + sys.argv[1])
+s.settimeout(5)
+buf = b''
+while not buf.endswith(b'\\n'):
+    d = s.recv(100)
+    if not d: break
+    buf += d
+sys.stdout.write(buf.decode('latin1'))
+`;
 
 // ---------------------------------------------------------------- texts
 
@@ -473,6 +522,21 @@ describe('nfqlb trace', () => {
     }
   });
 
+  it(`exits 1 with the server's line on stderr when it refuses the client (${MAX_TRACE_CLIENTS} connected)`, async () => {
+    const address = nextAddress();
+    const server = await TraceServer.start(address, shm);
+    const held: Client[] = [];
+    try {
+      for (let i = 0; i < MAX_TRACE_CLIENTS; i++) held.push(await Client.connect(address));
+      await until(() => server.clientCount === MAX_TRACE_CLIENTS, 'all clients');
+      const r = await runInProcess(['trace', '--mask=0x1', `--trace_address=${address}`, shmOpt]);
+      expect(r).toEqual({ rc: 1, stdout: 'Mask=0x00000001\n', stderr: refusedNotice(MAX_TRACE_CLIENTS) });
+    } finally {
+      for (const c of held) c.end();
+      await server.close();
+    }
+  });
+
   it('wants exactly one of --mask and --selection (nfqlb wording)', async () => {
     expect(await runInProcess(['trace', shmOpt])).toEqual({ rc: 1, stdout: '', stderr: 'Specify any of --mask or --selection\n' });
     expect(await runInProcess(['trace', '--mask=1', '--selection=log', shmOpt])).toEqual({
@@ -487,11 +551,15 @@ describe('nfqlb trace', () => {
     const address = nextAddress();
     const r = await runInProcess(['trace', '--selection=flows', `--trace_address=${address}`, shmOpt]);
     expect(r).toEqual({ rc: 1, stdout: 'Mask=0x00000040\n', stderr: `Trace client connect to ${address}: Connection refused\n` });
+    // As nfqlb's logConfigShm, trace creates the shm when no daemon has (and sets the mask in it).
     const missing = `${SHM}-missing`;
-    const m = await runInProcess(['trace', '--selection=flows', `--trace_address=${address}`, `--trace_shm=${missing}`]);
-    expect(m.rc).toBe(1);
-    expect(m.stderr).toBe(`shared memory '${missing}' does not exist; start the daemon (nfqlb lb / flowlb) first\n`);
-    expect(fs.existsSync(`/dev/shm/${missing}`)).toBe(false);
+    try {
+      const m = await runInProcess(['trace', '--selection=flows', `--trace_address=${address}`, `--trace_shm=${missing}`]);
+      expect(m).toEqual({ rc: 1, stdout: 'Mask=0x00000040\n', stderr: `Trace client connect to ${address}: Connection refused\n` });
+      expect([...fs.readFileSync(`/dev/shm/${missing}`)]).toEqual([5, 0, 0, 0, 0x40, 0, 0, 0]);
+    } finally {
+      fs.rmSync(`/dev/shm/${missing}`, { force: true });
+    }
     const bad = await runInProcess(['trace', '--selection=flows', '--trace_address=nowhere', shmOpt]);
     expect(bad.rc).toBe(1);
     expect(bad.stderr).toMatch(/^Failed to parse address \[nowhere\]/);
@@ -510,9 +578,18 @@ describe('nfqlb loglevel', () => {
     expect(await runInProcess(['loglevel', shmOpt, '6x'])).toEqual({ rc: 0, stdout: 'loglevel=6\n', stderr: '' });
   });
 
-  it('fails in one line when no daemon made the shm', async () => {
+  it('without a daemon creates the shm as nfqlb does: 8 bytes {5, 0}, mode 0600, and prints loglevel=5', async () => {
     const missing = `${SHM}-missing`;
-    const r = await runInProcess(['loglevel', `--trace_shm=${missing}`, '7']);
-    expect(r).toEqual({ rc: 1, stdout: '', stderr: `shared memory '${missing}' does not exist; start the daemon (nfqlb lb / flowlb) first\n` });
+    const file = `/dev/shm/${missing}`;
+    try {
+      expect(await runInProcess(['loglevel', `--trace_shm=${missing}`])).toEqual({ rc: 0, stdout: 'loglevel=5\n', stderr: '' });
+      const st = fs.statSync(file);
+      expect({ size: st.size, mode: (st.mode & 0o777).toString(8) }).toEqual({ size: 8, mode: '600' });
+      expect([...fs.readFileSync(file)]).toEqual([5, 0, 0, 0, 0, 0, 0, 0]);
+      expect(await runInProcess(['loglevel', `--trace_shm=${missing}`, '7'])).toEqual({ rc: 0, stdout: 'loglevel=7\n', stderr: '' });
+      expect([...fs.readFileSync(file)]).toEqual([7, 0, 0, 0, 0, 0, 0, 0]);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   });
 });
