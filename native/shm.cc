@@ -48,8 +48,8 @@ bool GetName(const Napi::CallbackInfo& info, std::string* name) {
   }
   *name = info[0].As<Napi::String>().Utf8Value();
   // shm_open wants "/name"; a name with '/' inside would reach another path.
-  if (name->empty() || name->find('/') != std::string::npos || name->size() > 250) {
-    Napi::TypeError::New(info.Env(), "shm name must be 1-250 characters without '/'").ThrowAsJavaScriptException();
+  if (name->empty() || name->find('/') != std::string::npos || name->size() > 255) {
+    Napi::TypeError::New(info.Env(), "shm name must be 1-255 bytes without '/'").ThrowAsJavaScriptException();
     return false;
   }
   return true;

@@ -12,36 +12,38 @@ import { native } from './native';
 /** Where shm_open puts objects on Linux; used only to check free space. */
 const SHM_DIR = '/dev/shm';
 
+/**
+ * The name shm_open() really uses for `name`, checked as glibc 2.36 checks it
+ * (so every name nfqlb accepts works here and the others fail the same way):
+ * leading '/' are dropped (`/tshm-x` is `tshm-x`); then an empty name, a '/'
+ * inside, or 260 bytes and more are EINVAL, 256-259 bytes ENAMETOOLONG (the
+ * kernel's limit is 255). A NUL would cut the name short in C: EINVAL.
+ * Throws NfqlbError NFQLB_ERR_SHM_NAME with that errno.
+ */
+export function shmObjectName(name: string): string {
+  const object = name.replace(/^\/+/, '');
+  const bytes = Buffer.byteLength(object, 'utf8');
+  let errno: string | undefined;
+  let why = '';
+  if (object === '' || object.includes('/') || object.includes('\0')) {
+    errno = 'EINVAL';
+    why = "it must be a file name in /dev/shm: not empty, no '/' except at the start, no NUL";
+  } else if (bytes > 255) {
+    errno = bytes >= 260 ? 'EINVAL' : 'ENAMETOOLONG';
+    why = `it has ${bytes} bytes, at most 255 are possible`;
+  }
+  if (errno !== undefined) throw new NfqlbError(`invalid shared memory name '${name}': ${why}`, 'NFQLB_ERR_SHM_NAME', errno);
+  return object;
+}
+
 function isMissing(err: unknown): boolean {
   return err instanceof NfqlbError && err.errno === 'ENOENT';
-}
-
-/**
- * The name shm_open() uses for `name`, as nfqlb sees it through glibc:
- * leading slashes are skipped (`--shm=/tshm-a` is `tshm-a`); an empty name or
- * another '/' is EINVAL. Throws NfqlbError NFQLB_ERR_SHM_NAME.
- */
-function objectName(name: string): string {
-  const stripped = name.replace(/^\/+/, '');
-  if (stripped === '' || stripped.includes('/') || Buffer.byteLength(stripped) > 250) {
-    throw new NfqlbError(`invalid shm name '${name}': use 1-250 bytes without '/' (a leading '/' is ignored)`, 'NFQLB_ERR_SHM_NAME', 'EINVAL');
-  }
-  return stripped;
-}
-
-function validObjectName(name: string): boolean {
-  try {
-    objectName(name);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Maps an existing object; throws NFQLB_ERR_SHM_MISSING (with what to do) when it does not exist. */
 function mapExisting(name: string, writable: boolean, what: string): ArrayBuffer {
   try {
-    return native().shmMap(objectName(name), writable ? 1 : 0, 0);
+    return native().shmMap(shmObjectName(name), writable ? 1 : 0, 0);
   } catch (err) {
     if (isMissing(err)) {
       throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
@@ -90,18 +92,19 @@ export function createTable(name: string, M: number, N: number, ownFwmark: numbe
   checkShape(M, N);
   const bytes = tableBytes(M, N);
   const addon = native();
+  const object = shmObjectName(name);
   const existing = tryOpen(name);
   if (existing !== null) {
     if (existing.M === M && existing.N === N && existing.buffer.byteLength === bytes) {
       return reinitInPlace(existing, ownFwmark);
     }
     closeTable(existing);
-    addon.shmUnlink(objectName(name));
-  } else if (addon.shmSize(objectName(name)) >= 0) {
-    addon.shmUnlink(objectName(name)); // Not a table (or unreadable as one): replace it.
+    addon.shmUnlink(object);
+  } else if (addon.shmSize(object) >= 0) {
+    addon.shmUnlink(object); // Not a table (or unreadable as one): replace it.
   }
   checkFreeSpace(name, bytes);
-  const buffer = addon.shmMap(objectName(name), 2, bytes);
+  const buffer = addon.shmMap(object, 2, bytes);
   try {
     writeFreshTable(buffer, M, N, ownFwmark);
     return new MaglevTable(buffer, name);
@@ -114,7 +117,7 @@ export function createTable(name: string, M: number, N: number, ownFwmark: numbe
 function tryOpen(name: string): MaglevTable | null {
   let buffer: ArrayBuffer;
   try {
-    buffer = native().shmMap(objectName(name), 1, 0);
+    buffer = native().shmMap(shmObjectName(name), 1, 0);
   } catch {
     return null;
   }
@@ -172,7 +175,7 @@ const mappedInodes = new WeakMap<MaglevTable, bigint>();
 
 function statIno(name: string): bigint | undefined {
   try {
-    return fs.statSync(`${SHM_DIR}/${name}`, { bigint: true }).ino;
+    return fs.statSync(`${SHM_DIR}/${shmObjectName(name)}`, { bigint: true }).ino;
   } catch {
     return undefined;
   }
@@ -198,9 +201,7 @@ export function closeTable(table: MaglevTable): void {
 
 /** `nfqlb delete`: removes shm `name`. Returns false when it did not exist (not an error). Mappings stay valid until closed. */
 export function deleteTable(name: string): boolean {
-  // nfqlb ignores shm_unlink's errors: a name that cannot exist is simply not there.
-  if (!validObjectName(name)) return false;
-  return native().shmUnlink(objectName(name));
+  return native().shmUnlink(shmObjectName(name));
 }
 
 /** Name of the shared log level / trace mask object. */
@@ -256,12 +257,13 @@ export class TraceShm {
  */
 export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
   const addon = native();
+  const object = shmObjectName(name);
   let buffer: ArrayBuffer;
   try {
-    buffer = addon.shmMap(objectName(name), 1, 0);
+    buffer = addon.shmMap(object, 1, 0);
   } catch (err) {
     if (!isMissing(err)) throw err;
-    buffer = addon.shmMap(objectName(name), 2, TRACE_BYTES);
+    buffer = addon.shmMap(object, 2, TRACE_BYTES);
     // A new object is zero-filled. Another process may have created and set
     // it between our two calls, so the default goes in only over a zero.
     if (buffer.byteLength >= TRACE_BYTES) Atomics.compareExchange(new Int32Array(buffer, 0, 2), 0, 0, DEFAULT_LOG_LEVEL);

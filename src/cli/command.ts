@@ -1,7 +1,13 @@
 /**
  * The shape of one `nfqlb` command. Each file in cli/commands/ exports a list of
  * these; options are yargs option specs with their help text next to them, as
- * nfqlb keeps them.
+ * nfqlb keeps them. Declaration order is nfqlb's table order: it decides the
+ * order of `-h` lines, of `Missing option` lines and of the possibilities
+ * getopt lists for an ambiguous prefix (getopt.ts parses, not yargs).
+ * In a spec: `type: 'boolean'` is a flag (no argument), `demandOption` makes it
+ * required, `describe` is its help text, `default` its value when absent,
+ * `group: EXTENSION` marks an option nfqlb does not have, `hidden` keeps an
+ * extension out of the help.
  */
 import type { Options } from 'yargs';
 import { shmTableStore, type TableStore } from '../tablestore';
@@ -12,10 +18,18 @@ export interface ParsedArgs {
   [option: string]: unknown;
 }
 
+/** `group` of the options this project adds to nfqlb's: listed after nfqlb's in the help, matched by prefix last. */
+export const EXTENSION = 'nfqlb-ts';
+
 export interface NfqlbCommand {
   name: string;
-  /** One line, shown by `nfqlb <command> --help`. */
+  /** One line saying what the command does. */
   describe: string;
+  /**
+   * The head of `nfqlb <command> -h` before the option lines, as nfqlb
+   * prints it (its "help" option text). Default: `<name> [options]\n  <describe>`.
+   */
+  usage?: string;
   options: Record<string, Options>;
   /** Returns the exit code (0 when it returns nothing). Throw UsageError for user mistakes. */
   run(args: ParsedArgs, ctx: CommandContext): number | void | Promise<number | void>;

@@ -3,69 +3,82 @@
  * one place where errors become messages and exit codes. Messages for bad
  * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
  */
-import yargs from 'yargs';
 import { NfqlbError, UsageError } from '../errors';
-import { defaultContext, type NfqlbCommand, type ParsedArgs } from './command';
+import { defaultContext, EXTENSION, type NfqlbCommand, type ParsedArgs } from './command';
 import { allCommands } from './commands';
+import { getoptLongOnly, type LongOption } from './getopt';
 
-// Close to getopt_long_only: last value wins, `-opt=value` works, nothing is
-// guessed (numbers stay strings until a command validates them).
-const parserConfiguration = {
-  'camel-case-expansion': false,
-  'dot-notation': false,
-  'parse-numbers': false,
-  'parse-positional-numbers': false,
-  'boolean-negation': false,
-  'short-option-groups': false,
-  'duplicate-arguments-array': false,
-  'greedy-arrays': false,
-  'strip-aliased': true,
-  'unknown-options-as-args': false,
-} as const;
+/** nfqlb's command list, in the order it registers (and lists) them; commands it lacks follow. */
+const NFQLB_COMMAND_ORDER = [
+  'activate', 'deactivate', 'version', 'flow-set', 'flow-delete', 'flow-list', 'flow-list-names', 'flowlb', 'fwmark', 'lb',
+  'init', 'delete', 'show', 'stats', 'primebelow', 'trace', 'loglevel', 'trace-flow-set', 'trace-flow-delete', 'trace-flow-list',
+];
 
+/**
+ * nfqlb prints its argv[0] here; a Node script cannot see how it was called
+ * (process.argv[1] is always an absolute path), so this says `nfqlb`, which
+ * is what nfqlb prints when run from PATH.
+ */
 function usage(commands: NfqlbCommand[]): string {
-  return `Usage: nfqlb <command> [opt...]\nCommands:\n${commands.map((c) => `  ${c.name}\n`).join('')}`;
+  const rank = (c: NfqlbCommand): number => {
+    const i = NFQLB_COMMAND_ORDER.indexOf(c.name);
+    return i < 0 ? NFQLB_COMMAND_ORDER.length : i;
+  };
+  const sorted = commands.slice().sort((a, b) => rank(a) - rank(b));
+  return `Usage: nfqlb <command> [opt...]\nCommands:\n${sorted.map((c) => `  ${c.name}\n`).join('')}`;
 }
 
-function commandHelp(cmd: NfqlbCommand): string {
-  const lines = [`${cmd.name} [options]`, `  ${cmd.describe}`];
+/** getopt's table for a command: nfqlb puts its "help" flag first, then the command's options in order. */
+function optionTable(cmd: NfqlbCommand): LongOption[] {
+  const table: LongOption[] = [{ name: 'help', hasArg: false }];
   for (const [name, spec] of Object.entries(cmd.options)) {
-    const required = spec.demandOption ? ' (required)' : '';
-    const dflt = spec.default !== undefined && spec.type !== 'boolean' ? ` (default ${String(spec.default)})` : '';
-    lines.push(`  --${name}${spec.type === 'boolean' ? '' : '='} ${spec.describe ?? ''}${dflt}${required}`);
+    table.push({ name, hasArg: spec.type !== 'boolean', extension: spec.group === EXTENSION || spec.hidden === true });
   }
-  return lines.join('\n') + '\n';
+  return table;
 }
 
 /**
- * Maps yargs' complaints onto nfqlb's wording. getopt prefixes its own
- * messages with argv[0], which in nfqlb is the command name.
+ * `nfqlb <command> -h`, as nfqlb's printUsage: the usage head, then
+ * `  --NAME= HELP ` per option (flags too), `(required)` in place of the
+ * last space for required ones. Options nfqlb lacks come last.
  */
-function translateParseError(cmd: string, msg: string): string {
-  let m = /^Missing required argument[s]?: (.*)$/.exec(msg);
-  if (m) return m[1].split(', ').map((o) => `Missing option [--${o}]`).join('\n');
-  m = /^Unknown arguments?: (.*)$/.exec(msg);
-  if (m) return m[1].split(', ').map((o) => `${cmd}: unrecognized option '--${o}'`).join('\n');
-  m = /^Not enough arguments following: (.*)$/.exec(msg);
-  if (m) return `${cmd}: option '--${m[1]}' requires an argument`;
-  return msg;
+export function commandHelp(cmd: NfqlbCommand): string {
+  let text = `${cmd.usage ?? `${cmd.name} [options]\n  ${cmd.describe}`}\n`;
+  const entries = Object.entries(cmd.options).filter(([, spec]) => spec.hidden !== true);
+  const ordered = [...entries.filter(([, s]) => s.group !== EXTENSION), ...entries.filter(([, s]) => s.group === EXTENSION)];
+  for (const [name, spec] of ordered) {
+    text += `  --${name}= ${spec.describe ?? ''} ${spec.demandOption ? '(required)' : ''}\n`;
+  }
+  return text;
 }
 
+/** What a command line asks for: the options, nfqlb's help, or an error (nfqlb's words, exit 1). */
+export type CommandLine = { kind: 'args'; args: ParsedArgs } | { kind: 'help'; text: string } | { kind: 'error'; message: string };
+
 /**
- * getopt refuses `--opt` without a value for an option that takes one (yargs
- * would quietly give it ""); `--opt=` is an empty value and is fine.
+ * nfqlb's parseOptions(): getopt_long_only over the command's options; the
+ * help option prints the help when it is reached (errors before it win,
+ * anything after it is not looked at); the last of a repeated option wins;
+ * then every missing required option is named. Options not given get their
+ * declared default; flags given are `true`.
  */
-function missingValue(cmd: NfqlbCommand, argv: string[]): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--?([^=]+)$/.exec(argv[i]);
-    if (m === null || argv[i] === '--') continue;
-    const spec = cmd.options[m[1]];
-    if (spec === undefined || spec.type === 'boolean') continue;
-    const next = argv[i + 1];
-    if (next === undefined) return m[1];
-    i++; // `--opt value`: the next word is the value, whatever it looks like.
+export function parseOptions(cmd: NfqlbCommand, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CommandLine {
+  const table = optionTable(cmd);
+  const r = getoptLongOnly(cmd.name, argv, table, env.POSIXLY_CORRECT !== undefined);
+  const args: ParsedArgs = { _: r.positional };
+  for (const f of r.found) {
+    if (f.index === 0) return { kind: 'help', text: commandHelp(cmd) };
+    args[table[f.index].name] = f.value ?? true;
   }
-  return undefined;
+  if (r.error !== undefined) return { kind: 'error', message: r.error };
+  const missing: string[] = [];
+  for (const [name, spec] of Object.entries(cmd.options)) {
+    if (args[name] !== undefined) continue;
+    if (spec.demandOption) missing.push(`Missing option [--${name}]`);
+    else if (spec.default !== undefined) args[name] = spec.default;
+  }
+  if (missing.length > 0) return { kind: 'error', message: missing.join('\n') };
+  return { kind: 'args', args };
 }
 
 /** The command called `name`, if there is one. */
@@ -75,31 +88,14 @@ export function findCommand(name: string): NfqlbCommand | undefined {
 
 /**
  * Parses the options of one command line (without the command name) as the
- * CLI does; throws UsageError with nfqlb's wording.
+ * CLI does; throws UsageError with nfqlb's wording (also for a help request,
+ * which has no place where this is used: replayed configuration lines).
  */
 export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs {
-  let failure: string | undefined;
-  const parser = yargs(argv)
-    .parserConfiguration(parserConfiguration)
-    .options(cmd.options)
-    .strictOptions(true)
-    .help(false)
-    .version(false)
-    .exitProcess(false)
-    .fail((msg, err) => {
-      failure = msg ?? err?.message ?? 'invalid command line';
-    });
-  const parsed = parser.parseSync() as unknown as ParsedArgs;
-  if (failure !== undefined) throw new UsageError(translateParseError(cmd.name, failure));
-  const bare = missingValue(cmd, argv);
-  if (bare !== undefined) throw new UsageError(`${cmd.name}: option '--${bare}' requires an argument`);
-  const args: ParsedArgs = { _: parsed._.map(String) };
-  for (const name of Object.keys(cmd.options)) {
-    const value = parsed[name];
-    if (Array.isArray(value)) args[name] = value[value.length - 1];
-    else if (value !== undefined) args[name] = value;
-  }
-  return args;
+  const line = parseOptions(cmd, argv);
+  if (line.kind === 'error') throw new UsageError(line.message);
+  if (line.kind === 'help') throw new UsageError(`${cmd.name}: -help is not a command to run`);
+  return line.args;
 }
 
 /** Runs one command line (without the program name) and returns the exit code. */
@@ -114,13 +110,17 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`Unknown command [${argv[0]}]\n`);
     return 1;
   }
-  const rest = argv.slice(1);
-  if (rest.includes('--help') || rest.includes('-help')) {
-    process.stdout.write(commandHelp(cmd));
+  const line = parseOptions(cmd, argv.slice(1));
+  if (line.kind === 'help') {
+    process.stdout.write(line.text);
     return 0;
   }
+  if (line.kind === 'error') {
+    process.stderr.write(`${line.message}\n`);
+    return 1;
+  }
   try {
-    const rc = await cmd.run(parseCommandLine(cmd, rest), defaultContext);
+    const rc = await cmd.run(line.args, defaultContext);
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {

@@ -6,7 +6,7 @@ import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
 import { checkFlowSetArgs } from '../../flows';
-import { type NfqlbCommand, type ParsedArgs } from '../command';
+import { EXTENSION, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -16,7 +16,7 @@ const selectorOptions: Record<string, Options> = {
   srcs: str('Source CIDRs'),
   dports: str('Destination port ranges'),
   sports: str('Source port ranges'),
-  match: str('Byte matches, e.g. tcp[12:2]&0x1ff=0x2'),
+  match: str('Bit-match statements'),
 };
 
 function opt(args: ParsedArgs, name: string): string | undefined {
@@ -99,18 +99,21 @@ function deleteAndListCommands(cmd: string, action: string, noun: string): Nfqlb
     {
       name: `${cmd}-delete`,
       describe: `Delete a ${noun}`,
-      options: { name: str(`Name of the ${noun}`, { demandOption: true }) },
+      usage: `${cmd}-delete\n  Delete a flow`,
+      options: { name: str('Name of the flow', { demandOption: true }) },
       run: (args) => textRequest({ action: `${action}delete`, name: opt(args, 'name') }),
     },
     {
       name: `${cmd}-list`,
       describe: `List ${noun}s (JSON)`,
-      options: { name: str(`Name of a ${noun}`) },
+      usage: `${cmd}-list\n  List flows`,
+      options: { name: str('Name of a flow') },
       run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }, `${action}list-names`),
     },
     {
       name: `${cmd}-list-names`,
       describe: `List ${noun} names (JSON)`,
+      usage: `${cmd}-list-names\n  List ${noun} names`,
       options: {},
       run: () => listRequest({ action: `${action}list-names` }, `${action}list-names`),
     },
@@ -121,6 +124,7 @@ export const flowCommands: NfqlbCommand[] = [
   {
     name: 'flow-set',
     describe: 'Set a flow. An un-defined value means match-all. Use comma separated lists (no spaces)',
+    usage: 'flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
     options: {
       name: str('Name of the flow', { demandOption: true }),
       target: str('Name of SHM for the load-balancer', { demandOption: true }),
@@ -144,7 +148,8 @@ export const flowCommands: NfqlbCommand[] = [
   {
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
-    options: { name: str('Name of the trace-flow', { demandOption: true }), prio: str('Priority'), ...selectorOptions },
+    usage: 'trace-flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
+    options: { name: str('Name of the flow', { demandOption: true }), prio: str('Priority', { group: EXTENSION }), ...selectorOptions },
     async run(args) {
       clientCheck(args);
       return textRequest({ action: 'trace-set', name: opt(args, 'name'), priority: opt(args, 'prio'), ...selectors(args) });

@@ -102,7 +102,8 @@ function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
 export const fwmarkCommands: NfqlbCommand[] = [
   {
     name: 'fwmark',
-    describe: 'Print hash and fwmark for the specified addresses for debug: fwmark [--shm=] [--proto=tcp|udp|sctp] --src=addr:port --dst=addr:port',
+    describe: 'Print hash and fwmark for the specified addresses for debug',
+    usage: 'fwmark [--shm=] [--proto=tcp|udp|sctp] --src=addr:port --dst=addr:port\n  Print hash and fwmark for the specified addresses for debug',
     options: {
       shm: str('Shared memory. Required for fwmark printout'),
       proto: str('Protocol, tcp|udp|sctp. NOT specified -> address-only hash'),
@@ -157,7 +158,8 @@ export const fwmarkCommands: NfqlbCommand[] = [
   },
   {
     name: 'primebelow',
-    describe: 'Give a prime below the passed number: primebelow <n>',
+    describe: 'Give a prime below the passed number',
+    usage: 'primebelow <n>\n  Give a prime below the passed number',
     options: {},
     run(args) {
       if (args._.length === 0) return;

@@ -11,30 +11,44 @@ import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
-import { out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
+/** An option nfqlb does not have (see command.ts). */
+const ext = (spec: Options): Options => ({ ...spec, group: EXTENSION });
 
+// Help texts are nfqlb's, word for word (sic); defaults are nfqlb's.
 const common: Record<string, Options> = {
-  queue: str('NF-queues to listen to, N or A:B', '2'),
-  qlength: str('Length of queues', '1024'),
-  mtu: str('MTU: bytes copied per packet, at least the MTU of the ingress device', '1500'),
-  lbshm: str('Lb shared memory (LB tier for fragments)'),
-  tun: str('Tun device for re-injecting fragments (not supported)'),
-  reassembler: str('Reassembler size (not supported, must be 0)', '0'),
-  notargets_fwmark: str('fwmark when the table has no targets (-1: drop)', '-1'),
-  hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only', '1'),
+  queue: str('NF-queues to listen to (default 2)', '2'),
+  qlength: str('Lenght of queues (default 1024)', '1024'),
+  mtu: str('MTU. At least the mtu of the ingress device', '1500'),
+  lbshm: str('Lb shared memory'),
+  tun: str('Tun device for re-inject fragments'),
+  reassembler: str('Reassembler size. default=0', '0'),
+  notargets_fwmark: str('Set when there are no targets', '-1'),
+  hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', '1'),
   ft_shm: str('Frag table; shared memory stats', 'ftshm'),
   ft_size: str('Frag table; size', '500'),
   ft_buckets: str('Frag table; extra buckets', '500'),
-  ft_frag: str('Frag table; stored frags (0 without --tun)', '100'),
+  ft_frag: str('Frag table; stored frags', '100'),
   ft_ttl: str('Frag table; ttl milliS', '200'),
   trace_address: str('Trace server address', DEFAULT_TRACE_ADDRESS),
-  fail_open: { type: 'boolean', describe: 'Accept packets when the queue is full instead of dropping them (NFQA_CFG_F_FAIL_OPEN)' },
-  batch: str('Most packets handled per receive', '64'),
-  rcvbuf: str('Socket receive buffer, bytes (default qlength*mtu/2)'),
-  metrics_address: str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS),
+  fail_open: ext({ type: 'boolean', describe: 'Accept packets when the queue is full instead of dropping them (NFQA_CFG_F_FAIL_OPEN)' }),
+  batch: ext(str('Most packets handled per receive', '64')),
+  rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)')),
+  metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS)),
 };
+
+/** nfqlb's option tables, in their order (which decides help lines and getopt's ambiguity messages). */
+const FLOWLB_ORDER = ['lbshm', 'mtu', 'tun', 'reassembler', 'promiscuous_ping', 'notargets_fwmark', 'nolb_fwmark', 'hash_mode', 'queue', 'qlength', 'ft_shm', 'ft_size', 'ft_buckets', 'ft_frag', 'ft_ttl', 'trace_address'];
+const LB_ORDER = ['mtu', 'tun', 'reassembler', 'sctp_encap', 'tshm', 'lbshm', 'notargets_fwmark', 'hash_mode', 'queue', 'qlength', 'ft_shm', 'ft_size', 'ft_buckets', 'ft_frag', 'ft_ttl', 'trace_address'];
+
+/** `options` with the keys in `order` first, in that order; the rest follow as they are. */
+function inOrder(order: string[], options: Record<string, Options>): Record<string, Options> {
+  const ordered: Record<string, Options> = {};
+  for (const k of order) if (options[k] !== undefined) ordered[k] = options[k];
+  return { ...ordered, ...options };
+}
 
 /** --metrics_address: off disables; anything else must parse as HOST:PORT. */
 function metricsAddress(text: string): string | null {
@@ -179,21 +193,23 @@ export const lbCommands: NfqlbCommand[] = [
   {
     name: 'flowlb',
     describe: 'Load-balance with flows',
-    options: {
+    usage: 'flowlb [options]\n  Load-balance with flows',
+    options: inOrder(FLOWLB_ORDER, {
       ...common,
       promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
-      nolb_fwmark: str('fwmark when no flow matches (-1: drop)', '-1'),
-    },
+      nolb_fwmark: str('Set when there is no matching LB', '-1'),
+    }),
     run: (args) => runDaemon('flowlb', args),
   },
   {
     name: 'lb',
     describe: 'Load-balance over one table, no flows',
-    options: {
+    usage: 'lb [options]\n  Load-balance',
+    options: inOrder(LB_ORDER, {
       ...common,
       tshm: str('Target shared memory', 'nfqlb'),
-      sctp_encap: str('SCTP UDP encapsulation port (0: none)', '0'),
-    },
+      sctp_encap: str('SCTP UDP encapsulation port. default=0', '0'),
+    }),
     run: (args) => runDaemon('lb', args),
   },
 ];

@@ -37,6 +37,35 @@ function mapOrDie(store: TableStore, name: string, writable: boolean): MaglevTab
   }
 }
 
+/** glibc's strerror() texts for what creating or removing a shm object can fail with. */
+const STRERROR: Record<string, string> = {
+  EINVAL: 'Invalid argument',
+  ENAMETOOLONG: 'File name too long',
+  EISDIR: 'Is a directory',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  ENOSPC: 'No space left on device',
+  EROFS: 'Read-only file system',
+  EMFILE: 'Too many open files',
+  ENFILE: 'Too many open files in system',
+  ENOMEM: 'Cannot allocate memory',
+  ENOTDIR: 'Not a directory',
+};
+
+/**
+ * A failure of `init` to make the shm object, as nfqlb words it
+ * (`createSharedData: Invalid argument`); glibc's shm_open reports a
+ * directory as EINVAL. Other errors (e.g. no room in /dev/shm) keep our text.
+ */
+function createFailure(err: unknown): unknown {
+  if (err instanceof NfqlbError && err.errno !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK'].includes(err.code)) {
+    const errno = err.errno === 'EISDIR' ? 'EINVAL' : err.errno;
+    const text = STRERROR[errno];
+    if (text !== undefined) return new UsageError(`createSharedData: ${text}`);
+  }
+  return err;
+}
+
 /** Runs `body` on an open table and always unmaps it. */
 function withTable<T>(store: TableStore, name: string, writable: boolean, body: (t: MaglevTable) => T): T {
   const table = mapOrDie(store, name, writable);
@@ -73,6 +102,7 @@ export const shmCommands: NfqlbCommand[] = [
   {
     name: 'init',
     describe: 'Initiate shared mem structures',
+    usage: 'init [options]\n  Initiate shared mem structures',
     options: {
       ownfw: str('Own FW mark. Only used in the LB-tier!', { default: '0' }),
       shm: str('Target shared memory', { default: DEFAULT_TARGET_SHM }),
@@ -90,22 +120,40 @@ export const shmCommands: NfqlbCommand[] = [
       }
       const n = atoi(optString(args, 'N', '32')) >>> 0;
       if (n > m) throw new UsageError("N can't be larger than M");
-      store.close(store.create(shm, m, n, atoi(optString(args, 'ownfw', '0'))));
+      let table: MaglevTable;
+      try {
+        table = store.create(shm, m, n, atoi(optString(args, 'ownfw', '0')));
+      } catch (err) {
+        throw createFailure(err);
+      }
+      store.close(table);
     },
   },
   {
     name: 'delete',
     describe: 'Delete shared mem structures',
+    usage: 'delete [options]\n  Delete shared mem structures',
     options: {
       shm: str('Target shared memory', { demandOption: true }),
     },
-    run(args, { store, out }) {
-      store.delete(String(args.shm));
+    run(args, { store }) {
+      try {
+        store.delete(String(args.shm));
+      } catch (err) {
+        // nfqlb prints strerror() alone. glibc's shm_unlink reports a name it
+        // refuses as ENOENT, which nfqlb (like a missing object) ignores.
+        if (!(err instanceof NfqlbError) || err.errno === undefined) throw err;
+        if (err.code === 'NFQLB_ERR_SHM_NAME' && err.errno === 'EINVAL') return;
+        const text = STRERROR[err.errno];
+        if (text !== undefined) throw new UsageError(text);
+        throw err;
+      }
     },
   },
   {
     name: 'show',
     describe: 'Show shared mem structures',
+    usage: 'show [options]\n  Show shared mem structures',
     options: {
       shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
     },
@@ -116,10 +164,11 @@ export const shmCommands: NfqlbCommand[] = [
   },
   {
     name: 'activate',
-    describe: 'Activate targets: activate [--shm=] <fwmarks...> | activate [--shm=] --index=# <fwmark>',
+    describe: 'Activate targets',
+    usage: 'activate [--shm=] <fwmarks...>\nactivate [--shm=] --index=# <fwmark>\n  Activate targets.',
     options: {
       shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
-      index: str('Index in the active table (< N)'),
+      index: str('Index in the active table (<= N)'),
     },
     run(args, { store, out }) {
       const shm = optString(args, 'shm', DEFAULT_TARGET_SHM);
@@ -136,10 +185,11 @@ export const shmCommands: NfqlbCommand[] = [
   },
   {
     name: 'deactivate',
-    describe: 'Deactivate targets: deactivate [--shm=] <fwmarks...> | deactivate [--shm=] --index=#',
+    describe: 'Deactivate targets',
+    usage: 'deactivate [--shm=] <fwmarks...>\ndeactivate [--shm=] --index=#\n  Deactivate targets',
     options: {
       shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
-      index: str('Index in the active table (< N)'),
+      index: str('Index in the active table (<= N)'),
     },
     run(args, { store, out }) {
       const shm = optString(args, 'shm', DEFAULT_TARGET_SHM);

@@ -100,9 +100,10 @@ export const traceCommands: NfqlbCommand[] = [
   {
     name: 'trace',
     describe: 'Initiate trace and direct output to stdout',
+    usage: 'trace [options]\n  Initiate trace and direct output to stdout',
     options: {
       mask: str('Trace mask (32-bit). Most for debug'),
-      selection: str('Trace selection. A comma separated list of; log,packet,frag,flow-conf,sctp,target,flows'),
+      selection: str('Trace selection. A comma separated list of;\n     log,packet,frag,flow-conf,sctp,target,flows'),
       trace_address: str('Trace server address', { default: DEFAULT_TRACE_ADDRESS }),
       trace_shm: traceShmOption,
     },
@@ -130,6 +131,7 @@ export const traceCommands: NfqlbCommand[] = [
   {
     name: 'loglevel',
     describe: 'Set log level in shared mem',
+    usage: 'loglevel [level]\n  Set log level in shared mem',
     options: { trace_shm: traceShmOption },
     run(args) {
       // nfqlb's logConfigShm: works without a daemon, creating the shm (level 5, mask 0, 0600).

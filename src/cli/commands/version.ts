@@ -1,14 +1,17 @@
-import { out, type NfqlbCommand } from '../command';
+import { EXTENSION, out, type NfqlbCommand } from '../command';
 import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../version';
 
 export const versionCommands: NfqlbCommand[] = [
   {
     name: 'version',
-    describe: 'Print the version',
-    options: {},
-    run() {
-      out(`${NFQLB_COMPAT_VERSION}\n`);
-      process.stderr.write(`nfqlb-ts ${PACKAGE_VERSION}\n`);
+    describe: 'Print version',
+    usage: 'version\n  Print version',
+    options: {
+      package: { type: 'boolean', group: EXTENSION, hidden: true, describe: 'Print the version of nfqlb-ts instead of the nfqlb release it is compatible with' },
+    },
+    run(args) {
+      // Only the version on stdout, as nfqlb: scripts compare it.
+      out(args.package === true ? `nfqlb-ts ${PACKAGE_VERSION}\n` : `${NFQLB_COMPAT_VERSION}\n`);
     },
   },
 ];
