@@ -22,14 +22,17 @@ const seed = Number(process.env.DIFFTEST_SEED ?? 8);
 jest.setTimeout(Math.max(300000, count * 200));
 
 (haveOriginal ? it : it.skip)(`${count} random commands from seed ${seed} give nfqlb's outputs, exit codes and table bytes`, async () => {
-  const result = await runDifftest({ seed, count, withFlows: root, log: (l) => process.stderr.write(`${l}\n`) });
+  const traceFrom = process.env.DIFFTEST_TRACE_FROM === undefined ? undefined : Number(process.env.DIFFTEST_TRACE_FROM);
+  const result = await runDifftest({ seed, count, withFlows: root, traceFrom, log: (l) => process.stderr.write(`${l}\n`) });
   const allowed = result.differences.filter((d) => d.allowed !== undefined);
   const defects = result.differences.filter((d) => d.allowed === undefined);
   const groups = groupDifferences(defects);
   const summary =
     `difftest seed=${seed}: ${result.commands} commands (${result.flowCommands} flow, ${result.tableChecks} table checks) in ${result.ms} ms; ` +
     `${defects.length} differences in ${groups.length} kinds, ${allowed.length} deliberate (${[...new Set(allowed.map((d) => d.allowed))].join('; ')})`;
-  console.log(summary);
+  console.log(summary + (result.deaths.length > 0 ? `\n${result.deaths.join('\n')}` : ''));
+  // nfqlb's own crashes are its bugs (listed, not failed); ours must never die.
+  expect(result.deaths.filter((d) => d.startsWith('nfqlb-ts'))).toEqual([]);
   if (process.env.DIFFTEST_REPORT !== undefined) {
     require('node:fs').writeFileSync(process.env.DIFFTEST_REPORT, groups.map((g) => `${g.count}x ${describeDifference(g.example)}`).join('\n') + '\n');
   }

@@ -55,6 +55,8 @@ export interface DifftestResult {
   flowCommands: number;
   tableChecks: number;
   differences: Difference[];
+  /** Daemons that died, with the command after which it was seen. */
+  deaths: string[];
   ms: number;
 }
 
@@ -231,6 +233,8 @@ function perturb(g: Gen, w: string[]): string[] {
   if (x < 0.05) return [...w, `--${g.pick(['shm', 'name', 'M', 'N', 'index', 'proto', 'target', 'protocols'])}`]; // value missing
   if (x < 0.06) return [w[0], g.pick(['-h', '--help', '-help'])];
   if (x < 0.07) return g.pick([[], ['nosuchcommand'], ['version'], ['-h'], ['INIT'], ['flow'], ['stats', '--ft_shm=']]);
+  // A flag given a value: refused before anything starts (never a command line that would start a daemon).
+  if (x < 0.075) return ['flowlb', ...g.pick([[], ['--queue=0:3'], ['--queue', '7']]), g.pick(['--promiscuous_ping=1', '--promiscuous_ping=', '-promiscuous_ping=yes', '--prom=1'])];
   if (x < 0.08) return [...w, ...w.slice(1)]; // every option twice: the last one wins
   return w;
 }
@@ -357,7 +361,8 @@ async function clearFlows(workers: Record<Impl, Worker>): Promise<void> {
   for (const impl of IMPLS) {
     for (const [list, del] of [['flow-list-names', 'flow-delete'], ['trace-flow-list', 'trace-flow-delete']]) {
       const r = await workers[impl].run([list]);
-      for (const name of flowNames(r.stdout.toString('utf8'))) if (!name.startsWith('#')) await workers[impl].run([del, `--name=${name}`]);
+      // Hidden '#' flows too: a user may name a flow '#x' (a hidden flow goes with its owner, a second delete is OK).
+      for (const name of flowNames(r.stdout.toString('utf8'))) await workers[impl].run([del, `--name=${name}`]);
     }
   }
 }
@@ -369,6 +374,8 @@ export interface DifftestOptions {
   withFlows: boolean;
   /** Progress lines. */
   log?: (line: string) => void;
+  /** Log every command from this index on, with both outcomes (DIFFTEST_TRACE_FROM). */
+  traceFrom?: number;
 }
 
 /** Runs `count` generated commands through both implementations and returns every difference. */
@@ -379,6 +386,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
   const workers = {} as Record<Impl, Worker>;
   const daemons = {} as Record<Impl, Partner>;
   const differences: Difference[] = [];
+  const deaths: string[] = [];
   let flowCommands = 0;
   let tableChecks = 0;
   const commands = generate(opts.seed, opts.count, opts.withFlows);
@@ -398,6 +406,9 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
       const [ro, rt] = await Promise.all(IMPLS.map((impl) => workers[impl].run(argvOf(impl), cmd.env)));
       const original: Outcome = { rc: ro.rc, stdout: normalize(latin1(ro.stdout), prefix.original), stderr: normalize(latin1(ro.stderr), prefix.original) };
       const ours: Outcome = { rc: rt.rc, stdout: normalize(latin1(rt.stdout), prefix.ours), stderr: normalize(latin1(rt.stderr), prefix.ours) };
+      if (opts.traceFrom !== undefined && i >= opts.traceFrom && opts.log !== undefined) {
+        opts.log(`#${i} ${cmd.argv.join(' ').split(P).join('<P>')}\n  nfqlb:    ${JSON.stringify(original)}\n  nfqlb-ts: ${JSON.stringify(ours)}`);
+      }
       if (cmd.flow) flowCommands++;
       let tables: string | undefined;
       if (!cmd.flow) {
@@ -424,6 +435,20 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
           for (const name of tablesOf(prefix.ours).keys()) if (!fs.existsSync(`/dev/shm/${prefix.original}${name}`)) fs.unlinkSync(`/dev/shm/${prefix.ours}${name}`);
         }
       }
+      if (opts.withFlows) {
+        for (const impl of IMPLS) {
+          if (daemons[impl].running) continue;
+          // A daemon that died is a finding of its own; both restart so later commands compare equal states.
+          const how = daemons[impl].child.signalCode ?? `exit ${daemons[impl].child.exitCode}`;
+          deaths.push(`${impl === 'ours' ? 'nfqlb-ts' : 'nfqlb'} flowlb died (${how}) at or after #${i} ${cmd.argv.join(' ').split(P).join('<P>')}`);
+          opts.log?.(`difftest: ${deaths[deaths.length - 1]}`);
+          for (const other of IMPLS) {
+            await daemons[other].stop();
+            daemons[other] = await Partner.start(other, daemons[other].ns, ['--queue=0:3']);
+          }
+          break;
+        }
+      }
       if (opts.log !== undefined && (i + 1) % 500 === 0) opts.log(`difftest: ${i + 1}/${commands.length} commands, ${differences.length} differences, ${Date.now() - t0} ms`);
     }
   } finally {
@@ -432,7 +457,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
     for (const impl of IMPLS) for (const name of tablesOf(prefix[impl]).keys()) fs.rmSync(`/dev/shm/${prefix[impl]}${name}`, { force: true });
     await cleanupAll();
   }
-  return { seed: opts.seed, commands: commands.length, flowCommands, tableChecks, differences, ms: Date.now() - t0 };
+  return { seed: opts.seed, commands: commands.length, flowCommands, tableChecks, differences, deaths, ms: Date.now() - t0 };
 }
 
 /** One line per difference: the command and both outcomes. */

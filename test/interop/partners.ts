@@ -151,11 +151,14 @@ export class Worker {
     rl.on('line', (line) => this.pending.shift()?.(line));
   }
 
-  run(argv: string[], env: Record<string, string | null> = {}): Promise<{ rc: number; stdout: Buffer; stderr: Buffer }> {
+  /** Runs one command line; rejects when it has not finished within `timeoutMs` (a command that hangs is a finding too). */
+  run(argv: string[], env: Record<string, string | null> = {}, timeoutMs = 30000): Promise<{ rc: number; stdout: Buffer; stderr: Buffer }> {
     return new Promise((resolve, reject) => {
       const onExit = (): void => reject(new Error('worker exited'));
+      const timer = setTimeout(() => reject(new Error(`nfqlb ${argv.join(' ')} did not finish within ${timeoutMs} ms`)), timeoutMs);
       this.child.once('exit', onExit);
       this.pending.push((line) => {
+        clearTimeout(timer);
         this.child.off('exit', onExit);
         const r = JSON.parse(line) as { rc: number; stdout: string; stderr: string };
         resolve({ rc: r.rc, stdout: Buffer.from(r.stdout, 'base64'), stderr: Buffer.from(r.stderr, 'base64') });
