@@ -28,8 +28,9 @@ import { cli, IMPLS, nfqlbCommand, ORIGINAL, originalPresent, other, Partner, sa
 
 const haveOriginal = originalPresent();
 const root = canUseNetns();
-if (!haveOriginal) console.log(`interop: skipped, the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL)`);
-else if (!root) console.log('interop: daemon checks skipped (they need root and network namespaces)');
+// One line on stderr (jest shows no console output of a file whose tests are all skipped).
+if (!haveOriginal) process.stderr.write(`interop: skipped (interop.test.ts, difftest.test.ts): the original nfqlb is not at ${ORIGINAL}; set NFQLB_ORIGINAL\n`);
+else if (!root) process.stderr.write('interop: the checks with daemons are skipped: they need root and network namespaces\n');
 const describeOriginal = haveOriginal ? describe : describe.skip;
 const describeLive = haveOriginal && root ? describe : describe.skip;
 
