@@ -210,6 +210,7 @@ describeLive('the original nfqlb and nfqlb-ts talk to each other', () => {
     ['flow-set', '--name=café', `--target=${t}`],
     ['flow-set', '--name=x€', `--target=${t}`, '--prio=3'],
     ['flow-set', '--name=x¬', `--target=${t}`, '--prio=4'],
+    ['flow-set', '--name=q"uote\\back\ttab', `--target=${t}`, '--prio=6'],
     ['flow-set', '--name=bad', `--target=${t}-nope`],
     ['flow-set', '--name=bad', `--target=${t}`, '--dsts=300.1.1.1/32'],
     ['flow-set', '--name=bad', `--target=${t}`, '--dsts=192.0.2.1'],
@@ -253,11 +254,26 @@ describeLive('the original nfqlb and nfqlb-ts talk to each other', () => {
       const script = flowScript(table);
       const own = script.map((args) => cliAt(p, daemon, args));
       resetFlows(p);
-      const foreign = script.map((args) => cliAt(p, client, args));
+      // The other CLI under other locales: messages must not change with LANG/LC_ALL.
+      const foreign = script.map((args) => cliAt(p, client, args, { LANG: 'de_DE.UTF-8', LC_ALL: 'fr_FR.UTF-8' }));
+      let invalidJson: string[] = [];
+      if (daemon === 'ours') {
+        // Every listing of this daemon is strict JSON (RFC 8259), whatever the names.
+        const listings = script.flatMap((args, i) => (/-list/.test(args[0]) && own[i].stdout !== '' ? [[args.join(' '), own[i].stdout]] : []));
+        const invalid = listings.filter(([, text]) => {
+          try {
+            JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.from(text, 'latin1')));
+            return false;
+          } catch {
+            return true;
+          }
+        });
+        invalidJson = invalid.map(([cmd, text]) => `${cmd}: ${shown(text)}`);
+      }
       const differences = script.flatMap((args, i) =>
         JSON.stringify(own[i]) === JSON.stringify(foreign[i]) ? [] : [`${label(client)}: ${show(args, foreign[i])}\n${label(daemon)}: ${show(args, own[i])}`],
       );
-      expect(differences.join('\n\n')).toBe('');
+      expect({ differences: differences.join('\n\n'), invalidJson }).toEqual({ differences: '', invalidJson: [] });
     });
   }
 
