@@ -9,7 +9,7 @@
  * Names and values travel as bytes: the server reads a request as latin1, so
  * each byte is one character of a "binary string" and every reply is written
  * back as latin1, the same bytes. The CLI sends its arguments as UTF-8 (what
- * the shell gave it), so `caf\u00e9` is the bytes 63 61 66 c3 a9 on the wire and
+ * the shell gave it), so `café` is the bytes 63 61 66 c3 a9 on the wire and
  * in the daemon. Code that shows such a name to a person (logs, metrics) or
  * hands it to the system (shm_open) converts it with bytesToText().
  *
@@ -205,14 +205,13 @@ export interface ControlServerOptions {
  * (a slow trickle does not extend it), and at most MAX_REQUEST bytes; a
  * request is answered as soon as it is complete, synchronously. When
  * `maxConnections` are open, accepting one more closes the oldest connection
- * still waiting for its request (or, when all have been answered, the
- * oldest one), without a reply: under a flood of idle clients a good client
- * is read at once, and only the flood's oldest connections are cut.
+ * still waiting for its request, without a reply: under a flood of idle
+ * clients a good client is read at once, and only the flood's oldest
+ * connections are cut.
  */
-export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions | number = {}): Promise<ControlServer> {
-  const opts: ControlServerOptions = typeof options === 'number' ? { timeoutMs: options } : options;
-  const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
-  const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS;
+export async function startControlServer(address: string, events: ControlServerEvents, options: ControlServerOptions = {}): Promise<ControlServer> {
+  const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS;
+  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
   const where = parseAddress(address);
   /** Every open connection, oldest first (a Set keeps insertion order). */
   const open = new Set<net.Socket>();
@@ -221,7 +220,9 @@ export async function startControlServer(address: string, events: ControlServerE
   let evicted = 0;
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     if (open.size >= maxConnections) {
-      const oldest = waiting.values().next().value ?? open.values().next().value;
+      // Answered connections are left alone (their reply may still be on its
+      // way); they close at their deadline at the latest.
+      const oldest = waiting.values().next().value;
       if (oldest !== undefined) {
         evicted++;
         oldest.destroy();

@@ -12,6 +12,7 @@
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
+import { bytesToText } from './control';
 import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
 import type { Logger } from './log';
 import { MaglevTable } from './maglev';
@@ -19,7 +20,7 @@ import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { closeTable, openOrCreateTraceShm, openTable, closeTraceShm, tableIsStale, type TraceShm } from './shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
-import { bytesToText, parseAddress, startControlServer, textToBytes, type ControlReply, type ControlRequest, type ControlServer } from './control';
+import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { BatchSizeHistogram, LabeledCounter } from './counters';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
@@ -128,7 +129,7 @@ export class Daemon {
     if (options.mode === 'lb') {
       const name = options.tshm ?? 'nfqlb';
       // nfqlb's mapSharedDataOrDie: the lb table must exist at start.
-      this.fixed = new Target(textToBytes(name), openTable(name));
+      this.fixed = new Target(name, openTable(name));
       this.fixed.refs = 1;
     }
     if (options.lbshm !== undefined) {
@@ -156,9 +157,6 @@ export class Daemon {
    */
   async start(): Promise<void> {
     try {
-      // Every address is checked before the first queue is bound.
-      if (this.options.mode === 'flowlb') parseAddress(this.options.flowAddress);
-      parseAddress(this.options.traceAddress);
       this.trace = openOrCreateTraceShm();
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
@@ -225,13 +223,13 @@ export class Daemon {
   refreshTables(): string[] {
     const swapped = this.targets.refresh((name, table) => replaced(bytesToText(name), table)).map(bytesToText);
     const fixed = this.fixed;
-    if (fixed !== null && replaced(bytesToText(fixed.name), fixed.table)) {
-      const table = this.reopen(bytesToText(fixed.name));
+    if (fixed !== null && replaced(fixed.name, fixed.table)) {
+      const table = this.reopen(fixed.name);
       if (table !== null) {
         const old = fixed.table;
         fixed.table = table;
         closeTable(old);
-        swapped.push(bytesToText(fixed.name));
+        swapped.push(fixed.name);
       }
     }
     const tier = this.tier;
@@ -273,7 +271,8 @@ export class Daemon {
           let active = 0;
           const slots = t.table.active;
           for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
-          return { name: bytesToText(t.name), activeTargets: active, fwmarks: t.fwmarks };
+          // Flow targets are named by request bytes; lb's one table by its (text) option.
+          return { name: this.fixed === null ? bytesToText(t.name) : t.name, activeTargets: active, fwmarks: t.fwmarks };
         });
       },
       batchSizes: this.batchSizes,
@@ -335,10 +334,7 @@ export class Daemon {
     const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
     const ok = 'json' in reply || reply.text === 'OK';
     this.controlRequests.inc(action, ok ? 'ok' : 'fail');
-    if (!ok) {
-      const shown = (v: string | undefined): string | undefined => (v === undefined ? v : bytesToText(v));
-      this.log.notice({ action: shown(req.action), flow: shown(req.name), reply: 'text' in reply ? bytesToText(reply.text) : '' }, 'control request failed');
-    }
+    if (!ok) this.log.notice({ action: req.action, flow: req.name, reply: 'text' in reply ? reply.text : '' }, 'control request failed');
     if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
     return reply;
   }

@@ -26,8 +26,6 @@ export function native(): NativeAddon {
   const candidates = [
     path.join(__dirname, '..', 'build', 'Release', 'nfqlb_native.node'),
     path.join(__dirname, '..', '..', 'build', 'Release', 'nfqlb_native.node'),
-    // testbed/dist/src/ (the test bed compiles src/ beside itself).
-    path.join(__dirname, '..', '..', '..', 'build', 'Release', 'nfqlb_native.node'),
   ];
   const tried: string[] = [];
   for (const file of candidates) {

@@ -10,6 +10,7 @@
  * sockets and Node is handed the descriptor; from then on the net.Server or
  * net.Socket owns it and closes it, once. `tcp:` addresses use Node as is.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as util from 'node:util';
@@ -95,7 +96,8 @@ export async function listenAt(server: net.Server, where: SocketAddress, backlog
       server.off('error', onError);
       resolve();
     };
-    // Node listens again on the descriptor with the backlog argument (it ignores options.backlog with fd).
+    // Node listens again on the descriptor with the backlog argument (it ignores
+    // options.backlog with fd). From here the server owns the descriptor.
     if ('unix' in where) server.listen({ fd }, backlog, onListening);
     else server.listen({ host: where.host, port: where.port, backlog }, onListening);
   });
@@ -112,7 +114,15 @@ export async function connectTo(where: SocketAddress, timeoutMs: number): Promis
   if ('unix' in where) {
     for (;;) {
       const r = addon().unixConnect(where.unix);
-      if ('fd' in r) return new net.Socket({ fd: r.fd, readable: true, writable: true });
+      if ('fd' in r) {
+        try {
+          return new net.Socket({ fd: r.fd, readable: true, writable: true });
+        } catch (err) {
+          // Node did not take the descriptor (it throws before its handle owns it).
+          fs.closeSync(r.fd);
+          throw err;
+        }
+      }
       const err = new SocketError(r.syscall, r.errno);
       if (err.errno !== 'EAGAIN' || Date.now() >= deadline) throw err;
       await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_MS));

@@ -12,7 +12,10 @@
  * Differences from nfqlb, on purpose:
  * - Several clients at once (nfqlb serves one, with a backlog of one); they
  *   all see the same lines, selected by the one mask in shm (the last
- *   `nfqlb trace` that set it wins).
+ *   `nfqlb trace` that set it wins). Past MAX_TRACE_CLIENTS a client gets
+ *   one line saying so (refusedNotice) instead of a silent close.
+ * - Names in trace lines are the bytes clients sent (latin1 binary strings,
+ *   see control.ts); the socket is written as latin1.
  * - A client that reads slowly never blocks the daemon: lines are queued per
  *   client up to a limit (bufferLimit); what does not fit is dropped and
  *   counted, and once the client has caught up it gets one line
@@ -27,7 +30,7 @@
 import * as net from 'node:net';
 import { NfqlbError, UsageError } from './errors';
 import { parseAddress } from './control';
-import { addressText, listenAt } from './sockets';
+import { listenAt } from './sockets';
 import { inetNtop6, type FlowSet } from './flows';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
 import type { Logger } from './log';
@@ -457,8 +460,8 @@ export class TraceServer {
       const code = err instanceof NfqlbError ? err.errno : undefined;
       throw new NfqlbError(
         code === 'EADDRINUSE'
-          ? `trace socket ${addressText(where)} is in use: another nfqlb daemon runs in this network namespace; stop it or use --trace_address`
-          : `cannot listen on trace socket ${addressText(where)}: ${(err as Error).message}`,
+          ? `trace socket ${address} is in use: another nfqlb daemon runs in this network namespace; stop it or use --trace_address`
+          : `cannot listen on trace socket ${address}: ${(err as Error).message}`,
         'NFQLB_ERR_TRACE_LISTEN', code);
     }
     return new TraceServer(server, address, shm, options);

@@ -39,7 +39,6 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from '../src/queue';
-import { connectTo } from '../src/sockets';
 
 // ---------------------------------------------------------------------------
 // Part 1: namespace helpers
@@ -1279,8 +1278,11 @@ async function rawMain(o: Record<string, string>): Promise<void> {
   const delay = Number(o.delay ?? 0);
   const waitMs = Number(o.wait ?? 15000);
   const t0 = Date.now();
-  // Bound and connected as nfqlb does (unpadded abstract name, see src/sockets.ts);
-  // a full listen backlog (EAGAIN) is retried for up to 5 s, never the request.
+  // Connected as nfqlb does (unpadded abstract name; src/sockets.ts, loaded from
+  // the compiled dist/ beside the native addon); a full listen backlog (EAGAIN)
+  // is retried for up to 5 s, never the request.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js')) as typeof import('../src/sockets');
   const sock = await connectTo(where, 5000);
   const chunks: Buffer[] = [];
   sock.on('data', (d: Buffer) => chunks.push(d));

@@ -30,7 +30,14 @@ function opt(args: ParsedArgs, name: string): string | undefined {
  * 255 silently for text commands and 0 for listings; a controller must not
  * read "no flows" from it, so here every command says so and exits 255.
  */
-function noReply(address: string): UsageError {
+function noReply(address: string, action?: string): UsageError {
+  if (action === 'trace-set') {
+    // nfqlb 1.2.0's daemon sets the trace-flow and never answers.
+    return new UsageError(
+      `No reply from the load balancer at ${address}: it closed the connection; an nfqlb 1.2.0 daemon never answers trace-flow-set although it sets the trace-flow (see trace-flow-list)`,
+      255,
+    );
+  }
   return new UsageError(`No reply from the load balancer at ${address}: it closed the connection; check that it runs and its log`, 255);
 }
 
@@ -38,7 +45,7 @@ function noReply(address: string): UsageError {
 async function textRequest(req: ControlRequest): Promise<number> {
   const address = flowAddress();
   const reply = await sendRequest(address, req);
-  if (reply.length === 0) throw noReply(address);
+  if (reply.length === 0) throw noReply(address, req.action);
   const nul = reply.indexOf(0);
   const text = reply.subarray(0, nul < 0 ? reply.length : nul);
   // The bytes as the daemon sent them (names inside are not re-encoded).

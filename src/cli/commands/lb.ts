@@ -6,8 +6,9 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { Daemon, parseQueues, type DaemonOptions } from '../../daemon';
-import { DEFAULT_TRACE_ADDRESS, flowAddress, parseAddress } from '../../control';
+import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
+import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openOrCreateTraceShm, closeTraceShm } from '../../shm';
@@ -116,9 +117,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
     lbshm: args.lbshm === undefined ? undefined : String(args.lbshm),
-    // lb has no control socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
-    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
+    // Checked in nfqlb's order: the trace address first. lb has no control
+    // socket, so NFQLB_FLOW_ADDRESS matters (and is checked) only for flowlb.
     traceAddress: checkedAddress(String(args.trace_address)),
+    flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
     metricsAddress: metricsAddress(String(args.metrics_address)),
   };
 }
