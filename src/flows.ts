@@ -17,12 +17,18 @@
 import { atoi } from './catoi';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
+import { isUtf8 } from 'node:buffer';
 
 // ---------------------------------------------------------------------------
 // Limits (nfqlb's)
 
-/** flow.c MAX_NAME: a name must be shorter than this many bytes. */
-const MAX_NAME = 1024;
+/**
+ * The longest name nfqlb reads whole: its server reads request lines with
+ * fgets() into 1024 bytes, so `name:` + name + newline must fit in 1023.
+ * nfqlb cuts a longer name (and reads the rest as another line), so two long
+ * names can become one flow; here they are refused.
+ */
+export const MAX_NAME_BYTES = 1017;
 /** flow.c MAX_CIDRS. */
 const MAX_CIDRS = 32;
 /** cmdFlow.c MAX_ARG_LEN: client-side limit for list arguments. */
@@ -93,6 +99,46 @@ function asciiLower(s: string): string {
 /** Bytes of a string as C's strlen sees it (names and arguments travel as UTF-8). */
 function cStrlen(s: string): number {
   return Buffer.byteLength(s, 'utf8');
+}
+
+/**
+ * Bytes of a value as the daemon holds it: a byte string (one char per byte,
+ * what the control server reads as latin1). Text with characters above 0xff
+ * (a caller that did not go through the socket) counts as its UTF-8.
+ */
+function byteLength(s: string): number {
+  return /[^\x00-\xff]/.test(s) ? Buffer.byteLength(s, 'utf8') : s.length;
+}
+
+/**
+ * A string as a JSON string literal (RFC 8259): `"` and `\` escaped, control
+ * characters as \n, \t, ... or \u00XX; everything else as it is, so a byte
+ * string of UTF-8 stays those bytes when written back as latin1, and a name
+ * of letters, digits, '-', '_', '.' prints exactly as nfqlb prints it. Bytes
+ * that are not UTF-8 (possible only from raw clients) become U+FFFD, so the
+ * listing always parses.
+ */
+export function jsonString(s: string): string {
+  let v = s;
+  if (/[\x80-\xff]/.test(v) && !/[^\x00-\xff]/.test(v)) {
+    const bytes = Buffer.from(v, 'latin1');
+    if (!isUtf8(bytes)) v = Buffer.from(bytes.toString('utf8'), 'utf8').toString('latin1');
+  }
+  if (!/["\\\x00-\x1f]/.test(v)) return `"${v}"`;
+  return `"${v.replace(/["\\\x00-\x1f]/g, (c) => JSON_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
+}
+
+const JSON_ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Why a flow name cannot be used, or null: longer than MAX_NAME_BYTES (nfqlb
+ * would cut it), or with a NUL byte (nfqlb's C strings end there, so `a\0b`
+ * would be the flow `a`). `name` is a byte string or text (UTF-8 counted).
+ */
+export function checkFlowName(name: string): string | null {
+  if (name.includes('\0')) return 'Invalid name: it contains a NUL byte';
+  if (byteLength(name) > MAX_NAME_BYTES) return `Name too long: at most ${MAX_NAME_BYTES} bytes`;
+  return null;
 }
 
 /**
@@ -884,7 +930,7 @@ export class FlowSet<T> {
   /** nfqlb's flowSetPrintNames(): a JSON array of names, one per line. */
   listNames(): string {
     if (this.list_.length === 0) return '[]\n';
-    return `[\n${this.list_.map((f) => `  "${f.name}"`).join(',\n')}\n]\n`;
+    return `[\n${this.list_.map((f) => `  ${jsonString(f.name)}`).join(',\n')}\n]\n`;
   }
 
   /** Adds or replaces (in place) and re-sorts; Array.prototype.sort is stable like glibc's qsort. */
@@ -898,12 +944,14 @@ export class FlowSet<T> {
   }
 
   /**
-   * nfqlb's printFlow(). Names are printed raw, as nfqlb does (its docs allow
-   * only letters, digits and -+_). Numbers print as C's %u.
+   * nfqlb's printFlow(), byte for byte for plain names. Divergence: nfqlb
+   * prints strings raw, so a `"`, `\` or control character in a name breaks
+   * the JSON (or adds fields); here every string is escaped (jsonString).
+   * Numbers print as C's %u.
    */
   private flowJson(f: Flow<T>): string {
-    const list = (items: readonly string[]): string => `[\n${items.map((s) => `    "${s}"`).join(',\n')}\n  ]`;
-    let s = `{\n  "name": "${f.name}",\n  "priority": ${f.priority >>> 0}`;
+    const list = (items: readonly string[]): string => `[\n${items.map((s) => `    ${jsonString(s)}`).join(',\n')}\n  ]`;
+    let s = `{\n  "name": ${jsonString(f.name)},\n  "priority": ${f.priority >>> 0}`;
     if (f.protoMask !== 0) {
       const names: string[] = [];
       if (f.protoMask & PROTO_BIT_TCP) names.push('"tcp"');
@@ -919,7 +967,7 @@ export class FlowSet<T> {
     if (f.udpencap > 0) s += `,\n  "udpencap": ${f.udpencap}`;
     s += `,\n  "matches_count": ${f.matches % 2 ** 32}`;
     if (this.targetName !== undefined) {
-      s += `,\n  "user_ref": "${f.target === null ? 'NULL' : this.targetName(f.target)}"`;
+      s += `,\n  "user_ref": ${jsonString(f.target === null ? 'NULL' : this.targetName(f.target))}`;
     }
     return `${s}\n}`;
   }
@@ -929,7 +977,8 @@ export class FlowSet<T> {
 function compileFlow<T>(def: FlowDefinition<T>): Flow<T> | string {
   const name = def.name;
   if (name === undefined) return 'No name';
-  if (cStrlen(name) >= MAX_NAME) return 'Name too long';
+  const nameError = checkFlowName(name);
+  if (nameError !== null) return nameError;
 
   let protoMask = 0;
   const protos = mkargv(def.protocols, ', ');
@@ -1003,6 +1052,15 @@ export interface FlowSetArgs {
 }
 
 /**
+ * The control protocol carries one option per line, so a value with a
+ * newline would be cut there and the rest read as another line (nfqlb's CLI
+ * sends it anyway and gets no reply): the CLI refuses it before connecting.
+ */
+export function newlineError(option: string): string {
+  return `${option} contains a newline, which the control protocol cannot carry`;
+}
+
+/**
  * The checks `nfqlb flow-set` makes before it connects (exit 1 on failure):
  * "target too long" (> 255), "<option> too long" (> 1000 bytes),
  * "udpencap specified without protocols", "udpencap specified without sctp"
@@ -1012,6 +1070,8 @@ export interface FlowSetArgs {
  * udpencap. Required options are the command-line parser's business.
  */
 export function checkFlowSetArgs(args: FlowSetArgs): string | null {
+  for (const [k, v] of Object.entries(args)) if (typeof v === 'string' && v.includes('\n')) return newlineError(k);
+  if (args.name !== undefined && cStrlen(args.name) > MAX_NAME_BYTES) return `name too long (at most ${MAX_NAME_BYTES} bytes)`;
   if (args.target !== undefined && cStrlen(args.target) > 255) return 'target too long';
   for (const k of ['protocols', 'dsts', 'srcs', 'dports', 'sports', 'match'] as const) {
     const v = args[k];

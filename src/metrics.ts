@@ -14,6 +14,7 @@
  * number does (nfqlb restarts a flow's `matches` at 0 when the flow is set
  * again; a re-bound queue gets fresh kernel counters). See MonotonicTotals.
  */
+import { isUtf8 } from 'node:buffer';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
@@ -50,6 +51,7 @@ export interface ReasonCount {
 
 /** One flow (→ nfqlb_flow_matches_total{flow,target}). */
 export interface FlowCount {
+  /** As the daemon holds it (a byte string); exported through labelText(). */
   name: string;
   /** Name of the target table, or null when the flow has none (exported as target=""). */
   target: string | null;
@@ -172,6 +174,23 @@ class MonotonicTotals<L extends string> {
     counter.reset();
     for (const s of this.series.values()) counter.inc(s.labels, s.total);
   }
+}
+
+/**
+ * A flow or target name as a label value. The daemon holds names as byte
+ * strings (one char per byte, as its control server reads them); bytes that
+ * are UTF-8 are decoded, so the label shows the name as it was typed. Other
+ * strings are used as they are. NUL, which the text format cannot carry, is
+ * never emitted (U+FFFD). prom-client then escapes `\\`, `"` and newline as the
+ * Prometheus text format wants.
+ */
+export function labelText(name: string): string {
+  let text = name;
+  if (/[\x80-\xff]/.test(text) && !/[^\x00-\xff]/.test(text)) {
+    const bytes = Buffer.from(text, 'latin1');
+    if (isUtf8(bytes)) text = bytes.toString('utf8');
+  }
+  return text.includes('\0') ? text.replace(/\0/g, '\ufffd') : text;
 }
 
 /** An unambiguous map key for a list of label values (length-prefixed, so "a|b"+"c" ≠ "a"+"b|c"). */
@@ -335,8 +354,9 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     registers,
     collect() {
       for (const f of source.flows()) {
-        const target = f.target ?? '';
-        flowMatches.update(labelKey(f.name, target), { flow: f.name, target }, f.matches, f.instance);
+        const flow = labelText(f.name);
+        const target = labelText(f.target ?? '');
+        flowMatches.update(labelKey(flow, target), { flow, target }, f.matches, f.instance);
       }
       flowMatches.writeTo(flowMatchesCounter);
     },
@@ -350,7 +370,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     registers,
     collect() {
       for (const t of source.targets()) {
-        const target = t.name;
+        const target = labelText(t.name);
         const counter = t.fwmarks;
         counter.forEach((fwmark, count) => {
           const fw = String(fwmark);
@@ -423,7 +443,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     registers,
     collect() {
       activeTargets.reset();
-      for (const t of source.targets()) activeTargets.set({ target: t.name }, t.activeTargets);
+      for (const t of source.targets()) activeTargets.set({ target: labelText(t.name) }, t.activeTargets);
     },
   });
 

@@ -1,5 +1,39 @@
 /** Command-line dispatch and option errors in nfqlb's words (getopt's, prefixed with the command name). */
-import { runInProcess } from '../helpers/cli';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { runInProcess, runSpawned, type CliRun } from '../helpers/cli';
+import { findCommand, parseOptions } from '../../src/cli/main';
+import type { NfqlbCommand } from '../../src/cli/command';
+
+interface Captured extends CliRun {
+  words: string[];
+}
+
+/** nfqlb 1.2.0's answers to odd command lines (test/fixtures/cli/capture.py made them). */
+const captured: Captured[] = fs
+  .readFileSync(path.join(__dirname, '..', 'fixtures', 'cli', 'options.jsonl'), 'utf8')
+  .split('\n')
+  .filter((l) => l !== '')
+  .map((l) => JSON.parse(l) as Captured);
+
+const isHelp = (c: Captured): boolean => c.rc === 0 && c.stdout.startsWith(c.words[0]) && c.stdout.includes('\n  ');
+
+/**
+ * What this CLI prints where it deliberately differs from nfqlb (README,
+ * "Differences from nfqlb"): the daemons list their extra options after
+ * nfqlb's in the help, and messages always end with a newline.
+ */
+function expectedOf(c: Captured): CliRun {
+  const want = { rc: c.rc, stdout: c.stdout, stderr: c.stderr };
+  if (want.stderr !== '' && !want.stderr.endsWith('\n')) want.stderr += '\n';
+  return want;
+}
+
+function cmd(name: string): NfqlbCommand {
+  const c = findCommand(name);
+  if (c === undefined) throw new Error(name);
+  return c;
+}
 
 describe('nfqlb command line', () => {
   it('lists the commands without arguments or with --help', async () => {
@@ -21,7 +55,7 @@ describe('nfqlb command line', () => {
   });
 
   it('refuses unknown options and options without their value', async () => {
-    expect(await runInProcess(['init', '--bogus=1'])).toEqual({ rc: 1, stdout: '', stderr: "init: unrecognized option '--bogus'\n" });
+    expect(await runInProcess(['init', '--bogus=1'])).toEqual({ rc: 1, stdout: '', stderr: "init: unrecognized option '--bogus=1'\n" });
     expect(await runInProcess(['show', '--shm'])).toEqual({ rc: 1, stdout: '', stderr: "show: option '--shm' requires an argument\n" });
     expect(await runInProcess(['init', '--shm=x', '--M'])).toEqual({ rc: 1, stdout: '', stderr: "init: option '--M' requires an argument\n" });
   });
@@ -38,5 +72,116 @@ describe('nfqlb command line', () => {
     expect(r.rc).toBe(0);
     expect(r.stdout).toContain('--M=');
     expect(r.stdout).toContain('--shm=');
+  });
+});
+
+describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
+  it('has the captures', () => {
+    expect(captured.length).toBeGreaterThan(100);
+    expect(captured.filter(isHelp).length).toBeGreaterThan(30);
+  });
+
+  // trace-flow-set --prio is an option nfqlb-ts adds.
+  const differs = (c: Captured): boolean => (['flowlb', 'lb'].includes(c.words[0]) && isHelp(c)) || c.words.join(' ') === 'trace-flow-set --prio=1';
+
+  it.each(captured.filter((c) => !differs(c)).map((c) => [c.words.join(' '), c] as const))(
+    '%s',
+    async (_line, c) => {
+      expect(await runInProcess(c.words)).toEqual(expectedOf(c));
+    },
+  );
+
+  it.each(captured.filter((c) => ['flowlb', 'lb'].includes(c.words[0]) && isHelp(c)).map((c) => [c.words.join(' '), c] as const))(
+    '%s: nfqlb\'s help, then the options nfqlb-ts adds',
+    async (_line, c) => {
+      const r = await runInProcess(c.words);
+      expect(r.rc).toBe(0);
+      expect(r.stdout.slice(0, c.stdout.length)).toBe(c.stdout);
+      const extra = r.stdout.slice(c.stdout.length).split('\n').filter((l) => l !== '');
+      expect(extra.map((l) => l.replace(/=.*/, ''))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address']);
+    },
+  );
+
+  it('trace-flow-set keeps nfqlb\'s help and adds --prio last', async () => {
+    const r = await runInProcess(['trace-flow-set', '-h']);
+    expect(r.stdout).toBe(
+      'trace-flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)\n' +
+        '  --name= Name of the flow (required)\n  --protocols= Protocols. tcp, udp, sctp \n  --dsts= Destination CIDRs \n  --srcs= Source CIDRs \n' +
+        '  --dports= Destination port ranges \n  --sports= Source port ranges \n  --match= Bit-match statements \n  --prio= Priority \n',
+    );
+  });
+
+  it('resolves prefixes among nfqlb\'s options before the ones nfqlb-ts adds', () => {
+    // nfqlb: --m is --mtu; nfqlb-ts adds --metrics_address, which must not make it ambiguous.
+    const mtu = parseOptions(cmd('flowlb'), ['--m=1400']);
+    expect(mtu.kind === 'args' && mtu.args.mtu).toBe('1400');
+    const metrics = parseOptions(cmd('flowlb'), ['--met=off']);
+    expect(metrics.kind === 'args' && metrics.args.metrics_address).toBe('off');
+    expect(parseOptions(cmd('flowlb'), ['--b=7'])).toMatchObject({ kind: 'args', args: { batch: '7' } });
+    expect(parseOptions(cmd('trace-flow-set'), ['--p=tcp', '--name=x'])).toMatchObject({ kind: 'args', args: { protocols: 'tcp' } });
+  });
+
+  it('moves positional arguments behind the options, keeps their order, and stops at --', () => {
+    const r = parseOptions(cmd('activate'), ['5', '--shm', 'tshm-x', '6', '--', '--index=1', '7']);
+    expect(r).toEqual({ kind: 'args', args: { _: ['5', '6', '--index=1', '7'], shm: 'tshm-x' } });
+  });
+
+  it('with POSIXLY_CORRECT stops at the first positional argument, as glibc does', () => {
+    const r = parseOptions(cmd('activate'), ['5', '--shm=tshm-x'], { POSIXLY_CORRECT: '1' });
+    expect(r).toEqual({ kind: 'args', args: { _: ['5', '--shm=tshm-x'], shm: 'nfqlb' } });
+  });
+
+  it('gives flags true and fills in defaults', () => {
+    const r = parseOptions(cmd('flowlb'), ['-promiscuous_ping', '--qu=0:3']);
+    expect(r).toMatchObject({ kind: 'args', args: { promiscuous_ping: true, queue: '0:3', qlength: '1024', mtu: '1500' } });
+  });
+
+  it('version prints the version and nothing on stderr; --package gives nfqlb-ts\'s own', async () => {
+    expect(await runInProcess(['version'])).toEqual({ rc: 0, stdout: '1.2.0\n', stderr: '' });
+    const own = await runInProcess(['version', '--package']);
+    expect(own).toEqual({ rc: 0, stdout: expect.stringMatching(/^nfqlb-ts \d+\.\d+\.\d+/), stderr: '' });
+  });
+});
+
+describe('flow names the control protocol cannot carry whole are refused before connecting', () => {
+  const long = 'x'.repeat(1018);
+  it.each([
+    [['flow-set', `--name=${long}`, '--target=t'], 'name too long (at most 1017 bytes)'],
+    [['flow-delete', `--name=${long}`], 'name too long (at most 1017 bytes)'],
+    [['trace-flow-list', `--name=${long}`], 'name too long (at most 1017 bytes)'],
+    [['flow-set', '--name=a\nb', '--target=t'], 'name contains a newline, which the control protocol cannot carry'],
+    [['flow-list', '--name=a\nb'], 'name contains a newline, which the control protocol cannot carry'],
+  ])('%j', async (words, msg) => {
+    const saved = process.env.NFQLB_FLOW_ADDRESS;
+    process.env.NFQLB_FLOW_ADDRESS = 'unix:nfqlbts-cli-test-nothing';
+    try {
+      expect(await runInProcess(words)).toEqual({ rc: 1, stdout: '', stderr: `${msg}\n` });
+    } finally {
+      if (saved === undefined) delete process.env.NFQLB_FLOW_ADDRESS;
+      else process.env.NFQLB_FLOW_ADDRESS = saved;
+    }
+  });
+});
+
+describe('messages do not depend on the locale', () => {
+  const lines: string[][] = [
+    ['flow-set'],
+    ['init', '--bogus=1'],
+    ['init', '--shm'],
+    ['flowlb', '--q=1'],
+    ['flowlb', '--promiscuous_ping=1'],
+    ['init', '-h'],
+  ];
+  const env = (extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({ ...process.env, NFQLB_FLOW_ADDRESS: 'unix:nfqlbts-cli-test-nothing', ...extra });
+
+  it.each([
+    ['LANG=de_DE.UTF-8', { LANG: 'de_DE.UTF-8' }],
+    ['LC_ALL=fr_FR.UTF-8', { LC_ALL: 'fr_FR.UTF-8', LANGUAGE: 'fr' }],
+  ])('bin/nfqlb under %s prints nfqlb\'s English texts', (_name, extra) => {
+    for (const words of lines) {
+      const want = captured.find((c) => c.words.join(' ') === words.join(' '));
+      expect(want).toBeDefined();
+      expect({ words, ...runSpawned(words, env(extra)) }).toEqual({ words, ...expectedOf(want as Captured) });
+    }
   });
 });

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import {
-  cAtoi, checkFlowSetArgs, flowCmdFromArgs, FlowSet, inetNtop6, inetPton6,
+  cAtoi, checkFlowName, checkFlowSetArgs, flowCmdFromArgs, FlowSet, inetNtop6, inetPton6, jsonString,
   type Flow, type FlowSetArgs, type TargetSource,
 } from '../../src/flows';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
@@ -243,8 +243,9 @@ describe('define', () => {
 
   test('error texts and their order', () => {
     expect(def({ name: undefined })).toBe('No name');
-    expect(def({ name: 'x'.repeat(1023) })).toBeNull();
-    expect(def({ name: 'x'.repeat(1024) })).toBe('Name too long');
+    // nfqlb's server reads a line into 1024 bytes: longer names would be cut (see names as bytes, below).
+    expect(def({ name: 'x'.repeat(1017) })).toBeNull();
+    expect(def({ name: 'x'.repeat(1018) })).toBe('Name too long: at most 1017 bytes');
     expect(def({ protocols: 'tcp,icmp' })).toBe('Invalid protocols');
     expect(def({ dports: '0' })).toBe('Invalid dports');
     expect(def({ sports: '70000' })).toBe('Invalid dports'); // nfqlb's text for sports too
@@ -951,5 +952,66 @@ describe('properties', () => {
       expect(JSON.parse(set.list(o.name as string))).toEqual(o);
       expect(['tshm-a', 'NULL']).toContain(o.user_ref);
     }
+  });
+});
+
+/** A name as the daemon holds it: the UTF-8 bytes of `text`, one char per byte. */
+const bytesOf = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');
+/** A listing as the daemon sends it (latin1 back to bytes) and as a client reads it (UTF-8). */
+const wire = (listing: string): string => Buffer.from(listing, 'latin1').toString('utf8');
+
+describe('names as bytes, and listings that are always JSON', () => {
+  const odd = ['x€', 'x¬', 'café', 'a"b', 'a\\b', 'tab\there', 'nl\nx', '\u0001\u001f', '"},{"name":"injected', 'emoji😀', 'plain-name_1.2'];
+
+  test('every name is its own flow, listed with the same bytes (no collisions)', () => {
+    const set = daemonSet();
+    for (const n of odd) expect(set.define({ name: bytesOf(n), target: T_A })).toBeNull();
+    const names = JSON.parse(wire(set.listNames())) as string[];
+    expect(names.slice().sort()).toEqual(odd.slice().sort());
+    const all = JSON.parse(wire(set.list())) as Array<{ name: string; user_ref: string }>;
+    expect(all.map((o) => o.name).sort()).toEqual(odd.slice().sort());
+    for (const n of odd) expect((JSON.parse(wire(set.list(bytesOf(n)))) as { name: string }).name).toBe(n);
+  });
+
+  test('python3 json.loads accepts the listings too', () => {
+    const set = daemonSet();
+    for (const n of odd) set.define({ name: bytesOf(n), target: T_A, protocols: 'tcp' });
+    const dir = fs.mkdtempSync('/tmp/nfqlbts-json-');
+    try {
+      const file = `${dir}/list.json`;
+      fs.writeFileSync(file, Buffer.from(set.list(), 'latin1'));
+      const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+      const out = execFileSync('python3', ['-c', 'import json,sys; print(len(json.loads(open(sys.argv[1],"rb").read())))', file], { encoding: 'utf8' });
+      expect(out.trim()).toBe(String(odd.length));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('jsonString: RFC 8259 escapes, plain names unchanged, bytes that are not UTF-8 become U+FFFD', () => {
+    expect(jsonString('tshm-a_1.x')).toBe('"tshm-a_1.x"');
+    expect(jsonString('a"b\\c\n\t\b\f\r\u0000\u001f')).toBe('"a\\"b\\\\c\\n\\t\\b\\f\\r\\u0000\\u001f"');
+    expect(jsonString(bytesOf('café'))).toBe(`"${bytesOf('café')}"`);
+    expect(wire(jsonString('\xff\xfe'))).toBe('"\ufffd\ufffd"');
+    expect(jsonString('\u007f')).toBe('"\u007f"');
+  });
+
+  test('names nfqlb would cut or end early are refused, in the daemon and in the CLI', () => {
+    const set = daemonSet();
+    expect(set.define({ name: 'a\u0000b', target: T_A })).toBe('Invalid name: it contains a NUL byte');
+    expect(set.define({ name: `${'\xc3\xa9'.repeat(508)}x`, target: T_A })).toBeNull(); // 1017 bytes
+    expect(set.define({ name: '\xc3\xa9'.repeat(509), target: T_A })).toBe('Name too long: at most 1017 bytes');
+    expect(checkFlowName('x'.repeat(1017))).toBeNull();
+    expect(checkFlowSetArgs({ name: 'é'.repeat(509), target: 'tshm-a' })).toBe('name too long (at most 1017 bytes)');
+    expect(checkFlowSetArgs({ name: 'é'.repeat(508), target: 'tshm-a' })).toBeNull();
+    expect(checkFlowSetArgs({ name: 'a\nb', target: 'tshm-a' })).toBe('name contains a newline, which the control protocol cannot carry');
+    expect(checkFlowSetArgs({ name: 'a', target: 'tshm-a', match: 'tcp[1:1]=1\n' })).toBe('match contains a newline, which the control protocol cannot carry');
+    expect(set.listNames()).toBe(`[\n  "${'\xc3\xa9'.repeat(508)}x"\n]\n`);
+  });
+
+  test('plain names list exactly as nfqlb lists them', () => {
+    const set = daemonSet();
+    set.define({ name: 'tshm-stream-a-flow_1.x', target: T_A, protocols: 'tcp' });
+    expect(set.listNames()).toBe('[\n  "tshm-stream-a-flow_1.x"\n]\n');
   });
 });

@@ -373,6 +373,26 @@ describe('metrics server', () => {
     expect(globalRegistry.getSingleMetric('nfqlb_packets_total')).toBeUndefined();
   });
 
+  test('names with quotes, backslashes, newlines, UTF-8 bytes and NUL make valid label values', async () => {
+    const bytes = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');
+    source.flowList = [
+      { name: bytes('café'), target: bytes('tshm-€'), matches: 3 },
+      { name: 'a"b\\c\nd', target: 't', matches: 4 },
+      { name: 'nul\0x', target: 't', matches: 5 },
+      { name: '\xff\xfe', target: 't', matches: 6 },
+    ];
+    source.targetList = [{ name: bytes('tshm-€'), activeTargets: 2, fwmarks: new FwmarkCounter() }];
+    const r = await request(server.port, '/metrics');
+    expect(r.body).not.toContain('\0');
+    expect(r.body).toContain('nfqlb_flow_matches_total{flow="a\\"b\\\\c\\nd",target="t"} 4\n');
+    expect(r.body).toContain('nfqlb_flow_matches_total{flow="café",target="tshm-€"} 3\n');
+    const e = parseExposition(r.body);
+    expect(valueOf(e, 'nfqlb_flow_matches_total', { flow: 'a"b\\c\nd', target: 't' })).toBe(4);
+    expect(valueOf(e, 'nfqlb_flow_matches_total', { flow: 'nul\ufffdx', target: 't' })).toBe(5);
+    expect(valueOf(e, 'nfqlb_flow_matches_total', { flow: '\xff\xfe', target: 't' })).toBe(6);
+    expect(valueOf(e, 'nfqlb_table_active_targets', { target: 'tshm-€' })).toBe(2);
+  });
+
   test('counters rise by the right deltas and never go down', async () => {
     const fw = new FwmarkCounter();
     fw.add(1, 5);

@@ -5,7 +5,7 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
-import { checkFlowSetArgs } from '../../flows';
+import { checkFlowSetArgs, MAX_NAME_BYTES, newlineError } from '../../flows';
 import { EXTENSION, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
@@ -85,6 +85,7 @@ function selectors(args: ParsedArgs): ControlRequest {
 
 function clientCheck(args: ParsedArgs): void {
   const err = checkFlowSetArgs({
+    name: opt(args, 'name'),
     target: opt(args, 'target'),
     protocols: opt(args, 'protocols'),
     dsts: opt(args, 'dsts'),
@@ -127,6 +128,23 @@ function deleteAndListCommands(cmd: string, action: string, noun: string): Nfqlb
   ];
 }
 
+/**
+ * nfqlb's server cuts a --name longer than MAX_NAME_BYTES (it reads lines
+ * into 1024 bytes) or at a newline, so flow-delete/-list would act on another
+ * flow: refuse before connecting, as flow-set does (checkFlowSetArgs).
+ */
+function refuseLongNames(commands: NfqlbCommand[]): NfqlbCommand[] {
+  return commands.map((c) => ({
+    ...c,
+    run(args, ctx) {
+      const name = opt(args, 'name');
+      if (name !== undefined && name.includes('\n')) throw new UsageError(newlineError('name'));
+      if (name !== undefined && Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) throw new UsageError(`name too long (at most ${MAX_NAME_BYTES} bytes)`);
+      return c.run(args, ctx);
+    },
+  }));
+}
+
 export const flowCommands: NfqlbCommand[] = [
   {
     name: 'flow-set',
@@ -151,7 +169,7 @@ export const flowCommands: NfqlbCommand[] = [
       });
     },
   },
-  ...deleteAndListCommands('flow', '', 'flow'),
+  ...refuseLongNames(deleteAndListCommands('flow', '', 'flow')),
   {
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
@@ -162,5 +180,5 @@ export const flowCommands: NfqlbCommand[] = [
       return textRequest({ action: 'trace-set', name: opt(args, 'name'), priority: opt(args, 'prio'), ...selectors(args) });
     },
   },
-  ...deleteAndListCommands('trace-flow', 'trace-', 'trace-flow'),
+  ...refuseLongNames(deleteAndListCommands('trace-flow', 'trace-', 'trace-flow')),
 ];
