@@ -336,11 +336,13 @@ export function allowedDivergence(d: Difference): string | undefined {
   }
   // flow-list / trace-flow-list / flow-list-names: names escaped per RFC 8259 so the JSON always parses.
   if (/^(trace-)?flow-list/.test(d.command) && d.original.rc === d.ours.rc && d.original.stderr === d.ours.stderr) {
+    // flow-list-names: every line of the array is a name; listings: the "name" lines only.
+    const names = /^flow-list-names/.test(d.command) ? /^(\s*")(.*)(",?)$/gm : /^(\s*"name": ")(.*)(",?)$/gm;
     const escapeNames = (text: string): string =>
       Buffer.from(
         Buffer.from(text, 'latin1')
           .toString('utf8')
-          .replace(/^(\s*(?:"name": )?")(.*)(",?)$/gm, (_, a: string, name: string, b: string) => `${a}${JSON.stringify(name).slice(1, -1)}${b}`),
+          .replace(names, (_, a: string, name: string, b: string) => `${a}${JSON.stringify(name).slice(1, -1)}${b}`),
         'utf8',
       ).toString('latin1');
     if (escapeNames(d.original.stdout) === d.ours.stdout) return 'flow names are escaped per RFC 8259 in listings (nfqlb prints them raw: invalid JSON)';
@@ -348,9 +350,15 @@ export function allowedDivergence(d: Difference): string | undefined {
   return undefined;
 }
 
-/** Names in a flow listing (nfqlb does not escape them). */
+/** Names in a flow listing: JSON-escaped (nfqlb-ts) or raw (nfqlb, where the text may not be JSON). */
 export function flowNames(listing: string): string[] {
-  return [...listing.matchAll(/^\s*(?:"name": )?"(.*)",?$/gm)].map((m) => m[1]);
+  return [...listing.matchAll(/^\s*(?:"name": )?"(.*)",?$/gm)].map((m) => {
+    try {
+      return JSON.parse(`"${m[1]}"`) as string;
+    } catch {
+      return m[1];
+    }
+  });
 }
 
 /**
@@ -395,7 +403,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
       let ns: string | undefined;
       if (opts.withFlows) {
         ns = createNetns(`dt-${impl === 'ours' ? 'ts' : 'orig'}`);
-        daemons[impl] = await Partner.start(impl, ns, ['--queue=0:3']);
+        daemons[impl] = await Partner.start(impl, ns, ['--queue=0:3'], { privateShm: false });
       }
       workers[impl] = new Worker(impl, ns);
     }
@@ -444,7 +452,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
           opts.log?.(`difftest: ${deaths[deaths.length - 1]}`);
           for (const other of IMPLS) {
             await daemons[other].stop();
-            daemons[other] = await Partner.start(other, daemons[other].ns, ['--queue=0:3']);
+            daemons[other] = await Partner.start(other, daemons[other].ns, ['--queue=0:3'], { privateShm: false });
           }
           break;
         }

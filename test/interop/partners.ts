@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { DaemonProcess, NFQLB_BIN, nsExec, ROOT, sleep, spawnInNs, killProcess } from '../../testbed/testbed';
+import { NFQLB_BIN, nsExec, ROOT, sleep, spawnInNs, killProcess } from '../../testbed/testbed';
 
 export const ORIGINAL = process.env.NFQLB_ORIGINAL ?? path.join(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 
@@ -67,7 +67,13 @@ export function listeningAbstract(ns: string): string[] {
   return names.sort();
 }
 
-/** A flowlb daemon of either implementation running inside a namespace. */
+/**
+ * A flowlb daemon of either implementation inside a network namespace and a
+ * private /dev/shm of its own (a mount namespace with a tmpfs): its tables and
+ * its `nfqlb-trace` (log level, trace mask) are shared only with the command
+ * lines run through cli()/spawn(), so tests on this machine cannot change
+ * them under it, nor it theirs.
+ */
 export class Partner {
   stdout = '';
   stderr = '';
@@ -75,64 +81,78 @@ export class Partner {
     readonly impl: Impl,
     readonly ns: string,
     readonly child: ChildProcess,
-    private readonly ours: DaemonProcess | null,
   ) {}
 
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Output so far (ours: the DaemonProcess collects it). */
+  /** What the daemon wrote on stderr so far. */
   get err(): string {
-    return this.ours !== null ? this.ours.stderr : this.stderr;
+    return this.stderr;
+  }
+
+  /** The daemon's pid: `ip netns exec`, `unshare` and `sh -c exec` all exec, so it is the child's. */
+  get pid(): number {
+    return this.child.pid as number;
   }
 
   /**
-   * Starts `nfqlb flowlb args` of `impl` in `ns` and waits until its control
-   * and trace servers listen (the original says nothing when it is ready).
+   * Starts `nfqlb flowlb args` of `impl` in `ns` with a private /dev/shm
+   * (unless privateShm is false: the machine's /dev/shm) and waits until its control and trace servers listen and its queues are bound.
    */
-  static async start(impl: Impl, ns: string, args: string[]): Promise<Partner> {
-    if (impl === 'ours') {
-      const d = await DaemonProcess.start(ns, ['flowlb', '--metrics_address=off', ...args]);
-      return new Partner(impl, ns, d.child, d);
-    }
-    const child = spawnInNs(ns, ORIGINAL, ['flowlb', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const p = new Partner(impl, ns, child, null);
+  static async start(impl: Impl, ns: string, args: string[], opts: { privateShm?: boolean } = {}): Promise<Partner> {
+    const [cmd, pre] = nfqlbCommand(impl);
+    const argv = [cmd, ...pre, 'flowlb', ...(impl === 'ours' ? ['--metrics_address=off'] : []), ...args];
+    const child =
+      opts.privateShm === false
+        ? spawnInNs(ns, argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawnInNs(
+            ns,
+            'unshare',
+            ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm && exec "$@"', 'sh', ...argv],
+            { stdio: ['ignore', 'pipe', 'pipe'] },
+          );
+    const p = new Partner(impl, ns, child);
     child.stdout?.setEncoding('latin1');
     child.stderr?.setEncoding('latin1');
     child.stdout?.on('data', (d: string) => (p.stdout += d));
     child.stderr?.on('data', (d: string) => (p.stderr += d));
-    const end = Date.now() + 10000;
+    const q = /^--queue=(\d+)(?::(\d+))?$/.exec(args.find((a) => a.startsWith('--queue=')) ?? '--queue=2');
+    const queues = q === null ? 1 : Number(q[2] ?? q[1]) - Number(q[1]) + 1;
+    const end = Date.now() + 15000;
     for (;;) {
       const names = listeningAbstract(ns);
-      if (names.includes('@nfqlb') && names.includes('@nfqlb-trace')) return p;
+      const bound = (p.stdout.match(/^queue_length=/gm) ?? []).length >= queues;
+      if (names.includes('@nfqlb') && names.includes('@nfqlb-trace') && bound) return p;
       if (!p.running || Date.now() > end) {
         await killProcess(child);
-        throw new Error(`original nfqlb flowlb ${args.join(' ')} did not start:\n${p.stdout}${p.stderr}`);
+        throw new Error(`${impl} nfqlb flowlb ${args.join(' ')} did not start:\n${p.stdout}${p.stderr}`);
       }
       await sleep(20);
     }
   }
 
+  /** `nsenter` into the daemon's network and mount namespaces. */
+  private argv(impl: Impl, args: string[]): string[] {
+    const [cmd, pre] = nfqlbCommand(impl);
+    return ['-t', `${this.pid}`, '-m', '-n', cmd, ...pre, ...args];
+  }
+
+  /** `nfqlb args` of `impl` beside this daemon (same network namespace and /dev/shm). */
+  cli(impl: Impl, args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
+    const r = spawnSync('nsenter', this.argv(impl, args), { env: { ...process.env, ...env }, timeout: 20000, maxBuffer: 64 << 20 });
+    return { rc: r.status ?? -1, stdout: (r.stdout ?? Buffer.alloc(0)).toString('latin1'), stderr: (r.stderr ?? Buffer.alloc(0)).toString('latin1') };
+  }
+
+  /** A long-running `nfqlb args` of `impl` beside this daemon (kill it with killProcess). */
+  spawn(impl: Impl, args: string[]): ChildProcess {
+    return spawn('nsenter', this.argv(impl, args), { stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+
   async stop(): Promise<void> {
     await killProcess(this.child);
   }
-}
-
-/** Snapshot of /dev/shm/nfqlb-trace ({level, mask}), which is global: put back after a test changes it. */
-export function saveTraceShm(): () => void {
-  const file = '/dev/shm/nfqlb-trace';
-  const before = fs.existsSync(file) ? fs.readFileSync(file) : null;
-  return () => {
-    if (before === null) return; // cleanupAll() unlinks it when this run made it.
-    try {
-      const fd = fs.openSync(file, 'r+');
-      fs.writeSync(fd, before, 0, before.length, 0);
-      fs.closeSync(fd);
-    } catch {
-      // Gone: nothing to restore.
-    }
-  };
 }
 
 /** One request/reply at a time over a worker.js process (see there). */
