@@ -83,7 +83,7 @@ function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
   let host: string;
   let port: string;
   if (text.includes('[')) {
-    const m = /^\[([^\]]*)\]:([0-9]+)$/.exec(text);
+    const m = /^\[([^\]]*)\]:([0-9]*)$/.exec(text);
     if (m === null) throw new UsageError(`Parse address failed [${text}]`);
     [, host, port] = m;
   } else {
@@ -93,7 +93,8 @@ function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
     port = text.slice(colon + 1);
   }
   const addr = parseIPv6(host);
-  const portNum = /^[0-9]{1,5}$/.test(port) ? Number(port) : NaN;
+  // nfqlb reads an empty port (`192.0.2.1:`) as 0.
+  const portNum = /^[0-9]{0,5}$/.test(port) ? Number(port) : NaN;
   if (addr === null || !(portNum <= 65535)) throw new UsageError(`Parse address failed [${text}]`);
   return { addr, port: portNum };
 }
