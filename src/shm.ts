@@ -10,7 +10,7 @@ import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, wri
 import { native } from './native';
 
 /** Where shm_open puts objects on Linux; used only to check free space. */
-const SHM_DIR = '/dev/shm';
+export const SHM_DIR = '/dev/shm';
 
 /**
  * The name shm_open() really uses for `name`, checked as glibc 2.36 checks it

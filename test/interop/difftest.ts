@@ -330,6 +330,16 @@ export function allowedDivergence(d: Difference): string | undefined {
   if (/^flow-set /.test(d.command) && d.targetExisted === false && d.ours.stdout.startsWith("FAIL: Couldn't create")) {
     return 'a table deleted from /dev/shm cannot be the target of a new flow (nfqlb keeps every table it ever opened mapped)';
   }
+  // The command list: nfqlb's, in its order, then the commands nfqlb-ts adds.
+  if (/^(-h|--help|-help)?$/.test(d.command.trim()) && d.original.rc === d.ours.rc && d.original.stderr === d.ours.stderr
+    && d.ours.stdout === `${d.original.stdout}  trace-flow-list-names\n  replay\n`) {
+    return 'the command list adds trace-flow-list-names and replay after nfqlb\'s commands';
+  }
+  // A CIDR with a negative prefix length (1.2.3.4/-1) means nothing; nfqlb's atoi takes it (and its daemon
+  // sends no reply to a trace-flow-set at all), nfqlb-ts refuses it as it refuses any other bad CIDR.
+  if (/^(trace-)?flow-set /.test(d.command) && /--(dsts|srcs)=\S*\/-/.test(d.command) && d.ours.rc === 255 && /^Invalid (dsts|srcs)\n$/.test(d.ours.stdout)) {
+    return 'a CIDR with a negative prefix length is refused (nfqlb accepts it)';
+  }
   // nfqlb's daemon sends no reply to a valid trace-flow-set (its own CLI then exits 255 although the trace-flow is set).
   if (/^trace-flow-set /.test(d.command) && d.original.rc === 255 && d.original.stdout === '' && d.original.stderr === '' && d.ours.rc === 0 && d.ours.stdout === 'OK\n' && d.ours.stderr === '') {
     return 'a trace-flow-set that succeeds is answered OK (nfqlb sends no reply, so its CLI exits 255)';

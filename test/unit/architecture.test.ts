@@ -24,7 +24,7 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   { name: 'base', modules: ['errors', 'catoi', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
   { name: 'native', modules: ['native'] },
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
-  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets'] },
+  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets', 'fragstats'] },
   { name: 'packet/flows', modules: ['packet', 'fragments', 'flows', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable'] },
   { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile'] },

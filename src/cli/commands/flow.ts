@@ -6,7 +6,7 @@ import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
 import { checkFlowSetArgs, MAX_NAME_BYTES, newlineError } from '../../flows';
-import { EXTENSION, type NfqlbCommand, type ParsedArgs } from '../command';
+import { type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -174,10 +174,10 @@ export const flowCommands: NfqlbCommand[] = [
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
     usage: 'trace-flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
-    options: { name: str('Name of the flow', { demandOption: true }), prio: str('Priority', { group: EXTENSION }), ...selectorOptions },
+    options: { name: str('Name of the flow', { demandOption: true }), ...selectorOptions },
     async run(args) {
       clientCheck(args);
-      return textRequest({ action: 'trace-set', name: opt(args, 'name'), priority: opt(args, 'prio'), ...selectors(args) });
+      return textRequest({ action: 'trace-set', name: opt(args, 'name'), ...selectors(args) });
     },
   },
   ...refuseLongNames(deleteAndListCommands('trace-flow', 'trace-', 'trace-flow')),

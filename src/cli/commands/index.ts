@@ -7,7 +7,8 @@ import { flowCommands } from './flow';
 import { replayCommands } from './replay';
 import { lbCommands } from './lb';
 import { traceCommands } from './trace';
+import { statsCommands } from './stats';
 
 export function allCommands(): NfqlbCommand[] {
-  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...traceCommands, ...replayCommands, ...versionCommands];
+  return [...shmCommands, ...fwmarkCommands, ...flowCommands, ...lbCommands, ...statsCommands, ...traceCommands, ...replayCommands, ...versionCommands];
 }
