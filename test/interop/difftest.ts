@@ -337,7 +337,7 @@ export function allowedDivergence(d: Difference): string | undefined {
   }
   // A CIDR with a negative prefix length (1.2.3.4/-1) means nothing; nfqlb's atoi takes it (and its daemon
   // sends no reply to a trace-flow-set at all), nfqlb-ts refuses it as it refuses any other bad CIDR.
-  if (/^(trace-)?flow-set /.test(d.command) && /--(dsts|srcs)=\S*\/-/.test(d.command) && d.ours.rc === 255 && /^Invalid (dsts|srcs)\n$/.test(d.ours.stdout)) {
+  if (/^(trace-)?flow-set /.test(d.command) && / -?-(ds|sr)[a-z]*=.*\/-\d/.test(d.command) && d.ours.rc === 255 && /^Invalid (dsts|srcs)\n$/.test(d.ours.stdout)) {
     return 'a CIDR with a negative prefix length is refused (nfqlb accepts it)';
   }
   // nfqlb's daemon sends no reply to a valid trace-flow-set (its own CLI then exits 255 although the trace-flow is set).
