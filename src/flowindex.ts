@@ -36,14 +36,16 @@ import { CIDR_WORDS, flowContains, protoBit, type Flow } from './flows';
 import type { PacketInfo } from './packet';
 
 /**
- * Sets up to this many flows are indexed at once on every change; bigger
- * ones after the current event-loop turn, so that loading thousands of flows
- * in one go builds the index once (the linear walk answers meanwhile).
+ * Sets of up to this many flows and SYNC_BUILD_MAX_KEYS keys (well under a
+ * millisecond to build) are indexed at once on every change; bigger ones
+ * after the current event-loop turn, so that loading thousands of flows in
+ * one go builds the index once (the linear walk answers meanwhile).
  */
-export const SYNC_BUILD_MAX_FLOWS = 512;
+export const SYNC_BUILD_MAX_FLOWS = 128;
+const SYNC_BUILD_MAX_KEYS = 4096;
 
 /** A flow whose dports need more blocks than this is in its classes' "any" lists instead. */
-const MAX_PORT_BLOCKS = 64;
+const MAX_PORT_BLOCKS = 32;
 
 const DIM_PORT = 0;
 const DIM_DST = 1;
@@ -105,14 +107,19 @@ function hash5(a: number, b: number, c: number, d: number, e: number): number {
 class KeyTable {
   keys = new Int32Array(5 * 64);
   size = 0;
+  private hashes = new Int32Array(64);
   private slots = new Int32Array(128); // id + 1; 0: empty
   private mask = 127;
 
   /** The id of the key, or -1. Per packet: allocates nothing. */
   find(a: number, b: number, c: number, d: number, e: number): number {
+    return this.findHashed(hash5(a, b, c, d, e), a, b, c, d, e);
+  }
+
+  private findHashed(hash: number, a: number, b: number, c: number, d: number, e: number): number {
     const slots = this.slots;
     const keys = this.keys;
-    let h = hash5(a, b, c, d, e) & this.mask;
+    let h = hash & this.mask;
     for (;;) {
       const id = slots[h] - 1;
       if (id < 0) return -1;
@@ -122,16 +129,25 @@ class KeyTable {
     }
   }
 
-  /** The id of the key, added if new. Build time only. */
-  add(a: number, b: number, c: number, d: number, e: number): number {
-    const found = this.find(a, b, c, d, e);
+  /** The id of key src[at..at+5) whose hash5() is src[at+5], added if new. Build time only. */
+  add(src: Int32Array, at: number): number {
+    const a = src[at];
+    const b = src[at + 1];
+    const c = src[at + 2];
+    const d = src[at + 3];
+    const e = src[at + 4];
+    const hash = src[at + 5];
+    const found = this.findHashed(hash, a, b, c, d, e);
     if (found >= 0) return found;
     if (2 * (this.size + 1) > this.slots.length) this.grow();
     const id = this.size++;
-    if (5 * this.size > this.keys.length) {
+    if (this.size > this.hashes.length) {
       const k = new Int32Array(this.keys.length * 2);
       k.set(this.keys);
       this.keys = k;
+      const h = new Int32Array(this.hashes.length * 2);
+      h.set(this.hashes);
+      this.hashes = h;
     }
     const k = 5 * id;
     this.keys[k] = a;
@@ -139,14 +155,13 @@ class KeyTable {
     this.keys[k + 2] = c;
     this.keys[k + 3] = d;
     this.keys[k + 4] = e;
+    this.hashes[id] = hash;
     this.place(id);
     return id;
   }
 
   private place(id: number): void {
-    const k = 5 * id;
-    const keys = this.keys;
-    let h = hash5(keys[k], keys[k + 1], keys[k + 2], keys[k + 3], keys[k + 4]) & this.mask;
+    let h = this.hashes[id] & this.mask;
     while (this.slots[h] !== 0) h = (h + 1) & this.mask;
     this.slots[h] = id + 1;
   }
@@ -273,11 +288,13 @@ export class FlowIndex<T> {
 
   /**
    * Keeps the index up to date with a set's new list (control path): builds
-   * now for up to SYNC_BUILD_MAX_FLOWS flows, else once after the current
+   * now for a small set (SYNC_BUILD_MAX_FLOWS), else once after the current
    * event-loop turn (later calls in the same turn replace the list to build).
    */
   update(list: readonly Flow<T>[]): void {
-    if (list.length <= SYNC_BUILD_MAX_FLOWS) {
+    let keys = 0;
+    if (list.length <= SYNC_BUILD_MAX_FLOWS) for (const f of list) keys += flowKeys(f).length / KEY_WORDS;
+    if (list.length <= SYNC_BUILD_MAX_FLOWS && keys <= SYNC_BUILD_MAX_KEYS) {
       this.pendingList = null;
       this.build(list);
       return;
@@ -303,26 +320,19 @@ export class FlowIndex<T> {
     const dstLenUsed = new Uint8Array(129);
     const srcLenUsed = new Uint8Array(129);
     const portLevels = new Int32Array(4);
-    const blocks: number[] = [];
     let hiddenCount = 0;
     for (let pos = 0; pos < list.length; pos++) {
       const f = list[pos];
       if (f.target === null) hiddenCount++;
-      const blocksOk = f.dports !== null && sortedRanges(f.dports) && portBlocks(f.dports, blocks);
-      for (let cls = 0; cls < 4; cls++) {
-        if (f.protoMask !== 0 && (f.protoMask & protoBit(CLASS_PROTO[cls])) === 0) continue;
-        if (!blocksOk) {
-          pairs.push(table.add(TAG_ANY | cls, 0, 0, 0, 0), pos);
-          continue;
-        }
-        for (let b = 0; b < blocks.length; b += 2) {
-          const level = blocks[b];
-          portLevels[cls] |= 1 << level;
-          pairs.push(table.add(TAG_PORT | (cls << 8) | level, blocks[b + 1], 0, 0, 0), pos);
-        }
+      const k = flowKeys(f);
+      for (let at = 0; at < k.length; at += KEY_WORDS) {
+        pairs.push(table.add(k, at), pos);
+        const k0 = k[at];
+        const tag = k0 & TAG_MASK;
+        if (tag === TAG_PORT) portLevels[(k0 >> 8) & 0xff] |= 1 << (k0 & 0xff);
+        else if (tag === TAG_DST) dstLenUsed[k0 & 0xff] = 1;
+        else if (tag === TAG_SRC) srcLenUsed[k0 & 0xff] = 1;
       }
-      addCidrs(f.dsts, TAG_DST, ANY_DST, dstLenUsed, pos, table, pairs);
-      addCidrs(f.srcs, TAG_SRC, ANY_SRC, srcLenUsed, pos, table, pairs);
     }
     // Counting sort of the pairs by key id; pairs were made in position order, so every run is sorted.
     const start = new Int32Array(table.size + 1);
@@ -474,25 +484,50 @@ export class FlowIndex<T> {
   }
 }
 
-function addCidrs(c: Int32Array | null, tag: number, any: number, lenUsed: Uint8Array, pos: number, table: KeyTable, pairs: PairList): void {
-  if (c === null) {
-    pairs.push(table.add(TAG_ANY | any, 0, 0, 0, 0), pos);
-    return;
+/** Words per key in flowKeys(): the 5 key words and their hash5(). */
+const KEY_WORDS = 6;
+const TAG_MASK = 0xff << 24;
+
+/** The keys of each flow seen, made once: flows are immutable, a redefinition is a new Flow. */
+const keysOfFlow = new WeakMap<object, Int32Array>();
+
+/** The index keys flow f is filed under (KEY_WORDS each), one per list it belongs to. */
+function flowKeys<T>(f: Flow<T>): Int32Array {
+  let k = keysOfFlow.get(f);
+  if (k !== undefined) return k;
+  const out: number[] = [];
+  const push = (a: number, b: number, c: number, d: number, e: number): void => {
+    out.push(a, b, c, d, e, hash5(a, b, c, d, e));
+  };
+  const blocks: number[] = [];
+  const blocksOk = f.dports !== null && sortedRanges(f.dports) && portBlocks(f.dports, blocks);
+  for (let cls = 0; cls < 4; cls++) {
+    if (f.protoMask !== 0 && (f.protoMask & protoBit(CLASS_PROTO[cls])) === 0) continue;
+    if (!blocksOk) push(TAG_ANY | cls, 0, 0, 0, 0);
+    else for (let b = 0; b < blocks.length; b += 2) push(TAG_PORT | (cls << 8) | blocks[b], blocks[b + 1], 0, 0, 0);
   }
-  for (const base of outermostCidrs(c)) {
-    const len = cidrPrefix(c, base);
-    lenUsed[len] = 1;
-    pairs.push(table.add(tag | len, c[base] & c[base + 4], c[base + 1] & c[base + 5], c[base + 2] & c[base + 6], c[base + 3] & c[base + 7]), pos);
+  for (const [c, tag, any] of [[f.dsts, TAG_DST, ANY_DST], [f.srcs, TAG_SRC, ANY_SRC]] as const) {
+    if (c === null) {
+      push(TAG_ANY | any, 0, 0, 0, 0);
+      continue;
+    }
+    for (const base of outermostCidrs(c)) {
+      push(tag | cidrPrefix(c, base), c[base] & c[base + 4], c[base + 1] & c[base + 5], c[base + 2] & c[base + 6], c[base + 3] & c[base + 7]);
+    }
   }
+  k = Int32Array.from(out);
+  keysOfFlow.set(f, k);
+  return k;
 }
+
+/** The 4 mask words of every prefix length 0..128. */
+const PREFIX_MASKS = Int32Array.from({ length: 4 * 129 }, (_, i) => maskWord(i >> 2, i & 3));
 
 /** The prefix lengths marked in `used` (longest first) and their mask words. */
 function prefixTables(used: Uint8Array): [Int32Array, Int32Array] {
   const lens: number[] = [];
   for (let l = 128; l >= 0; l--) if (used[l] !== 0) lens.push(l);
   const masks = new Int32Array(4 * lens.length);
-  lens.forEach((l, i) => {
-    for (let w = 0; w < 4; w++) masks[4 * i + w] = maskWord(l, w);
-  });
+  lens.forEach((l, i) => masks.set(PREFIX_MASKS.subarray(4 * l, 4 * l + 4), 4 * i));
   return [Int32Array.from(lens), masks];
 }
