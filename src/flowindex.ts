@@ -47,6 +47,12 @@ const SYNC_BUILD_MAX_KEYS = 4096;
 /** A flow whose dports need more blocks than this is in its classes' "any" lists instead. */
 const MAX_PORT_BLOCKS = 32;
 
+/**
+ * Sets this small are walked whole (in the same scan): probing the index
+ * would cost more than checking a few flows.
+ */
+const WALK_ALL_MAX_FLOWS = 4;
+
 const DIM_PORT = 0;
 const DIM_DST = 1;
 const DIM_SRC = 2;
@@ -280,6 +286,8 @@ export class FlowIndex<T> {
   /** Positions of containing flows without a target (hidden '#' flows) met on the way. */
   private hidden = new Int32Array(1);
   private pendingList: readonly Flow<T>[] | null = null;
+  /** Where the run 0..n-1 of a small set starts in pool; -1: the set is not small. */
+  private walkAllStart = -1;
 
   /** The list the index was built from (null: none yet). lookup() answers for that list only. */
   get flows(): readonly Flow<T>[] | null {
@@ -340,7 +348,11 @@ export class FlowIndex<T> {
     for (let i = 0; i < pairs.length; i += 2) start[d[i] + 1]++;
     for (let id = 0; id < table.size; id++) start[id + 1] += start[id];
     const fill = start.slice(0, table.size);
-    const pool = new Int32Array(pairs.length >> 1);
+    // Small sets: one extra run 0..n-1 at the end, for the walk over all flows.
+    const walkAll = list.length <= WALK_ALL_MAX_FLOWS;
+    const pool = new Int32Array((pairs.length >> 1) + (walkAll ? list.length : 0));
+    if (walkAll) for (let pos = 0; pos < list.length; pos++) pool[pool.length - list.length + pos] = pos;
+    this.walkAllStart = walkAll ? pool.length - list.length : -1;
     for (let i = 0; i < pairs.length; i += 2) pool[fill[d[i]]++] = d[i + 1];
 
     this.table = table;
@@ -377,24 +389,27 @@ export class FlowIndex<T> {
     const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
     const ping = promiscuousPing && (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) && (key[KEY_ID] | key[KEY_ID + 1]) !== 0;
 
-    // The cheapest dimension first; stop narrowing once a handful is left.
     let best = DIM_DST;
-    let bestTotal = this.gatherCidr(DIM_DST, TAG_DST, ANY_DST, this.dstLens, this.dstMasks, 4);
-    if (bestTotal > 4 && !ping) {
-      const t = this.gatherPort(protoClass(proto), dport);
-      if (t < bestTotal) {
-        best = DIM_PORT;
-        bestTotal = t;
+    if (this.walkAllStart >= 0) {
+      this.listStart[DIM_DST * MAX_LISTS] = this.walkAllStart;
+      this.listEnd[DIM_DST * MAX_LISTS] = this.walkAllStart + flows.length;
+      this.listCount[DIM_DST] = 1;
+    } else {
+      // The cheapest dimension first; stop narrowing once a handful is left.
+      let bestTotal = this.gatherCidr(DIM_DST, TAG_DST, ANY_DST, this.dstLens, this.dstMasks, 4);
+      if (bestTotal === 0) return null;
+      if (bestTotal > 4 && !ping) {
+        const t = this.gatherPort(protoClass(proto), dport);
+        if (t < bestTotal) {
+          best = DIM_PORT;
+          bestTotal = t;
+        }
+      }
+      if (bestTotal > 4) {
+        const t = this.gatherCidr(DIM_SRC, TAG_SRC, ANY_SRC, this.srcLens, this.srcMasks, 0);
+        if (t < bestTotal) best = DIM_SRC;
       }
     }
-    if (bestTotal > 4) {
-      const t = this.gatherCidr(DIM_SRC, TAG_SRC, ANY_SRC, this.srcLens, this.srcMasks, 0);
-      if (t < bestTotal) {
-        best = DIM_SRC;
-        bestTotal = t;
-      }
-    }
-    if (bestTotal === 0) return null;
 
     const pool = this.pool;
     const hidden = this.hidden;
