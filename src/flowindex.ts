@@ -97,53 +97,58 @@ function popcount(x: number): number {
   return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
 }
 
-function mix(h: number, x: number): number {
-  h = Math.imul(h ^ x, 0xcc9e2d51);
-  return (h << 15) | (h >>> 17);
-}
-
-function hash5(a: number, b: number, c: number, d: number, e: number): number {
-  let h = mix(mix(mix(mix(mix(0x2545f491, a), b), c), d), e);
+/**
+ * A hash of the 5 key words k[at..at+5), and-ed with `mask` (-1: all of it).
+ * Masked inside so that on the packet path the result is a small integer:
+ * V8 would box a full 32-bit value returned from a call it did not inline.
+ */
+function hashKey5(k: Int32Array, at: number, mask: number): number {
+  let h = 0x2545f491;
+  for (let i = 0; i < 5; i++) {
+    h = Math.imul(h ^ k[at + i], 0xcc9e2d51);
+    h = (h << 15) | (h >>> 17);
+  }
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
-  return h ^ (h >>> 13);
+  return (h ^ (h >>> 13)) & mask;
 }
 
 /** Open-addressing hash from 5-int32 keys to dense ids 0, 1, 2... */
 class KeyTable {
   keys = new Int32Array(5 * 64);
   size = 0;
+  /**
+   * The key to find(): the packet path writes the words here rather than
+   * passing them (addresses are int32 values beyond V8's small integers, and
+   * would be boxed as arguments of a call that is not inlined).
+   */
+  readonly probe = new Int32Array(5);
   private hashes = new Int32Array(64);
   private slots = new Int32Array(128); // id + 1; 0: empty
   private mask = 127;
 
-  /** The id of the key, or -1. Per packet: allocates nothing. */
-  find(a: number, b: number, c: number, d: number, e: number): number {
-    return this.findHashed(hash5(a, b, c, d, e), a, b, c, d, e);
+  /** The id of the key in `probe`, or -1. Per packet: allocates nothing. */
+  find(): number {
+    return this.findAt(this.probe, 0, hashKey5(this.probe, 0, this.mask));
   }
 
-  private findHashed(hash: number, a: number, b: number, c: number, d: number, e: number): number {
+  /** The id of key k[at..at+5) that hashes to slot `h`, or -1. */
+  private findAt(k: Int32Array, at: number, h: number): number {
     const slots = this.slots;
     const keys = this.keys;
-    let h = hash & this.mask;
     for (;;) {
       const id = slots[h] - 1;
       if (id < 0) return -1;
-      const k = 5 * id;
-      if (keys[k] === a && keys[k + 1] === b && keys[k + 2] === c && keys[k + 3] === d && keys[k + 4] === e) return id;
+      const j = 5 * id;
+      if (keys[j] === k[at] && keys[j + 1] === k[at + 1] && keys[j + 2] === k[at + 2] && keys[j + 3] === k[at + 3] && keys[j + 4] === k[at + 4]) return id;
       h = (h + 1) & this.mask;
     }
   }
 
-  /** The id of key src[at..at+5) whose hash5() is src[at+5], added if new. Build time only. */
+  /** The id of key src[at..at+5) whose hashKey5() is src[at+5], added if new. Build time only. */
   add(src: Int32Array, at: number): number {
-    const a = src[at];
-    const b = src[at + 1];
-    const c = src[at + 2];
-    const d = src[at + 3];
-    const e = src[at + 4];
     const hash = src[at + 5];
-    const found = this.findHashed(hash, a, b, c, d, e);
+    const found = this.findAt(src, at, hash & this.mask);
     if (found >= 0) return found;
     if (2 * (this.size + 1) > this.slots.length) this.grow();
     const id = this.size++;
@@ -155,12 +160,7 @@ class KeyTable {
       h.set(this.hashes);
       this.hashes = h;
     }
-    const k = 5 * id;
-    this.keys[k] = a;
-    this.keys[k + 1] = b;
-    this.keys[k + 2] = c;
-    this.keys[k + 3] = d;
-    this.keys[k + 4] = e;
+    this.keys.set(src.subarray(at, at + 5), 5 * id);
     this.hashes[id] = hash;
     this.place(id);
     return id;
@@ -358,7 +358,10 @@ export class FlowIndex<T> {
     this.table = table;
     this.pool = pool;
     this.start = start;
-    for (let a = 0; a < ANY_LISTS; a++) this.anyId[a] = table.find(TAG_ANY | a, 0, 0, 0, 0);
+    for (let a = 0; a < ANY_LISTS; a++) {
+      table.probe.set([TAG_ANY | a, 0, 0, 0, 0]);
+      this.anyId[a] = table.find();
+    }
     this.portLevels.set(portLevels);
     [this.dstLens, this.dstMasks] = prefixTables(dstLenUsed);
     [this.srcLens, this.srcMasks] = prefixTables(srcLenUsed);
@@ -455,7 +458,13 @@ export class FlowIndex<T> {
     let levels = this.portLevels[cls];
     for (let k = 0; levels !== 0; k++, levels >>>= 1) {
       if ((levels & 1) === 0) continue;
-      const len = this.addList(n, this.table.find(TAG_PORT | (cls << 8) | k, dport >>> k, 0, 0, 0));
+      const probe = this.table.probe;
+      probe[0] = TAG_PORT | (cls << 8) | k;
+      probe[1] = dport >>> k;
+      probe[2] = 0;
+      probe[3] = 0;
+      probe[4] = 0;
+      const len = this.addList(n, this.table.find());
       if (len > 0) {
         n++;
         total += len;
@@ -472,12 +481,18 @@ export class FlowIndex<T> {
     const w1 = w[at + 1];
     const w2 = w[at + 2];
     const w3 = w[at + 3];
+    const probe = this.table.probe;
     let n = dim * MAX_LISTS;
     let total = this.addList(n, this.anyId[any]);
     if (total > 0) n++;
     for (let i = 0; i < lens.length; i++) {
       const m = 4 * i;
-      const id = this.table.find(tag | lens[i], w0 & masks[m], w1 & masks[m + 1], w2 & masks[m + 2], w3 & masks[m + 3]);
+      probe[0] = tag | lens[i];
+      probe[1] = w0 & masks[m];
+      probe[2] = w1 & masks[m + 1];
+      probe[3] = w2 & masks[m + 2];
+      probe[4] = w3 & masks[m + 3];
+      const id = this.table.find();
       const len = this.addList(n, id);
       if (len > 0) {
         n++;
@@ -499,7 +514,7 @@ export class FlowIndex<T> {
   }
 }
 
-/** Words per key in flowKeys(): the 5 key words and their hash5(). */
+/** Words per key in flowKeys(): the 5 key words and their hashKey5(). */
 const KEY_WORDS = 6;
 const TAG_MASK = 0xff << 24;
 
@@ -512,7 +527,8 @@ function flowKeys<T>(f: Flow<T>): Int32Array {
   if (k !== undefined) return k;
   const out: number[] = [];
   const push = (a: number, b: number, c: number, d: number, e: number): void => {
-    out.push(a, b, c, d, e, hash5(a, b, c, d, e));
+    const k5 = Int32Array.of(a, b, c, d, e);
+    out.push(k5[0], k5[1], k5[2], k5[3], k5[4], hashKey5(k5, 0, -1));
   };
   const blocks: number[] = [];
   const blocksOk = f.dports !== null && sortedRanges(f.dports) && portBlocks(f.dports, blocks);
