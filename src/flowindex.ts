@@ -27,9 +27,14 @@
  * set's current list, and walks linearly otherwise. Building allocates;
  * lookup() does not (typed arrays and scratch made at build time).
  *
- * Positions are indexes into the list, which is in priority order, so each
- * candidate list is sorted and the first containing flow with a target is
- * the one the linear walk returns.
+ * Positions are indexes into the list, which is in priority order (ties in
+ * FlowSet's order), so each candidate list is sorted and the first
+ * containing flow with a target is the one the linear walk returns. Sets of
+ * up to WALK_ALL_MAX_FLOWS flows are walked whole.
+ *
+ * flows.ts imports this module and this one imports flows.ts: the bindings
+ * taken from flows.ts are used only when an index is built or asked, never
+ * while the modules load, so the cycle is safe.
  */
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { CIDR_WORDS, flowContains, protoBit, type Flow } from './flows';
