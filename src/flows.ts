@@ -15,9 +15,9 @@
  * "Divergence".
  */
 import { atoi } from './catoi';
+import { FlowIndex } from './flowindex';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
-import { FlowIndex } from './flowindex';
 
 // ---------------------------------------------------------------------------
 // Limits (nfqlb's)
