@@ -15,6 +15,7 @@
  * "Divergence".
  */
 import { atoi } from './catoi';
+import { FlowIndex } from './flowindex';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
 import { isUtf8 } from 'node:buffer';
@@ -47,7 +48,7 @@ const PROTO_BIT_UDP = 2;
 const PROTO_BIT_SCTP = 4;
 
 /** The bit of an L4 protocol in a flow's protocol mask; 0 for anything else. */
-function protoBit(proto: number): number {
+export function protoBit(proto: number): number {
   switch (proto) {
     case IPPROTO_TCP:
       return PROTO_BIT_TCP;
@@ -368,7 +369,7 @@ export function inetNtop6(b: Uint8Array, off = 0): string {
 // Parsers for the parts of a flow. Each returns null when nfqlb would refuse.
 
 /** Words per compiled CIDR: 4 address words (pre-masked) then 4 mask words. */
-const CIDR_WORDS = 8;
+export const CIDR_WORDS = 8;
 
 interface ParsedCidrs {
   /** CIDR_WORDS int32 per entry, big-endian address words. */
@@ -648,6 +649,24 @@ function matchBytes(m: Uint32Array, proto: number, info: PacketInfo, pkt: Uint8A
   return true;
 }
 
+/**
+ * Whether flow f contains the packet: the test lookupLinear() makes of each
+ * flow, for the flow index (flowindex.ts). w: the packet's addresses as
+ * lookupLinear() loads them (src words 0-3, dst 4-7); ping: the packet is a
+ * promiscuous ping, so only the addresses count.
+ */
+export function flowContains<T>(
+  f: Flow<T>, w: Int32Array, proto: number, sport: number, dport: number, ping: boolean, info: PacketInfo, pkt: Uint8Array,
+): boolean {
+  if (f.dsts !== null && !inCidrs(f.dsts, w, 4)) return false;
+  if (f.srcs !== null && !inCidrs(f.srcs, w, 0)) return false;
+  if (ping) return true;
+  if (f.protoMask !== 0 && (f.protoMask & protoBit(proto)) === 0) return false;
+  if (f.dports !== null && !inRanges(f.dports, dport)) return false;
+  if (f.sports !== null && !inRanges(f.sports, sport)) return false;
+  return f.match === null || matchBytes(f.match, proto, info, pkt);
+}
+
 /** What acquires and releases targets by name; TargetRegistry fits. */
 export interface TargetSource<T> {
   /** The target named `name` with one more reference, or null when it cannot be opened. */
@@ -708,6 +727,8 @@ export class FlowSet<T> {
   private list_: Flow<T>[] = [];
   /** The packet's addresses as big-endian int32 words: src 0-3, dst 4-7. */
   private readonly addr = new Int32Array(8);
+  /** Over list_ once built for it (see FlowIndex.update()); lookup() walks linearly until then. */
+  private readonly index = new FlowIndex<T>();
 
   constructor(options: FlowSetOptions<T> = {}) {
     this.targetName = options.targetName;
@@ -755,6 +776,7 @@ export class FlowSet<T> {
     const f = this.list_[i];
     // A new array rather than splice: a caller iterating `flows` keeps a consistent view.
     this.list_ = this.list_.filter((_, k) => k !== i);
+    this.index.update(this.list_);
     return f;
   }
 
@@ -877,9 +899,21 @@ export class FlowSet<T> {
    * (nfqlb tests the 8 bytes 32-39, which hold the protocol too, so there
    * every ICMP packet that is not an error qualifies; this follows SPEC.md §6.)
    *
-   * Per-packet: no allocation, no exceptions.
+   * Per-packet: no allocation, no exceptions. Uses the flow index once it is
+   * built for the current flows (flowindex.ts), which returns the same.
    */
   lookup(info: PacketInfo, pkt: Uint8Array): Flow<T> | null {
+    const index = this.index;
+    if (index.flows === this.list_) {
+      const f = index.lookup(info, pkt, this.promiscuousPing);
+      this.lastUdpencap = index.lastUdpencap;
+      return f;
+    }
+    return this.lookupLinear(info, pkt);
+  }
+
+  /** lookup() as nfqlb does it, a walk over every flow in priority order: the reference for the index. */
+  lookupLinear(info: PacketInfo, pkt: Uint8Array): Flow<T> | null {
     const key = info.key;
     const w = this.addr;
     for (let i = 0; i < 4; i++) {
@@ -941,6 +975,7 @@ export class FlowSet<T> {
     else next.push(f);
     next.sort((a, b) => b.priority - a.priority);
     this.list_ = next;
+    this.index.update(next);
   }
 
   /**

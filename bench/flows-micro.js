@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * Flow-matching microbenchmark (npm run bench:flows; no root, no network):
+ * decision time per packet with 1, 100, 1,000 and 10,000 flows, where the
+ * packets' flow is the last one in priority order — once with the flow index
+ * (FlowSet.lookup, what the daemon runs) and once with nfqlb's linear walk
+ * (FlowSet.lookupLinear), through the whole Pipeline.decide (classify, flow
+ * lookup, hash, table lookup; the table is a stand-in that returns a fwmark
+ * from the hash, the same cost at every flow count).
+ *
+ * Flow sets (the other flows never match the packets):
+ *   vips   each flow has its own VIP (/32), udp, dports 1000-1999
+ *   ports  one VIP, each flow one udp port of its own
+ *   ranges one VIP, each flow a udp port range of its own (10 ports)
+ * Packets: 256 UDP datagrams from random sources in 198.51.100.0/24 and
+ * random ports to 192.0.2.1:5000.
+ *
+ * Environment: BENCH_FLOWS_MS (time per measurement, default 400),
+ * BENCH_OUT (results directory, default bench/results). Prints a table and
+ * writes <date>-flows-micro.json.
+ */
+const fs = require('node:fs');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+let flowsLib;
+let pipelineLib;
+try {
+  flowsLib = require(path.join(ROOT, 'dist', 'flows.js'));
+  pipelineLib = require(path.join(ROOT, 'dist', 'pipeline.js'));
+} catch (err) {
+  process.stderr.write(`bench:flows: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
+  process.exit(1);
+}
+const { FlowSet } = flowsLib;
+const { Pipeline } = pipelineLib;
+
+const COUNTS = [1, 100, 1000, 10000];
+const MS = Number(process.env.BENCH_FLOWS_MS || 400);
+const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
+const STRIDE = 64;
+const NPKT = 256;
+
+/** A target as Pipeline wants it: a table that turns a hash into one of 4 fwmarks. */
+const target = { name: 'bench', refs: 1, table: { fwmarkOf: (h) => 1 + (h & 3) } };
+const targets = { acquire: () => target, release: () => undefined };
+
+const SETS = {
+  vips: (i) => ({ dsts: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, protocols: 'udp', dports: '1000-1999' }),
+  ports: (i) => ({ dsts: '192.0.2.1/32', protocols: 'udp', dports: `${10000 + i}` }),
+  ranges: (i) => ({ dsts: '192.0.2.1/32', protocols: 'udp', dports: `${10000 + 5 * i}-${10000 + 5 * i + 4}` }),
+};
+
+function flowSet(kind, n) {
+  const set = new FlowSet({ targetName: (t) => t.name });
+  // Higher priority first: the packets' flow has the lowest, so the linear walk checks it last.
+  for (let i = 0; i < n - 1; i++) {
+    const reply = set.applySet({ name: `f${i}`, target: 'bench', priority: n - i, ...SETS[kind](i) }, targets);
+    if (reply !== 'OK') throw new Error(`flow-set f${i}: ${reply}`);
+  }
+  const reply = set.applySet({ name: 'last', target: 'bench', priority: 0, dsts: '192.0.2.1/32', protocols: 'udp', dports: '5000' }, targets);
+  if (reply !== 'OK') throw new Error(`flow-set last: ${reply}`);
+  return set;
+}
+
+function packets() {
+  const buf = new Uint8Array(NPKT * STRIDE);
+  let seed = 12345;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed >>> 8;
+  };
+  for (let p = 0; p < NPKT; p++) {
+    const o = p * STRIDE;
+    const sport = 1024 + (rnd() % 60000);
+    buf.set([0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 198, 51, 100, rnd() & 255, 192, 0, 2, 1], o);
+    buf.set([sport >> 8, sport & 255, 5000 >> 8, 5000 & 255, 0, 12, 0, 0, 1, 2, 3, 4], o + 20);
+  }
+  return buf;
+}
+
+/** ns per decision, best of 3 runs of MS each (best: least disturbed by the other processes on the machine). */
+function measure(pipeline, buf) {
+  let best = Infinity;
+  for (let run = 0; run < 3; run++) {
+    let n = 0;
+    const t0 = process.hrtime.bigint();
+    const until = t0 + BigInt(MS) * 1000000n;
+    let t = t0;
+    while (t < until) {
+      for (let p = 0; p < NPKT; p++) {
+        if (pipeline.decide(buf, p * STRIDE, 32, 0) < 0) throw new Error('packet not decided by a target');
+      }
+      n += NPKT;
+      t = process.hrtime.bigint();
+    }
+    best = Math.min(best, Number(t - t0) / n);
+  }
+  return best;
+}
+
+async function main() {
+  const buf = packets();
+  const rows = [];
+  for (const kind of Object.keys(SETS)) {
+    for (const n of COUNTS) {
+      const set = flowSet(kind, n);
+      // Sets above FlowIndex's synchronous limit are indexed after the current turn.
+      await new Promise((resolve) => setImmediate(resolve));
+      const indexed = new Pipeline(set, {});
+      const nsIndex = measure(indexed, buf);
+      if (set.get('last').matches === 0) throw new Error('the packets did not reach the last flow');
+      const linearSet = flowSet(kind, n);
+      linearSet.lookup = linearSet.lookupLinear; // the reference walk, for comparison
+      const nsLinear = measure(new Pipeline(linearSet, {}), buf);
+      rows.push({ set: kind, flows: n, nsIndex, nsLinear });
+      process.stdout.write(`${kind.padEnd(7)} ${String(n).padStart(6)} flows: index ${nsIndex.toFixed(0).padStart(7)} ns/packet, linear ${nsLinear.toFixed(0).padStart(9)} ns/packet\n`);
+    }
+    const one = rows.find((r) => r.set === kind && r.flows === 1).nsIndex;
+    const most = rows.find((r) => r.set === kind && r.flows === COUNTS[COUNTS.length - 1]).nsIndex;
+    process.stdout.write(`${kind.padEnd(7)} index: ${COUNTS[COUNTS.length - 1]} flows / 1 flow = ${(most / one).toFixed(2)}\n`);
+  }
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 13);
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const file = path.join(OUT_DIR, `${stamp.slice(0, 4)}-${stamp.slice(4, 6)}-${stamp.slice(6, 8)}-${stamp.slice(9)}-flows-micro.json`);
+  fs.writeFileSync(file, `${JSON.stringify({ node: process.version, msPerRun: MS, packets: NPKT, rows }, null, 2)}\n`);
+  process.stdout.write(`results: ${path.relative(ROOT, file)}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench:flows: ${err.stack || err}\n`);
+  process.exit(1);
+});
