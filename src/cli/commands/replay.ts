@@ -26,6 +26,7 @@ function pipelineOptions(daemonArgs: ParsedArgs | undefined, args: ParsedArgs): 
     notargetsFwmark: pick('notargets_fwmark', '-1'),
     nolbFwmark: pick('nolb_fwmark', '-1'),
     fragmentCapacity: Math.max(1, pick('ft_size', '500') + pick('ft_buckets', '500')),
+    fragmentHashSize: Math.max(1, pick('ft_size', '500')),
     fragmentTtlMs: Math.max(1, pick('ft_ttl', '200')),
   };
 }
