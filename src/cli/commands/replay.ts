@@ -75,9 +75,7 @@ export const replayCommands: NfqlbCommand[] = [
       const pcap = readPcap(String(args.pcap));
       let setup: Setup;
       if (hasConfig) {
-        const config = loadConfig(String(args.config));
-        for (const problem of config.problems) process.stderr.write(`${problem}\n`);
-        setup = fromConfig(config, args);
+        setup = fromConfig(loadConfig(String(args.config)), args);
       } else {
         try {
           setup = fromLiveTable(String(args.tshm), args, store);
@@ -108,6 +106,8 @@ export const replayCommands: NfqlbCommand[] = [
       } finally {
         setup.close();
       }
+      // Every complete record has been printed; a cut or corrupt record ends the run with one line.
+      if (pcap.error !== null) throw pcap.error;
     },
   },
 ];
