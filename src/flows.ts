@@ -884,7 +884,7 @@ export class FlowSet<T> {
   /** nfqlb's flowSetPrintNames(): a JSON array of names, one per line. */
   listNames(): string {
     if (this.list_.length === 0) return '[]\n';
-    return `[\n${this.list_.map((f) => `  "${f.name}"`).join(',\n')}\n]\n`;
+    return `[\n${this.list_.map((f) => `  ${jsonString(f.name)}`).join(',\n')}\n]\n`;
   }
 
   /** Adds or replaces (in place) and re-sorts; Array.prototype.sort is stable like glibc's qsort. */
@@ -898,12 +898,14 @@ export class FlowSet<T> {
   }
 
   /**
-   * nfqlb's printFlow(). Names are printed raw, as nfqlb does (its docs allow
-   * only letters, digits and -+_). Numbers print as C's %u.
+   * nfqlb's printFlow(). Names print as nfqlb prints them (its docs allow
+   * only letters, digits and -+_), except that quotes, backslashes and control
+   * characters are escaped: nfqlb prints them raw and its listing is then not
+   * JSON (found by fuzzing). Numbers print as C's %u.
    */
   private flowJson(f: Flow<T>): string {
     const list = (items: readonly string[]): string => `[\n${items.map((s) => `    "${s}"`).join(',\n')}\n  ]`;
-    let s = `{\n  "name": "${f.name}",\n  "priority": ${f.priority >>> 0}`;
+    let s = `{\n  "name": ${jsonString(f.name)},\n  "priority": ${f.priority >>> 0}`;
     if (f.protoMask !== 0) {
       const names: string[] = [];
       if (f.protoMask & PROTO_BIT_TCP) names.push('"tcp"');
@@ -919,10 +921,15 @@ export class FlowSet<T> {
     if (f.udpencap > 0) s += `,\n  "udpencap": ${f.udpencap}`;
     s += `,\n  "matches_count": ${f.matches % 2 ** 32}`;
     if (this.targetName !== undefined) {
-      s += `,\n  "user_ref": "${f.target === null ? 'NULL' : this.targetName(f.target)}"`;
+      s += `,\n  "user_ref": ${jsonString(f.target === null ? 'NULL' : this.targetName(f.target))}`;
     }
     return `${s}\n}`;
   }
+}
+
+/** A JSON string literal; the same bytes as nfqlb's "%s" for names without quotes, backslashes or control characters. */
+function jsonString(s: string): string {
+  return JSON.stringify(s);
 }
 
 /** flowDefine() up to the point where the flow goes into the set: a Flow or the error text. */
