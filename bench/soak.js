@@ -11,6 +11,10 @@
  *    IPv6 in turns), counted where it enters the LB and at the targets; TCP
  *    connections from the gateway every few seconds (their own flow and
  *    table, which does not churn), each must be answered;
+ *  - a fragment flood: --frag pps of IPv4 fragments with random ids, half
+ *    first fragments (UDP to port 5003, a flow of their own: stored in the
+ *    fragment table, never completed) and half later fragments whose first
+ *    fragment never comes (dropped as fragment_miss);
  *  - targets: one of t2..t4 of the UDP table activated or deactivated
  *    --churn times a second (through the table library), and through the
  *    CLI every 10 s;
@@ -30,6 +34,7 @@
  * Options: --minutes=N (default 10), --rate=PPS (default 5000), --churn=N
  * activations per second (default 5), --idle=N --slow=N hostile clients held
  * (default 40, 10), --junk=N junk connections per second (default 5),
+ * --frag=PPS fragment flood (default 1000, 0: none),
  * --warmup=S seconds before the first RSS sample counts (default 30).
  */
 const fs = require('node:fs');
@@ -272,6 +277,25 @@ async function agent() {
 // ---------------------------------------------------------------------------
 // The orchestrator (root namespace)
 
+const FRAG_PORT = 5003;
+
+/**
+ * trafgen packets, in turns: an IPv4 first fragment (more-fragments set,
+ * offset 0, UDP header to FRAG_PORT claiming a 3,000-byte datagram) and a
+ * later fragment (offset 1480, last), each with its own random id and a
+ * source from 198.51.100.10-250: datagrams that never complete.
+ */
+function fragmentFloodConfig(dstMac, vip) {
+  const eth = `${dstMac.split(':').map((b) => `0x${b}`).join(', ')}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, c16(0x0800)`;
+  const dst = vip.split('.').join(', ');
+  return (
+    `{ ${eth},\n  0x45, 0x00, c16(68), drnd(2), c16(0x2000), 64, 17, csumip(14, 33),\n` +
+    `  198, 51, 100, dinc(10, 250), ${dst},\n  drnd(2), c16(${FRAG_PORT}), c16(3008), c16(0), fill(0x42, 40) }\n` +
+    `{ ${eth},\n  0x45, 0x00, c16(68), drnd(2), c16(0x00b9), 64, 17, csumip(14, 33),\n` +
+    `  198, 51, 100, dinc(10, 250), ${dst},\n  fill(0x43, 48) }\n`
+  );
+}
+
 async function main() {
   const minutes = Number(opt('minutes', '10'));
   const rate = Number(opt('rate', '5000'));
@@ -280,6 +304,7 @@ async function main() {
   const idle = Number(opt('idle', '40'));
   const slow = Number(opt('slow', '10'));
   const junk = Number(opt('junk', '5'));
+  const fragRate = Number(opt('frag', '1000'));
   if (!(minutes > 0 && rate > 0 && churn >= 0)) throw new Error('usage: npm run soak [-- --minutes=N --rate=PPS --churn=N --idle=N --slow=N --junk=N]');
   let tb;
   let shmLib;
@@ -296,7 +321,7 @@ async function main() {
   const metricsPort = 19757;
   const daemonArgs = ['flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0', `--metrics_address=127.0.0.1:${metricsPort}`];
   const result = {
-    started: started.toISOString(), minutes, rate, churnPerSecond: churn, hostile: { idle, slow, junkPerSecond: junk },
+    started: started.toISOString(), minutes, rate, fragRate, churnPerSecond: churn, hostile: { idle, slow, junkPerSecond: junk },
     machine: { cpus: require('node:os').cpus().length, loadavgAtStart: require('node:os').loadavg() },
     crashes: 0, crashLogs: [], rss: { samplesKiB: [] },
   };
@@ -337,6 +362,7 @@ async function main() {
 
     const configure = () => {
       bed.setFlow('soak-tcp', shmTcp);
+      bed.nfqlbOk(['flow-set', '--name=soak-frag', `--target=${shm}`, '--prio=2', '--protocols=udp', `--dsts=${bed.vip4}/32`, `--dports=${FRAG_PORT}`]);
       bed.nfqlbOk(['flow-set', '--name=soak-udp', `--target=${shm}`, '--prio=2', '--protocols=udp', `--dsts=${bed.vip4}/32,${bed.vip6}/128`, `--dports=${tb.LOAD_PORT}`]);
     };
     let daemon = await bed.startDaemon(daemonArgs);
@@ -363,6 +389,19 @@ async function main() {
         if (Date.now() >= endAt) break;
       }
     })());
+
+    // The fragment flood: trafgen's own pacing (bursts once a second), beside the steady load.
+    let fragSent = 0;
+    if (fragRate > 0) {
+      tasks.push((async () => {
+        while (!stop) {
+          const seconds = Math.max(1, Math.min(10, Math.floor((endAt - Date.now()) / 1000)));
+          const g = await tb.runTrafgen(bed.gw, 'lb0', fragmentFloodConfig(mac, bed.vip4), { count: fragRate * seconds, rate: fragRate });
+          fragSent += g.sent;
+          if (Date.now() >= endAt) break;
+        }
+      })());
+    }
 
     // TCP: 16 connections every 3 s, alternately to each VIP; all must be answered.
     let sport = 20000;
@@ -487,6 +526,7 @@ async function main() {
     for (const m of metrics.matchAll(/^(nfqlb_\w*(?:error|drop|refused)\w*)(\{[^}]*\})? (\S+)$/gm)) errorSeries[`${m[1]}${m[2] ?? ''}`] = Number(m[3]);
     result.packets = {
       udpSent: sentPackets,
+      fragmentsSent: fragSent,
       offeredAtLb: c.offered,
       deliveredToTargets: c.delivered,
       perTarget: c.perTarget,
@@ -521,6 +561,7 @@ async function main() {
     say(`  crashes                ${result.crashes}`);
     say(`  RSS                    ${start} KiB after ${warmupS} s warm-up -> ${result.rss.endKiB} KiB at the end (${result.rss.growthPercent}%), peak ${result.rss.hwmKiB} KiB`);
     say(`  UDP                    sent ${sentPackets}, reached the LB ${c.offered}, delivered ${c.delivered} (${JSON.stringify(c.perTarget)})`);
+    say(`  fragment flood         sent ${fragSent} (half first fragments, half later fragments without a first)`);
     say(`  daemon                 handled ${result.packets.handledByDaemon}, accepted ${result.packets.accepted}, drop verdicts ${result.packets.dropVerdicts}`);
     say(`  decisions by reason    ${JSON.stringify(reasons)}`);
     say(`  kernel queue drops     queue full ${result.packets.kernelQueueDropped}, user ${result.packets.kernelUserDropped}`);
