@@ -27,7 +27,7 @@
  *    its last output kept) and it is restarted so the run goes on.
  *
  * Report: crashes (must be 0), RSS after the warm-up and at the end (growth
- * must stay under 10%), packets handled and dropped by reason (the daemon's
+ * must stay under 10%; see --warmup), packets handled and dropped by reason (the daemon's
  * metrics and the kernel's queue counters), control requests good and failed
  * with latency, and bench/results/<date>-soak.json.
  *
@@ -35,7 +35,9 @@
  * activations per second (default 5), --idle=N --slow=N hostile clients held
  * (default 40, 10), --junk=N junk connections per second (default 5),
  * --frag=PPS fragment flood (default 1000, 0: none),
- * --warmup=S seconds before the first RSS sample counts (default 30).
+ * --warmup=S seconds before RSS samples count (default 60, 10 per minute of
+ * a shorter run). RSS is sampled every 5 s; growth compares the median of the
+ * first third of the samples after the warm-up with that of the last third.
  */
 const fs = require('node:fs');
 const net = require('node:net');
@@ -300,7 +302,7 @@ async function main() {
   const minutes = Number(opt('minutes', '10'));
   const rate = Number(opt('rate', '5000'));
   const churn = Number(opt('churn', '5'));
-  const warmupS = Number(opt('warmup', String(Math.min(30, minutes * 10))));
+  const warmupS = Number(opt('warmup', String(Math.min(60, minutes * 10))));
   const idle = Number(opt('idle', '40'));
   const slow = Number(opt('slow', '10'));
   const junk = Number(opt('junk', '5'));
@@ -500,8 +502,7 @@ async function main() {
       }
       const rss = tb.memoryKiB(daemon.pid).rss;
       const secs = Math.round((Date.now() - (endAt - minutes * 60000)) / 1000);
-      if (secs % 10 === 0) result.rss.samplesKiB.push([secs, rss]);
-      if (result.rss.startKiB === undefined && Date.now() >= warmupEnd) result.rss.startKiB = rss;
+      if (secs % 5 === 0) result.rss.samplesKiB.push([secs, rss, Date.now() >= warmupEnd]);
       if (Date.now() >= nextReport) {
         nextReport += 30000;
         const a = agentStatus ?? {};
@@ -544,8 +545,21 @@ async function main() {
     result.agentStderr = agentErr;
     const stopped = await bed.stopDaemon();
     result.stopExit = stopped;
-    const start = result.rss.startKiB ?? rssAtLaunch;
-    result.rss.growthPercent = Math.round(((result.rss.endKiB - start) / start) * 1000) / 10;
+    // RSS saws up and down with V8's collections (±10% within a minute), so
+    // one sample against another says little: compare the median of the first
+    // third of the samples after the warm-up with the median of the last third.
+    const counted = result.rss.samplesKiB.filter((x) => x[2]).map((x) => x[1]);
+    const third = Math.max(1, Math.floor(counted.length / 3));
+    const median = (xs) => {
+      const v = xs.slice().sort((a, b) => a - b);
+      return v.length === 0 ? NaN : v[Math.floor((v.length - 1) / 2)];
+    };
+    const start = median(counted.slice(0, third));
+    result.rss.startKiB = start;
+    result.rss.endMedianKiB = median(counted.slice(-third));
+    result.rss.minKiB = Math.min(...counted);
+    result.rss.maxKiB = Math.max(...counted);
+    result.rss.growthPercent = Math.round(((result.rss.endMedianKiB - start) / start) * 1000) / 10;
     result.machine.loadavgAtEnd = require('node:os').loadavg();
     result.pass = result.crashes === 0 && result.rss.growthPercent < 10 && (stopped === null || stopped.code === 0) && tcp.failed === 0;
     result.ended = new Date().toISOString();
@@ -559,7 +573,8 @@ async function main() {
     say('');
     say(`soak: ${result.pass ? 'PASS' : 'FAIL'} after ${minutes} min`);
     say(`  crashes                ${result.crashes}`);
-    say(`  RSS                    ${start} KiB after ${warmupS} s warm-up -> ${result.rss.endKiB} KiB at the end (${result.rss.growthPercent}%), peak ${result.rss.hwmKiB} KiB`);
+    say(`  RSS (median of thirds) ${start} KiB after the ${warmupS} s warm-up -> ${result.rss.endMedianKiB} KiB at the end (${result.rss.growthPercent}%); ` +
+      `samples ${result.rss.minKiB}-${result.rss.maxKiB} KiB, last ${result.rss.endKiB} KiB, peak ${result.rss.hwmKiB} KiB`);
     say(`  UDP                    sent ${sentPackets}, reached the LB ${c.offered}, delivered ${c.delivered} (${JSON.stringify(c.perTarget)})`);
     say(`  fragment flood         sent ${fragSent} (half first fragments, half later fragments without a first)`);
     say(`  daemon                 handled ${result.packets.handledByDaemon}, accepted ${result.packets.accepted}, drop verdicts ${result.packets.dropVerdicts}`);

@@ -294,10 +294,13 @@ export class FragmentTable {
       if (e === NONE || !this.isExpired(e, nowMs)) return NONE;
       // Unlink it from the chain of the home slot it belongs to.
       let prev = this.homeOf[e];
-      while (this.next[prev] !== e) {
+      let steps = 0;
+      while (prev !== NONE && this.next[prev] !== e && steps++ <= this.maxChain) {
         prev = this.next[prev];
         this.probes++;
       }
+      // Not in its chain: the lists disagree, which cannot happen; refuse rather than corrupt.
+      if (prev === NONE || this.next[prev] !== e) return NONE;
       this.next[prev] = this.next[e];
       this.unlinkAge(e);
       this.expired++;
