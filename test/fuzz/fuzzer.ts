@@ -433,7 +433,7 @@ function flowCase(rng: Rng, c: Corpus, st: FlowState): string {
   return described;
 }
 
-const ACTIONS = ['set', 'delete', 'list', 'list-names', 'trace-flow-set', 'trace-flow-delete', 'trace-flow-list', 'trace-flow-list-names', 'loglevel', 'bogus', ''];
+const ACTIONS = ['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names', 'loglevel', 'bogus', ''];
 
 function requestBytes(rng: Rng, c: Corpus): string {
   if (rng.chance(0.05)) return Buffer.from(rng.bytes(rng.int(2000))).toString('latin1');
