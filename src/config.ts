@@ -4,6 +4,11 @@
  * private tables and flows, for `nfqlb replay --config`. The table commands
  * run through the same code as the CLI, against memory instead of /dev/shm;
  * flow-set/flow-delete do what the daemon's control server does.
+ *
+ * One rule for errors: the first line that fails stops the reading with
+ * `FILE:LINE: message` (one line), whatever the kind of failure — a command
+ * a replay does not know, bad options, a flow the daemon would refuse, a
+ * second daemon line. A config is never half applied and then used.
  */
 import * as fs from 'node:fs';
 import { NfqlbError, UsageError } from './errors';
@@ -45,8 +50,6 @@ export interface ReplayConfig {
   targets: TargetRegistry<MaglevTable>;
   flows: FlowSet<Target<MaglevTable>>;
   daemon: DaemonLine | null;
-  /** One line per config line that failed, as the command would have printed it. */
-  problems: string[];
 }
 
 const TABLE_COMMANDS = new Set(['init', 'activate', 'deactivate', 'delete', 'show']);
@@ -75,11 +78,15 @@ function registryOver(store: TableStore): TargetRegistry<MaglevTable> {
   });
 }
 
+/** A config error: `where: message` on one line. */
+function configError(where: string, message: string): NfqlbError {
+  return new NfqlbError(`${where}: ${message.trim().replace(/\s*\n\s*/g, '; ')}`, 'NFQLB_ERR_CONFIG');
+}
+
 /**
- * Applies the lines of `text` in order. A line that fails is recorded in
- * `problems` (with its line number) and the rest go on, as separate nfqlb
- * invocations would. Throws NfqlbError NFQLB_ERR_CONFIG only for lines that
- * are not nfqlb commands a replay understands.
+ * Applies the lines of `text` in order. Throws NfqlbError NFQLB_ERR_CONFIG
+ * `FILE:LINE: message` for the first line that fails (nothing is returned
+ * then); errors that are not NfqlbError (bugs) pass through unchanged.
  */
 export function applyConfig(text: string, file: string, commands: CommandParser): ReplayConfig {
   const store = new MemoryTableStore();
@@ -89,8 +96,8 @@ export function applyConfig(text: string, file: string, commands: CommandParser)
     targets,
     flows: new FlowSet<Target<MaglevTable>>({ targetName: (t) => t.name }),
     daemon: null,
-    problems: [],
   };
+  let daemonLine = 0;
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n].trim();
@@ -99,35 +106,32 @@ export function applyConfig(text: string, file: string, commands: CommandParser)
     if (words[0] === 'nfqlb') words.shift();
     const where = `${file}:${n + 1}`;
     const cmd = commands.find(words[0]);
-    if (cmd === undefined) throw new NfqlbError(`${where}: Unknown command [${words[0]}]`, 'NFQLB_ERR_CONFIG');
+    if (cmd === undefined) throw configError(where, `Unknown command [${words[0]}]`);
     const name = cmd.name;
     if (!TABLE_COMMANDS.has(name) && !['flow-set', 'flow-delete', 'flowlb', 'lb'].includes(name)) {
-      throw new NfqlbError(`${where}: ${name} cannot be replayed (use init, activate, deactivate, delete, flow-set, flow-delete, flowlb, lb)`, 'NFQLB_ERR_CONFIG');
-    }
-    let args: ParsedArgs;
-    try {
-      args = commands.parse(cmd, words.slice(1));
-    } catch (err) {
-      config.problems.push(`${where}: ${(err as Error).message}`);
-      continue;
+      throw configError(where, `${name} cannot be replayed (use init, activate, deactivate, delete, flow-set, flow-delete, flowlb, lb)`);
     }
     try {
+      const args: ParsedArgs = commands.parse(cmd, words.slice(1));
       if (TABLE_COMMANDS.has(name)) {
-        if (name !== 'show') cmd.run(args, { store, out: () => undefined });
+        const rc = name === 'show' ? 0 : cmd.run(args, { store, out: () => undefined });
+        if (typeof rc === 'number' && rc !== 0) throw configError(where, `${name} failed (exit code ${rc})`);
       } else if (name === 'flow-set') {
         const fa = flowArgs(args);
         const clientError = checkFlowSetArgs(fa);
         if (clientError !== null) throw new UsageError(clientError);
         const reply = config.flows.applySet(flowCmdFromArgs(fa), targets);
-        if (reply !== 'OK') config.problems.push(`${where}: ${reply}`);
+        if (reply !== 'OK') throw configError(where, reply);
       } else if (name === 'flow-delete') {
         config.flows.applyDelete(String(args.name), targets);
       } else {
+        if (daemonLine !== 0) throw configError(where, `a second daemon line (the first is line ${daemonLine}); keep one ${name} line`);
+        daemonLine = n + 1;
         config.daemon = { command: name as 'flowlb' | 'lb', args };
       }
     } catch (err) {
-      if (!(err instanceof NfqlbError)) throw err;
-      config.problems.push(`${where}: ${err.message}`);
+      if (!(err instanceof NfqlbError) || err.code === 'NFQLB_ERR_CONFIG') throw err;
+      throw configError(where, err.message);
     }
   }
   return config;

@@ -27,8 +27,18 @@ export interface PcapRecord {
 
 export interface Pcap {
   linkType: number;
+  /** Every complete record, in file order (up to the first defect). */
   records: PcapRecord[];
+  /**
+   * What stopped the reading before the end of the file (a record cut short,
+   * a record claiming more than MAX_RECORD_LEN bytes), or null. The records
+   * before it are in `records`; callers use them and then report this.
+   */
+  error: NfqlbError | null;
 }
+
+/** libpcap's MAXIMUM_SNAPLEN: no capture tool writes a longer record, so a longer one is corruption. */
+export const MAX_RECORD_LEN = 262144;
 
 const ETHERTYPE_IPV4 = 0x0800;
 const ETHERTYPE_IPV6 = 0x86dd;
@@ -78,8 +88,10 @@ const SUPPORTED = [LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_ETHERNET
 
 /**
  * Parses a whole pcap file held in memory. Throws NfqlbError NFQLB_ERR_PCAP for
- * files that are not classic pcap, use an unsupported link type, or are cut
- * inside a header; a last record cut short keeps the bytes that are there.
+ * files that are not classic pcap or use an unsupported link type. Reading
+ * stops at the first record that is cut short (header or data) or claims more
+ * than MAX_RECORD_LEN bytes: the complete records before it are returned with
+ * the defect in `error` (NFQLB_ERR_PCAP). Never reads outside `data`.
  */
 export function parsePcap(data: Uint8Array, name = 'pcap'): Pcap {
   if (data.length < 24) throw new NfqlbError(`${name}: not a pcap file (only ${data.length} bytes)`, 'NFQLB_ERR_PCAP');
@@ -102,16 +114,28 @@ export function parsePcap(data: Uint8Array, name = 'pcap'): Pcap {
     throw new NfqlbError(`${name}: link type ${linkType} is not supported (supported: ${SUPPORTED.join(', ')})`, 'NFQLB_ERR_PCAP');
   }
   const records: PcapRecord[] = [];
+  let error: NfqlbError | null = null;
   let pos = 24;
   while (pos < data.length) {
-    if (pos + 16 > data.length) throw new NfqlbError(`${name}: record ${records.length} header is cut short at byte ${pos}`, 'NFQLB_ERR_PCAP');
+    const n = records.length;
+    if (pos + 16 > data.length) {
+      error = new NfqlbError(`${name}: record ${n} is cut short: its header needs 16 bytes at byte ${pos}, the file ends after ${data.length - pos}; the ${n} records before it were read`, 'NFQLB_ERR_PCAP');
+      break;
+    }
     const sec = view.getUint32(pos, little);
     const frac = view.getUint32(pos + 4, little);
     const capLen = view.getUint32(pos + 8, little);
     const origLen = view.getUint32(pos + 12, little);
+    if (capLen > MAX_RECORD_LEN) {
+      error = new NfqlbError(`${name}: record ${n} at byte ${pos} claims ${capLen} bytes, more than a pcap record holds (${MAX_RECORD_LEN}): the file is corrupt; the ${n} records before it were read`, 'NFQLB_ERR_PCAP');
+      break;
+    }
     pos += 16;
-    const end = Math.min(pos + capLen, data.length);
-    const frame = data.subarray(pos, end);
+    if (pos + capLen > data.length) {
+      error = new NfqlbError(`${name}: record ${n} is cut short: it claims ${capLen} bytes at byte ${pos}, the file ends after ${data.length - pos}; the ${n} records before it were read`, 'NFQLB_ERR_PCAP');
+      break;
+    }
+    const frame = data.subarray(pos, pos + capLen);
     records.push({
       index: records.length,
       timeMs: sec * 1000 + (nano ? frac / 1e6 : frac / 1e3),
@@ -120,7 +144,7 @@ export function parsePcap(data: Uint8Array, name = 'pcap'): Pcap {
     });
     pos += capLen;
   }
-  return { linkType, records };
+  return { linkType, records, error };
 }
 
 /** Reads and parses a pcap file; file errors become NfqlbError NFQLB_ERR_PCAP. */

@@ -16,7 +16,7 @@
  * strings; details of the last decision are left in `last` for callers that
  * want them (replay, trace, counters).
  */
-import { FragmentTable, FRAGMENT_MISS } from './fragments';
+import { FragmentTable } from './fragments';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
 import type { Flow, FlowSet } from './flows';
@@ -42,6 +42,10 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   notargetsFwmark: number;
   /** Fragment table entries (nfqlb: ft_size + ft_buckets). */
   fragmentCapacity: number;
+  /** Of those, home slots of the hash (nfqlb: ft_size); the rest take collisions. Default: half. */
+  fragmentHashSize?: number;
+  /** Seed of the fragment table's hash (default 0: reproducible; the daemon passes a random one). */
+  fragmentSeed?: number;
   /** How long a first fragment's choice is kept, ms. */
   fragmentTtlMs: number;
   /**
@@ -96,7 +100,14 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     options: Partial<PipelineOptions<T>> = {},
   ) {
     this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
-    this.fragments = new FragmentTable(this.opts.fragmentCapacity, this.opts.fragmentTtlMs);
+    const capacity = Math.max(1, Math.floor(this.opts.fragmentCapacity));
+    const hashSize = Math.min(capacity, Math.max(1, Math.floor(this.opts.fragmentHashSize ?? Math.ceil(capacity / 2))));
+    this.fragments = new FragmentTable({
+      hashSize,
+      extraBuckets: capacity - hashSize,
+      ttlMs: this.opts.fragmentTtlMs,
+      seed: this.opts.fragmentSeed ?? 0,
+    });
   }
 
   private finish(reason: number, fwmark: number): number {
@@ -130,8 +141,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
         if (fw >= 0 && fw !== tier.ownFwmark) return this.finish(REASON_LB_TIER, fw);
       }
       if ((rc & RC_FIRST_FRAGMENT) === 0) {
-        const stored = this.fragments.lookup(key, info.fragId, nowMs);
-        if (stored === FRAGMENT_MISS) return this.finish(REASON_FRAGMENT_MISS, -1);
+        if (!this.fragments.lookup(key, info.fragId, nowMs)) return this.finish(REASON_FRAGMENT_MISS, -1);
+        const stored = this.fragments.value;
         if (fixed !== null) {
           last.target = fixed;
           last.hashSlot[0] = stored >>> 0;
@@ -169,7 +180,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     const fw = target.table.fwmarkOf(hash);
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {
-      if (!this.fragments.store(key, info.fragId, fixed !== null ? hash | 0 : fw, nowMs)) {
+      if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
         return this.finish(REASON_FRAGMENT_TABLE_FULL, -1);
       }
     }

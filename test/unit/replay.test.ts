@@ -201,27 +201,26 @@ describe('replay errors', () => {
     expect(missing.stderr).toMatch(/cannot read .*nope\.pcap/);
   });
 
-  it('reports failing config lines with their line number and replays the rest', async () => {
-    const file = path.join(tmp, 'bad.cmds');
-    fs.writeFileSync(
-      file,
-      [
-        'init --shm=t1 --M=997 --N=4',
-        'activate --shm=t1 --index=0 7',
-        'flow-set --name=bad --target=t1 --protocols=tcp --dsts=192.0.2.300/32',
-        'flow-set --name=nope --target=t-missing --protocols=tcp',
-        'flow-set --name=all --target=t1',
-        'flowlb --queue=0:3 --qlength=1024',
-      ].join('\n'),
-    );
-    const r = await runInProcess(['replay', `--pcap=${pcap}`, `--config=${file}`]);
-    expect(r.rc).toBe(0);
-    expect(r.stderr).toBe(`${file}:3: Invalid dsts\n${file}:4: FAIL: Couldn't create load-balancer\n`);
-    const lines = parseLines(r.stdout);
-    expect(lines.length).toBe(630);
-    expect(lines.every((l) => l.flow === 'all' || l.flow === null)).toBe(true);
-    expect(lines.filter((l) => l.flow === null).every((l) => l.hash === null)).toBe(true);
-    expect(lines.filter((l) => l.fwmark === 7).length).toBeGreaterThan(500);
+  it('stops at the first failing config line with FILE:LINE: message, whatever the failure, and replays nothing', async () => {
+    const good = ['init --shm=t1 --M=997 --N=4', 'activate --shm=t1 --index=0 7', 'flow-set --name=all --target=t1'];
+    const cases: [string, string][] = [
+      ['flow-set --name=bad --target=t1 --protocols=tcp --dsts=192.0.2.300/32', 'Invalid dsts'],
+      ['flow-set --name=nope --target=t-missing --protocols=tcp', "FAIL: Couldn't create load-balancer"],
+      ['flow-set --name=p --target=t1 --dports=80', 'ports specified without protocols'],
+      ['activate --shm=t-missing 3', 'FAILED mapSharedData: t-missing'],
+      ['init --shm=t2 --M=997 --N=4 --bogus=1', "init: unrecognized option '--bogus'"],
+      ['flow-set --prio=3', 'Missing option [--name]; Missing option [--target]'],
+      ['flowlb --queue=0:3', 'a second daemon line (the first is line 4); keep one flowlb line'],
+      ['trace --selection=log', 'trace cannot be replayed'],
+    ];
+    for (const [bad, message] of cases) {
+      const file = path.join(tmp, 'bad.cmds');
+      fs.writeFileSync(file, [...good, 'flowlb --queue=0:3 --qlength=1024', bad, 'flow-set --name=later --target=t1'].join('\n'));
+      const r = await runInProcess(['replay', `--pcap=${pcap}`, `--config=${file}`]);
+      expect({ bad, rc: r.rc, stdout: r.stdout }).toEqual({ bad, rc: 1, stdout: '' });
+      expect(r.stderr.split('\n')).toHaveLength(2);
+      expect(r.stderr.startsWith(`${file}:5: ${message}`)).toBe(true);
+    }
   });
 
   it('refuses a line that is not a replayable nfqlb command', async () => {
@@ -250,5 +249,60 @@ describe('replay --tshm uses a live table like nfqlb lb', () => {
     const missing = await runInProcess(['replay', `--pcap=${path.join(decisionsDir, 'trench.pcap')}`, `--tshm=${name}-nope`]);
     expect(missing.rc).toBe(1);
     expect(missing.stderr).toMatch(new RegExp(`^FAILED mapSharedData: ${name}-nope \\(.*\\)\\n$`));
+  });
+});
+
+describe('replay of a cut or corrupt capture', () => {
+  const cmds = path.join(decisionsDir, 'trench.cmds');
+  const raw = fs.readFileSync(path.join(decisionsDir, 'trench.pcap'));
+  /** Byte offsets where each record starts, and the end of the file. */
+  const starts: number[] = [];
+  for (let pos = 24; pos < raw.length; pos += 16 + raw.readUInt32LE(pos + 8)) starts.push(pos);
+  let full: string[];
+
+  beforeAll(async () => {
+    const r = await runInProcess(['replay', `--pcap=${path.join(decisionsDir, 'trench.pcap')}`, `--config=${cmds}`]);
+    full = r.stdout.split('\n').filter((l) => l !== '');
+    expect(full.length).toBe(starts.length);
+  });
+
+  it('cut inside a record: every complete record is printed, then one error line and exit 1', async () => {
+    const k = 100;
+    for (const cut of [starts[k] + 3, starts[k] + 16, starts[k] + 20, starts[k + 1] - 1]) {
+      const file = path.join(tmp, `cut-${cut}.pcap`);
+      fs.writeFileSync(file, raw.subarray(0, cut));
+      const r = await runInProcess(['replay', `--pcap=${file}`, `--config=${cmds}`]);
+      expect(r.rc).toBe(1);
+      expect(r.stdout.split('\n').filter((l) => l !== '')).toEqual(full.slice(0, k));
+      expect(r.stderr).toMatch(new RegExp(`^${file.replace(/[.]/g, '\\.')}: record ${k} is cut short: .*the ${k} records before it were read\\n$`));
+    }
+    // Cut exactly between records: a complete, shorter capture.
+    const file = path.join(tmp, 'cut-clean.pcap');
+    fs.writeFileSync(file, raw.subarray(0, starts[k]));
+    const r = await runInProcess(['replay', `--pcap=${file}`, `--config=${cmds}`]);
+    expect(r.rc).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.split('\n').filter((l) => l !== '')).toEqual(full.slice(0, k));
+  });
+
+  it('a record claiming 2 GB is an error after the records before it, not processed', async () => {
+    const k = 7;
+    const data = Buffer.from(raw);
+    data.writeUInt32LE(0x80000000, starts[k] + 8);
+    const file = path.join(tmp, 'huge.pcap');
+    fs.writeFileSync(file, data);
+    const r = await runInProcess(['replay', `--pcap=${file}`, `--config=${cmds}`]);
+    expect(r.rc).toBe(1);
+    expect(r.stdout.split('\n').filter((l) => l !== '')).toEqual(full.slice(0, k));
+    expect(r.stderr).toMatch(/: record 7 at byte \d+ claims 2147483648 bytes, more than a pcap record holds \(262144\): the file is corrupt; the 7 records before it were read\n$/);
+  });
+
+  it('bin/nfqlb: the same output and one error line from the spawned CLI', () => {
+    const file = path.join(tmp, 'cut-spawned.pcap');
+    fs.writeFileSync(file, raw.subarray(0, starts[50] + 30));
+    const r = runSpawned(['replay', `--pcap=${file}`, `--config=${cmds}`]);
+    expect(r.rc).toBe(1);
+    expect(r.stdout.split('\n').filter((l) => l !== '')).toEqual(full.slice(0, 50));
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 });

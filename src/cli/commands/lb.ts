@@ -3,6 +3,7 @@
  * runs until SIGTERM/SIGINT (exit 0), and exits non-zero with one line saying
  * why on a fatal error.
  */
+import { randomInt } from 'node:crypto';
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon';
@@ -112,6 +113,9 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
       notargetsFwmark: int(args, 'notargets_fwmark'),
       nolbFwmark: mode === 'flowlb' ? int(args, 'nolb_fwmark') : -1,
       fragmentCapacity: Math.max(1, int(args, 'ft_size') + int(args, 'ft_buckets')),
+      fragmentHashSize: Math.max(1, int(args, 'ft_size')),
+      // A random seed, so nobody outside can aim fragment ids at one hash chain.
+      fragmentSeed: randomInt(0x7fffffff),
       fragmentTtlMs: Math.max(1, int(args, 'ft_ttl')),
       sctpEncap: mode === 'lb' ? int(args, 'sctp_encap') & 0xffff : 0,
     },

@@ -26,6 +26,7 @@ function pipelineOptions(daemonArgs: ParsedArgs | undefined, args: ParsedArgs): 
     notargetsFwmark: pick('notargets_fwmark', '-1'),
     nolbFwmark: pick('nolb_fwmark', '-1'),
     fragmentCapacity: Math.max(1, pick('ft_size', '500') + pick('ft_buckets', '500')),
+    fragmentHashSize: Math.max(1, pick('ft_size', '500')),
     fragmentTtlMs: Math.max(1, pick('ft_ttl', '200')),
   };
 }
@@ -75,9 +76,7 @@ export const replayCommands: NfqlbCommand[] = [
       const pcap = readPcap(String(args.pcap));
       let setup: Setup;
       if (hasConfig) {
-        const config = loadConfig(String(args.config), parser);
-        for (const problem of config.problems) process.stderr.write(`${problem}\n`);
-        setup = fromConfig(config, args);
+        setup = fromConfig(loadConfig(String(args.config), parser), args);
       } else {
         try {
           setup = fromLiveTable(String(args.tshm), args, store);
@@ -108,6 +107,8 @@ export const replayCommands: NfqlbCommand[] = [
       } finally {
         setup.close();
       }
+      // Every complete record has been printed; a cut or corrupt record ends the run with one line.
+      if (pcap.error !== null) throw pcap.error;
     },
   },
 ];
