@@ -208,7 +208,7 @@ describe('replay errors', () => {
       ['flow-set --name=nope --target=t-missing --protocols=tcp', "FAIL: Couldn't create load-balancer"],
       ['flow-set --name=p --target=t1 --dports=80', 'ports specified without protocols'],
       ['activate --shm=t-missing 3', 'FAILED mapSharedData: t-missing'],
-      ['init --shm=t2 --M=997 --N=4 --bogus=1', "init: unrecognized option '--bogus'"],
+      ['init --shm=t2 --M=997 --N=4 --bogus=1', "init: unrecognized option '--bogus=1'"],
       ['flow-set --prio=3', 'Missing option [--name]; Missing option [--target]'],
       ['flowlb --queue=0:3', 'a second daemon line (the first is line 4); keep one flowlb line'],
       ['trace --selection=log', 'trace cannot be replayed'],
