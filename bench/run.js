@@ -27,6 +27,7 @@
  *              perf stat, perf record (kernel vs user), node --cpu-prof.
  *   --queue-memory  what a full queue costs the kernel, by qlength,
  *              SO_RCVBUF and frame size (the daemon stopped with SIGSTOP).
+ *   --table=RESULT.json  prints the tables of a comparison already run.
  *
  * Environment: NFQLB_BIN ("ours": another nfqlb-compatible binary in place of
  * bin/nfqlb; also the one binary of --detail/--sweep/--profile),
@@ -740,13 +741,17 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       await quiet();
       const stopBeside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
       const t0 = threadCpu(d.pid);
+      // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
+      const idle = daemons.filter((x) => x !== d);
+      const idle0 = idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0);
       let lb;
       try {
         lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues });
       } finally {
         if (stopBeside) await stopBeside();
       }
-      const run = { lb, threads: threadShares(t0, threadCpu(d.pid), lb.seconds), disturbed: lb.foreignCores > DISTURBED_CORES };
+      const idleCores = (idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0) - idle0) / lb.seconds;
+      const run = { lb, idleCores, threads: threadShares(t0, threadCpu(d.pid), lb.seconds), disturbed: lb.foreignCores > DISTURBED_CORES };
       if (best === null || lb.foreignCores < best.lb.foreignCores) best = run;
       if (!run.disturbed) break;
       quietLog.disturbedRuns++;
@@ -772,6 +777,7 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       threads: best.threads,
       trafgenCores: lb.trafgenCores,
       foreignCores: lb.foreignCores,
+      idleDaemonCores: best.idleCores,
       disturbed: best.disturbed,
     });
   }
@@ -803,24 +809,20 @@ function compareCell(runs, pt, impl) {
 }
 
 function printCompare(result, impls, points) {
-  const W = 36;
+  const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
+  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${c.queueDropped}`;
+  const W = Math.max(...impls.map((i) => i.label.length), ...points.flatMap((pt) => impls.map((impl) => text(cellOf(pt, impl)).length))) + 3;
+  const L = Math.max(...points.map((pt) => pt.label.length)) + 2;
   say(`\n== comparison, ${result.date.slice(0, 16).replace('T', ' ')} UTC: delivered through the daemon / delivered by the kernel alone (HMARK), same packets, same run`);
-  say(`   median of ${result.rounds} round(s) of ${result.secondsPerRun} s; [each round]; daemon CPU µs per delivered packet; kernel queue drops`);
-  say(`${''.padEnd(44)}${impls.map((i) => `│ ${i.label.padEnd(W - 2)}`).join('')}`);
-  for (const pt of points) {
-    const cells = impls.map((impl) => {
-      const c = result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
-      const text = `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)}µs q${c.queueDropped}`;
-      return `│ ${text.padEnd(W - 2)}`;
-    });
-    say(`${pt.label.padEnd(44)}${cells.join('')}`);
-  }
-  say('\ndaemon CPU by thread (cores busy over the run with the median ratio; threads under 0.01 left out):');
+  say(`   median of ${result.rounds} round(s) of ${result.secondsPerRun} s [each round]; daemon CPU µs per delivered packet; kernel queue drops (median)`);
+  say(`${''.padEnd(L)}${impls.map((i) => `│ ${i.label.padEnd(W - 2)}`).join('')}`);
+  for (const pt of points) say(`${pt.label.padEnd(L)}${impls.map((impl) => `│ ${text(cellOf(pt, impl)).padEnd(W - 2)}`).join('')}`);
+  say('\ndaemon CPU by thread, in cores, over the run nearest the median ratio (threads under 0.01 left out):');
   for (const pt of points) {
     for (const impl of impls) {
-      const c = result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
-      const ts = c.threads.filter((t) => t.cores >= 0.01).map((t) => `${t.name}/${t.tid} ${t.cores.toFixed(2)}`);
-      say(`  ${pt.id.padEnd(16)} ${impl.key.padEnd(9)} total ${c.cpuCores.toFixed(2)}: ${ts.join(', ')}`);
+      const ts = cellOf(pt, impl).threads;
+      const total = ts.reduce((sum, t) => sum + t.cores, 0);
+      say(`  ${pt.id.padEnd(16)} ${impl.key.padEnd(9)} ${total.toFixed(2)}: ${ts.filter((t) => t.cores >= 0.01).map((t) => `${t.name}/${t.tid} ${t.cores.toFixed(2)}`).join(', ')}`);
     }
   }
   // The same table in Markdown, for docs/performance.md.
@@ -829,7 +831,7 @@ function printCompare(result, impls, points) {
   say(`|---|${impls.map(() => '---|').join('')}`);
   for (const pt of points) {
     const cells = impls.map((impl) => {
-      const c = result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
+      const c = cellOf(pt, impl);
       return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs)`;
     });
     say(`| ${pt.label} | ${cells.join(' | ')} |`);
@@ -1282,6 +1284,14 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 async function main() {
+  const table = argv.find((a) => a.startsWith('--table='));
+  if (table !== undefined) {
+    // The tables of a comparison already run (no root needed): node bench/run.js --table=RESULT.json
+    const result = JSON.parse(fs.readFileSync(table.slice('--table='.length), 'utf8'));
+    if (result.mode !== 'compare') throw new Error(`${table.slice(8)} is not a comparison (mode ${result.mode})`);
+    printCompare(result, result.implementations, result.points);
+    return;
+  }
   if (!tb.canUseNetns()) throw new Error('needs root and `ip netns` (network namespaces, NFQUEUE)');
   for (const tool of ['trafgen', 'iptables', 'ip6tables']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: run bash scripts/setup.sh`);
