@@ -862,6 +862,9 @@ async function compareMode(bed) {
     runs: [],
     summary: [],
   };
+  // trafgen's bursts leave at the generator's own speed: measured once, for reading the burst points.
+  await calibrate(bed);
+  result.generatorMaxPps = generatorMax;
   // Points that need other daemon options run with their own daemons.
   const groups = new Map();
   for (const pt of points) {
