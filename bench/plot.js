@@ -6,6 +6,9 @@
  * command to put several bench results in one plot:
  *
  *   node bench/plot.js bench/results/A.json [B.json ...] > plot.svg
+ *
+ * A comparison result (mode 'compare') is drawn as grouped bars instead: one
+ * group per point, one bar per implementation.
  */
 const fs = require('node:fs');
 
@@ -69,6 +72,78 @@ function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 
   return `${out.join('\n')}\n`;
 }
 
+/**
+ * Grouped bars: one group per category, one bar per series, the value
+ * printed above each bar. series: [{ label, values }] with values[i] for
+ * categories[i] (NaN: no bar). y from 0 to max(1.05, highest value).
+ */
+function svgBars(categories, series, { title = '', yLabel = 'delivered ratio', width = 900, height = 460, targets = [] } = {}) {
+  const left = 60;
+  const right = 20;
+  const top = 36 + 18 * series.length;
+  const bottom = 90;
+  const pw = width - left - right;
+  const ph = height - top - bottom;
+  const all = series.flatMap((s) => s.values).filter(Number.isFinite);
+  const yMax = Math.max(1.05, ...all);
+  const sy = (y) => top + ph - (y / yMax) * ph;
+  const groupW = pw / Math.max(1, categories.length);
+  const barW = (groupW * 0.8) / Math.max(1, series.length);
+  const out = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
+  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
+  series.forEach((s, i) => {
+    const color = s.color ?? COLORS[i % COLORS.length];
+    out.push(`<rect x="${left}" y="${30 + i * 18}" width="12" height="12" fill="${color}"/>`);
+    out.push(`<text x="${left + 18}" y="${40 + i * 18}">${esc(s.label)}</text>`);
+  });
+  for (let y = 0; y <= yMax + 1e-9; y += 0.1) {
+    out.push(`<line x1="${left}" y1="${sy(y).toFixed(1)}" x2="${left + pw}" y2="${sy(y).toFixed(1)}" stroke="#e5e5e5"/>`);
+    out.push(`<text x="${left - 6}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end">${y.toFixed(1)}</text>`);
+  }
+  for (const t of targets) {
+    out.push(`<line x1="${left}" y1="${sy(t.y).toFixed(1)}" x2="${left + pw}" y2="${sy(t.y).toFixed(1)}" stroke="#999" stroke-dasharray="2,3"/>`);
+  }
+  categories.forEach((c, ci) => {
+    const gx = left + ci * groupW + groupW * 0.1;
+    series.forEach((s, si) => {
+      const v = s.values[ci];
+      if (!Number.isFinite(v)) return;
+      const x = gx + si * barW;
+      out.push(`<rect x="${x.toFixed(1)}" y="${sy(v).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(sy(0) - sy(v)).toFixed(1)}" fill="${s.color ?? COLORS[si % COLORS.length]}"/>`);
+      out.push(`<text x="${(x + barW / 2).toFixed(1)}" y="${(sy(v) - 3).toFixed(1)}" text-anchor="middle" font-size="10">${v.toFixed(3)}</text>`);
+    });
+    // Category labels, wrapped at commas so long labels fit under their group.
+    String(c)
+      .split(/,\s*/)
+      .forEach((line, li) => out.push(`<text x="${(left + ci * groupW + groupW / 2).toFixed(1)}" y="${top + ph + 16 + li * 14}" text-anchor="middle" font-size="11">${esc(line)}</text>`));
+  });
+  out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
+  out.push(`<text transform="translate(16,${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+/** The bars of a comparison result: categories are its points, series its implementations (median ratios). */
+function barsOf(result) {
+  const categories = result.points.map((p) => p.label);
+  const series = result.implementations.map((impl) => ({
+    label: impl.label,
+    values: result.points.map((p) => result.summary.find((c) => c.point === p.id && c.impl === impl.key)?.ratio ?? NaN),
+  }));
+  return { categories, series };
+}
+
+/** The SVG of a comparison result (see barsOf). */
+function compareSvg(result) {
+  const { categories, series } = barsOf(result);
+  return svgBars(categories, series, {
+    title: `Delivered through the daemon / by the kernel alone (HMARK), same run ${result.date.slice(0, 10)}, ${result.machine.nproc} CPUs`,
+    targets: [{ y: 1 }],
+  });
+}
+
 /** A round step (1, 2 or 5 × 10^k) giving about `n` intervals over `span`. */
 function niceStep(span, n) {
   const raw = span / n;
@@ -101,26 +176,21 @@ function seriesOf(result, { groups } = {}) {
   return [...lines.entries()].map(([label, points]) => ({ label, points, dashed: label.includes('1 flow') }));
 }
 
-/**
- * nfqlb 1.2.0 as measured for the issue ("[4 of 6] Performance", IPv4, many
- * flows, generator max ~200k pps): not from a bench run, so drawn dotted.
- */
-const ISSUE_NFQLB = [
-  { label: 'nfqlb 1.2.0 qlength=1024 (issue)', points: [{ x: 100000, y: 0.63 }, { x: 200000, y: 0.37 }] },
-  { label: 'nfqlb 1.2.0 qlength=16384 (issue)', points: [{ x: 100000, y: 0.9 }, { x: 200000, y: 0.59 }] },
-].map((s) => ({ ...s, dotted: true, color: '#7f7f7f' }));
-
 if (require.main === module) {
   const args = process.argv.slice(2);
   const files = args.filter((a) => !a.startsWith('--'));
   const opt = (name) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
   if (files.length === 0) {
-    process.stderr.write('usage: node bench/plot.js [--groups=g1,g2] [--issue] [--title=...] RESULT.json [RESULT.json ...] > plot.svg\n');
+    process.stderr.write('usage: node bench/plot.js [--groups=g1,g2] [--title=...] RESULT.json [RESULT.json ...] > plot.svg\n');
     process.exit(2);
   }
+  const results = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')));
+  if (results.length === 1 && results[0].mode === 'compare') {
+    process.stdout.write(compareSvg(results[0]));
+    process.exit(0);
+  }
   const groups = opt('groups')?.split(',');
-  const series = files.flatMap((f) => seriesOf(JSON.parse(fs.readFileSync(f, 'utf8')), { groups }));
-  if (args.includes('--issue')) series.push(...ISSUE_NFQLB);
+  const series = results.filter((r) => r.mode !== 'compare').flatMap((r) => seriesOf(r, { groups }));
   process.stdout.write(
     svgPlot(series, {
       title: opt('title') ?? 'Delivered through the LB / delivered by the kernel alone (HMARK)',
@@ -132,4 +202,4 @@ if (require.main === module) {
   );
 }
 
-module.exports = { svgPlot, seriesOf, ISSUE_NFQLB };
+module.exports = { svgPlot, seriesOf, svgBars, barsOf, compareSvg };

@@ -3,28 +3,40 @@
 /**
  * The performance bench (npm run bench; root). Topology: testbed/testbed.ts's
  * gateway → LB → 4 targets, in network namespaces. trafgen in the gateway
- * sends small UDP packets to the VIP; the LB either queues them to the
- * daemon (`-j NFQUEUE --queue-balance 0:3`, daemon `flowlb`) or lets the
+ * sends small UDP packets to the VIP; the LB either queues them to a daemon
+ * (`-j NFQUEUE --queue-balance A:B`, daemon `flowlb --queue=A:B`) or lets the
  * kernel mark them by a hash of the 5-tuple (`-j HMARK`, the baseline); the
- * targets count and drop them. Every daemon run is paired with a baseline run
- * of the same packets right before it, and reported as their ratio.
+ * targets count and drop them. A daemon's figure is always the ratio of what
+ * it delivered to what the kernel's own path delivered for the same packets
+ * in the same run.
  *
  * Modes (arguments):
- *   (none)     rates 25k, 50k, 100k, 150k pps and the generator's max, IPv4
- *              and IPv6, many flows and one flow; activation churn under
- *              50k pps; RSS over 60 s; TCP connections/s and round-trip
- *              latency. BENCH_QUICK=1: shorter runs, no RSS run (~2 min).
+ *   (none)     the comparison: this project's daemon and the original nfqlb
+ *              1.2.0, both running (on queues 0:3 and 4:7), measured point by
+ *              point in the same run with the same packets, pacing and
+ *              baseline (COMPARE_POINTS: steady 100k and 200k packets/s,
+ *              trafgen's bursts at 100k, one 5-tuple at 150k, IPv6); daemon
+ *              CPU per packet and per thread. Without the original: ours only,
+ *              said in one line. BENCH_QUICK=1: 1 s per run, one round.
+ *   --detail   this project alone: rates 25k..max, IPv4 and IPv6, settings
+ *              default/meridio/+hog; activation churn under 50k pps; RSS over
+ *              60 s; TCP connections/s and round-trip latency.
  *   --sweep    the option sweeps behind the defaults (batch, qlength,
  *              rcvbuf, queues, processes); IPv4 at 100k pps and max.
  *   --profile  where the time goes at 100k pps: perf trace syscall summary,
  *              perf stat, perf record (kernel vs user), node --cpu-prof.
  *   --queue-memory  what a full queue costs the kernel, by qlength,
  *              SO_RCVBUF and frame size (the daemon stopped with SIGSTOP).
+ *   --table=RESULT.json  prints the tables of a comparison already run.
  *
- * Environment: NFQLB_BIN (another nfqlb-compatible binary; default
- * bin/nfqlb), BENCH_QUICK=1, BENCH_SECONDS (per run), BENCH_REPEAT (runs per
- * point, median kept), BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..."
- * instead of default and meridio), BENCH_OUT (results directory).
+ * Environment: NFQLB_BIN ("ours": another nfqlb-compatible binary in place of
+ * bin/nfqlb; also the one binary of --detail/--sweep/--profile),
+ * NFQLB_ORIGINAL (the original nfqlb; default
+ * ../shared/reference/nfqlb-1.2.0/nfqlb relative to the repository),
+ * BENCH_QUICK=1, BENCH_SECONDS (per run), BENCH_REPEAT (rounds/runs per
+ * point, median kept), BENCH_POINTS (comparison point ids, comma-separated),
+ * BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..." instead of default and
+ * meridio in --detail), BENCH_OUT (results directory).
  *
  * Results: a table on stdout, bench/results/<date>-<label>.json and .svg.
  * Everything made is removed at the end, also on failure or Ctrl-C.
@@ -44,16 +56,27 @@ try {
   process.stderr.write(`bench: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
   process.exit(1);
 }
-const { svgPlot, seriesOf } = require('./plot');
+const { svgPlot, seriesOf, compareSvg } = require('./plot');
 
 const argv = process.argv.slice(2);
-const MODE = argv.includes('--sweep') ? 'sweep' : argv.includes('--profile') ? 'profile' : argv.includes('--queue-memory') ? 'queue-memory' : 'main';
+const MODE = argv.includes('--sweep')
+  ? 'sweep'
+  : argv.includes('--profile')
+    ? 'profile'
+    : argv.includes('--queue-memory')
+      ? 'queue-memory'
+      : argv.includes('--detail')
+        ? 'detail'
+        : 'compare';
 const QUICK = process.env.BENCH_QUICK === '1';
 const SECONDS = Number(process.env.BENCH_SECONDS || (QUICK ? 1 : 3));
-const REPEAT = Number(process.env.BENCH_REPEAT || (MODE === 'sweep' ? 2 : 1));
+const REPEAT = Number(process.env.BENCH_REPEAT || (MODE === 'sweep' ? 2 : MODE === 'compare' && !QUICK ? 3 : 1));
 const RATES = QUICK ? [50000, 100000, 'max'] : [25000, 50000, 100000, 150000, 'max'];
 const BIN = process.env.NFQLB_BIN ? path.resolve(process.env.NFQLB_BIN) : path.join(ROOT, 'bin', 'nfqlb');
 const OURS = !process.env.NFQLB_BIN;
+const ORIGINAL = process.env.NFQLB_ORIGINAL
+  ? path.resolve(process.env.NFQLB_ORIGINAL)
+  : path.resolve(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
 const TCP_JS = path.join(__dirname, 'tcp.js');
 const ECHO_PORT = 4001;
@@ -80,21 +103,32 @@ function queueRange(args) {
   return [Number(m[1]), Number(m[2] ?? m[1])];
 }
 
+/** Metrics ports handed out so far (127.0.0.1:19657 and up, in the LB namespace). */
+let metricsPortsUsed = 0;
+
 class Implementation {
-  constructor(bed) {
+  /**
+   * `bin` in the LB namespace. Options: label, key (a short id for JSON),
+   * env (for every CLI command and the daemon: e.g. NFQLB_FLOW_ADDRESS, so
+   * that two daemons in one namespace each have their own control socket),
+   * daemonArgs (added to every `flowlb`: e.g. its own --trace_address).
+   */
+  constructor(bed, { bin = BIN, label, key = 'ours', env = {}, daemonArgs = [] } = {}) {
     this.bed = bed;
-    this.bin = BIN;
+    this.bin = bin;
+    this.key = key;
+    this.env = env;
+    this.daemonArgs = daemonArgs;
     const v = this.cli(['version']);
-    this.version = (v.stdout + v.stderr).trim().split('\n')[0] || '?';
-    this.label = OURS ? 'nfqlb-ts' : path.basename(BIN);
+    this.version = (v.stdout + v.stderr).trim().split('\n').join(' ') || '?';
+    this.label = label ?? (OURS ? 'nfqlb-ts' : path.basename(bin));
     const help = this.cli(['flowlb', '--help']);
     this.help = help.stdout + help.stderr;
-    this.metricsPorts = 0;
   }
 
-  /** `BIN args` in the LB namespace (never throws). */
+  /** `bin args` in the LB namespace (never throws). */
   cli(args, env = {}) {
-    return tb.nsExec(this.bed.lb, this.bin, args, { allowFail: true, env, timeoutMs: 30000 });
+    return tb.nsExec(this.bed.lb, this.bin, args, { allowFail: true, env: { ...this.env, ...env }, timeoutMs: 30000 });
   }
 
   cliOk(args, env = {}) {
@@ -117,10 +151,11 @@ class Implementation {
     const extra = [];
     let metricsPort = null;
     if (this.supports('metrics_address')) {
-      metricsPort = 19657 + this.metricsPorts++;
+      metricsPort = 19657 + metricsPortsUsed++;
       extra.push(`--metrics_address=127.0.0.1:${metricsPort}`);
     }
-    const all = ['flowlb', ...args, ...extra];
+    const all = ['flowlb', ...args, ...this.daemonArgs, ...extra];
+    env = { ...this.env, ...env };
     const child = tb.spawnInNs(this.bed.lb, this.bin, all, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const d = { child, args: all, env, pid: child.pid, log: '', metricsPort, queues: queueRange(args) };
     const keep = (buf) => {
@@ -544,20 +579,22 @@ function writeResults(result, name, { plot = true, stamped = true } = {}) {
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const base = path.join(OUT_DIR, stamped ? `${stamp()}-${name}` : name);
   fs.writeFileSync(`${base}.json`, compactJson(result));
-  const series = plot ? seriesOf(result) : [];
-  if (series.length > 0) {
-    fs.writeFileSync(
-      `${base}.svg`,
-      svgPlot(series, {
+  let svg = null;
+  if (plot && result.mode === 'compare') svg = compareSvg(result);
+  else if (plot) {
+    const series = seriesOf(result);
+    if (series.length > 0) {
+      svg = svgPlot(series, {
         title: `${result.implementation.label}: delivered through the LB / by the kernel alone (${result.machine.nproc} CPUs)`,
         targets: [
           { y: 0.95, label: '0.95' },
           { y: 0.8, label: '0.80' },
         ],
-      }),
-    );
+      });
+    }
   }
-  say(`\nresults: ${path.relative(process.cwd(), base)}.json${series.length > 0 ? ` and .svg` : ''}`);
+  if (svg !== null) fs.writeFileSync(`${base}.svg`, svg);
+  say(`\nresults: ${path.relative(process.cwd(), base)}.json${svg !== null ? ` and .svg` : ''}`);
 }
 
 /**
@@ -604,9 +641,276 @@ async function calibrate(bed) {
 }
 
 // ---------------------------------------------------------------------------
+// The comparison (default mode): this project's daemon and the original nfqlb
+
+/**
+ * The points of the comparison. Every point is measured for every
+ * implementation in the same round, right after one kernel-marking (HMARK) run
+ * of the same packets, whose delivered count is the denominator of both
+ * ratios. To add a point, add an entry:
+ *   id, label; family 4|6; sources 'many' (random source addresses and
+ *   ports: all queues) or 'one' (one 5-tuple: one queue); rate (packets/s);
+ *   pacing 'steady' (a token bucket on the generator's link spreads the
+ *   packets evenly) or 'bursts' (trafgen's own --rate, which sends each
+ *   second's packets back to back at the generator's speed and then sleeps
+ *   out the second).
+ * Optional: seconds (per run; default BENCH_SECONDS); size (frame bytes);
+ * daemonArgs (more flowlb options: the daemons are restarted for the points
+ * that share them); setup({ bed, impl, shm }) before the point's rounds, for
+ * each implementation (e.g. thousands of flows through a raw control client);
+ * beside({ bed, impl, daemon }) started before each of the implementation's
+ * runs and returning an async stop function (e.g. metrics scrapers, trace
+ * clients, idle control connections).
+ */
+const COMPARE_POINTS = [
+  { id: 'v4-steady-100k', label: 'IPv4, steady 100k packets/s', family: 4, sources: 'many', rate: 100000, pacing: 'steady' },
+  { id: 'v4-steady-200k', label: 'IPv4, steady 200k packets/s', family: 4, sources: 'many', rate: 200000, pacing: 'steady' },
+  { id: 'v4-bursts-100k', label: 'IPv4, bursts: trafgen --rate 100000pps', family: 4, sources: 'many', rate: 100000, pacing: 'bursts' },
+  { id: 'v4-one-150k', label: 'IPv4, one 5-tuple (one queue), steady 150k', family: 4, sources: 'one', rate: 150000, pacing: 'steady' },
+  { id: 'v6-steady-100k', label: 'IPv6, steady 100k packets/s', family: 6, sources: 'many', rate: 100000, pacing: 'steady' },
+  { id: 'v6-bursts-100k', label: 'IPv6, bursts: trafgen --rate 100000pps', family: 6, sources: 'many', rate: 100000, pacing: 'bursts' },
+];
+
+/** CPU seconds of each thread of `pid` so far (Map tid → { name, seconds }), from /proc/<pid>/task. */
+function threadCpu(pid) {
+  const out = new Map();
+  let tids = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(tid, { name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), seconds: (Number(f[11]) + Number(f[12])) / 100 });
+    } catch {
+      // The thread ended in between.
+    }
+  }
+  return out;
+}
+
+/** The threads that used CPU between two threadCpu() readings, busiest first, as cores over `seconds`. */
+function threadShares(before, after, seconds) {
+  return [...after.entries()]
+    .map(([tid, t]) => ({ tid: Number(tid), name: t.name, cores: (t.seconds - (before.get(tid)?.seconds ?? 0)) / seconds }))
+    .filter((t) => t.cores > 0)
+    .sort((a, b) => b.cores - a.cores);
+}
+
+/** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN), and the original when it is there. */
+function compareImplementations(bed) {
+  const tag = `${process.pid}`;
+  const impls = [];
+  const make = (key, bin, label) => {
+    // Both daemons run at once in the LB namespace: each has its own control and trace sockets and queues.
+    const impl = new Implementation(bed, {
+      bin,
+      key,
+      env: { NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
+      daemonArgs: [`--trace_address=unix:nfqlb-trace-bench-${key}-${tag}`],
+    });
+    if (impl.supports('ft_shm')) impl.daemonArgs.push(`--ft_shm=${tb.uniqueShmName(`ft-${key}`)}`);
+    impl.label = label(impl);
+    impl.queues = [4 * impls.length, 4 * impls.length + 3];
+    impls.push(impl);
+  };
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  make('ours', BIN, (i) => (OURS ? `nfqlb-ts ${pkg.version}` : `${path.basename(BIN)} ${i.version} (NFQLB_BIN)`));
+  if (fs.existsSync(ORIGINAL)) make('original', ORIGINAL, (i) => `nfqlb ${i.version} (original)`);
+  else say(`bench: the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL): measuring ${impls[0].label} only`);
+  return impls;
+}
+
+/** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
+async function comparePoint(bed, impls, daemons, pt, round) {
+  const seconds = pt.seconds ?? SECONDS;
+  const count = Math.round(pt.rate * seconds);
+  const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
+  await quiet();
+  const base = await loadRun(bed, { ...opts, marking: 'hmark' });
+  const rows = [];
+  for (let k = 0; k < impls.length; k++) {
+    const i = (k + round) % impls.length;
+    const impl = impls[i];
+    const d = daemons[i];
+    let best = null;
+    for (let attempt = 0; attempt <= RETRIES; attempt++) {
+      await quiet();
+      const stopBeside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
+      const t0 = threadCpu(d.pid);
+      // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
+      const idle = daemons.filter((x) => x !== d);
+      const idle0 = idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0);
+      let lb;
+      try {
+        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues });
+      } finally {
+        if (stopBeside) await stopBeside();
+      }
+      const idleCores = (idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0) - idle0) / lb.seconds;
+      const run = { lb, idleCores, threads: threadShares(t0, threadCpu(d.pid), lb.seconds), disturbed: lb.foreignCores > DISTURBED_CORES };
+      if (best === null || lb.foreignCores < best.lb.foreignCores) best = run;
+      if (!run.disturbed) break;
+      quietLog.disturbedRuns++;
+      if (attempt < RETRIES) quietLog.retries++;
+    }
+    const { lb } = best;
+    rows.push({
+      point: pt.id,
+      impl: impl.key,
+      round,
+      order: k,
+      baseline: { offered: base.offered, delivered: base.delivered, seconds: base.seconds, offeredPps: base.offeredPps, foreignCores: base.foreignCores },
+      offered: lb.offered,
+      offeredPps: lb.offeredPps,
+      delivered: lb.delivered,
+      ratio: lb.delivered / base.delivered,
+      deliveredFraction: lb.delivered / lb.offered,
+      queueDropped: lb.queueDropped,
+      userDropped: lb.userDropped,
+      cpuSeconds: lb.cpuSeconds,
+      cpuUsPerPacket: (lb.cpuSeconds * 1e6) / lb.delivered,
+      cpuCores: lb.cpuSeconds / lb.seconds,
+      threads: best.threads,
+      trafgenCores: lb.trafgenCores,
+      foreignCores: lb.foreignCores,
+      idleDaemonCores: best.idleCores,
+      disturbed: best.disturbed,
+    });
+  }
+  return rows;
+}
+
+const fmt = (x, w, d = 0) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d)).padStart(w);
+
+/** The median over rounds of one implementation at one point (the run nearest the median ratio gives the threads). */
+function compareCell(runs, pt, impl) {
+  const rs = runs.filter((r) => r.point === pt.id && r.impl === impl.key);
+  const ratio = median(rs.map((r) => r.ratio));
+  const kept = rs.reduce((b, r) => (b === null || Math.abs(r.ratio - ratio) < Math.abs(b.ratio - ratio) ? r : b), null);
+  return {
+    point: pt.id,
+    impl: impl.key,
+    ratio,
+    ratios: rs.map((r) => r.ratio),
+    offeredPps: median(rs.map((r) => r.offeredPps)),
+    baselineDeliveredFraction: median(rs.map((r) => r.baseline.delivered / r.baseline.offered)),
+    deliveredFraction: median(rs.map((r) => r.deliveredFraction)),
+    queueDropped: median(rs.map((r) => r.queueDropped)),
+    userDropped: median(rs.map((r) => r.userDropped)),
+    cpuUsPerPacket: median(rs.map((r) => r.cpuUsPerPacket)),
+    cpuCores: median(rs.map((r) => r.cpuCores)),
+    threads: kept?.threads ?? [],
+    disturbedRuns: rs.filter((r) => r.disturbed).length,
+  };
+}
+
+function printCompare(result, impls, points) {
+  const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
+  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${c.queueDropped}`;
+  const W = Math.max(...impls.map((i) => i.label.length), ...points.flatMap((pt) => impls.map((impl) => text(cellOf(pt, impl)).length))) + 3;
+  const L = Math.max(...points.map((pt) => pt.label.length)) + 2;
+  say(`\n== comparison, ${result.date.slice(0, 16).replace('T', ' ')} UTC: delivered through the daemon / delivered by the kernel alone (HMARK), same packets, same run`);
+  say(`   median of ${result.rounds} round(s) of ${result.secondsPerRun} s [each round]; daemon CPU µs per delivered packet; kernel queue drops (median)`);
+  say(`${''.padEnd(L)}${impls.map((i) => `│ ${i.label.padEnd(W - 2)}`).join('')}`);
+  for (const pt of points) say(`${pt.label.padEnd(L)}${impls.map((impl) => `│ ${text(cellOf(pt, impl)).padEnd(W - 2)}`).join('')}`);
+  say('\ndaemon CPU by thread, in cores, over the run nearest the median ratio (threads under 0.01 left out):');
+  for (const pt of points) {
+    for (const impl of impls) {
+      const ts = cellOf(pt, impl).threads;
+      const total = ts.reduce((sum, t) => sum + t.cores, 0);
+      say(`  ${pt.id.padEnd(16)} ${impl.key.padEnd(9)} ${total.toFixed(2)}: ${ts.filter((t) => t.cores >= 0.01).map((t) => `${t.name}/${t.tid} ${t.cores.toFixed(2)}`).join(', ')}`);
+    }
+  }
+  // The same table in Markdown, for docs/performance.md.
+  say('\nMarkdown (ratio, then daemon CPU per delivered packet):\n');
+  say(`| point | ${impls.map((i) => i.label).join(' | ')} |`);
+  say(`|---|${impls.map(() => '---|').join('')}`);
+  for (const pt of points) {
+    const cells = impls.map((impl) => {
+      const c = cellOf(pt, impl);
+      return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs)`;
+    });
+    say(`| ${pt.label} | ${cells.join(' | ')} |`);
+  }
+}
+
+async function compareMode(bed) {
+  const wanted = process.env.BENCH_POINTS ? process.env.BENCH_POINTS.split(',').map((x) => x.trim()) : null;
+  for (const id of wanted ?? []) {
+    if (!COMPARE_POINTS.some((p) => p.id === id)) throw new Error(`unknown point ${id} in BENCH_POINTS; points: ${COMPARE_POINTS.map((p) => p.id).join(', ')}`);
+  }
+  const points = COMPARE_POINTS.filter((p) => wanted === null || wanted.includes(p.id));
+  const impls = compareImplementations(bed);
+  for (const impl of impls) say(`  ${impl.key}: ${impl.label}: ${impl.bin} (queues ${impl.queues.join(':')})`);
+  const result = {
+    date: new Date().toISOString(),
+    mode: 'compare',
+    quick: QUICK,
+    secondsPerRun: SECONDS,
+    rounds: REPEAT,
+    method:
+      'trafgen in a generator namespace sends 60-byte UDP (IPv6: 66) to the VIP; the LB namespace queues it to the daemon (-j NFQUEUE --queue-balance) or marks it in the kernel (-j HMARK) for the baseline; 4 targets count. Each round of each point: one HMARK run, then each implementation (order turning by round); ratio = delivered through the daemon / delivered by HMARK. steady: tc tbf on the generator link paces evenly (bursts of at most 32 frames); bursts: trafgen --rate Npps alone (each second the N packets back to back, then idle).',
+    machine: machine(),
+    loadAverage: { start: os.loadavg() },
+    quiet: quietLog,
+    implementations: impls.map((i) => ({ key: i.key, label: i.label, bin: i.bin, version: i.version, queues: i.queues })),
+    points: points.map((p) => pick(p, ['id', 'label', 'family', 'sources', 'rate', 'pacing', 'seconds', 'size', 'daemonArgs'])),
+    runs: [],
+    summary: [],
+  };
+  // trafgen's bursts leave at the generator's own speed: measured once, for reading the burst points.
+  await calibrate(bed);
+  result.generatorMaxPps = generatorMax;
+  // Points that need other daemon options run with their own daemons.
+  const groups = new Map();
+  for (const pt of points) {
+    const key = JSON.stringify(pt.daemonArgs ?? []);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(pt);
+  }
+  for (const [key, groupPoints] of groups) {
+    const extra = JSON.parse(key);
+    const daemons = [];
+    try {
+      for (const impl of impls) {
+        const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
+        daemons.push(d);
+        impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
+        configure(bed, impl, impl.shm);
+      }
+      for (const pt of groupPoints) {
+        if (pt.setup) for (const impl of impls) await pt.setup({ bed, impl, shm: impl.shm });
+      }
+      say(`\npoint            round impl      offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}`);
+      for (let round = 0; round < REPEAT; round++) {
+        for (const pt of groupPoints) {
+          for (const r of await comparePoint(bed, impls, daemons, pt, round)) {
+            result.runs.push(r);
+            say(
+              `${pt.id.padEnd(16)} ${String(round).padStart(5)} ${r.impl.padEnd(8)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}`,
+            );
+          }
+        }
+      }
+    } finally {
+      for (const d of daemons) await impls[daemons.indexOf(d)].stop(d);
+    }
+  }
+  result.loadAverage.end = os.loadavg();
+  for (const pt of points) for (const impl of impls) result.summary.push(compareCell(result.runs, pt, impl));
+  printCompare(result, impls, points);
+  say(`\nmachine: other processes used ${median(result.runs.map((r) => r.foreignCores)).toFixed(2)} cores (median over the daemon runs); ${quietLog.disturbedRuns} run(s) disturbed (> ${DISTURBED_CORES}), ${quietLog.retries} repeated; load average ${result.loadAverage.start.map((x) => x.toFixed(2)).join(' ')} at the start, ${result.loadAverage.end.map((x) => x.toFixed(2)).join(' ')} at the end`);
+  writeResults(result, `compare${QUICK ? '-quick' : ''}`);
+}
+
+// ---------------------------------------------------------------------------
 // Modes
 
-async function mainMode(bed, impl) {
+async function detailMode(bed, impl) {
   const settings = withQueues(settingsFromEnv([
     { name: 'default', args: ['--queue=0:3'] },
     { name: 'meridio', args: MERIDIO },
@@ -614,7 +918,7 @@ async function mainMode(bed, impl) {
     { name: 'default+hog', args: ['--queue=0:3'], hog: 1 },
   ]).filter((st) => !QUICK || !st.hog || process.env.BENCH_SETTINGS));
   const shm = tb.uniqueShmName('bench');
-  const result = { date: new Date().toISOString(), mode: 'main', quick: QUICK, quiet: quietLog, secondsPerRun: SECONDS, repeat: REPEAT, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, generatorMaxPps: 0, runs: [], peakRssKiB: {} };
+  const result = { date: new Date().toISOString(), mode: 'detail', quick: QUICK, quiet: quietLog, secondsPerRun: SECONDS, repeat: REPEAT, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version }, generatorMaxPps: 0, runs: [], peakRssKiB: {} };
   await calibrate(bed);
   result.generatorMaxPps = generatorMax;
   for (const [si, setting] of settings.entries()) {
@@ -983,20 +1287,34 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 async function main() {
+  const table = argv.find((a) => a.startsWith('--table='));
+  if (table !== undefined) {
+    // The tables of a comparison already run (no root needed): node bench/run.js --table=RESULT.json
+    const result = JSON.parse(fs.readFileSync(table.slice('--table='.length), 'utf8'));
+    if (result.mode !== 'compare') throw new Error(`${table.slice(8)} is not a comparison (mode ${result.mode})`);
+    printCompare(result, result.implementations, result.points);
+    return;
+  }
   if (!tb.canUseNetns()) throw new Error('needs root and `ip netns` (network namespaces, NFQUEUE)');
   for (const tool of ['trafgen', 'iptables', 'ip6tables']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing: run bash scripts/setup.sh`);
   }
   tb.noteTraceShm();
   const bed = buildBed();
+  const m = machine();
+  if (MODE === 'compare') {
+    say(`bench: comparison${QUICK ? ', quick' : ''}; ${SECONDS} s per run, ${REPEAT} round(s) per point`);
+    say(`machine: ${m.nproc} CPUs, ${m.cpu}, kernel ${m.kernel}, node ${m.node}, ${m.trafgen}`);
+    await compareMode(bed);
+    return;
+  }
   const impl = new Implementation(bed);
   say(`bench: ${impl.label} (${impl.bin}, ${impl.version}); mode ${MODE}${QUICK ? ', quick' : ''}; ${SECONDS} s per run, ${REPEAT} run(s) per point`);
-  const m = machine();
   say(`machine: ${m.nproc} CPUs, ${m.cpu}, kernel ${m.kernel}, node ${m.node}, ${m.trafgen}`);
   if (MODE === 'sweep') await sweepMode(bed, impl);
   else if (MODE === 'profile') await profileMode(bed, impl);
   else if (MODE === 'queue-memory') await queueMemoryMode(bed, impl);
-  else await mainMode(bed, impl);
+  else await detailMode(bed, impl);
 }
 
 main()

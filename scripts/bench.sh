@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # npm run bench: installs and builds everything (scripts/setup.sh), then runs
 # the performance bench (bench/run.js) in network namespaces: trafgen →
-# LB (the daemon behind NFQUEUE, or the kernel alone with HMARK) → 4 targets.
-# Needs root. Arguments go to bench/run.js (--sweep, --profile); see
-# docs/performance.md. NFQLB_BIN=/path/to/nfqlb measures another
-# nfqlb-compatible binary; BENCH_QUICK=1 is a ~2 minute run.
+# LB (a daemon behind NFQUEUE, or the kernel alone with HMARK) → 4 targets.
+# Needs root. By default it compares this project's daemon with the original
+# nfqlb (NFQLB_ORIGINAL, default ../shared/reference/nfqlb-1.2.0/nfqlb; when
+# absent, ours only, said in one line) in one run, with steady pacing and
+# trafgen's bursts. NFQLB_BIN=/path/to/nfqlb puts another nfqlb-compatible
+# binary on "our" side; BENCH_QUICK=1 is a short run. Arguments go to
+# bench/run.js (--detail, --sweep, --profile, --queue-memory); see
+# docs/performance.md.
 # Everything it creates (namespaces, processes, /dev/shm tables) is removed on
 # exit, also on failure or interrupt.
 set -euo pipefail
