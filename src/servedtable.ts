@@ -67,7 +67,8 @@ export class ServedTable implements LookupTable {
 
   /** Same as MaglevTable.fwmarkOf, over whatever is served now. */
   fwmarkOf(hash: number): number {
-    const slot = this.lookup[hash % this.M];
+    // >>> 0: the pipeline passes the hash as int32 bits (see MaglevTable.fwmarkOf).
+    const slot = this.lookup[(hash >>> 0) % this.M];
     if (!(slot >= 0 && slot < this.N)) return -1;
     return this.active[slot];
   }

@@ -164,6 +164,11 @@ describe('ServedTable', () => {
     const { table } = serve('same');
     const plain = openTable(name('same'));
     expect(decisions(table)).toEqual(decisions(plain as MaglevTable));
+    // The pipeline passes hashes as int32 bits: a hash of 2^31 or more arrives negative.
+    for (const hash of [0x80000000, 0xdeadbeef, 0xffffffff, 2617759782]) {
+      expect(table.fwmarkOf(hash | 0)).toBe(plain.fwmarkOf(hash));
+      expect(table.fwmarkOf(hash | 0)).toBeGreaterThanOrEqual(3);
+    }
     closeTable(plain);
   });
 });
