@@ -6,10 +6,13 @@
  * a user or a packet can send makes define() or lookup() throw.
  */
 import * as fs from 'node:fs';
-import {
-  cAtoi, checkFlowName, checkFlowSetArgs, flowCmdFromArgs, FlowSet, inetNtop6, inetPton6, jsonString,
-  type Flow, type FlowSetArgs, type TargetSource,
-} from '../../src/flows';
+import { atoi } from '../../src/catoi';
+import { jsonString } from '../../src/cstring';
+import { checkFlowSetArgs, flowCmdFromArgs, type FlowSetArgs } from '../../src/flowfields';
+import type { Flow } from '../../src/flowmatch';
+import { checkFlowName } from '../../src/flowparse';
+import { FlowSet, type TargetSource } from '../../src/flows';
+import { inetNtop6, inetPton6 } from '../../src/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
 import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet';
 import { referencePath } from '../helpers/reference';
@@ -478,9 +481,9 @@ describe('client-side checks (checkFlowSetArgs) and flowCmdFromArgs', () => {
   });
 
   test('priority and udpencap go through atoi', () => {
-    expect(cAtoi(' -12abc')).toBe(-12);
-    expect(cAtoi('x')).toBe(0);
-    expect(cAtoi('99999999999999999999')).toBe(-1); // LONG_MAX cut to int
+    expect(atoi(' -12abc')).toBe(-12);
+    expect(atoi('x')).toBe(0);
+    expect(atoi('99999999999999999999')).toBe(-1); // LONG_MAX cut to int
     expect(flowCmdFromArgs({ name: 'n', prio: '100', udpencap: '70000' })).toMatchObject({ priority: 100, udpencap: 70000 & 0xffff });
     expect(flowCmdFromArgs({ name: 'n' })).toMatchObject({ priority: 0, udpencap: 0 });
   });
@@ -760,7 +763,7 @@ describe('properties', () => {
         if (args.name !== undefined) raw.delete(args.name);
       } else {
         const before = raw.list();
-        const r = raw.define({ name: args.name, priority: cAtoi(args.prio ?? '0'), target: T_A, protocols: args.protocols, dsts: args.dsts, srcs: args.srcs, dports: args.dports, sports: args.sports, match: args.match });
+        const r = raw.define({ name: args.name, priority: atoi(args.prio ?? '0'), target: T_A, protocols: args.protocols, dsts: args.dsts, srcs: args.srcs, dports: args.dports, sports: args.sports, match: args.match });
         if (r === null) ok++;
         else {
           failed++;
