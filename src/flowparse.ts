@@ -22,7 +22,7 @@ const MAX_MATCH_STATEMENT = 64;
 /** rangeSetAddStr and the list printers work on 1024-byte copies. */
 const MAX_STR = 1024;
 
-
+/** A byte match's protocol as match.c prints it. */
 export function protoName(proto: number): string {
   switch (proto) {
     case IPPROTO_TCP:
