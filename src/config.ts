@@ -12,7 +12,8 @@
  */
 import * as fs from 'node:fs';
 import { NfqlbError, UsageError } from './errors';
-import { checkFlowSetArgs, flowCmdFromArgs, FlowSet, type FlowSetArgs } from './flows';
+import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flowfields';
+import { FlowSet } from './flows';
 import { MemoryTableStore, type TableStore } from './tablestore';
 import type { MaglevTable } from './maglev';
 import { Target, TargetRegistry } from './targets';
@@ -55,11 +56,7 @@ export interface ReplayConfig {
 const TABLE_COMMANDS = new Set(['init', 'activate', 'deactivate', 'delete', 'show']);
 
 function flowArgs(args: ParsedArgs): FlowSetArgs {
-  const s = (k: string): string | undefined => (args[k] === undefined ? undefined : String(args[k]));
-  return {
-    name: s('name'), target: s('target'), prio: s('prio'), protocols: s('protocols'), dsts: s('dsts'),
-    srcs: s('srcs'), dports: s('dports'), sports: s('sports'), match: s('match'), udpencap: s('udpencap'),
-  };
+  return flowSetArgsFrom((option) => args[option]);
 }
 
 /** Targets of a replay come from the private store; a missing table cannot be opened, as in the daemon. */

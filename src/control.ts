@@ -20,6 +20,7 @@
  */
 import * as net from 'node:net';
 import { NfqlbError } from './errors';
+import { FLOW_FIELDS, type FlowFieldTexts } from './flowfields';
 import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './sockets';
 
 export type { SocketAddress } from './sockets';
@@ -45,21 +46,12 @@ export const MAX_CONNECTIONS = 4096;
 /** Listen backlog asked for (the kernel caps it at net.core.somaxconn, 4096 by default). */
 export const LISTEN_BACKLOG = 4096;
 
-/** The keys nfqlb's readFlowCmd knows; anything else in a request is ignored. */
-export interface ControlRequest {
+/** The keys nfqlb's readFlowCmd knows (`action` and the flow fields); anything else in a request is ignored. */
+export interface ControlRequest extends FlowFieldTexts {
   action?: string;
-  name?: string;
-  target?: string;
-  priority?: string;
-  protocols?: string;
-  dsts?: string;
-  srcs?: string;
-  dports?: string;
-  sports?: string;
-  match?: string;
-  udpencap?: string;
 }
-const KNOWN_KEYS = new Set(['action', 'name', 'target', 'priority', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap']);
+/** In nfqlb's order, which is also the order encodeRequest() writes them in. */
+const KNOWN_KEYS = new Set<string>(['action', ...FLOW_FIELDS]);
 
 /**
  * Parses nfqlb's address syntax: `unix:NAME` (abstract socket "\0NAME", the

@@ -13,7 +13,8 @@ import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
 import { NfqlbError } from './errors';
 import { bytesToText } from './control';
-import { FlowSet, flowCmdFromArgs, type FlowCmd } from './flows';
+import { flowCmdFromFields, type FlowCmd } from './flowfields';
+import { FlowSet } from './flows';
 import type { Logger } from './log';
 import { Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
@@ -514,7 +515,7 @@ export class Daemon {
     const action = req.action;
     if (action === undefined) return { text: 'FAIL: no action' };
     // The server parses what the CLI sent exactly as flowCmdFromArgs does (atoi for numbers).
-    const cmd: FlowCmd = flowCmdFromArgs({ ...req, prio: req.priority });
+    const cmd: FlowCmd = flowCmdFromFields(req);
     switch (action) {
       case 'set': {
         const reply = this.flows.applySet(cmd, this.targets);

@@ -32,12 +32,11 @@
  * containing flow with a target is the one the linear walk returns. Sets of
  * up to WALK_ALL_MAX_FLOWS flows are walked whole.
  *
- * flows.ts imports this module and this one imports flows.ts: the bindings
- * taken from flows.ts are used only when an index is built or asked, never
- * while the modules load, so the cycle is safe.
+ * The per-flow test and the compiled Flow come from flowmatch.ts, which
+ * flows.ts uses too: the index and the linear walk share one test.
  */
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
-import { CIDR_WORDS, flowContains, protoBit, type Flow } from './flows';
+import { CIDR_WORDS, flowContains, protoBit, type Flow } from './flowmatch';
 import type { PacketInfo } from './packet';
 
 /**

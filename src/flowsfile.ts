@@ -20,20 +20,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ControlRequest } from './control';
 import { NfqlbError } from './errors';
-import { FlowSet, flowCmdFromArgs } from './flows';
+import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flowfields';
+import { FlowSet } from './flows';
 
 /** The `format` field of the file; another value is refused. */
 export const FLOWS_FILE_FORMAT = 'nfqlb-ts-flows/1';
 
 /** A stored request: the fields of a `set` / `trace-set`, without `action`. */
-export type StoredFlow = Omit<ControlRequest, 'action'> & { name: string };
+export type StoredFlow = FlowFieldTexts & { name: string };
 
 export interface FlowsFileContent {
   flows: StoredFlow[];
   traceFlows: StoredFlow[];
 }
 
-const FIELDS = new Set(['name', 'target', 'priority', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap']);
+const FIELDS = new Set<string>(FLOW_FIELDS);
 
 function corrupt(file: string, why: string): NfqlbError {
   return new NfqlbError(
@@ -95,12 +96,12 @@ export function readFlowsFile(file: string): FlowsFileContent | null {
   const flows = new FlowSet<string>({ targetName: (t) => t });
   const anyTarget = { acquire: (name: string): string => name, release: (): void => {} };
   for (const f of content.flows) {
-    const reply = flows.applySet(flowCmdFromArgs({ ...f, prio: f.priority }), anyTarget);
+    const reply = flows.applySet(flowCmdFromFields(f), anyTarget);
     if (reply !== 'OK') throw corrupt(file, `flow "${f.name}" would be refused (${reply})`);
   }
   const traceFlows = new FlowSet<string>();
   for (const f of content.traceFlows) {
-    const cmd = flowCmdFromArgs({ ...f, prio: f.priority });
+    const cmd = flowCmdFromFields(f);
     const err = traceFlows.define({ ...cmd, name: f.name, target: f.name, udpencap: 0 });
     if (err !== null) throw corrupt(file, `trace-flow "${f.name}" would be refused (${err})`);
   }

@@ -19,7 +19,8 @@
 import { FragmentTable } from './fragments';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
-import type { Flow, FlowSet } from './flows';
+import type { FlowSet } from './flows';
+import type { Flow } from './flowmatch';
 import type { LookupTable, Target } from './targets';
 
 /** Why a packet got its verdict; also the index into the decision counters. */

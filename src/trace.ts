@@ -31,7 +31,9 @@ import * as net from 'node:net';
 import { NfqlbError, UsageError } from './errors';
 import { parseAddress } from './control';
 import { listenAt } from './sockets';
-import { inetNtop6, type FlowSet } from './flows';
+import { strtol } from './catoi';
+import type { FlowSet } from './flows';
+import { inetNtop6 } from './inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
 import type { Logger } from './log';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet';
@@ -93,15 +95,7 @@ export function parseSelection(selection: string): number {
  * saturated at the limits of a 64-bit long, then the low 32 bits.
  */
 export function parseMask(text: string): number {
-  const m = /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))/.exec(text);
-  if (m === null) return 0;
-  let v = m[2] !== undefined ? BigInt(`0x${m[2]}`) : m[3] !== undefined ? BigInt(`0o${m[3].slice(1) || '0'}`) : BigInt(m[4]);
-  if (m[1] === '-') v = -v;
-  const LONG_MAX = (1n << 63n) - 1n;
-  const LONG_MIN = -(1n << 63n);
-  if (v > LONG_MAX) v = LONG_MAX;
-  if (v < LONG_MIN) v = LONG_MIN;
-  return Number(BigInt.asUintN(32, v));
+  return Number(BigInt.asUintN(32, strtol(text, 0)));
 }
 
 /** `0x%08x`. */

@@ -26,7 +26,9 @@ import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
 import { NfqlbError } from '../../src/errors';
-import { checkFlowSetArgs, flowCmdFromArgs, FlowSet, inetNtop6, inetPton6, type FlowSetArgs } from '../../src/flows';
+import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSetArgs } from '../../src/flowfields';
+import { FlowSet } from '../../src/flows';
+import { inetNtop6, inetPton6 } from '../../src/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
 import { MaglevTable } from '../../src/maglev';
 import { classify, PacketInfo } from '../../src/packet';
@@ -362,7 +364,7 @@ function packetCase(rng: Rng, c: Corpus, st: PacketState): Uint8Array {
   return pkt;
 }
 
-const FLOW_KEYS: (keyof FlowSetArgs)[] = ['name', 'target', 'prio', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap'];
+const FLOW_KEYS = FLOW_FIELDS.map(flowOption);
 
 interface FlowState {
   tables: Map<string, MaglevTable>;

@@ -21,11 +21,14 @@ const SRC = path.join(__dirname, '..', '..', 'src');
  * separately below.
  */
 const LAYERS: Array<{ name: string; modules: string[] }> = [
-  { name: 'base', modules: ['errors', 'catoi', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
+  // catoi/cstring/inet: nfqlb's C library behaviour; flowfields: the flow fields and the flow-set client checks,
+  // below both the CLI and the replay config reader that use them.
+  { name: 'base', modules: ['errors', 'catoi', 'cstring', 'inet', 'flowfields', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
   { name: 'native', modules: ['native'] },
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
   { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets', 'fragstats'] },
-  { name: 'packet/flows', modules: ['packet', 'fragments', 'flows', 'flowindex', 'targets', 'tablestore'] },
+  // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
+  { name: 'packet/flows', modules: ['packet', 'fragments', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable'] },
   { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile'] },
   { name: 'cli', modules: ['cli/'] },

@@ -6,7 +6,8 @@
  * udpencap flow, ties, overlapping CIDRs of one flow, wide port ranges).
  */
 import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../src/flowindex';
-import { FlowSet, type Flow, type TargetSource } from '../../src/flows';
+import type { Flow } from '../../src/flowmatch';
+import { FlowSet, type TargetSource } from '../../src/flows';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/hashkey';
 import { classify, PacketInfo, RC_INVALID } from '../../src/packet';
 import { prng } from '../helpers/prng';

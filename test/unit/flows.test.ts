@@ -6,10 +6,16 @@
  * a user or a packet can send makes define() or lookup() throw.
  */
 import * as fs from 'node:fs';
+import { atoi, scanUnsigned, strtol } from '../../src/catoi';
+import { encodeRequest } from '../../src/control';
+import { jsonString } from '../../src/cstring';
 import {
-  cAtoi, checkFlowName, checkFlowSetArgs, flowCmdFromArgs, FlowSet, inetNtop6, inetPton6, jsonString,
-  type Flow, type FlowSetArgs, type TargetSource,
-} from '../../src/flows';
+  checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowCmdFromArgs, flowCmdFromFields, flowOption, type FlowSetArgs,
+} from '../../src/flowfields';
+import type { Flow } from '../../src/flowmatch';
+import { checkFlowName } from '../../src/flowparse';
+import { FlowSet, type TargetSource } from '../../src/flows';
+import { inetNtop6, inetPton6 } from '../../src/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
 import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet';
 import { referencePath } from '../helpers/reference';
@@ -478,11 +484,39 @@ describe('client-side checks (checkFlowSetArgs) and flowCmdFromArgs', () => {
   });
 
   test('priority and udpencap go through atoi', () => {
-    expect(cAtoi(' -12abc')).toBe(-12);
-    expect(cAtoi('x')).toBe(0);
-    expect(cAtoi('99999999999999999999')).toBe(-1); // LONG_MAX cut to int
+    expect(atoi(' -12abc')).toBe(-12);
+    expect(atoi('x')).toBe(0);
+    expect(atoi('99999999999999999999')).toBe(-1); // LONG_MAX cut to int
     expect(flowCmdFromArgs({ name: 'n', prio: '100', udpencap: '70000' })).toMatchObject({ priority: 100, udpencap: 70000 & 0xffff });
     expect(flowCmdFromArgs({ name: 'n' })).toMatchObject({ priority: 0, udpencap: 0 });
+  });
+
+  test('strtol base 0 (match statements, trace masks) and base 10 (atoi) share one parser', () => {
+    expect(strtol('010', 0)).toBe(8n);
+    expect(strtol(' 0x1F', 0)).toBe(31n);
+    expect(strtol('0x', 0)).toBe(0n);
+    expect(strtol('-0x10', 0)).toBe(-16n);
+    expect(strtol('99999999999999999999', 0)).toBe((1n << 63n) - 1n);
+    expect(strtol('010', 10)).toBe(10n);
+    expect(strtol('-99999999999999999999', 10)).toBe(-(1n << 63n));
+    expect(scanUnsigned(' +0080', 65535)).toBe(80);
+    expect(scanUnsigned('99999999999', 65535)).toBe(65536);
+    expect(scanUnsigned('-1', 65535)).toBe(-1);
+  });
+});
+
+describe('flow fields: one definition', () => {
+  test('the protocol names, the CLI names and the numbers derive from FLOW_FIELDS; only priority is spelled --prio', () => {
+    expect(FLOW_FIELDS.map(flowOption)).toEqual(['name', 'target', 'prio', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap']);
+    const all = Object.fromEntries(FLOW_FIELDS.map((f) => [flowOption(f), `v-${f}`])) as FlowSetArgs;
+    expect(fieldsFromArgs(all)).toEqual(Object.fromEntries(FLOW_FIELDS.map((f) => [f, `v-${f}`])));
+    expect(flowCmdFromFields({ name: 'n', priority: '7x', udpencap: '65537' })).toMatchObject({ name: 'n', priority: 7, udpencap: 1 });
+    expect(flowCmdFromArgs({ prio: '-3' })).toEqual(flowCmdFromFields({ priority: '-3' }));
+  });
+
+  test('a control request carries the fields in FLOW_FIELDS order, after the action', () => {
+    const req = Object.fromEntries([...FLOW_FIELDS].reverse().map((f) => [f, 'x']));
+    expect(encodeRequest({ ...req, action: 'set' })).toBe(`action:set\n${FLOW_FIELDS.map((f) => `${f}:x\n`).join('')}eoc:\n`);
   });
 });
 
@@ -760,7 +794,7 @@ describe('properties', () => {
         if (args.name !== undefined) raw.delete(args.name);
       } else {
         const before = raw.list();
-        const r = raw.define({ name: args.name, priority: cAtoi(args.prio ?? '0'), target: T_A, protocols: args.protocols, dsts: args.dsts, srcs: args.srcs, dports: args.dports, sports: args.sports, match: args.match });
+        const r = raw.define({ name: args.name, priority: atoi(args.prio ?? '0'), target: T_A, protocols: args.protocols, dsts: args.dsts, srcs: args.srcs, dports: args.dports, sports: args.sports, match: args.match });
         if (r === null) ok++;
         else {
           failed++;

@@ -1,5 +1,6 @@
 /** The decision pipeline on hand-made packets: the flowlb order, fragments, lb mode, live table changes. */
-import { FlowSet, flowCmdFromArgs } from '../../src/flows';
+import { flowCmdFromArgs } from '../../src/flowfields';
+import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';
 import {
   Pipeline, type PipelineOptions, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID,

@@ -5,19 +5,37 @@
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
-import { checkFlowSetArgs, MAX_NAME_BYTES, newlineError } from '../../flows';
+import {
+  checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowOption, flowSetArgsFrom, MAX_NAME_BYTES, newlineError, TRACE_FLOW_FIELDS,
+  type FlowField, type FlowOption,
+} from '../../flowfields';
 import { type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
-const selectorOptions: Record<string, Options> = {
-  protocols: str('Protocols. tcp, udp, sctp'),
-  dsts: str('Destination CIDRs'),
-  srcs: str('Source CIDRs'),
-  dports: str('Destination port ranges'),
-  sports: str('Source port ranges'),
-  match: str('Bit-match statements'),
+/** Help of each flow option; a Record, so a new flow field (flowfields.ts) does not compile without one. */
+const DESCRIBE: Record<FlowOption, string> = {
+  name: 'Name of the flow',
+  target: 'Name of SHM for the load-balancer',
+  prio: 'Priority. 0 has lowest precedence (default)',
+  protocols: 'Protocols. tcp, udp, sctp',
+  dsts: 'Destination CIDRs',
+  srcs: 'Source CIDRs',
+  dports: 'Destination port ranges',
+  sports: 'Source port ranges',
+  match: 'Bit-match statements',
+  udpencap: 'UDP encapsulation port for SCTP',
 };
+
+/** The options of a set command for `fields`, in their order (the help lists them so); name and target are required. */
+function flowOptions(fields: readonly FlowField[]): Record<string, Options> {
+  const options: Record<string, Options> = {};
+  for (const field of fields) {
+    const option = flowOption(field);
+    options[option] = str(DESCRIBE[option], field === 'name' || field === 'target' ? { demandOption: true } : {});
+  }
+  return options;
+}
 
 function opt(args: ParsedArgs, name: string): string | undefined {
   const v = args[name];
@@ -72,29 +90,18 @@ async function listRequest(req: ControlRequest, namesAction: string): Promise<nu
   return 0;
 }
 
-function selectors(args: ParsedArgs): ControlRequest {
-  return {
-    protocols: opt(args, 'protocols'),
-    dsts: opt(args, 'dsts'),
-    srcs: opt(args, 'srcs'),
-    dports: opt(args, 'dports'),
-    sports: opt(args, 'sports'),
-    match: opt(args, 'match'),
-  };
+/** A set request with the given fields of the command line (protocol names: --prio goes as priority). */
+function setRequest(action: string, args: ParsedArgs, fields: readonly FlowField[]): ControlRequest {
+  const given = fieldsFromArgs(flowSetArgsFrom((option) => args[option]));
+  const req: ControlRequest = { action };
+  for (const field of fields) req[field] = given[field];
+  return req;
 }
 
 function clientCheck(args: ParsedArgs): void {
-  const err = checkFlowSetArgs({
-    name: opt(args, 'name'),
-    target: opt(args, 'target'),
-    protocols: opt(args, 'protocols'),
-    dsts: opt(args, 'dsts'),
-    srcs: opt(args, 'srcs'),
-    dports: opt(args, 'dports'),
-    sports: opt(args, 'sports'),
-    match: opt(args, 'match'),
-    udpencap: opt(args, 'udpencap'),
-  });
+  // --prio is left out, as before: the server reads it with atoi.
+  const { prio: _prio, ...checked } = flowSetArgsFrom((option) => args[option]);
+  const err = checkFlowSetArgs(checked);
   if (err !== null) throw new UsageError(err, 1);
 }
 
@@ -150,23 +157,10 @@ export const flowCommands: NfqlbCommand[] = [
     name: 'flow-set',
     describe: 'Set a flow. An un-defined value means match-all. Use comma separated lists (no spaces)',
     usage: 'flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
-    options: {
-      name: str('Name of the flow', { demandOption: true }),
-      target: str('Name of SHM for the load-balancer', { demandOption: true }),
-      prio: str('Priority. 0 has lowest precedence (default)'),
-      ...selectorOptions,
-      udpencap: str('UDP encapsulation port for SCTP'),
-    },
+    options: flowOptions(FLOW_FIELDS),
     async run(args) {
       clientCheck(args);
-      return textRequest({
-        action: 'set',
-        name: opt(args, 'name'),
-        target: opt(args, 'target'),
-        priority: opt(args, 'prio'),
-        ...selectors(args),
-        udpencap: opt(args, 'udpencap'),
-      });
+      return textRequest(setRequest('set', args, FLOW_FIELDS));
     },
   },
   ...refuseLongNames(deleteAndListCommands('flow', '', 'flow')),
@@ -174,10 +168,10 @@ export const flowCommands: NfqlbCommand[] = [
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
     usage: 'trace-flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
-    options: { name: str('Name of the flow', { demandOption: true }), ...selectorOptions },
+    options: flowOptions(TRACE_FLOW_FIELDS),
     async run(args) {
       clientCheck(args);
-      return textRequest({ action: 'trace-set', name: opt(args, 'name'), ...selectors(args) });
+      return textRequest(setRequest('trace-set', args, TRACE_FLOW_FIELDS));
     },
   },
   ...refuseLongNames(deleteAndListCommands('trace-flow', 'trace-', 'trace-flow')),

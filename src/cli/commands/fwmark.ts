@@ -22,56 +22,11 @@ import { primeBelow } from '../../maglev';
 import { closeTable, openTable } from '../../shm';
 import { out, type NfqlbCommand } from '../command';
 import { atoi } from '../../catoi';
+import { inetPton6 } from '../../inet';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
 const PROTOCOLS: Record<string, number> = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, sctp: IPPROTO_SCTP };
-
-/** inet_pton(AF_INET, ...) rules for the dotted quad at the end of an IPv6 text: no leading zeros. */
-function parseDottedQuad(text: string, into: Uint8Array, at: number): boolean {
-  const parts = text.split('.');
-  if (parts.length !== 4) return false;
-  for (let i = 0; i < 4; i++) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i])) return false;
-    const v = Number(parts[i]);
-    if (v > 255) return false;
-    into[at + i] = v;
-  }
-  return true;
-}
-
-/** IPv6 text (as inet_pton(AF_INET6) accepts it) to 16 bytes, or null. */
-export function parseIPv6(text: string): Uint8Array | null {
-  const bytes = new Uint8Array(16);
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const groups = (s: string): string[] => (s === '' ? [] : s.split(':'));
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  // A trailing dotted quad fills the last two groups.
-  const all = halves.length === 2 ? tail : head;
-  let quad: string | undefined;
-  if (all.length > 0 && all[all.length - 1].includes('.')) quad = all.pop();
-  const words = head.length + tail.length + (quad !== undefined ? 2 : 0);
-  if (halves.length === 2 ? words > 7 : words !== 8) return null;
-  const hex = (g: string): number | null => (/^[0-9a-fA-F]{1,4}$/.test(g) ? parseInt(g, 16) : null);
-  let pos = 0;
-  for (const g of head) {
-    const v = hex(g);
-    if (v === null) return null;
-    bytes[pos++] = v >> 8;
-    bytes[pos++] = v & 0xff;
-  }
-  pos = 16 - 2 * tail.length - (quad !== undefined ? 4 : 0);
-  for (const g of tail) {
-    const v = hex(g);
-    if (v === null) return null;
-    bytes[pos++] = v >> 8;
-    bytes[pos++] = v & 0xff;
-  }
-  if (quad !== undefined && !parseDottedQuad(quad, bytes, 12)) return null;
-  return bytes;
-}
 
 /**
  * nfqlb's adrParse for --src/--dst: `[v6]:port`, or `v4:port` which becomes
@@ -92,10 +47,11 @@ function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
     host = `::ffff:${text.slice(0, colon)}`;
     port = text.slice(colon + 1);
   }
-  const addr = parseIPv6(host);
+  const addr = new Uint8Array(16);
+  const valid = inetPton6(host, addr);
   // nfqlb reads an empty port (`192.0.2.1:`) as 0.
   const portNum = /^[0-9]{0,5}$/.test(port) ? Number(port) : NaN;
-  if (addr === null || !(portNum <= 65535)) throw new UsageError(`Parse address failed [${text}]`);
+  if (!valid || !(portNum <= 65535)) throw new UsageError(`Parse address failed [${text}]`);
   return { addr, port: portNum };
 }
 
