@@ -143,7 +143,7 @@ export function loadConfig(file: string, commands: CommandParser): ReplayConfig 
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', (err as NodeJS.ErrnoException).code);
+    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', { cause: err });
   }
   return applyConfig(text, file, commands);
 }
