@@ -79,8 +79,8 @@ function registryOver(store: TableStore): TargetRegistry<MaglevTable> {
 }
 
 /** A config error: `where: message` on one line. */
-function configError(where: string, message: string): NfqlbError {
-  return new NfqlbError(`${where}: ${message.trim().replace(/\s*\n\s*/g, '; ')}`, 'NFQLB_ERR_CONFIG');
+function configError(where: string, message: string, cause?: unknown): NfqlbError {
+  return new NfqlbError(`${where}: ${message.trim().replace(/\s*\n\s*/g, '; ')}`, 'NFQLB_ERR_CONFIG', { cause });
 }
 
 /**
@@ -131,7 +131,7 @@ export function applyConfig(text: string, file: string, commands: CommandParser)
       }
     } catch (err) {
       if (!(err instanceof NfqlbError) || err.code === 'NFQLB_ERR_CONFIG') throw err;
-      throw configError(where, err.message);
+      throw configError(where, err.message, err);
     }
   }
   return config;
