@@ -293,15 +293,16 @@ export class PacketQueue {
  * The error for a failed bind of `queueNum`, from the addon's error `err`
  * (NFQLB_ERR_QUEUE with the errno of the bind), saying what to do; `err` is
  * the cause. The kernel answers EPERM both without CAP_NET_ADMIN and when
- * another netlink socket holds the queue; /proc tells them apart.
+ * another netlink socket holds the queue (/proc tells them apart), EBUSY or
+ * EEXIST (another socket created it at the same moment) when it is held.
  */
 export function bindFailure(queueNum: number, err: unknown, holders: () => QueueProcEntry[] = () => readQueueProcQuiet()): unknown {
   if (!(err instanceof NfqlbError) || err.code !== 'NFQLB_ERR_QUEUE' || err.errno === undefined) return err;
   const q = `queue ${queueNum}`;
   const name = err.errnoName;
-  if (name === 'EPERM' || name === 'EBUSY') {
+  if (name === 'EPERM' || name === 'EBUSY' || name === 'EEXIST') {
     const holder = holders().find((e) => e.queue === queueNum);
-    if (holder !== undefined || name === 'EBUSY') {
+    if (holder !== undefined || name !== 'EPERM') {
       const who = holder !== undefined ? ` (netlink portid ${holder.portid})` : '';
       return new NfqlbError(
         `${q} is bound by another process${who} (EBUSY); stop the other nfqlb or pick another --queue`,

@@ -144,6 +144,7 @@ describe('an error from each layer: code, errno (a number), errnoName and cause'
       expect((bindFailure(7, addonError(16, 'Device or resource busy'), () => []) as NfqlbError).message).toBe(
         'queue 7 is bound by another process (EBUSY); stop the other nfqlb or pick another --queue',
       );
+      expect(bindFailure(7, addonError(17, 'File exists'), () => [])).toMatchObject({ code: 'NFQLB_ERR_QUEUE_BUSY', errnoName: 'EBUSY' });
     });
 
     it('EPERM without a holder: NFQLB_ERR_QUEUE_PERM, run as root', () => {
