@@ -4,9 +4,10 @@
  * the shm layer wraps it with what to do and keeps it as `cause`. No root
  * needed (the bind failures with the kernel are in queue.test.ts).
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/errors';
-import { native } from '../../src/native';
+import { ADDON_FILES, native } from '../../src/native';
 import { openTable, openTraceShm } from '../../src/shm';
 
 const PREFIX = `nfqlbts-errs-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
@@ -47,6 +48,13 @@ describe('addon', () => {
     const e = thrown(() => new NfQueue({ queueNum: 1 }));
     expect(e).toMatchObject({ code: 'NFQLB_ERR_QUEUE_OPTION', message: 'new NfQueue(): option copyRange' });
     expect(e.errno).toBeUndefined();
+  });
+
+  it('used without loadAddon() (no error class handed over): says so, with the failure', () => {
+    const file = ADDON_FILES.find((f) => fs.existsSync(f))!;
+    const script = `try { require(${JSON.stringify(file)}).shmMap('${PREFIX}-raw', 0, 0, 0) } catch (e) { console.log(e.constructor.name + ' ' + e.message) }`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.stdout).toBe(`TypeError setErrorClass() was not called; NFQLB_ERR_SHM_OPEN: cannot open shared memory '${PREFIX}-raw': No such file or directory\n`);
   });
 });
 

@@ -49,6 +49,15 @@ describe('ERROR_CODES', () => {
     expect(Object.keys(ERROR_CODES).filter((code) => code !== 'NFQLB_ERR_USAGE' && !used.has(code))).toEqual([]);
   });
 
+  it('leaves words for users to TypeScript: no sentence and no errno-name table in native/', () => {
+    const cc = sourceFiles(path.join(ROOT, 'native'), /\.(cc|h)$/);
+    const sentences = cc.flatMap((f) =>
+      fs.readFileSync(f, 'utf8').split('\n').flatMap((line, i) => (/"[A-Z][a-z][^"]* /.test(line) ? [`${path.relative(ROOT, f)}:${i + 1}: ${line.trim()}`] : [])),
+    );
+    expect(sentences).toEqual([]);
+    for (const f of cc) expect(fs.readFileSync(f, 'utf8')).not.toMatch(/ErrnoName|nfnetlink_queue"|pick another|run as root/);
+  });
+
   it('says what each code means', () => {
     for (const [code, meaning] of Object.entries(ERROR_CODES)) {
       expect(code).toMatch(/^NFQLB_ERR_[A-Z0-9_]+$/);
@@ -202,6 +211,7 @@ describe('an error from each layer: code, errno (a number), errnoName and cause'
     expect(r.rc).not.toBe(0);
     expect(r.stdout).toBe('');
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toContain(`${PREFIX}-missing`);
+    expect(r.stderr).toBe(`FAILED mapSharedData: ${PREFIX}-missing\n`); // nfqlb's words, exit code 1
+    expect(r.rc).toBe(1);
   });
 });
