@@ -13,24 +13,12 @@ struct AddonData {
 };
 }  // namespace
 
-const char* ErrnoName(int err) {
-  switch (err) {
-#define E(x) case x: return #x;
-    E(EPERM) E(ENOENT) E(EINTR) E(EIO) E(EBADF) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT)
-    E(EBUSY) E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(EFBIG) E(ENOSPC) E(EROFS) E(ENAMETOOLONG) E(ENOSYS) E(ENOBUFS) E(EOPNOTSUPP)
-    E(EADDRINUSE) E(EPROTONOSUPPORT) E(EAFNOSUPPORT)
-#undef E
-    default: {
-      static thread_local char buf[24];
-      snprintf(buf, sizeof(buf), "E%d", err);
-      return buf;
-    }
-  }
-}
-
-void ThrowError(Napi::Env env, const char* code, const std::string& message, int err) {
-  if (env.IsExceptionPending()) return;
+// The error object for (message, code, errno): always built by the class
+// src/errors.ts hands over (setErrorClass), which names the errno in
+// TypeScript. loadAddon() hands it over before anything else runs; a caller
+// that requires the .node file directly and skips that gets a TypeError
+// saying so, with the failure it would have reported.
+Napi::Value MakeError(Napi::Env env, const char* code, const std::string& message, int err) {
   std::string text = message;
   if (err != 0) {
     text += ": ";
@@ -38,13 +26,15 @@ void ThrowError(Napi::Env env, const char* code, const std::string& message, int
   }
   AddonData* data = env.GetInstanceData<AddonData>();
   if (data == nullptr || data->errorClass.IsEmpty()) {
-    Napi::Error e = Napi::Error::New(env, text);
-    e.Set("code", Napi::String::New(env, code));
-    e.ThrowAsJavaScriptException();
-    return;
+    return Napi::TypeError::New(env, std::string("setErrorClass() was not called; ") + code + ": " + text).Value();
   }
-  Napi::Value errnoName = err != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(err))) : env.Undefined();
-  Napi::Object e = data->errorClass.New({Napi::String::New(env, text), Napi::String::New(env, code), errnoName});
+  Napi::Value errnoValue = err != 0 ? Napi::Value(Napi::Number::New(env, err)) : env.Undefined();
+  return data->errorClass.New({Napi::String::New(env, text), Napi::String::New(env, code), errnoValue});
+}
+
+void ThrowError(Napi::Env env, const char* code, const std::string& message, int err) {
+  if (env.IsExceptionPending()) return;
+  Napi::Value e = MakeError(env, code, message, err);
   if (env.IsExceptionPending()) return;
   Napi::Error(env, e).ThrowAsJavaScriptException();
 }

@@ -6,12 +6,13 @@
 
 namespace nfqlb {
 
-// Throws NfqlbError(message, code, errnoName) unless an exception is already
-// pending. Falls back to a plain Error before setErrorClass has been called.
-void ThrowError(Napi::Env env, const char* code, const std::string& message, int err = 0);
+// NfqlbError(message + ": " + strerror(err), code, err): says what failed and
+// the errno (a positive number; TypeScript names it). No advice to users here:
+// src/ wraps these errors with what to do.
+Napi::Value MakeError(Napi::Env env, const char* code, const std::string& message, int err = 0);
 
-// Name of an errno value ("ENOENT"), or "E<number>" for unknown ones.
-const char* ErrnoName(int err);
+// Throws MakeError(...) unless an exception is already pending.
+void ThrowError(Napi::Env env, const char* code, const std::string& message, int err = 0);
 
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitNfqueue(Napi::Env env, Napi::Object exports);

@@ -57,7 +57,6 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -109,50 +108,18 @@ uint64_t NowMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000u + static_cast<uint64_t>(ts.tv_nsec) / 1000000u;
 }
 
-// Netlink portid holding `queue` in this process's network namespace, or -1.
-long QueueHolder(uint32_t queue) {
-  FILE* f = fopen("/proc/self/net/netfilter/nfnetlink_queue", "r");
-  if (f == nullptr) return -1;
-  char line[256];
-  long holder = -1;
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    unsigned long q = 0, portid = 0;
-    if (sscanf(line, "%lu %lu", &q, &portid) == 2 && q == queue) {
-      holder = static_cast<long>(portid);
-      break;
-    }
-  }
-  fclose(f);
-  return holder;
-}
-
-// Throws NfqlbError(code, message) with `errno` set to errnoName without the
-// strerror suffix that ThrowError adds.
-void ThrowWithErrnoName(Napi::Env env, const char* code, const std::string& message, const char* errnoName) {
-  ThrowError(env, code, message, 0);
-  if (!env.IsExceptionPending()) return;
-  Napi::Error e = env.GetAndClearPendingException();
-  e.Set("errno", Napi::String::New(env, errnoName));
-  e.ThrowAsJavaScriptException();
-}
-
-// Reads an optional integer option; returns false (exception pending) when it
-// is present but not an integer within [lo, hi].
-bool IntOption(Napi::Object opts, const char* name, int64_t lo, int64_t hi, int64_t* out, bool required) {
+// Reads integer option `name`, which src/queue.ts has checked and filled in
+// (it owns the ranges and defaults); [lo, hi] here only guards this file's
+// buffer arithmetic against a direct caller. Returns false with an exception
+// pending otherwise.
+bool IntOption(Napi::Object opts, const char* name, int64_t lo, int64_t hi, int64_t* out) {
   Napi::Env env = opts.Env();
   Napi::Value v = opts.Get(name);
   if (env.IsExceptionPending()) return false;
-  if (v.IsUndefined() || v.IsNull()) {
-    if (!required) return true;
-    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", std::string("option '") + name + "' is required");
-    return false;
-  }
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
   if (!v.IsNumber() || d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(lo) ||
       d > static_cast<double>(hi)) {
-    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION",
-               std::string("option '") + name + "' must be an integer from " + std::to_string(lo) + " to " +
-                   std::to_string(hi));
+    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", std::string("new NfQueue(): option ") + name);
     return false;
   }
   *out = static_cast<int64_t>(d);
@@ -266,36 +233,27 @@ void OnHolderClosed(uv_handle_t* handle) {
 NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {
-    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "NfQueue needs an options object ({ queueNum, ... })");
+    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(options)");
     return;
   }
   Napi::Object opts = info[0].As<Napi::Object>();
   int64_t v = 0;
-  if (!IntOption(opts, "queueNum", 0, 65535, &v, true)) return;
+  if (!IntOption(opts, "queueNum", 0, 65535, &v)) return;
   queueNum_ = static_cast<uint32_t>(v);
-  v = 1500;
-  if (!IntOption(opts, "copyRange", 1, 65535, &v, false)) return;
+  if (!IntOption(opts, "copyRange", 1, 65535, &v)) return;
   copyRange_ = static_cast<uint32_t>(v);
-  v = 1024;
-  if (!IntOption(opts, "qlength", 1, INT32_MAX, &v, false)) return;
+  if (!IntOption(opts, "qlength", 1, INT32_MAX, &v)) return;
   qlength_ = static_cast<uint32_t>(v);
-  v = 64;
-  if (!IntOption(opts, "batchSize", 1, kMaxBatch, &v, false)) return;
+  if (!IntOption(opts, "batchSize", 1, kMaxBatch, &v)) return;
   batchSize_ = static_cast<uint32_t>(v);
-  // nfqlb: SO_RCVBUF = qlength * mtu / 2, rounded down to 4 KiB (at least 4 KiB).
-  int64_t rcv = static_cast<int64_t>(qlength_) * copyRange_ / 2;
-  rcv &= ~static_cast<int64_t>(4095);
-  if (rcv < 4096) rcv = 4096;
-  if (rcv > INT32_MAX / 2) rcv = (INT32_MAX / 2) & ~4095;
-  if (!IntOption(opts, "rcvbuf", 4096, INT32_MAX / 2, &rcv, false)) return;
-  rcvbuf_ = rcv;
-  v = kVerdictDrop;
-  if (!IntOption(opts, "defaultVerdict", kVerdictAccept, INT32_MAX, &v, false)) return;
+  if (!IntOption(opts, "rcvbuf", 1, INT32_MAX, &v)) return;
+  rcvbuf_ = v;
+  if (!IntOption(opts, "defaultVerdict", kVerdictAccept, INT32_MAX, &v)) return;
   defaultVerdict_ = static_cast<int32_t>(v);
   Napi::Value fo = opts.Get("failOpen");
   if (env.IsExceptionPending()) return;
-  if (!fo.IsUndefined() && !fo.IsNull() && !fo.IsBoolean()) {
-    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "option 'failOpen' must be a boolean");
+  if (!fo.IsBoolean()) {
+    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(): option failOpen");
     return;
   }
   failOpen_ = fo.IsBoolean() && fo.As<Napi::Boolean>().Value();
@@ -397,30 +355,16 @@ bool NfQueue::Open(Napi::Env env) {
     mnl_socket_close(nl_);
     nl_ = nullptr;
     fd_ = -1;
-    long holder = (err == EPERM || err == EBUSY) ? QueueHolder(queueNum_) : -1;
-    if (holder >= 0 || err == EBUSY) {
-      std::string who = holder >= 0 ? " (netlink portid " + std::to_string(holder) + ")" : "";
-      ThrowWithErrnoName(env, "NFQLB_ERR_QUEUE_BUSY",
-                         q + " is bound by another process" + who +
-                             " (EBUSY); stop the other nfqlb or pick another --queue",
-                         "EBUSY");
-    } else if (err == EPERM) {
-      ThrowWithErrnoName(env, "NFQLB_ERR_QUEUE_PERM",
-                         "cannot bind " + q + ": operation not permitted (EPERM); run as root or with CAP_NET_ADMIN",
-                         "EPERM");
-    } else if (err == ETIMEDOUT) {
-      ThrowWithErrnoName(env, "NFQLB_ERR_QUEUE", "cannot bind " + q + ": the kernel did not answer (ETIMEDOUT)",
-                         "ETIMEDOUT");
-    } else {
-      ThrowError(env, "NFQLB_ERR_QUEUE", std::string("cannot bind ") + q + " (" + ErrnoName(err) + ")", err);
-    }
+    // src/queue.ts tells the user what EPERM/EBUSY (held by another socket or
+    // no CAP_NET_ADMIN) and ETIMEDOUT mean for this bind.
+    ThrowError(env, "NFQLB_ERR_QUEUE", "cannot bind " + q, err);
     return false;
   }
 
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
     CloseNow(false);
-    ThrowError(env, "NFQLB_ERR_QUEUE", "cannot get the event loop for " + q);
+    ThrowError(env, "NFQLB_ERR_QUEUE", "napi_get_uv_event_loop for " + q);
     return false;
   }
   holder_ = new PollHolder{};
@@ -431,7 +375,7 @@ bool NfQueue::Open(Napi::Env env) {
     delete holder_;
     holder_ = nullptr;
     CloseNow(false);
-    ThrowError(env, "NFQLB_ERR_QUEUE", std::string("cannot watch ") + q + ": " + uv_strerror(rc));
+    ThrowError(env, "NFQLB_ERR_QUEUE", "uv_poll for " + q, -rc);
     return false;
   }
   if (napi_add_async_cleanup_hook(env, OnTeardown, holder_, &holder_->hook) != napi_ok) holder_->hook = nullptr;
@@ -586,10 +530,9 @@ void NfQueue::ReadRound() {
     running_ = false;
     inRound_ = false;
     ReleaseCallback();
-    Napi::Error err = Napi::Error::New(env, "queue " + std::to_string(queueNum_) +
-                                                ": the shared buffers were detached; the queue stopped");
-    err.Set("code", Napi::String::New(env, "NFQLB_ERR_QUEUE_STATE"));
-    napi_fatal_exception(env, err.Value());
+    Napi::Value err = MakeError(env, "NFQLB_ERR_QUEUE_STATE",
+                                "queue " + std::to_string(queueNum_) + ": shared buffers detached, queue stopped");
+    if (!env.IsExceptionPending()) napi_fatal_exception(env, err);
     return;
   }
   uint32_t got = 0;
@@ -746,7 +689,7 @@ Napi::Value NfQueue::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string q = "queue " + std::to_string(queueNum_);
   if (info.Length() < 1 || !info[0].IsFunction()) {
-    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "start(onBatch) needs a function");
+    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "start(onBatch)");
     return env.Undefined();
   }
   if (closed_ || closeRequested_) {
@@ -754,12 +697,12 @@ Napi::Value NfQueue::Start(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (running_) {
-    ThrowError(env, "NFQLB_ERR_QUEUE_STATE", q + " is already started; stop() it first");
+    ThrowError(env, "NFQLB_ERR_QUEUE_STATE", q + " is already started");
     return env.Undefined();
   }
   int rc = uv_poll_start(&holder_->poll, UV_READABLE, OnPoll);
   if (rc != 0) {
-    ThrowError(env, "NFQLB_ERR_QUEUE", std::string("cannot watch ") + q + ": " + uv_strerror(rc));
+    ThrowError(env, "NFQLB_ERR_QUEUE", "uv_poll for " + q, -rc);
     return env.Undefined();
   }
   polling_ = true;
@@ -808,8 +751,7 @@ Napi::Value NfQueue::GetStats(const Napi::CallbackInfo& info) {
   o.Set("verdictErrors", stats_.verdictErrors);
   o.Set("parseErrors", stats_.parseErrors);
   o.Set("truncated", stats_.truncated);
-  o.Set("lastErrno", stats_.lastErrno != 0 ? Napi::Value(Napi::String::New(env, ErrnoName(stats_.lastErrno)))
-                                           : env.Null());
+  o.Set("lastErrno", stats_.lastErrno != 0 ? Napi::Value(Napi::Number::New(env, stats_.lastErrno)) : env.Null());
   return o;
 }
 

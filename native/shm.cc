@@ -233,8 +233,7 @@ Napi::Value FdMap(const Napi::CallbackInfo& info) {
   }
   if (st.st_size < length) {
     ThrowError(env, "NFQLB_ERR_SHM_MAP",
-               "the table file is " + std::to_string(st.st_size) + " bytes, less than the " + std::to_string(length) +
-                   " its header needs (truncated?)");
+               "fdMap: the file has " + std::to_string(st.st_size) + " bytes, " + std::to_string(length) + " asked for");
     return env.Undefined();
   }
   void* addr = mmap(nullptr, static_cast<size_t>(length), writable ? (PROT_READ | PROT_WRITE) : PROT_READ, MAP_SHARED,

@@ -76,8 +76,8 @@ function registryOver(store: TableStore): TargetRegistry<MaglevTable> {
 }
 
 /** A config error: `where: message` on one line. */
-function configError(where: string, message: string): NfqlbError {
-  return new NfqlbError(`${where}: ${message.trim().replace(/\s*\n\s*/g, '; ')}`, 'NFQLB_ERR_CONFIG');
+function configError(where: string, message: string, cause?: unknown): NfqlbError {
+  return new NfqlbError(`${where}: ${message.trim().replace(/\s*\n\s*/g, '; ')}`, 'NFQLB_ERR_CONFIG', { cause });
 }
 
 /**
@@ -128,7 +128,7 @@ export function applyConfig(text: string, file: string, commands: CommandParser)
       }
     } catch (err) {
       if (!(err instanceof NfqlbError) || err.code === 'NFQLB_ERR_CONFIG') throw err;
-      throw configError(where, err.message);
+      throw configError(where, err.message, err);
     }
   }
   return config;
@@ -140,7 +140,7 @@ export function loadConfig(file: string, commands: CommandParser): ReplayConfig 
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', (err as NodeJS.ErrnoException).code);
+    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_CONFIG', { cause: err });
   }
   return applyConfig(text, file, commands);
 }

@@ -277,7 +277,7 @@ export async function startControlServer(address: string, events: ControlServerE
       code === 'EADDRINUSE'
         ? `control socket ${what} is in use: another nfqlb daemon runs in this network namespace; stop it or set NFQLB_FLOW_ADDRESS`
         : `cannot listen on control socket ${what}: ${(err as Error).message}`,
-      'NFQLB_ERR_CONTROL_LISTEN', code);
+      'NFQLB_ERR_CONTROL_LISTEN', { cause: err });
   }
   let closing: Promise<void> | null = null;
   return {
@@ -315,7 +315,7 @@ export async function sendRequest(address: string, req: ControlRequest, timeoutM
     sock = await connectTo(where, timeoutMs);
   } catch (err) {
     const reason = err instanceof SocketError ? err.reason : (err as Error).message;
-    throw new NfqlbError(`Connect failed. ${reason}`, 'NFQLB_ERR_CONNECT', err instanceof NfqlbError ? err.errno : undefined);
+    throw new NfqlbError(`Connect failed. ${reason}`, 'NFQLB_ERR_CONNECT', { cause: err });
   }
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];

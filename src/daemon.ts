@@ -381,7 +381,7 @@ export class Daemon {
       QUEUE_ERROR_FIELDS.forEach(([reason, field], i) => {
         const n = s[field] - seen[i];
         seen[i] = s[field];
-        if (n > 0) this.failures.note(`queue:${reason}`, `${q.queueNum}${s.lastErrno === null ? '' : ` (${s.lastErrno})`}`, n);
+        if (n > 0) this.failures.note(`queue:${reason}`, `${q.queueNum}${s.lastErrnoName === null ? '' : ` (${s.lastErrnoName})`}`, n);
       });
     }
     this.failures.flush();

@@ -71,9 +71,7 @@ export function toErrno(value: unknown): number | undefined {
   if (typeof value === 'number' && Number.isInteger(value) && value !== 0) return -Math.abs(value);
   if (typeof value !== 'string') return undefined;
   const known = (os.constants.errno as Record<string, number | undefined>)[value];
-  if (known !== undefined) return -known;
-  const numbered = /^E(\d+)$/.exec(value); // the addon's name for an errno it has no name for
-  return numbered !== null ? -Number(numbered[1]) : undefined;
+  return known !== undefined ? -known : undefined;
 }
 
 /** The name of a Node errno (-2 → "ENOENT"); "Unknown system error -N" for one the system does not name. */
@@ -83,16 +81,12 @@ export function errnoName(errno: number): string {
 
 export class NfqlbError extends Error {
   readonly code: string;
-  /**
-   * errno of the failed system call, negative as in Node (-2), or undefined.
-   * An own enumerable accessor, so logs show it and a name set after
-   * construction (the addon does that for some queue errors) still becomes the number.
-   */
-  declare errno: number | undefined;
+  /** errno of the failed system call, negative as in Node (-2), or undefined. */
+  readonly errno: number | undefined;
 
   /**
-   * `code` is one of ERROR_CODES. The third argument is the options, or (the
-   * older form, still taken) an errno name or number.
+   * `code` is one of ERROR_CODES. The third argument is the options, or
+   * an errno number (the addon passes C's positive errno) or name.
    */
   constructor(message: string, code: NfqlbErrorCode | (string & {}), options?: NfqlbErrorOptions | string | number) {
     const opts: NfqlbErrorOptions = typeof options === 'object' && options !== null ? options : { errno: options };
@@ -102,13 +96,7 @@ export class NfqlbError extends Error {
     const cause = opts.cause as { errno?: unknown; code?: unknown } | undefined;
     let errno = toErrno(opts.errno ?? cause?.errno);
     if (errno === undefined && opts.errno === undefined) errno = toErrno(cause?.code);
-    Object.defineProperty(this, 'errno', {
-      enumerable: true,
-      get: () => errno,
-      set: (value: unknown) => {
-        errno = toErrno(value);
-      },
-    });
+    this.errno = errno;
   }
 
   /** The errno's name ("ENOENT"), or undefined when there is no errno. */

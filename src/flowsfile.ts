@@ -36,11 +36,12 @@ export interface FlowsFileContent {
 
 const FIELDS = new Set<string>(FLOW_FIELDS);
 
-function corrupt(file: string, why: string): NfqlbError {
+function corrupt(file: string, why: string, cause?: unknown): NfqlbError {
   return new NfqlbError(
     `flows file ${file} is unusable: ${why}; it was left untouched and nothing was loaded. ` +
       'Fix or move it away (the controller then has to set the flows again), or drop --flows_file',
     'NFQLB_ERR_FLOWS_FILE',
+    { cause },
   );
 }
 
@@ -79,13 +80,13 @@ export function readFlowsFile(file: string): FlowsFileContent | null {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return null;
-    throw corrupt(file, `cannot read it (${e.code ?? e.message})`);
+    throw corrupt(file, `cannot read it (${e.code ?? e.message})`, e);
   }
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw corrupt(file, `not JSON (${(err as Error).message})`);
+    throw corrupt(file, `not JSON (${(err as Error).message})`, err);
   }
   if (doc === null || typeof doc !== 'object') throw corrupt(file, 'not a JSON object');
   const d = doc as Record<string, unknown>;
@@ -139,7 +140,7 @@ export function writeFlowsFile(file: string, content: FlowsFileContent): void {
     } catch {
       // Not created, or already renamed.
     }
-    throw new NfqlbError(`cannot write flows file ${file}: ${e.message}; the flows are set but would not survive a restart`, 'NFQLB_ERR_FLOWS_FILE_WRITE', e.code);
+    throw new NfqlbError(`cannot write flows file ${file}: ${e.message}; the flows are set but would not survive a restart`, 'NFQLB_ERR_FLOWS_FILE_WRITE', { cause: e });
   }
 }
 

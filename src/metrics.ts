@@ -680,7 +680,7 @@ export async function startMetricsServer(
     const onError = (err: NodeJS.ErrnoException): void => {
       server.close();
       reject(
-        new NfqlbError(`cannot serve metrics on ${address}: ${listenAdvice(err.code)} (${err.message})`, 'NFQLB_ERR_METRICS_LISTEN', err.code),
+        new NfqlbError(`cannot serve metrics on ${address}: ${listenAdvice(err.code)} (${err.message})`, 'NFQLB_ERR_METRICS_LISTEN', { cause: err }),
       );
     };
     server.once('error', onError);

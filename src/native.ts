@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { NfqlbError } from './errors';
 
 export interface NativeAddon {
-  setErrorClass(ctor: new (message: string, code: string, errno?: string) => Error): void;
+  /** The class C++ builds every error with: (message, code, errno as C has it (2), or undefined). */
+  setErrorClass(ctor: new (message: string, code: string, errno?: number) => Error): void;
   /** mode 0 read-only, 1 read-write, 2 create/resize to `size` (0600). */
   shmMap(name: string, mode: 0 | 1 | 2, size: number, fill?: number): ArrayBuffer;
   shmUnmap(buffer: ArrayBuffer): boolean;

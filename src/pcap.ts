@@ -153,7 +153,7 @@ export function readPcap(file: string): Pcap {
   try {
     data = fs.readFileSync(file);
   } catch (err) {
-    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_PCAP', (err as NodeJS.ErrnoException).code);
+    throw new NfqlbError(`cannot read ${file}: ${(err as Error).message}`, 'NFQLB_ERR_PCAP', { cause: err });
   }
   return parsePcap(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), file);
 }

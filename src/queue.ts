@@ -16,7 +16,7 @@
  * path. The buffers are only valid during the call: copy what must outlive it.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from './errors';
+import { errnoName, NfqlbError } from './errors';
 import { native } from './native';
 
 /** verdicts[i] value: drop the packet. */
@@ -64,8 +64,10 @@ export interface QueueStats {
   parseErrors: number;
   /** Datagrams larger than the receive slot (should never happen). */
   truncated: number;
-  /** Errno name of the last error counted above, or null. */
-  lastErrno: string | null;
+  /** errno of the last error counted above, negative as in Node (-105), or null. */
+  lastErrno: number | null;
+  /** Its name (ENOBUFS), or null. */
+  lastErrnoName: string | null;
 }
 
 /** The object handed to the handler; the same object for every batch of a queue. */
@@ -108,11 +110,28 @@ interface NativeNfQueue {
   start(onBatch: (count: number) => void): void;
   stop(): void;
   close(): void;
-  stats(): QueueStats;
+  /** lastErrno is C's positive errno here; PacketQueue.stats() makes it Node's. */
+  stats(): Omit<QueueStats, 'lastErrnoName'>;
 }
 
 interface NfQueueAddon {
-  NfQueue: new (options: PacketQueueOptions) => NativeNfQueue;
+  /** Every option given, checked by validateQueueOptions (the addon does no range checks of its own). */
+  NfQueue: new (options: Required<PacketQueueOptions>) => NativeNfQueue;
+}
+
+export const DEFAULT_COPY_RANGE = 1500;
+export const DEFAULT_QLENGTH = 1024;
+export const DEFAULT_BATCH_SIZE = 64;
+const MAX_RCVBUF = 2 ** 30 - 1;
+
+/**
+ * nfqlb's SO_RCVBUF for a queue: qlength * mtu / 2, rounded down to 4 KiB,
+ * at least 4 KiB (and at most what SO_RCVBUFFORCE takes, 1 GiB - 4 KiB).
+ */
+export function defaultRcvbuf(qlength: number, copyRange: number): number {
+  const bytes = Math.floor((qlength * copyRange) / 2);
+  const rounded = bytes - (bytes % 4096);
+  return Math.min(Math.max(rounded, 4096), MAX_RCVBUF - (MAX_RCVBUF % 4096));
 }
 
 function checkInt(options: PacketQueueOptions, name: keyof PacketQueueOptions, lo: number, hi: number, required = false): void {
@@ -137,7 +156,7 @@ export function validateQueueOptions(options: PacketQueueOptions): void {
   checkInt(options, 'queueNum', 0, 65535, true);
   checkInt(options, 'copyRange', 1, 65535);
   checkInt(options, 'qlength', 1, 2 ** 31 - 1);
-  checkInt(options, 'rcvbuf', 4096, 2 ** 30 - 1);
+  checkInt(options, 'rcvbuf', 4096, MAX_RCVBUF);
   checkInt(options, 'batchSize', 1, 1024);
   checkInt(options, 'defaultVerdict', VERDICT_ACCEPT, 2 ** 31 - 1);
   if (options.failOpen !== undefined && typeof options.failOpen !== 'boolean') {
@@ -180,15 +199,21 @@ export class PacketQueue {
   constructor(options: PacketQueueOptions) {
     validateQueueOptions(options);
     const addon = native() as unknown as NfQueueAddon;
-    this.nq = new addon.NfQueue({
-      queueNum: options.queueNum,
-      copyRange: options.copyRange,
-      qlength: options.qlength,
-      rcvbuf: options.rcvbuf,
-      batchSize: options.batchSize,
-      failOpen: options.failOpen,
-      defaultVerdict: options.defaultVerdict,
-    });
+    const copyRange = options.copyRange ?? DEFAULT_COPY_RANGE;
+    const qlength = options.qlength ?? DEFAULT_QLENGTH;
+    try {
+      this.nq = new addon.NfQueue({
+        queueNum: options.queueNum,
+        copyRange,
+        qlength,
+        rcvbuf: options.rcvbuf ?? defaultRcvbuf(qlength, copyRange),
+        batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
+        failOpen: options.failOpen ?? false,
+        defaultVerdict: options.defaultVerdict ?? VERDICT_DROP,
+      });
+    } catch (err) {
+      throw bindFailure(options.queueNum, err);
+    }
     const nq = this.nq;
     this.queueNum = nq.queueNum;
     this.copyRange = nq.copyRange;
@@ -257,7 +282,53 @@ export class PacketQueue {
   }
 
   stats(): QueueStats {
-    return this.nq.stats();
+    const s = this.nq.stats() as QueueStats;
+    if (s.lastErrno !== null) s.lastErrno = -Math.abs(s.lastErrno);
+    s.lastErrnoName = s.lastErrno === null ? null : errnoName(s.lastErrno);
+    return s;
+  }
+}
+
+/**
+ * The error for a failed bind of `queueNum`, from the addon's error `err`
+ * (NFQLB_ERR_QUEUE with the errno of the bind), saying what to do; `err` is
+ * the cause. The kernel answers EPERM both without CAP_NET_ADMIN and when
+ * another netlink socket holds the queue (/proc tells them apart), EBUSY or
+ * EEXIST (another socket created it at the same moment) when it is held.
+ */
+export function bindFailure(queueNum: number, err: unknown, holders: () => QueueProcEntry[] = () => readQueueProcQuiet()): unknown {
+  if (!(err instanceof NfqlbError) || err.code !== 'NFQLB_ERR_QUEUE' || err.errno === undefined) return err;
+  const q = `queue ${queueNum}`;
+  const name = err.errnoName;
+  if (name === 'EPERM' || name === 'EBUSY' || name === 'EEXIST') {
+    const holder = holders().find((e) => e.queue === queueNum);
+    if (holder !== undefined || name !== 'EPERM') {
+      const who = holder !== undefined ? ` (netlink portid ${holder.portid})` : '';
+      return new NfqlbError(
+        `${q} is bound by another process${who} (EBUSY); stop the other nfqlb or pick another --queue`,
+        'NFQLB_ERR_QUEUE_BUSY',
+        { errno: 'EBUSY', cause: err },
+      );
+    }
+    return new NfqlbError(
+      `cannot bind ${q}: operation not permitted (EPERM); run as root or with CAP_NET_ADMIN`,
+      'NFQLB_ERR_QUEUE_PERM',
+      { cause: err },
+    );
+  }
+  if (name === 'ETIMEDOUT') {
+    return new NfqlbError(`cannot bind ${q}: the kernel did not answer (ETIMEDOUT)`, 'NFQLB_ERR_QUEUE', { cause: err });
+  }
+  if (!err.message.startsWith(`cannot bind ${q}:`)) return err; // socket(), setup: the addon's words say it all
+  return new NfqlbError(`cannot bind ${q} (${name})${err.message.slice(`cannot bind ${q}`.length)}`, 'NFQLB_ERR_QUEUE', { cause: err });
+}
+
+/** readQueueProc, or [] when /proc cannot be read (a bind error is then reported without the holder). */
+function readQueueProcQuiet(): QueueProcEntry[] {
+  try {
+    return readQueueProc();
+  } catch {
+    return [];
   }
 }
 
@@ -312,7 +383,7 @@ export function readQueueProc(file: string = NFQUEUE_PROC_FILE): QueueProcEntry[
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return [];
-    throw new NfqlbError(`cannot read ${file}: ${e.message}`, 'NFQLB_ERR_QUEUE_PROC', e.code);
+    throw new NfqlbError(`cannot read ${file}: ${e.message}`, 'NFQLB_ERR_QUEUE_PROC', { cause: e });
   }
   return parseQueueProc(text);
 }

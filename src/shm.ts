@@ -46,7 +46,7 @@ function mapExisting(name: string, writable: boolean, what: string): ArrayBuffer
     return native().shmMap(shmObjectName(name), writable ? 1 : 0, 0, 0);
   } catch (err) {
     if (isMissing(err)) {
-      throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
+      throw new NfqlbError(`shared memory '${name}' does not exist; ${what}`, 'NFQLB_ERR_SHM_MISSING', { cause: err });
     }
     throw err;
   }
@@ -192,10 +192,10 @@ export function openTable(name: string, writable = false): MaglevTable {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
-      throw new NfqlbError(`shared memory '${name}' does not exist; create it with \`nfqlb init --shm=${name}\``, 'NFQLB_ERR_SHM_MISSING', 'ENOENT');
+      throw new NfqlbError(`shared memory '${name}' does not exist; create it with \`nfqlb init --shm=${name}\``, 'NFQLB_ERR_SHM_MISSING', { cause: err });
     }
     const advice = e.code === 'EACCES' ? ' (it belongs to another user: run as its owner, or chown/chmod it)' : '';
-    throw new NfqlbError(`cannot open shared memory '${name}'${advice}: ${e.message}`, 'NFQLB_ERR_SHM_OPEN', e.code);
+    throw new NfqlbError(`cannot open shared memory '${name}'${advice}: ${e.message}`, 'NFQLB_ERR_SHM_OPEN', { cause: e });
   }
   try {
     const st = fs.fstatSync(fd, { bigint: true });

@@ -67,7 +67,7 @@ export class SocketError extends NfqlbError {
   /** From an error Node emitted (its errno is negative, its code the name). */
   static fromNode(err: NodeJS.ErrnoException, syscall: string): SocketError | NfqlbError {
     if (typeof err.errno === 'number' && err.errno !== 0) return new SocketError(err.syscall ?? syscall, Math.abs(err.errno));
-    return new NfqlbError(`${syscall}: ${err.message}`, 'NFQLB_ERR_SOCKET', err.code);
+    return new NfqlbError(`${syscall}: ${err.message}`, 'NFQLB_ERR_SOCKET', { cause: err });
   }
 }
 

@@ -456,7 +456,7 @@ export class TraceServer {
         code === 'EADDRINUSE'
           ? `trace socket ${address} is in use: another nfqlb daemon runs in this network namespace; stop it or use --trace_address`
           : `cannot listen on trace socket ${address}: ${(err as Error).message}`,
-        'NFQLB_ERR_TRACE_LISTEN', code);
+        'NFQLB_ERR_TRACE_LISTEN', { cause: err });
     }
     return new TraceServer(server, address, shm, options);
   }

@@ -212,7 +212,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     await sleep(200);
     expect((await wL.ok('received', { key: 'r7999' })).count).toBe(0);
     expect([102, 103, 104].map((m) => markCount(lb, '192.0.2.1', m))).toEqual([20, 20, 20]);
-    expect(st.stats).toMatchObject({ packets: 70, accepted: 60, dropped: 10, sendErrors: 0, verdictErrors: 0, parseErrors: 0 });
+    expect(st.stats).toMatchObject({ packets: 70, accepted: 60, dropped: 10, sendErrors: 0, verdictErrors: 0, parseErrors: 0, lastErrno: null, lastErrnoName: null });
     expect(st.seen.hw).toEqual({ [0x0800]: 70 });
     expect(st.seen.partial).toBe(0);
     expect(procIn(lb).find((e) => e.queue === 2)).toMatchObject({ waiting: 0, copyMode: 2, copyRange: 1500, portid: open.info.portid });
@@ -307,6 +307,10 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
       `queue 20 is bound by another process (netlink portid ${first.info.portid}) (EBUSY); ` +
         'stop the other nfqlb or pick another --queue',
     );
+    // The addon said only what failed and the kernel's errno (EPERM or EBUSY, by kernel); the advice is src/queue.ts's.
+    expect(r.error.cause).toMatchObject({ name: 'NfqlbError', code: 'NFQLB_ERR_QUEUE', message: expect.stringMatching(/^cannot bind queue 20: /) });
+    expect(['EPERM', 'EBUSY']).toContain(r.error.cause.errnoName);
+    expect(typeof r.error.cause.errno).toBe('number');
     // The same process binding it twice gets the same answer.
     const again = await wL.request('open', { key: 'q20b', opts: { queueNum: 20 } });
     expect(again.error.code).toBe('NFQLB_ERR_QUEUE_BUSY');
@@ -329,6 +333,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     expect(r.ok).toBe(false);
     expect(r.error).toMatchObject({ code: 'NFQLB_ERR_QUEUE_PERM', errnoName: 'EPERM', errno: -1 });
     expect(r.error.message).toMatch(/queue 21.*run as root or with CAP_NET_ADMIN/);
+    expect(r.error.cause).toMatchObject({ code: 'NFQLB_ERR_QUEUE', errno: -1, errnoName: 'EPERM', message: 'cannot bind queue 21: Operation not permitted' });
     await killProcess(w.child);
   });
 

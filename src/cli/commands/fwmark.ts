@@ -98,7 +98,7 @@ export const fwmarkCommands: NfqlbCommand[] = [
         table = openTable(name, false);
       } catch (err) {
         if (err instanceof NfqlbError && err.code !== 'NFQLB_ERR_SHM_FORMAT') {
-          throw new UsageError(`FAILED mapSharedData: ${name}`);
+          throw new UsageError(`FAILED mapSharedData: ${name}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
         }
         throw err;
       }
@@ -122,7 +122,7 @@ export const fwmarkCommands: NfqlbCommand[] = [
       try {
         out(`${primeBelow(atoi(args._[0]))}\n`);
       } catch (err) {
-        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_RANGE') throw new UsageError(err.message);
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_RANGE') throw new UsageError(err.message, 1, 'NFQLB_ERR_USAGE', { cause: err });
         throw err;
       }
     },

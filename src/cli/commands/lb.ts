@@ -58,7 +58,7 @@ function metricsAddress(text: string): string | null {
   try {
     parseMetricsAddress(text);
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError((err as Error).message, 1, 'NFQLB_ERR_USAGE', { cause: err });
   }
   return text;
 }
@@ -68,7 +68,7 @@ function checkedAddress(address: string): string {
   try {
     parseAddress(address);
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError((err as Error).message, 1, 'NFQLB_ERR_USAGE', { cause: err });
   }
   return address;
 }
@@ -96,7 +96,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   try {
     queues = parseQueues(String(args.queue));
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError((err as Error).message, 1, 'NFQLB_ERR_USAGE', { cause: err });
   }
   const rcvbuf = args.rcvbuf === undefined ? undefined : positiveInt(args, 'rcvbuf', 4096, 1 << 30);
   return {

@@ -81,7 +81,7 @@ export const replayCommands: NfqlbCommand[] = [
         try {
           setup = fromLiveTable(String(args.tshm), args, store);
         } catch (err) {
-          throw new UsageError(`FAILED mapSharedData: ${String(args.tshm)} (${(err as Error).message})`);
+          throw new UsageError(`FAILED mapSharedData: ${String(args.tshm)} (${(err as Error).message})`, 1, 'NFQLB_ERR_USAGE', { cause: err });
         }
       }
       const { pipeline } = setup;

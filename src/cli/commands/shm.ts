@@ -31,7 +31,7 @@ function mapOrDie(store: TableStore, name: string, writable: boolean): MaglevTab
     return store.open(name, writable);
   } catch (err) {
     if (err instanceof NfqlbError && err.code !== 'NFQLB_ERR_SHM_FORMAT') {
-      throw new UsageError(`FAILED mapSharedData: ${name}`);
+      throw new UsageError(`FAILED mapSharedData: ${name}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
     }
     throw err;
   }
@@ -61,7 +61,7 @@ function createFailure(err: unknown): unknown {
   if (err instanceof NfqlbError && err.errnoName !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK'].includes(err.code)) {
     const errno = err.errnoName === 'EISDIR' ? 'EINVAL' : err.errnoName;
     const text = STRERROR[errno];
-    if (text !== undefined) return new UsageError(`createSharedData: ${text}`);
+    if (text !== undefined) return new UsageError(`createSharedData: ${text}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
   }
   return err;
 }
@@ -145,7 +145,7 @@ export const shmCommands: NfqlbCommand[] = [
         if (!(err instanceof NfqlbError) || err.errnoName === undefined) throw err;
         if (err.code === 'NFQLB_ERR_SHM_NAME' && err.errnoName === 'EINVAL') return;
         const text = STRERROR[err.errnoName];
-        if (text !== undefined) throw new UsageError(text);
+        if (text !== undefined) throw new UsageError(text, 1, 'NFQLB_ERR_USAGE', { cause: err });
         throw err;
       }
     },

@@ -17,7 +17,7 @@ export const statsCommands: NfqlbCommand[] = [
         out(formatFragStats(readFragStats(name)));
       } catch (err) {
         // nfqlb's words for any object it cannot map; a file too short to be the stats gets ours.
-        if (err instanceof NfqlbError && err.code !== 'NFQLB_ERR_SHM_FORMAT') throw new UsageError(`FAILED mapSharedData: ${name}`);
+        if (err instanceof NfqlbError && err.code !== 'NFQLB_ERR_SHM_FORMAT') throw new UsageError(`FAILED mapSharedData: ${name}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
         throw err;
       }
     },

@@ -39,7 +39,7 @@ async function streamTrace(address: string): Promise<number> {
     sock = await connectTo(parseAddress(address), CONNECT_TIMEOUT_MS);
   } catch (err) {
     const reason = err instanceof SocketError ? err.reason : (err as Error).message;
-    throw new NfqlbError(`Trace client connect to ${address}: ${reason}`, 'NFQLB_ERR_CONNECT', err instanceof NfqlbError ? err.errno : undefined);
+    throw new NfqlbError(`Trace client connect to ${address}: ${reason}`, 'NFQLB_ERR_CONNECT', { cause: err });
   }
   return new Promise<number>((resolve, reject) => {
     let settled = false;
