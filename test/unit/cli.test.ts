@@ -150,6 +150,8 @@ describe('flow names the control protocol cannot carry whole are refused before 
     [['trace-flow-list', `--name=${long}`], 'name too long (at most 1017 bytes)'],
     [['flow-set', '--name=a\nb', '--target=t'], 'name contains a newline, which the control protocol cannot carry'],
     [['flow-list', '--name=a\nb'], 'name contains a newline, which the control protocol cannot carry'],
+    // A newline in --prio would add a request line of the sender's choosing (e.g. action:delete).
+    [['flow-set', '--name=a', '--target=t', '--prio=1\naction:delete'], 'prio contains a newline, which the control protocol cannot carry'],
   ])('%j', async (words, msg) => {
     const saved = process.env.NFQLB_FLOW_ADDRESS;
     process.env.NFQLB_FLOW_ADDRESS = 'unix:nfqlbts-cli-test-nothing';

@@ -99,9 +99,7 @@ function setRequest(action: string, args: ParsedArgs, fields: readonly FlowField
 }
 
 function clientCheck(args: ParsedArgs): void {
-  // --prio is left out, as before: the server reads it with atoi.
-  const { prio: _prio, ...checked } = flowSetArgsFrom((option) => args[option]);
-  const err = checkFlowSetArgs(checked);
+  const err = checkFlowSetArgs(flowSetArgsFrom((option) => args[option]));
   if (err !== null) throw new UsageError(err, 1);
 }
 
