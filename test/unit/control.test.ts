@@ -19,6 +19,7 @@ import { native } from '../../src/native';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo, listenAt } from '../../src/sockets';
 import { runInProcess } from '../helpers/cli';
+import { until } from '../helpers/wait';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-ctl`;
 let seq = 0;
@@ -91,14 +92,6 @@ function withFlowAddress<T>(address: string, fn: () => Promise<T>): Promise<T> {
     if (old === undefined) delete process.env.NFQLB_FLOW_ADDRESS;
     else process.env.NFQLB_FLOW_ADDRESS = old;
   });
-}
-
-async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timeout waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 function unixSocketLines(name: string): string[] {

@@ -581,7 +581,7 @@ describe('metrics server', () => {
     expect(server.port).toBe(port);
   });
 
-  test('scrape time with 1,000 flows (printed)', async () => {
+  test('a scrape with 1,000 flows and 1,000 fwmark series has every series, with the values of that scrape', async () => {
     for (let i = 0; i < 1000; i++) {
       source.flowList.push({ name: `tshm-stream${i % 10}-flow${i}`, target: `tshm-stream${i % 10}`, matches: i * 3, instance: i });
     }
@@ -592,34 +592,17 @@ describe('metrics server', () => {
     }
     source.queueList = [0, 1, 2, 3].map((q) => ({ queueNum: q, portid: 10 + q, accepted: 1e6, dropped: 10 }));
     proc = [0, 1, 2, 3].map((q) => procEntry(q, 10 + q, 0, 0, 0));
-    const times: number[] = [];
+    // How long a scrape takes is the bench's to report (timings are not asserted in tests).
     let e: Exposition | undefined;
     for (let i = 0; i < 10; i++) {
       for (const f of source.flowList) f.matches++;
-      const t0 = process.hrtime.bigint();
       const r = await request(server.port, '/metrics');
-      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
       expect(r.status).toBe(200);
       if (i === 9) e = parseExposition(r.body);
     }
-    const sorted = [...times].sort((a, b) => a - b);
-    const median = sorted[sorted.length >> 1];
-    const registryOnly: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const t0 = process.hrtime.bigint();
-      await server.registry.metrics();
-      registryOnly.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    registryOnly.sort((a, b) => a - b);
-    console.log(
-      `scrape with 1,000 flows + 1,000 fwmark series over HTTP: first ${times[0].toFixed(2)} ms, ` +
-        `median ${median.toFixed(2)} ms, max ${sorted[sorted.length - 1].toFixed(2)} ms; ` +
-        `registry.metrics() alone median ${registryOnly[5].toFixed(2)} ms`,
-    );
     expect(seriesOf(e!, 'nfqlb_flow_matches_total')).toHaveLength(1000);
     expect(valueOf(e!, 'nfqlb_flow_matches_total', { flow: 'tshm-stream7-flow997', target: 'tshm-stream7' })).toBe(997 * 3 + 10);
     expect(seriesOf(e!, 'nfqlb_target_packets_total')).toHaveLength(1000);
-    expect(median).toBeLessThan(500);
   });
 });
 
