@@ -22,7 +22,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  canUseNetns,
   cleanupAll,
   DaemonProcess,
   killProcess,
@@ -42,8 +41,9 @@ import {
   VIP4,
   type ConnectResult,
 } from '../../testbed/testbed';
+import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
-const describeNs = canUseNetns() ? describe : describe.skip;
+const describeNs = describeUnless(netnsUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;

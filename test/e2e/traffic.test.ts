@@ -233,6 +233,5 @@ describeNs('traffic through nfqlb flowlb (gateway → LB → 4 targets)', () => 
     expect(other[0].error).toBe('ECONNREFUSED');
     const stopped = await tb.stopDaemon();
     expect(stopped?.code).toBe(0);
-    expect(stopped?.ms).toBeLessThan(1000);
   });
 });

@@ -5,11 +5,26 @@
  * only a count of skipped tests. Use describeIf instead of
  * `cond ? describe : describe.skip`.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { canUseNetns } from '../../testbed/testbed';
 
 const ROOT = path.join(__dirname, '..', '..');
+
+/** The original nfqlb 1.2.0, a test partner only: $NFQLB_ORIGINAL, else ../shared/reference/nfqlb-1.2.0/nfqlb beside the repository. */
+export const ORIGINAL = path.resolve(ROOT, process.env.NFQLB_ORIGINAL ?? path.join('..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb'));
+
+/** Why the original nfqlb cannot be used by this run, or null when it runs (`nfqlb version`). */
+export function originalUnavailable(): string | null {
+  try {
+    fs.accessSync(ORIGINAL, fs.constants.X_OK);
+  } catch {
+    return `the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL)`;
+  }
+  const r = spawnSync(ORIGINAL, ['version'], { timeout: 5000 });
+  return r.status === 0 ? null : `the original nfqlb at ${ORIGINAL} does not run (\`nfqlb version\` exit ${r.status}; its runtime libraries libmnl0 and libnetfilter-queue1?)`;
+}
 
 /** Why network namespaces cannot be used by this run, or null when they can. */
 export function netnsUnavailable(): string | null {

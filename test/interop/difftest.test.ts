@@ -7,14 +7,16 @@
  * Without root the flow commands are left out (no daemons); without the
  * original the test is skipped.
  */
-import { canUseNetns } from '../../testbed/testbed';
+import { netnsUnavailable, noteSkipped, originalUnavailable } from '../helpers/skip';
 import { describeDifference, groupDifferences, runDifftest } from './difftest';
-import { originalPresent } from './partners';
 
-const haveOriginal = originalPresent();
-const root = canUseNetns();
-// interop.test.ts says when the original is absent; this file only adds what it leaves out without root.
-if (haveOriginal && !root) process.stderr.write('difftest: flow commands left out: the daemons need root and network namespaces\n');
+// Said once at the end of the run, with the other skipped suites (test/helpers/skip.ts).
+const noOriginal = originalUnavailable();
+const noNetns = netnsUnavailable();
+if (noOriginal !== null) noteSkipped(noOriginal);
+else if (noNetns !== null) noteSkipped(`difftest without its flow commands: ${noNetns}`);
+const haveOriginal = noOriginal === null;
+const root = noNetns === null;
 
 const count = Number(process.env.DIFFTEST_COUNT ?? 2000);
 const seed = Number(process.env.DIFFTEST_SEED ?? 8);

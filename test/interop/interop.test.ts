@@ -6,14 +6,14 @@
  * against the same daemon from the daemon's own CLI, or the original daemon's
  * reply to the same request.
  *
- * The original is found through NFQLB_ORIGINAL (see partners.ts); without it
- * the suite says so once and is skipped. Everything with a daemon needs root.
+ * The original is found through NFQLB_ORIGINAL (test/helpers/skip.ts); without
+ * it the suite is skipped, and everything with a daemon needs root: the run
+ * says once, at its end, what was skipped and why (test/helpers/skip.ts).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import {
   addAddress,
-  canUseNetns,
   cleanupAll,
   createNetns,
   installQueueRule,
@@ -22,15 +22,12 @@ import {
   killProcess,
   uniqueShmName,
 } from '../../testbed/testbed';
-import { cli, IMPLS, ORIGINAL, originalPresent, other, Partner, shown, listeningAbstract, type CliResult, type Impl } from './partners';
+import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
+import { cli, IMPLS, other, Partner, shown, listeningAbstract, type CliResult, type Impl } from './partners';
 
-const haveOriginal = originalPresent();
-const root = canUseNetns();
-// One line on stderr (jest shows no console output of a file whose tests are all skipped).
-if (!haveOriginal) process.stderr.write(`interop: skipped (interop.test.ts, difftest.test.ts): the original nfqlb is not at ${ORIGINAL}; set NFQLB_ORIGINAL\n`);
-else if (!root) process.stderr.write('interop: the checks with daemons are skipped: they need root and network namespaces\n');
-const describeOriginal = haveOriginal ? describe : describe.skip;
-const describeLive = haveOriginal && root ? describe : describe.skip;
+const noOriginal = originalUnavailable();
+const describeOriginal = describeUnless(noOriginal);
+const describeLive = describeUnless(noOriginal ?? netnsUnavailable());
 
 jest.setTimeout(120000);
 

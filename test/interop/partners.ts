@@ -6,21 +6,16 @@
  * output.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { NFQLB_BIN, nsExec, ROOT, sleep, spawnInNs, killProcess } from '../../testbed/testbed';
+import { NFQLB_BIN, nsExec, sleep, spawnInNs, killProcess } from '../../testbed/testbed';
+import { ORIGINAL, originalUnavailable } from '../helpers/skip';
 
-export const ORIGINAL = process.env.NFQLB_ORIGINAL ?? path.join(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
+export { ORIGINAL };
 
 /** True when the original binary is there and runs (`nfqlb version`). */
 export function originalPresent(): boolean {
-  try {
-    fs.accessSync(ORIGINAL, fs.constants.X_OK);
-  } catch {
-    return false;
-  }
-  return spawnSync(ORIGINAL, ['version'], { timeout: 5000 }).status === 0;
+  return originalUnavailable() === null;
 }
 
 export type Impl = 'original' | 'ours';

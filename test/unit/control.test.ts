@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import {
-  bytesToText, parseAddress, RequestParser, sendRequest, startControlServer, textToBytes,
+  bytesToText, encodeRequest, parseAddress, RequestParser, sendRequest, startControlServer, textToBytes,
   type ControlReply, type ControlRequest, type ControlServer, type ControlServerEvents,
 } from '../../src/control';
 import { Daemon } from '../../src/daemon';
@@ -19,6 +19,7 @@ import { native } from '../../src/native';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo, listenAt } from '../../src/sockets';
 import { runInProcess } from '../helpers/cli';
+import { until } from '../helpers/wait';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-ctl`;
 let seq = 0;
@@ -91,14 +92,6 @@ function withFlowAddress<T>(address: string, fn: () => Promise<T>): Promise<T> {
     if (old === undefined) delete process.env.NFQLB_FLOW_ADDRESS;
     else process.env.NFQLB_FLOW_ADDRESS = old;
   });
-}
-
-async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timeout waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 function unixSocketLines(name: string): string[] {
@@ -228,6 +221,43 @@ describe('clients nobody here wrote', () => {
 });
 
 describe('RequestParser', () => {
+  /** Feeds `text` in pieces of `size` bytes; returns the parser once it is done or the input ends. */
+  const parse = (text: string, size = text.length): RequestParser => {
+    const p = new RequestParser();
+    for (let i = 0; i < text.length && !p.push(text.slice(i, i + size)); i += size);
+    return p;
+  };
+
+  it("reads nfqlb's keys up to eoc:, first value wins except priority and udpencap (last wins); unknown keys are ignored", () => {
+    const p = parse('action:set\nname:a\nname:b\npriority:1\npriority:7\nudpencap:1\nudpencap:9899\nbogus:x\ntarget:t:with:colons\neoc:\nname:after\n');
+    expect([p.done, p.error]).toEqual([true, null]);
+    expect(p.request).toEqual({ action: 'set', name: 'a', priority: '7', udpencap: '9899', target: 't:with:colons' });
+  });
+
+  it('gives the same request whatever the chunking, down to one byte at a time', () => {
+    const text = `${encodeRequest({ action: 'set', name: 'café', target: 't', protocols: 'tcp', dports: '80,443' })}`;
+    const whole = parse(text).request;
+    for (const size of [1, 2, 3, 7]) expect(parse(text, size).request).toEqual(whole);
+  });
+
+  it("encodeRequest writes the keys in the order of nfqlb's CLI and ends with eoc:", () => {
+    expect(encodeRequest({ udpencap: '1', name: 'n', action: 'set', priority: '5' })).toBe('action:set\nname:n\npriority:5\nudpencap:1\neoc:\n');
+  });
+
+  it("refuses a line of 1024 bytes (nfqlb's 1024-byte buffer) but takes 1023, also before its newline arrives", () => {
+    expect(parse(`name:${'x'.repeat(1018)}\neoc:\n`).error).toBeNull();
+    expect(parse(`name:${'x'.repeat(1019)}\neoc:\n`).error).toBe('FAIL: line longer than 1023 bytes');
+    const p = new RequestParser();
+    expect(p.push(`name:${'x'.repeat(1100)}`)).toBe(true);
+    expect(p.error).toBe('FAIL: line longer than 1023 bytes');
+  });
+
+  it('refuses a request past 16 KiB and a line without a colon (shown, cut to 64 bytes)', () => {
+    const big = parse(`${'name:x\n'.repeat(3000)}eoc:\n`, 512);
+    expect(big.error).toBe('FAIL: request larger than 16384 bytes');
+    expect(parse(`${'z'.repeat(100)}\n`).error).toBe(`FAIL: invalid param [${'z'.repeat(64)}]`);
+  });
+
   it('finish(): a buffered last line counts at EOF; an empty buffer or a key line is no request', () => {
     let p = new RequestParser();
     expect(p.push('action:list\neoc:')).toBe(false);

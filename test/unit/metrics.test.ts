@@ -1,15 +1,14 @@
 /**
- * Metrics: the hot-path counters count right (FwmarkCounter against a Map
- * model, through growth and for every kind of int32 key), and the HTTP server
+ * Metrics (the counters themselves are in counters.test.ts): the HTTP server
  * exports exactly what a fake daemon reports — names, labels, values, deltas
  * between scrapes, counters that never go down when the source restarts a
  * count, a valid cumulative histogram, /proc queue lines matched on queue AND
  * portid — plus the health routes, HTTP errors and listen errors. A scrape
- * with 1,000 flows is timed and the figure printed.
+ * with 1,000 flows has every series.
  */
 import * as http from 'node:http';
 import { register as globalRegistry } from 'prom-client';
-import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, LABEL_OVERFLOW, LabeledCounter } from '../../src/counters';
+import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, LabeledCounter } from '../../src/counters';
 import { NfqlbError } from '../../src/errors';
 import { createLogger } from '../../src/log';
 import {
@@ -146,127 +145,6 @@ async function scrape(server: MetricsServer): Promise<Exposition> {
 
 // ---------------------------------------------------------------------------
 // Counters
-
-describe('FwmarkCounter', () => {
-  test('counts 0, negative and extreme int32 keys separately', () => {
-    const c = new FwmarkCounter();
-    const keys = [0, -1, 1, 2 ** 31 - 1, -(2 ** 31), 100, -100];
-    keys.forEach((k, i) => c.add(k, i + 1));
-    c.add(0);
-    c.add(-1, 10);
-    expect(c.size).toBe(keys.length);
-    expect(c.get(0)).toBe(2);
-    expect(c.get(-1)).toBe(12);
-    expect(c.get(2 ** 31 - 1)).toBe(4);
-    expect(c.get(-(2 ** 31))).toBe(5);
-    expect(c.get(42)).toBe(0);
-    const seen = new Map<number, number>();
-    c.forEach((k, n) => {
-      expect(seen.has(k)).toBe(false);
-      seen.set(k, n);
-    });
-    expect(seen.size).toBe(keys.length);
-    expect(seen.get(-100)).toBe(7);
-  });
-
-  test('a key outside int32 is counted under the int32 it wraps to', () => {
-    const c = new FwmarkCounter();
-    c.add(2 ** 32 + 5);
-    c.add(5);
-    c.add(0xffffffff); // uint32 view of -1
-    expect(c.get(5)).toBe(2);
-    expect(c.get(-1)).toBe(1);
-  });
-
-  test('grows, keeping every count, and matches a Map model for many distinct marks', () => {
-    const c = new FwmarkCounter();
-    expect(c.capacity).toBe(16);
-    const model = new Map<number, number>();
-    let seed = 12345;
-    const rnd = (): number => {
-      seed = (Math.imul(seed, 1103515245) + 12345) | 0;
-      return seed;
-    };
-    for (let i = 0; i < 50_000; i++) {
-      // Mix of small consecutive marks (the usual case) and arbitrary int32s.
-      const k = i % 3 === 0 ? rnd() : (rnd() >>> 0) % 5000;
-      c.add(k);
-      model.set(k, (model.get(k) ?? 0) + 1);
-    }
-    expect(c.size).toBe(model.size);
-    expect(c.capacity).toBeGreaterThanOrEqual(model.size * 2);
-    expect(c.capacity & (c.capacity - 1)).toBe(0);
-    // Compared in bulk: one expect per key would take seconds.
-    const seen = new Map<number, number>();
-    let dupes = 0;
-    c.forEach((k, n) => {
-      if (seen.has(k)) dupes++;
-      seen.set(k, n);
-    });
-    expect(dupes).toBe(0);
-    expect(seen).toEqual(model);
-    const wrong = [...model].filter(([k, n]) => c.get(k) !== n);
-    expect(wrong).toEqual([]);
-  });
-
-  test('sized at construction, it does not grow for that many keys', () => {
-    const c = new FwmarkCounter(300);
-    const cap = c.capacity;
-    for (let k = 0; k < 300; k++) c.add(k * 7919);
-    expect(c.capacity).toBe(cap);
-    expect(c.size).toBe(300);
-  });
-});
-
-describe('BatchSizeHistogram', () => {
-  test('puts each size in the first bucket whose bound is >= size', () => {
-    const h = new BatchSizeHistogram();
-    const sizes = [0, 1, 2, 3, 4, 5, 8, 9, 1023, 1024, 1025, 5000, 2 ** 40];
-    for (const s of sizes) h.observe(s);
-    const expected = new Float64Array(BATCH_SIZE_BUCKETS.length + 1);
-    for (const s of sizes) {
-      const i = BATCH_SIZE_BUCKETS.findIndex((b) => s <= b);
-      expected[i < 0 ? BATCH_SIZE_BUCKETS.length : i]++;
-    }
-    expect(Array.from(h.bucketCounts)).toEqual(Array.from(expected));
-    expect(h.count).toBe(sizes.length);
-    expect(h.sum).toBe(sizes.reduce((a, b) => a + b, 0));
-  });
-
-  test('every size 0..1100 lands where a linear search says', () => {
-    for (let s = 0; s <= 1100; s++) {
-      const h = new BatchSizeHistogram();
-      h.observe(s);
-      const i = BATCH_SIZE_BUCKETS.findIndex((b) => s <= b);
-      expect(h.bucketCounts.indexOf(1)).toBe(i < 0 ? BATCH_SIZE_BUCKETS.length : i);
-    }
-  });
-});
-
-describe('LabeledCounter', () => {
-  test('counts pairs and folds pairs beyond the limit into other/other', () => {
-    const c = new LabeledCounter(3);
-    c.inc('set', 'ok');
-    c.inc('set', 'ok', 2);
-    c.inc('set', 'fail');
-    c.inc('list', 'ok');
-    c.inc('x1', 'ok');
-    c.inc('x2', 'ok', 4);
-    c.inc('set', 'ok');
-    expect(c.get('set', 'ok')).toBe(4);
-    expect(c.get('set', 'fail')).toBe(1);
-    expect(c.get('x1', 'ok')).toBe(0);
-    expect(c.get(LABEL_OVERFLOW, LABEL_OVERFLOW)).toBe(5);
-    expect(c.size).toBe(4);
-    const entries = c.entries();
-    expect(entries.reduce((a, e) => a + e.count, 0)).toBe(11);
-    entries[0].count = 1000; // a snapshot: changing it changes nothing
-    expect(c.get(entries[0].action, entries[0].result)).not.toBe(1000);
-  });
-});
-
-// ---------------------------------------------------------------------------
-// Server
 
 describe('metrics server', () => {
   let source: FakeSource;
@@ -581,7 +459,7 @@ describe('metrics server', () => {
     expect(server.port).toBe(port);
   });
 
-  test('scrape time with 1,000 flows (printed)', async () => {
+  test('a scrape with 1,000 flows and 1,000 fwmark series has every series, with the values of that scrape', async () => {
     for (let i = 0; i < 1000; i++) {
       source.flowList.push({ name: `tshm-stream${i % 10}-flow${i}`, target: `tshm-stream${i % 10}`, matches: i * 3, instance: i });
     }
@@ -592,34 +470,17 @@ describe('metrics server', () => {
     }
     source.queueList = [0, 1, 2, 3].map((q) => ({ queueNum: q, portid: 10 + q, accepted: 1e6, dropped: 10 }));
     proc = [0, 1, 2, 3].map((q) => procEntry(q, 10 + q, 0, 0, 0));
-    const times: number[] = [];
+    // How long a scrape takes is the bench's to report (timings are not asserted in tests).
     let e: Exposition | undefined;
     for (let i = 0; i < 10; i++) {
       for (const f of source.flowList) f.matches++;
-      const t0 = process.hrtime.bigint();
       const r = await request(server.port, '/metrics');
-      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
       expect(r.status).toBe(200);
       if (i === 9) e = parseExposition(r.body);
     }
-    const sorted = [...times].sort((a, b) => a - b);
-    const median = sorted[sorted.length >> 1];
-    const registryOnly: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const t0 = process.hrtime.bigint();
-      await server.registry.metrics();
-      registryOnly.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    registryOnly.sort((a, b) => a - b);
-    console.log(
-      `scrape with 1,000 flows + 1,000 fwmark series over HTTP: first ${times[0].toFixed(2)} ms, ` +
-        `median ${median.toFixed(2)} ms, max ${sorted[sorted.length - 1].toFixed(2)} ms; ` +
-        `registry.metrics() alone median ${registryOnly[5].toFixed(2)} ms`,
-    );
     expect(seriesOf(e!, 'nfqlb_flow_matches_total')).toHaveLength(1000);
     expect(valueOf(e!, 'nfqlb_flow_matches_total', { flow: 'tshm-stream7-flow997', target: 'tshm-stream7' })).toBe(997 * 3 + 10);
     expect(seriesOf(e!, 'nfqlb_target_packets_total')).toHaveLength(1000);
-    expect(median).toBeLessThan(500);
   });
 });
 

@@ -21,6 +21,7 @@ import {
 } from '../../src/trace';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, ipv6, tcp, udp } from '../helpers/packets';
+import { until } from '../helpers/wait';
 
 const SHM = `nfqlbts-test-${process.pid}-trace`;
 let addrSeq = 0;
@@ -43,13 +44,6 @@ beforeEach(() => {
   shm.level = 5;
 });
 
-async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timeout waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 /** A trace client that collects everything it receives. */
 class Client {
@@ -150,10 +144,8 @@ describe('trace server', () => {
     const perRound = 100; // 100 KB per round, 8 MB in all: far beyond socket buffers and the 256 KiB limit.
     let sent = 0;
     for (let r = 0; r < rounds; r++) {
-      const t0 = Date.now();
+      // trace() is synchronous: it never waits for a client, and what the slow one cannot take is dropped and counted.
       for (let i = 0; i < perRound; i++) server.trace(TRACE_LOG, line);
-      // trace() never waits for a client.
-      expect(Date.now() - t0).toBeLessThan(1000);
       sent += perRound;
       server.flush();
       const expected = 'Trace active, mask=0x00000001\n'.length + sent * line.length;
@@ -200,7 +192,7 @@ describe('trace server', () => {
     await until(() => server.clientCount === 0, 'no client');
   });
 
-  it('close() sends what is queued but does not wait long for a client that never reads', async () => {
+  it('close() sends what is queued, and ends (cutting off) a client that never reads instead of waiting for it', async () => {
     shm.mask = TRACE_LOG;
     const reader = await connect();
     const stuck = await connect();
@@ -209,9 +201,9 @@ describe('trace server', () => {
     const line = `${'y'.repeat(999)}\n`;
     for (let i = 0; i < 3000; i++) server.trace(TRACE_LOG, line);
     server.trace(TRACE_LOG, 'last\n');
-    const t0 = Date.now();
+    // Resolving at all is the point: the stuck client never drains its queue.
     await server.close();
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(server.clientCount).toBe(0);
     expect(shm.mask).toBe(0);
     expect(server.perPacketMask).toBe(0);
     await until(() => reader.closed, 'reader closed');
@@ -507,8 +499,9 @@ describe('nfqlb trace', () => {
       const run = runInProcess(['trace', '--mask=0x56', `--trace_address=${address}`, shmOpt]);
       await until(() => server.clientCount === 1, 'the CLI to connect');
       expect(server.perPacketMask).toBe(0x56);
-      // The greeting is on its way to the CLI; give a loaded machine time to deliver it before the signal.
-      await new Promise((r) => setTimeout(r, 500));
+      // The signal comes once the CLI has printed the greeting (runInProcess has process.stdout.write mocked).
+      const printed = process.stdout.write as unknown as jest.Mock;
+      await until(() => printed.mock.calls.some((c: unknown[]) => String(c[0]).includes('Trace active')), 'the CLI to print the greeting');
       const added = process.listeners('SIGINT').filter((l) => !before.has(l));
       expect(added).toHaveLength(1);
       (added[0] as () => void)();
