@@ -35,8 +35,8 @@
  * The per-flow test and the compiled Flow come from flowmatch.ts, which
  * flows.ts uses too: the index and the linear walk share one test.
  */
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
-import { CIDR_WORDS, flowContains, protoBit, type Flow } from './flowmatch';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_ID, KEY_PROTO, KEY_SPORT } from './hashkey';
+import { CIDR_WORDS, flowContains, loadAddressWords, protoBit, type Flow } from './flowmatch';
 import type { PacketInfo } from './packet';
 
 /**
@@ -385,12 +385,7 @@ export class FlowIndex<T> {
     if (flows === null || flows.length === 0) return null;
     const key = info.key;
     const w = this.addr;
-    for (let i = 0; i < 4; i++) {
-      const s = KEY_SRC + 4 * i;
-      const d = KEY_DST + 4 * i;
-      w[i] = (key[s] << 24) | (key[s + 1] << 16) | (key[s + 2] << 8) | key[s + 3];
-      w[4 + i] = (key[d] << 24) | (key[d + 1] << 16) | (key[d + 2] << 8) | key[d + 3];
-    }
+    loadAddressWords(key, w);
     const proto = key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
     const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
     const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];

@@ -7,7 +7,7 @@
  * Per packet: everything here reads typed arrays made when the flow was
  * compiled (flowparse.ts); no allocation, no exceptions, no string work.
  */
-import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
 
 export const PROTO_BIT_TCP = 1;
@@ -129,6 +129,20 @@ export function matchBytes(m: Uint32Array, proto: number, info: PacketInfo, pkt:
     if (x !== m[i + 4]) return false;
   }
   return true;
+}
+
+/**
+ * Loads a hash key's addresses as the matchers read them: w[0..3] the source,
+ * w[4..7] the destination, each a big-endian 32-bit word of the 16-byte field.
+ * Prerequisite: key.length >= 32, w.length >= 8 (w is the caller's scratch, so nothing is allocated).
+ */
+export function loadAddressWords(key: Uint8Array, w: Int32Array): void {
+  for (let i = 0; i < 4; i++) {
+    const s = KEY_SRC + 4 * i;
+    const d = KEY_DST + 4 * i;
+    w[i] = (key[s] << 24) | (key[s + 1] << 16) | (key[s + 2] << 8) | key[s + 3];
+    w[4 + i] = (key[d] << 24) | (key[d + 1] << 16) | (key[d + 2] << 8) | key[d + 3];
+  }
 }
 
 /**

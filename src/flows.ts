@@ -20,9 +20,9 @@
 import { asciiLower, jsonString, mkargv } from './cstring';
 import type { FlowCmd } from './flowfields';
 import { FlowIndex } from './flowindex';
-import { Flow, inCidrs, inRanges, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
+import { Flow, inCidrs, inRanges, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
 import { compileFlow, type FlowDefinition, matchText, portsText } from './flowparse';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, KEY_DPORT, KEY_DST, KEY_ID, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, KEY_DPORT, KEY_ID, KEY_PROTO, KEY_SPORT } from './hashkey';
 import type { PacketInfo } from './packet';
 
 /** The hidden flow's name is '#' + at most this many characters (strncpy into MAX_CMD_LINE-2). */
@@ -262,12 +262,7 @@ export class FlowSet<T> {
   lookupLinear(info: PacketInfo, pkt: Uint8Array): Flow<T> | null {
     const key = info.key;
     const w = this.addr;
-    for (let i = 0; i < 4; i++) {
-      const s = KEY_SRC + 4 * i;
-      const d = KEY_DST + 4 * i;
-      w[i] = (key[s] << 24) | (key[s + 1] << 16) | (key[s + 2] << 8) | key[s + 3];
-      w[4 + i] = (key[d] << 24) | (key[d + 1] << 16) | (key[d + 2] << 8) | key[d + 3];
-    }
+    loadAddressWords(key, w);
     const proto = key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
     const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
     const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
