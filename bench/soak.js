@@ -44,7 +44,6 @@
  * first third of the samples after the warm-up with that of the last third.
  */
 const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 
@@ -55,6 +54,16 @@ const opt = (name, dflt) => {
   return a === undefined ? dflt : a.slice(name.length + 3);
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A connected client of the daemon's abstract socket `name`, addressed as
+ * nfqlb addresses it (Node's net.connect pads abstract names to 108 bytes,
+ * which is another address): src/sockets.ts, compiled.
+ */
+function connectAbstract(name, timeoutMs = 5000) {
+  const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js'));
+  return connectTo({ unix: Buffer.from(name) }, timeoutMs);
+}
 const say = (text) => process.stdout.write(`${text}\n`);
 
 if (argv[0] === 'agent') {
@@ -76,9 +85,8 @@ if (argv[0] === 'agent') {
 
 /** One control request as the CLI sends it; resolves { ok, reply, ms } (ok: a reply came). */
 function controlRequest(fields, timeoutMs = 10000) {
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const sock = net.connect({ path: '\0nfqlb' });
+  const t0 = Date.now();
+  return connectAbstract('nfqlb', timeoutMs).then((sock) => new Promise((resolve) => {
     const chunks = [];
     let done = false;
     const finish = (ok, why) => {
@@ -89,15 +97,13 @@ function controlRequest(fields, timeoutMs = 10000) {
       resolve({ ok: ok && reply !== '', reply: reply !== '' ? reply : why, ms: Date.now() - t0 });
     };
     sock.setTimeout(timeoutMs, () => finish(false, 'timeout'));
-    sock.on('connect', () => {
-      let text = '';
-      for (const [k, v] of Object.entries(fields)) text += `${k}:${v}\n`;
-      sock.write(`${text}eoc:\n`, 'latin1');
-    });
+    let text = '';
+    for (const [k, v] of Object.entries(fields)) text += `${k}:${v}\n`;
+    sock.write(`${text}eoc:\n`, 'latin1');
     sock.on('data', (c) => chunks.push(c));
     sock.on('error', (e) => finish(false, e.code));
     sock.on('close', () => finish(true, 'closed without a reply'));
-  });
+  }), (e) => ({ ok: false, reply: e.code ?? e.message, ms: Date.now() - t0 }));
 }
 
 async function agent() {
@@ -182,8 +188,15 @@ async function agent() {
   let tn = 0;
   if (on('trace')) every(1500, async () => {
     const silent = tn++ % 3 === 2;
+    let sock;
+    try {
+      sock = await connectAbstract('nfqlb-trace');
+    } catch {
+      s.traceRefused++;
+      return;
+    }
+    s.traceSessions++;
     await new Promise((resolve) => {
-      const sock = net.connect({ path: '\0nfqlb-trace' });
       if (silent) {
         s.traceSilentReaders++;
         sock.pause();
@@ -193,7 +206,6 @@ async function agent() {
         got += c.length;
       });
       sock.on('error', () => undefined);
-      sock.on('connect', () => s.traceSessions++);
       setTimeout(() => {
         s.traceBytes += got;
         if (!silent && got === 0) s.traceRefused++;
@@ -238,24 +250,28 @@ async function agent() {
   // Hostile clients. Idle: connect and say nothing; slow: one byte a second of
   // a request that would be good; both reconnect when the daemon closes them.
   const hostile = new Set();
-  const holdOpen = (kind) => {
+  const holdOpen = async (kind) => {
     if (!running) return;
-    const sock = net.connect({ path: '\0nfqlb' });
+    let sock;
+    try {
+      sock = await connectAbstract('nfqlb');
+    } catch {
+      s.hostile.refused++;
+      if (running) setTimeout(() => holdOpen(kind), 200);
+      return;
+    }
     hostile.add(sock);
     s.hostile[kind === 'idle' ? 'idleOpened' : 'slowOpened']++;
     let timer = null;
-    sock.on('connect', () => {
-      if (kind !== 'slow') return;
+    if (kind === 'slow') {
       const text = 'action:list\neoc:\n';
       let i = 0;
       timer = setInterval(() => {
         if (i < text.length) sock.write(text[i++]);
       }, 1000);
-    });
+    }
     sock.on('data', () => undefined);
-    sock.on('error', (e) => {
-      if (e.code === 'ECONNREFUSED' || e.code === 'EAGAIN') s.hostile.refused++;
-    });
+    sock.on('error', () => undefined);
     sock.on('close', () => {
       if (timer !== null) clearInterval(timer);
       hostile.delete(sock);
@@ -269,16 +285,20 @@ async function agent() {
   for (let i = 0; on('hostile') && i < slowTarget; i++) holdOpen('slow');
   if (junkPerSecond > 0 && on('junk')) {
     every(1000 / junkPerSecond, async () => {
-      const sock = net.connect({ path: '\0nfqlb' });
+      let sock;
+      try {
+        sock = await connectAbstract('nfqlb');
+      } catch {
+        s.hostile.refused++;
+        return;
+      }
       s.hostile.junkSent++;
       sock.on('error', () => undefined);
       sock.on('data', () => undefined);
-      sock.on('connect', () => {
-        const n = 1 + Math.floor(Math.random() * 3000);
-        const junk = Buffer.alloc(n);
-        for (let i = 0; i < n; i++) junk[i] = Math.random() < 0.1 ? 10 : Math.floor(Math.random() * 256);
-        sock.end(junk);
-      });
+      const n = 1 + Math.floor(Math.random() * 3000);
+      const junk = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) junk[i] = Math.random() < 0.1 ? 10 : Math.floor(Math.random() * 256);
+      sock.end(junk);
       setTimeout(() => sock.destroy(), 3000);
     });
   }
