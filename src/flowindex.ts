@@ -35,8 +35,8 @@
  * The per-flow test and the compiled Flow come from flowmatch.ts, which
  * flows.ts uses too: the index and the linear walk share one test.
  */
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_ID, KEY_PROTO, KEY_SPORT } from './hashkey';
-import { CIDR_WORDS, flowContains, loadAddressWords, protoBit, type Flow } from './flowmatch';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_PROTO, KEY_SPORT } from './hashkey';
+import { CIDR_WORDS, flowContains, isPromiscuousPing, loadAddressWords, protoBit, type Flow } from './flowmatch';
 import type { PacketInfo } from './packet';
 
 /**
@@ -389,7 +389,7 @@ export class FlowIndex<T> {
     const proto = key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
     const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
     const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
-    const ping = promiscuousPing && (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) && (key[KEY_ID] | key[KEY_ID + 1]) !== 0;
+    const ping = promiscuousPing && isPromiscuousPing(key, proto);
 
     let best = DIM_DST;
     if (this.walkAllStart >= 0) {

@@ -7,7 +7,7 @@
  * Per packet: everything here reads typed arrays made when the flow was
  * compiled (flowparse.ts); no allocation, no exceptions, no string work.
  */
-import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_SRC } from './hashkey';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_ID, KEY_SRC } from './hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from './packet';
 
 export const PROTO_BIT_TCP = 1;
@@ -129,6 +129,14 @@ export function matchBytes(m: Uint32Array, proto: number, info: PacketInfo, pkt:
     if (x !== m[i + 4]) return false;
   }
   return true;
+}
+
+/**
+ * Whether a packet is a ping that --promiscuous_ping lets match on addresses
+ * alone: ICMP or ICMPv6 with a non-zero echo id in the key (nfqlb's rule).
+ */
+export function isPromiscuousPing(key: Uint8Array, proto: number): boolean {
+  return (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) && (key[KEY_ID] | key[KEY_ID + 1]) !== 0;
 }
 
 /**

@@ -20,9 +20,9 @@
 import { asciiLower, jsonString, mkargv } from './cstring';
 import type { FlowCmd } from './flowfields';
 import { FlowIndex } from './flowindex';
-import { Flow, inCidrs, inRanges, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
+import { Flow, inCidrs, inRanges, isPromiscuousPing, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
 import { compileFlow, type FlowDefinition, matchText, portsText } from './flowparse';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, KEY_DPORT, KEY_ID, KEY_PROTO, KEY_SPORT } from './hashkey';
+import { KEY_DPORT, KEY_PROTO, KEY_SPORT } from './hashkey';
 import type { PacketInfo } from './packet';
 
 /** The hidden flow's name is '#' + at most this many characters (strncpy into MAX_CMD_LINE-2). */
@@ -267,7 +267,7 @@ export class FlowSet<T> {
     const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
     const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
     const bit = protoBit(proto);
-    const ping = this.promiscuousPing && (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) && (key[KEY_ID] | key[KEY_ID + 1]) !== 0;
+    const ping = this.promiscuousPing && isPromiscuousPing(key, proto);
     let udpencap = 0;
     const flows = this.list_;
     for (let i = 0; i < flows.length; i++) {
