@@ -733,6 +733,22 @@ export function targetsByPort(results: ConnectResult[]): Map<number, string> {
   return m;
 }
 
+/**
+ * Of the connections that were not on `gone` before (source port → target),
+ * how many are on the same target now: Maglev's promise when one target
+ * leaves is that only its own connections move.
+ */
+export function keptTargets(before: Map<number, string>, now: Map<number, string>, gone: string): { kept: number; of: number } {
+  let kept = 0;
+  let of = 0;
+  for (const [sport, name] of before) {
+    if (name === gone) continue;
+    of++;
+    if (now.get(sport) === name) kept++;
+  }
+  return { kept, of };
+}
+
 /** [20000, 20001, 20002, 35000] -> "20000-20002,35000" (portList's input). */
 function rangeList(list: number[]): string {
   const parts: string[] = [];
