@@ -47,8 +47,12 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentHashSize?: number;
   /** Seed of the fragment table's hash (default 0: reproducible; the daemon passes a random one). */
   fragmentSeed?: number;
-  /** How long a first fragment's choice is kept, ms. */
+  /** How long a datagram's choice is kept after its last fragment was seen, ms (--ft_ttl). */
   fragmentTtlMs: number;
+  /** Where the fragment table keeps its statistics (FRAG_STATS_FIELDS doubles, e.g. over a SharedArrayBuffer); private when absent. */
+  fragmentStats?: Float64Array;
+  /** --reassembler: hole descriptors for reassembly bookkeeping (0: none). */
+  reassemblerSize?: number;
   /**
    * `lb` mode: every packet goes to this table, no flows; fragments remember
    * the hash instead of the fwmark, as nfqlb's lb does.
@@ -108,6 +112,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       extraBuckets: capacity - hashSize,
       ttlMs: this.opts.fragmentTtlMs,
       seed: this.opts.fragmentSeed ?? 0,
+      stats: this.opts.fragmentStats,
+      reassemblerSize: this.opts.reassemblerSize ?? 0,
     });
   }
 
@@ -144,6 +150,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       if ((rc & RC_FIRST_FRAGMENT) === 0) {
         if (!this.fragments.lookup(key, info.fragId, nowMs)) return this.finish(REASON_FRAGMENT_MISS, -1);
         const stored = this.fragments.value;
+        this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
         if (fixed !== null) {
           last.target = fixed;
           last.hashSlot[0] = stored >>> 0;
@@ -184,6 +191,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
         return this.finish(REASON_FRAGMENT_TABLE_FULL, -1);
       }
+      this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
     }
     return this.finish(REASON_TARGET, fw);
   }
