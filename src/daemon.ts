@@ -29,6 +29,8 @@ import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
+import { FRAG_STATS_FIELDS, fragStatsOf, sumFragmentStats } from './fragments';
+import { FragStatsWriter, type FragStats } from './fragstats';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
@@ -128,6 +130,10 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /** --ft_shm: the shm the fragment statistics are written to, in nfqlb's layout (undefined: none). */
+  ftShm?: string;
+  /** Fragments that may be stored (--ft_frag when out-of-order fragments are stored; nfqlb's fragsMax). Default 0. */
+  ftFrag?: number;
 }
 
 type Table = ServedTable;
@@ -195,6 +201,9 @@ export class Daemon {
   private seenBusFaults: number;
   private tableTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
+  private ftWriter: FragStatsWriter | null = null;
+  private ftWriteFailed = false;
+  private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
 
   constructor(
     readonly options: DaemonOptions,
@@ -253,6 +262,12 @@ export class Daemon {
       this.trace = traceShm.trace;
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
+      if (this.options.ftShm !== undefined) {
+        // As nfqlb: the stats object exists from the start; a failure stops the start.
+        const writer = new FragStatsWriter(this.options.ftShm);
+        writer.write(this.fragmentStats());
+        this.ftWriter = writer;
+      }
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
@@ -292,7 +307,10 @@ export class Daemon {
       }, every);
       this.tableTimer.unref();
     }
-    this.housekeeping = setInterval(() => this.logFailures(), HOUSEKEEPING_INTERVAL_MS);
+    this.housekeeping = setInterval(() => {
+      this.logFailures();
+      this.writeFragmentStats();
+    }, HOUSEKEEPING_INTERVAL_MS);
     this.housekeeping.unref();
     this.log.notice(
       {
@@ -387,6 +405,41 @@ export class Daemon {
     this.failures.flush();
   }
 
+  /** The statistics arrays of every fragment table (one per packet path). */
+  fragmentStatsArrays(): Float64Array[] {
+    return [this.pipeline.fragments.stats];
+  }
+
+  /** nfqlb's fragStats, summed over the fragment tables. */
+  fragmentStats(): FragStats {
+    const ft = this.pipeline.fragments;
+    return fragStatsOf(sumFragmentStats(this.fragmentStatsArrays(), this.fragmentStatsSum), {
+      size: ft.hashSize,
+      bucketsMax: ft.extraBuckets,
+      ttlMs: ft.ttlMs,
+      mtu: this.options.mtu,
+      fragsMax: this.options.ftFrag ?? 0,
+    });
+  }
+
+  /**
+   * Every second and at stop: frees what expired in the fragment table (so
+   * the active count falls back without traffic; nfqlb does this full GC when
+   * its stats are read) and writes --ft_shm. A failed write is logged once
+   * until a write succeeds again; the daemon keeps running.
+   */
+  writeFragmentStats(): void {
+    this.pipeline.fragments.sweep(performance.now());
+    if (this.ftWriter === null) return;
+    try {
+      this.ftWriter.write(this.fragmentStats());
+      this.ftWriteFailed = false;
+    } catch (err) {
+      if (!this.ftWriteFailed) this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+      this.ftWriteFailed = true;
+    }
+  }
+
   /** --flows_file at start: all of it or nothing (a bad file stops the start, untouched). */
   private restoreFlows(file: string): void {
     const content = readFlowsFile(file);
@@ -455,6 +508,7 @@ export class Daemon {
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
+      fragments: () => this.fragmentStats(),
     };
   }
 
@@ -566,6 +620,7 @@ export class Daemon {
     this.stopping = (async () => {
       if (this.tableTimer !== null) clearInterval(this.tableTimer);
       if (this.housekeeping !== null) clearInterval(this.housekeeping);
+      if (this.ftWriter !== null) this.writeFragmentStats();
       for (const q of this.queues) {
         try {
           q.close();

@@ -34,6 +34,7 @@
  * Out-of-order later fragments are not stored (nfqlb stores them only with
  * --tun, which this implementation does not support yet).
  */
+import type { FragStats } from './fragstats';
 import { KEY_ADDR_END } from './hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
 
@@ -79,6 +80,42 @@ export function sumFragmentStats(tables: readonly Float64Array[], out: Float64Ar
   out.fill(0);
   for (const s of tables) for (let i = 0; i < FRAG_STATS_FIELDS; i++) out[i] += s[i];
   return out;
+}
+
+/** The configuration part of the stats: what the daemon was started with (per table; with packet workers each has a table of this shape). */
+export interface FragStatsConfig {
+  /** --ft_size */
+  size: number;
+  /** --ft_buckets */
+  bucketsMax: number;
+  /** --ft_ttl, ms */
+  ttlMs: number;
+  /** --mtu */
+  mtu: number;
+  /** Fragments that may be stored (--ft_frag with --tun, else 0 as in nfqlb). */
+  fragsMax: number;
+}
+
+/** nfqlb's fragStats from the (summed) FS_* statistics of the fragment tables. */
+export function fragStatsOf(stats: Float64Array, config: FragStatsConfig): FragStats {
+  return {
+    ttlNanos: BigInt(Math.max(0, Math.round(config.ttlMs))) * 1000000n,
+    size: config.size,
+    active: stats[FS_ACTIVE],
+    collisions: stats[FS_COLLISIONS],
+    inserts: stats[FS_INSERTS],
+    rejectedInserts: stats[FS_REJECTED],
+    lookups: stats[FS_LOOKUPS],
+    objGC: stats[FS_EXPIRED],
+    mtu: config.mtu,
+    bucketsMax: config.bucketsMax,
+    bucketsAllocated: stats[FS_BUCKETS_ALLOCATED],
+    bucketsUsed: stats[FS_BUCKETS_USED],
+    fragsMax: config.fragsMax,
+    fragsDiscarded: stats[FS_FRAGS_DISCARDED],
+    fragsAllocated: stats[FS_FRAGS_ALLOCATED],
+    reAssembled: stats[FS_REASSEMBLED],
+  };
 }
 
 /** Chain bound: with random keys and a load ≤ 1 a chain this long practically never forms. */

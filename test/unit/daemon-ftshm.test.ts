@@ -1,0 +1,113 @@
+/**
+ * The daemon's fragment statistics: written to --ft_shm in nfqlb's layout at
+ * start, by housekeeping and at stop, and exported as nfqlb_fragment_*
+ * metrics, both summed over the fragment tables. A daemon with no queues (no
+ * root needed) whose pipeline is fed packets directly; private shm names.
+ */
+import * as fs from 'node:fs';
+import { Daemon, type DaemonOptions } from '../../src/daemon';
+import { readFragStats } from '../../src/fragstats';
+import { createLogger } from '../../src/log';
+import type { MetricsServer } from '../../src/metrics';
+import { closeTable, createTable, deleteTable } from '../../src/shm';
+import { ipv4, udp } from '../helpers/packets';
+
+const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-fts`;
+let seq = 0;
+const nextName = (): string => `${PREFIX}-${++seq}`;
+const made: string[] = [];
+afterAll(() => {
+  for (const name of made) fs.rmSync(`/dev/shm/${name}`, { force: true, recursive: true });
+});
+
+const quietLog = (): ReturnType<typeof createLogger> =>
+  createLogger(0, { write: () => undefined } as unknown as Parameters<typeof createLogger>[1]);
+
+function options(extra: Partial<DaemonOptions> = {}): DaemonOptions {
+  return {
+    mode: 'lb', queues: [], qlength: 1, mtu: 1400, batchSize: 1, failOpen: false, promiscuousPing: false,
+    pipeline: { fragmentCapacity: 12, fragmentHashSize: 8, fragmentTtlMs: 50 },
+    flowAddress: `unix:${nextName()}`, traceAddress: `unix:${nextName()}`, metricsAddress: null, tableCheckMs: 0,
+    ...extra,
+  };
+}
+
+/** A lb-mode table with one active target (lb needs its table at start). */
+function lbTable(): string {
+  const name = nextName();
+  made.push(name);
+  const table = createTable(name, 97, 4, 0);
+  table.activate([7]);
+  closeTable(table);
+  return name;
+}
+
+function firstFragment(id: number): Uint8Array {
+  return ipv4('198.51.100.9', '192.0.2.1', 17, udp(4000 + id, 53, Array(24).fill(0)), { id, moreFragments: true });
+}
+
+describe('--ft_shm and nfqlb_fragment_* metrics', () => {
+  it('the stats object exists from the start, follows the table and is written at stop', async () => {
+    const ftShm = nextName();
+    made.push(ftShm);
+    const tshm = lbTable();
+    const d = new Daemon(options({ tshm, ftShm, metricsAddress: '127.0.0.1:0' }), quietLog());
+    try {
+      await d.start();
+      expect(readFragStats(ftShm)).toMatchObject({ size: 8, bucketsMax: 4, ttlNanos: 50000000n, mtu: 1400, inserts: 0, fragsMax: 0 });
+      const now = performance.now();
+      for (let id = 1; id <= 30; id++) {
+        const p = firstFragment(id);
+        d.pipeline.decide(p, 0, p.length, now);
+      }
+      d.writeFragmentStats();
+      const s = readFragStats(ftShm);
+      expect(s.inserts).toBe(30);
+      expect(s.active).toBeLessThanOrEqual(12);
+      expect(s.active + s.rejectedInserts).toBe(30);
+      expect(s.bucketsUsed).toBeLessThanOrEqual(4);
+
+      const metrics = (d as unknown as { metrics: MetricsServer }).metrics;
+      const text = await metrics.registry.metrics();
+      expect(text).toMatch(new RegExp(`^nfqlb_fragment_inserts_total 30$`, 'm'));
+      expect(text).toMatch(new RegExp(`^nfqlb_fragment_entries ${s.active}$`, 'm'));
+      expect(text).toMatch(new RegExp(`^nfqlb_fragment_rejected_total ${s.rejectedInserts}$`, 'm'));
+      expect(text).toMatch(/^nfqlb_fragment_table_size 8$/m);
+      expect(text).toMatch(/^nfqlb_fragment_buckets_max 4$/m);
+
+      // Without traffic, housekeeping frees what expired: the active count falls back.
+      const later = now + 51;
+      d.pipeline.fragments.sweep(later);
+      d.writeFragmentStats();
+      expect(readFragStats(ftShm)).toMatchObject({ active: 0, bucketsUsed: 0, objGC: s.active });
+      expect(await metrics.registry.metrics()).toMatch(/^nfqlb_fragment_entries 0$/m);
+    } finally {
+      await d.stop();
+    }
+    expect(readFragStats(ftShm)).toMatchObject({ inserts: 30, active: 0 });
+    deleteTable(tshm);
+  });
+
+  it('stop writes the final numbers', async () => {
+    const ftShm = nextName();
+    made.push(ftShm);
+    const tshm = lbTable();
+    const d = new Daemon(options({ tshm, ftShm }), quietLog());
+    await d.start();
+    const p = firstFragment(1);
+    d.pipeline.decide(p, 0, p.length, performance.now());
+    await d.stop();
+    expect(readFragStats(ftShm)).toMatchObject({ inserts: 1, lookups: 1 });
+    deleteTable(tshm);
+  });
+
+  it('an object that cannot be written stops the start with one line saying what to do', async () => {
+    const ftShm = nextName();
+    made.push(ftShm);
+    fs.mkdirSync(`/dev/shm/${ftShm}`);
+    const tshm = lbTable();
+    const d = new Daemon(options({ tshm, ftShm }), quietLog());
+    await expect(d.start()).rejects.toThrow(new RegExp(`cannot write the fragment statistics to shared memory '${ftShm}'.*--ft_shm`));
+    deleteTable(tshm);
+  });
+});
