@@ -45,6 +45,7 @@ import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
  * summed field by field (sumFragmentStats) for ftshm and the metrics.
  * FS_FRAGS_* are kept by whoever stores out-of-order fragments (--tun).
  */
+/** Attempts to add a datagram (a first fragment not already in the table), refused ones included (nfqlb inserts). */
 export const FS_INSERTS = 0;
 /** Stores refused: chain at its bound or no overflow entry free (nfqlb rejectedInserts). */
 export const FS_REJECTED = 1;
@@ -157,7 +158,8 @@ export class FragmentTable {
   private readonly addrs: Uint8Array;
   private readonly ids: Uint32Array;
   private readonly values: Float64Array;
-  private readonly born: Float64Array;
+  /** When a fragment of the entry's datagram was last seen (ms): expiry counts from here. */
+  private readonly lastSeen: Float64Array;
   /** Home slot → first overflow entry; overflow entry → next in chain (or next free). */
   private readonly next: Int32Array;
   /** Overflow entry → its home slot. */
@@ -201,7 +203,7 @@ export class FragmentTable {
     this.addrs = new Uint8Array(n * KEY_ADDR_END);
     this.ids = new Uint32Array(n);
     this.values = new Float64Array(n);
-    this.born = new Float64Array(n);
+    this.lastSeen = new Float64Array(n);
     this.next = new Int32Array(n).fill(NONE);
     this.homeOf = new Int32Array(n).fill(NONE);
     this.older = new Int32Array(n).fill(NONE);
@@ -217,7 +219,7 @@ export class FragmentTable {
   get byteLength(): number {
     return (
       this.used.byteLength + this.fingerprints.byteLength + this.addrs.byteLength + this.ids.byteLength + this.values.byteLength +
-      this.born.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
+      this.lastSeen.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
       this.holes.byteLength + (this.reassembler?.byteLength ?? 0)
     );
   }
@@ -243,7 +245,6 @@ export class FragmentTable {
    */
   store(key: Uint8Array, fragId: number, value: number, nowMs: number): boolean {
     const stats = this.stats;
-    stats[FS_INSERTS]++;
     stats[FS_LOOKUPS]++;
     this.lastEntry = NONE;
     // Clock sweep, one home slot per store: frees what expired in buckets no
@@ -261,6 +262,8 @@ export class FragmentTable {
       this.lastEntry = e;
       return true;
     }
+    // As nfqlb: an insert is an attempt to add a datagram (refused ones included).
+    stats[FS_INSERTS]++;
     if (this.used[home] === 0) {
       e = home;
     } else {
@@ -286,7 +289,7 @@ export class FragmentTable {
     for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
     this.ids[e] = id;
     this.values[e] = value;
-    this.born[e] = nowMs;
+    this.lastSeen[e] = nowMs;
     if (this.reassembler !== null) {
       const h = this.reassembler.begin();
       this.holes[e] = h;
@@ -356,12 +359,12 @@ export class FragmentTable {
 
   private isExpired(e: number, nowMs: number): boolean {
     // As nfqlb's conntrack: expired when unused for MORE than the ttl.
-    return nowMs - this.born[e] > this.ttlMs;
+    return nowMs - this.lastSeen[e] > this.ttlMs;
   }
 
   /** The entry was used now: its ttl starts again (and it becomes the newest overflow entry). */
   private touch(e: number, nowMs: number): void {
-    this.born[e] = nowMs;
+    this.lastSeen[e] = nowMs;
     if (e >= this.hashSize) {
       this.unlinkAge(e);
       this.appendAge(e);
@@ -444,7 +447,7 @@ export class FragmentTable {
       for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[to + i] = this.addrs[from + i];
       this.ids[home] = this.ids[e];
       this.values[home] = this.values[e];
-      this.born[home] = this.born[e];
+      this.lastSeen[home] = this.lastSeen[e];
       this.holes[home] = this.holes[e];
       this.holes[e] = NONE;
       this.next[home] = this.next[e];
