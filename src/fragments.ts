@@ -38,7 +38,7 @@ import type { FragStats } from './fragstats';
 import { KEY_ADDR_END } from './hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
 
-/**
+/*
  * The table's statistics: fixed fields of a Float64Array (FragmentTable.stats),
  * indexed by these constants. Counters only grow; FS_ACTIVE and
  * FS_BUCKETS_USED are levels. Several tables (one per packet worker) are
@@ -70,11 +70,6 @@ export const FS_FRAGS_DISCARDED = 13;
 /** Datagrams without bookkeeping because the reassembler had no free hole descriptor. */
 export const FS_REASSEMBLER_FULL = 14;
 export const FRAG_STATS_FIELDS = 15;
-/** Field names, for tests and diagnostics. */
-export const FRAG_STAT_NAMES = [
-  'inserts', 'rejected', 'lookups', 'hits', 'misses', 'collisions', 'expired', 'bucketsAllocated', 'bucketsUsed',
-  'active', 'probes', 'reassembled', 'fragsAllocated', 'fragsDiscarded', 'reassemblerFull',
-] as const;
 
 /** Adds the statistics arrays of several tables into `out` (length FRAG_STATS_FIELDS), field by field. */
 export function sumFragmentStats(tables: readonly Float64Array[], out: Float64Array): Float64Array {
