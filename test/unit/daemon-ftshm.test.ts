@@ -10,6 +10,7 @@ import { readFragStats } from '../../src/fragstats';
 import { createLogger } from '../../src/log';
 import type { MetricsServer } from '../../src/metrics';
 import { closeTable, createTable, deleteTable } from '../../src/shm';
+import { runInProcess } from '../helpers/cli';
 import { ipv4, udp } from '../helpers/packets';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-fts`;
@@ -109,5 +110,16 @@ describe('--ft_shm and nfqlb_fragment_* metrics', () => {
     const d = new Daemon(options({ tshm, ftShm }), quietLog());
     await expect(d.start()).rejects.toThrow(new RegExp(`cannot write the fragment statistics to shared memory '${ftShm}'.*--ft_shm`));
     deleteTable(tshm);
+  });
+});
+
+describe('flowlb/lb options for fragments, checked before anything is bound', () => {
+  it('a --ft_shm that shm_open would refuse, and an absurd --reassembler, are one-line usage errors', async () => {
+    const bad = await runInProcess(['flowlb', '--ft_shm=a/b', '--metrics_address=off']);
+    expect([bad.rc, bad.stdout]).toEqual([1, '']);
+    expect(bad.stderr).toMatch(/^Invalid --ft_shm: invalid shared memory name 'a\/b'.*\n$/);
+    const huge = await runInProcess(['lb', '--reassembler=999999999', '--metrics_address=off']);
+    expect([huge.rc, huge.stdout]).toEqual([1, '']);
+    expect(huge.stderr).toMatch(/^Invalid --reassembler=999999999: at most 16777216 hole descriptors/);
   });
 });
