@@ -29,7 +29,7 @@ import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
-import { FRAG_STATS_FIELDS, fragStatsOf, sumFragmentStats } from './fragments';
+import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { FragStatsWriter, type FragStats } from './fragstats';
 
 /** How often open tables are checked for having been re-created (ms). */
@@ -508,7 +508,7 @@ export class Daemon {
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
-      fragments: () => this.fragmentStats(),
+      fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
     };
   }
 

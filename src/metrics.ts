@@ -124,12 +124,18 @@ export interface MetricsSource {
   tableFaults?(): readonly { target: string; fault: string; count: number }[];
   /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
   flowsFileErrors?(): number;
-  /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them (→ nfqlb_fragment_*). */
-  fragments?(): FragStats;
+  /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them, and ours (→ nfqlb_fragment_*). */
+  fragments?(): FragmentStatsReading;
 }
 
+/** nfqlb's fragment statistics and what this implementation counts beside them. */
+export type FragmentStatsReading = FragStats & {
+  /** Datagrams without reassembly bookkeeping: every --reassembler descriptor was in use. */
+  reassemblerFull?: number;
+};
+
 /** nfqlb_fragment_* counters: metric name, help, FragStats field. */
-const FRAGMENT_COUNTERS: ReadonlyArray<readonly [string, string, keyof FragStats]> = [
+const FRAGMENT_COUNTERS: ReadonlyArray<readonly [string, string, keyof FragmentStatsReading]> = [
   ['nfqlb_fragment_inserts_total', 'First fragments stored in the fragment table (nfqlb inserts).', 'inserts'],
   ['nfqlb_fragment_rejected_total', 'First fragments the fragment table had no room for, dropped (nfqlb rejected; raise --ft_size/--ft_buckets).', 'rejectedInserts'],
   ['nfqlb_fragment_lookups_total', 'Fragment table accesses, first and later fragments (nfqlb lookups).', 'lookups'],
@@ -139,6 +145,7 @@ const FRAGMENT_COUNTERS: ReadonlyArray<readonly [string, string, keyof FragStats
   ['nfqlb_fragment_reassembled_total', 'Entries freed early because every fragment of the datagram was seen (--reassembler; nfqlb reAssembled).', 'reAssembled'],
   ['nfqlb_fragment_frags_stored_total', 'Out-of-order fragments stored (nfqlb fragsAllocated).', 'fragsAllocated'],
   ['nfqlb_fragment_frags_discarded_total', 'Stored fragments discarded (nfqlb fragsDiscarded).', 'fragsDiscarded'],
+  ['nfqlb_fragment_reassembler_full_total', 'Datagrams left without reassembly bookkeeping because every --reassembler descriptor was in use (raise --reassembler).', 'reassemblerFull'],
 ];
 /** nfqlb_fragment_* gauges: metric name, help, FragStats field. */
 const FRAGMENT_GAUGES: ReadonlyArray<readonly [string, string, keyof FragStats]> = [
@@ -571,8 +578,8 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
   });
 
   // Fragment statistics are read once per scrape (a summing of a few numbers per table).
-  let fragCache: FragStats | null = null;
-  const fragStats = (): FragStats | null => {
+  let fragCache: FragmentStatsReading | null = null;
+  const fragStats = (): FragmentStatsReading | null => {
     if (source.fragments === undefined) return null;
     if (fragCache === null) {
       fragCache = source.fragments();
@@ -591,7 +598,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       collect() {
         const s = fragStats();
         if (s === null) return;
-        totals.update('', {} as Labels<never>, Number(s[field]));
+        totals.update('', {} as Labels<never>, Number(s[field] ?? 0));
         totals.writeTo(counter);
       },
     });

@@ -6,7 +6,7 @@
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { FragmentTable } from '../../src/fragments';
+import { FragmentTable, FS_REASSEMBLER_FULL } from '../../src/fragments';
 import { KEY_LEN } from '../../src/hashkey';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../src/pipeline';
@@ -118,6 +118,17 @@ describe('reassembler in the fragment table', () => {
     expect(ft.fragmentSeen(8, 8, 0, 3)).toBe(true);
     for (const id of [1, 3]) expect(ft.lookup(key, id, 4)).toBe(true);
     expect([ft.active, ft.bucketsUsed]).toEqual([2, 1]);
+  });
+
+  it('a datagram that finds no free descriptor is counted and lives until its ttl', () => {
+    const ft = new FragmentTable({ hashSize: 8, extraBuckets: 8, ttlMs: 200, seed: 1, reassemblerSize: 1 });
+    expect(ft.store(key, 1, 1, 0)).toBe(true);
+    expect(ft.store(key, 2, 2, 0)).toBe(true);
+    expect(ft.stats[FS_REASSEMBLER_FULL]).toBe(1);
+    expect(ft.lookup(key, 2, 1)).toBe(true);
+    expect(ft.fragmentSeen(0, 100, 0, 1)).toBe(false); // whole datagram seen, but not booked
+    expect(ft.lookup(key, 2, 2)).toBe(true);
+    expect(ft.sweep(203)).toBe(0);
   });
 
   it('expired and reclaimed entries give their holes back', () => {
