@@ -263,10 +263,11 @@ export class Daemon {
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
       if (this.options.ftShm !== undefined) {
-        // As nfqlb: the stats object exists from the start; a failure stops the start.
-        const writer = new FragStatsWriter(this.options.ftShm);
-        writer.write(this.fragmentStats());
-        this.ftWriter = writer;
+        // As nfqlb, the stats object exists from the start. One that belongs
+        // to another user is logged and tried again every second (nfqlb
+        // dies): as with nfqlb-trace, the daemon runs without root.
+        this.ftWriter = new FragStatsWriter(this.options.ftShm);
+        this.writeFragmentStats();
       }
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       for (let qi = 0; qi < this.options.queues.length; qi++) {

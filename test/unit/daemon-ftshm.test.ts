@@ -102,13 +102,27 @@ describe('--ft_shm and nfqlb_fragment_* metrics', () => {
     deleteTable(tshm);
   });
 
-  it('an object that cannot be written stops the start with one line saying what to do', async () => {
+  it('an object that cannot be written is logged once with what to do; the daemon runs on and writes it once it can', async () => {
     const ftShm = nextName();
     made.push(ftShm);
     fs.mkdirSync(`/dev/shm/${ftShm}`);
     const tshm = lbTable();
-    const d = new Daemon(options({ tshm, ftShm }), quietLog());
-    await expect(d.start()).rejects.toThrow(new RegExp(`cannot write the fragment statistics to shared memory '${ftShm}'.*--ft_shm`));
+    const lines: string[] = [];
+    const log = createLogger(5, { write: (l: string) => lines.push(l) } as unknown as Parameters<typeof createLogger>[1]);
+    const d = new Daemon(options({ tshm, ftShm }), log);
+    try {
+      await d.start();
+      d.writeFragmentStats();
+      await new Promise((r) => setImmediate(r));
+      const warned = lines.filter((l) => l.includes('fragment statistics not written'));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(new RegExp(`cannot write the fragment statistics to shared memory '${ftShm}'.*--ft_shm`));
+      fs.rmdirSync(`/dev/shm/${ftShm}`);
+      d.writeFragmentStats();
+      expect(readFragStats(ftShm).size).toBe(8);
+    } finally {
+      await d.stop();
+    }
     deleteTable(tshm);
   });
 });
