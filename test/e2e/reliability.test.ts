@@ -23,6 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   cleanupAll,
+  daemonWorkerArgs,
   DaemonProcess,
   killProcess,
   metricSum,
@@ -41,9 +42,9 @@ import {
   VIP4,
   type ConnectResult,
 } from '../../testbed/testbed';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
-const describeNs = describeUnless(netnsUnavailable());
+const describeNs = describeUnless(e2eUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;
@@ -280,7 +281,7 @@ describeNs('reliability of a live daemon', () => {
     fs.chownSync(`/dev/shm/${shm}`, 65534, 65534);
     const child = spawnInNs(tb.lb, 'setpriv', [
       '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=+net_admin', '--bounding-set=-all,+net_admin',
-      process.execPath, NFQLB_BIN, ...DAEMON_ARGS,
+      process.execPath, NFQLB_BIN, ...DAEMON_ARGS, ...daemonWorkerArgs(DAEMON_ARGS),
     ]);
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
