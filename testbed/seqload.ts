@@ -78,8 +78,8 @@ async function main(): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const tick = (): void => {
     if (stopped) return;
-    // After a stall of this process the debt is paid at most 10 ms worth per tick, not in one long burst.
-    const due = Math.min(Math.floor(elapsed() * rate), seq + Math.ceil(rate / 100));
+    // After a stall of this process the debt is paid at most 5 ms worth per tick, not in one long burst.
+    const due = Math.min(Math.floor(elapsed() * rate), seq + Math.ceil(rate / 200));
     while (seq < due) sendOne();
     timer = setTimeout(tick, 1);
   };

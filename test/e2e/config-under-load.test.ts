@@ -71,8 +71,12 @@ const SRC_LAST_OCTETS = [10, 41] as const;
 const SPORTS = '40000-40007';
 /** Time every configuration is kept after its OK, so plenty of datagrams are checked against it. */
 const DWELL_MS = 300;
-/** Lost datagrams allowed (kernel queue overflow on a stalled machine, capture drops); never a wrong target. */
-const LOSS_TOLERANCE = 0.01;
+/**
+ * Lost datagrams allowed: none is lost on a quiet machine, but a machine
+ * stalled by other loads can overflow a kernel queue or backlog (reported
+ * apart). A wrong target is never tolerated.
+ */
+const LOSS_TOLERANCE = 0.02;
 /** Clock slack when comparing a delivery time (tcpdump) with the start of a change (this process). */
 const CLOCK_SLACK_MS = 5;
 
@@ -326,9 +330,11 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       sent = JSON.parse(await lines.next('the sender summary')) as typeof sent;
       await killProcess(sender);
     }
-    // Let the queues drain, then stop the captures (tcpdump writes its buffers and counts on SIGINT).
+    // Let the queues drain, then stop the captures (tcpdump writes its buffers and counts on SIGINT). A
+    // capture ring block reaches tcpdump when full or after its 1 s timeout: wait for that, or the last
+    // datagrams would look lost.
     for (const end = Date.now() + 5000; queueDrops(lb).waiting > 0 && Date.now() < end; ) await sleep(50);
-    await sleep(300);
+    await sleep(1500);
     const captureDrops = await Promise.all(
       captures.map(async (c) => {
         c.child.kill('SIGINT');
@@ -404,6 +410,17 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
 
     const delta = (metric: string, labels: Record<string, string>): number => metricSum(after, metric, labels) - metricSum(before, metric, labels);
     const lost = total - received;
+    // Where the losses are (runs of missing sequence numbers), to tell a stall from a steady leak.
+    const lostRuns: string[] = [];
+    let runs = 0;
+    for (let seq = 0; seq < total; seq++) {
+      if (where[seq] !== -1) continue;
+      let end = seq;
+      while (end + 1 < total && where[end + 1] === -1) end++;
+      runs++;
+      if (lostRuns.length < 8) lostRuns.push(end === seq ? `${seq}` : `${seq}-${end}`);
+      seq = end;
+    }
     const summary = {
       mode: requestedWorkers() === null ? 'default' : `--workers=${requestedWorkers()}`,
       // What the daemon says of its threads in its "started" line (nothing before --workers exists).
@@ -414,6 +431,7 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       sendErrors: sent.sendErrors,
       received,
       lost,
+      lostRuns: runs > lostRuns.length ? [...lostRuns, `... (${runs} runs)`] : lostRuns,
       duplicates,
       foreign,
       perTarget,
@@ -444,7 +462,7 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
     expect(summary.decisions).toMatchObject({ noFlow: 0, noTarget: 0, invalid: 0 });
     expect(summary.dropVerdicts).toBe(0);
     expect(duplicates).toBe(0);
-    expect(lost).toBeLessThanOrEqual(Math.floor(total * LOSS_TOLERANCE));
+    expect({ lost, tolerated: lost <= Math.floor(total * LOSS_TOLERANCE) }).toEqual({ lost, tolerated: true });
     // Every configuration was in force on its own for a while, with traffic: the checks above had something to bite on.
     for (let i = 0; i < applied.length; i++) expect({ change: applied[i].what, checked: checkedAfterOk[i] > 0 }).toEqual({ change: applied[i].what, checked: true });
     // Every target took part at some time.
