@@ -25,7 +25,10 @@
  *
  * A re-created table that is in use (made under another name, then renamed
  * over the table: the daemon finds the new file at its next check) has no
- * reply: its "OK" is the daemon's log line "table re-created; reopened".
+ * reply: its "OK" is the daemon's log line "table re-created; reopened" —
+ * with packet threads, which check their tables on their own timers, that
+ * line plus two check intervals; the datagrams the threads still decided by
+ * the old table after the line are reported (staleAfterReopenedLog).
  *
  * The daemon runs in the worker mode of $NFQLB_TEST_WORKERS (testbed.ts):
  * jest.config.js runs this file with the daemon's default and again with
@@ -77,6 +80,12 @@ const DWELL_MS = 300;
  * apart). A wrong target is never tolerated.
  */
 const LOSS_TOLERANCE = 0.02;
+/**
+ * How often the daemon checks whether a table in use was re-created
+ * (TABLE_CHECK_INTERVAL_MS of src/daemon.ts). With packet threads each thread
+ * checks on its own timer, after the main thread's "reopened" line.
+ */
+const TABLE_CHECK_INTERVAL_MS = 1000;
 /** Clock slack when comparing a delivery time (tcpdump) with the start of a change (this process). */
 const CLOCK_SLACK_MS = 5;
 
@@ -143,8 +152,12 @@ function nfqlbAsync(ns: string, args: string[]): Promise<string> {
 
 interface Change {
   what: string;
-  /** Makes the change; resolves once it is acknowledged (returns the time it started to take effect, when not the call). */
-  run: () => Promise<number | void>;
+  /**
+   * Makes the change; resolves once it is acknowledged. A change that starts
+   * to take effect later than the call says when; one acknowledged by a log
+   * line rather than a reply gives the sequence number at that line.
+   */
+  run: () => Promise<{ startedAt: number; loggedSeq: number } | void>;
   /** The change in the model. */
   apply: () => void;
 }
@@ -155,6 +168,8 @@ interface Applied {
   issuedAt: number;
   /** Last sequence number sent before the acknowledgement. */
   okSeq: number;
+  /** For a change acknowledged by a log line: the last sequence number sent before the line (okSeq may be later). */
+  loggedSeq?: number;
   /** Target names of the configuration after it. */
   config: Set<string>;
 }
@@ -219,6 +234,8 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       if (set === undefined || set.size === 0) throw new Error('model: a configuration without targets');
       return new Set(set);
     };
+    /** True when the daemon's "started" line says packets are served by worker threads. */
+    const packetThreads = (): boolean => Number(workerFields(tb.daemon?.stderr ?? '').workers ?? 0) > 0;
     const reopenedLines = (): number =>
       (tb.daemon?.stderr ?? '').split('\n').filter((l) => l.includes('"msg":"table re-created; reopened"') && l.includes(`"target":"${A}"`)).length;
 
@@ -259,12 +276,15 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
           await activate(tmp, t1);
           await activate(tmp, t3);
           const seen = reopenedLines();
-          const at = Date.now();
+          const startedAt = Date.now();
           fs.renameSync(`/dev/shm/${tmp}`, `/dev/shm/${A}`);
           for (const end = Date.now() + 15000; reopenedLines() === seen; await sleep(10)) {
             if (Date.now() > end) throw new Error(`the daemon did not log "table re-created; reopened" for ${A} within 15 s`);
           }
-          return at;
+          const loggedSeq = await lastSent();
+          // Packet threads check their tables on their own timers: the new table is theirs within an interval.
+          if (packetThreads()) await sleep(2 * TABLE_CHECK_INTERVAL_MS);
+          return { startedAt, loggedSeq };
         },
         apply: () => tables.set(A, new Set([t1.name, t3.name])),
       },
@@ -322,7 +342,7 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
         const started = await change.run();
         const okSeq = await lastSent();
         change.apply();
-        applied.push({ what: change.what, issuedAt: typeof started === 'number' ? started : issuedAt, okSeq, config: effective() });
+        applied.push({ what: change.what, issuedAt: started?.startedAt ?? issuedAt, okSeq, loggedSeq: started?.loggedSeq, config: effective() });
         await sleep(DWELL_MS);
       }
     } finally {
@@ -408,6 +428,21 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       }
     }
 
+    // After a "reopened" line, datagrams still decided by the old table (only a grace with packet threads lets them pass).
+    const staleAfterLog = applied
+      .filter((a) => a.loggedSeq !== undefined)
+      .map((a) => {
+        let packets = 0;
+        let first = Infinity;
+        let last = -Infinity;
+        for (let seq = (a.loggedSeq as number) + 1; seq <= a.okSeq && seq < total; seq++) {
+          if (where[seq] === -1 || a.config.has(names[where[seq]])) continue;
+          packets++;
+          first = Math.min(first, when[seq]);
+          last = Math.max(last, when[seq]);
+        }
+        return { change: a.what.split(' (')[0], packets, forMs: packets === 0 ? 0 : Math.round(last - first) };
+      });
     const delta = (metric: string, labels: Record<string, string>): number => metricSum(after, metric, labels) - metricSum(before, metric, labels);
     const lost = total - received;
     // Where the losses are (runs of missing sequence numbers), to tell a stall from a steady leak.
@@ -439,6 +474,7 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       strictlyChecked: strict,
       checkedInAChangeWindow: windowed,
       violations: violationCount,
+      staleAfterReopenedLog: staleAfterLog,
       decisions: {
         target: delta('nfqlb_decisions_total', { reason: 'target' }),
         noFlow: delta('nfqlb_decisions_total', { reason: 'no_flow' }),
