@@ -75,11 +75,13 @@ const SPORTS = '40000-40007';
 /** Time every configuration is kept after its OK, so plenty of datagrams are checked against it. */
 const DWELL_MS = 300;
 /**
- * Lost datagrams allowed: none is lost on a quiet machine, but a machine
- * stalled by other loads can overflow a kernel queue or backlog (reported
- * apart). A wrong target is never tolerated.
+ * Lost datagrams allowed: none is lost on a quiet machine, but one stalled by
+ * other loads can overflow a kernel queue (counted by the kernel, reported).
+ * Losses without such a count (UNEXPLAINED_TOLERANCE) would be datagrams the
+ * daemon mishandled. A wrong target is never tolerated.
  */
-const LOSS_TOLERANCE = 0.02;
+const LOSS_TOLERANCE = 0.05;
+const UNEXPLAINED_TOLERANCE = 0.001;
 /**
  * How often the daemon checks whether a table in use was re-created
  * (TABLE_CHECK_INTERVAL_MS of src/daemon.ts). With packet threads each thread
@@ -498,7 +500,12 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
     expect(summary.decisions).toMatchObject({ noFlow: 0, noTarget: 0, invalid: 0 });
     expect(summary.dropVerdicts).toBe(0);
     expect(duplicates).toBe(0);
-    expect({ lost, tolerated: lost <= Math.floor(total * LOSS_TOLERANCE) }).toEqual({ lost, tolerated: true });
+    const explained = [summary.kernelQueueDropped, summary.kernelUserDropped, summary.captureDropped, summary.machineBacklogDropped, summary.sendErrors].reduce((a, n) => a + (Number.isFinite(n) ? n : 0), 0);
+    expect({ lost, explained, tolerated: lost <= total * LOSS_TOLERANCE && lost - explained <= total * UNEXPLAINED_TOLERANCE }).toEqual({
+      lost,
+      explained,
+      tolerated: true,
+    });
     // Every configuration was in force on its own for a while, with traffic: the checks above had something to bite on.
     for (let i = 0; i < applied.length; i++) expect({ change: applied[i].what, checked: checkedAfterOk[i] > 0 }).toEqual({ change: applied[i].what, checked: true });
     // Every target took part at some time.
