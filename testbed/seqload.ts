@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   const socks: dgram.Socket[] = [];
   for (const src of addresses(o.srcs)) {
     for (const sport of range(o.sports)) {
-      const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 1 << 20 });
+      const s = dgram.createSocket('udp4');
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);
         s.bind({ address: src, port: sport }, () => s.connect(port, o.dst, () => resolve()));

@@ -48,7 +48,6 @@ import {
   metricSum,
   NFQLB_BIN,
   queueDrops,
-  registerShm,
   requestedWorkers,
   ROOT,
   scrapeMetrics,
@@ -195,7 +194,6 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
     B = uniqueShmName('cul-b');
     C = uniqueShmName('cul-c');
     tmp = uniqueShmName('cul-tmp');
-    registerShm(tmp);
     const [t1, t2, t3, t4] = tb.targets;
     tb.initTable(A, [t1, t2]);
     tb.initTable(B, [t3, t4]);
@@ -411,9 +409,10 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
       while (k + 1 < applied.length && applied[k + 1].okSeq < seq) k++;
       if (where[seq] === -1) continue;
       received++;
+      // Configuration k was in force when it was sent (or, at seq <= its OK, the one before: k counts
+      // only OKs before seq); the changes started before it arrived may have decided it too.
       let m = k;
       while (m + 1 < applied.length && applied[m + 1].issuedAt - CLOCK_SLACK_MS <= when[seq]) m++;
-      // Sent before the OK of change k+1 (not yet acknowledged): that change may have decided it too.
       const first = k;
       const last = Math.max(m, k);
       const target = names[where[seq]];
