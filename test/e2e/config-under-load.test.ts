@@ -73,6 +73,8 @@ const SRC_LAST_OCTETS = [10, 41] as const;
 const SPORTS = '40000-40007';
 /** Time every configuration is kept after its OK, so plenty of datagrams are checked against it. */
 const DWELL_MS = 300;
+/** And datagrams sent after its OK before the next change, at least. */
+const MIN_DATAGRAMS_PER_CONFIG = 5000;
 /**
  * Lost datagrams allowed: none is lost on a quiet machine, but one stalled by
  * other loads can overflow a kernel queue (counted by the kernel, reported).
@@ -337,6 +339,7 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
     try {
       // The first configuration, and time for the daemon to warm up under the load.
       await sleep(700);
+      while ((await lastSent()) < MIN_DATAGRAMS_PER_CONFIG) await sleep(20);
       for (const change of changes) {
         const issuedAt = Date.now();
         const started = await change.run();
@@ -344,6 +347,8 @@ describeNs(`flows and tables changed under ${RATE / 1000}k packets/s (${requeste
         change.apply();
         applied.push({ what: change.what, issuedAt: started?.startedAt ?? issuedAt, okSeq, loggedSeq: started?.loggedSeq, config: effective() });
         await sleep(DWELL_MS);
+        // Also by count, should the sender have stalled: every configuration gets datagrams of its own.
+        while ((await lastSent()) < okSeq + MIN_DATAGRAMS_PER_CONFIG) await sleep(20);
       }
     } finally {
       sender.stdin?.write('stop\n');
