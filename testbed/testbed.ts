@@ -474,12 +474,12 @@ export class DaemonProcess {
 
   /** Spawns without waiting (for start-up failures). */
   static spawn(ns: string, args: string[], env: NodeJS.ProcessEnv = {}): DaemonProcess {
+    args = [...args, ...daemonWorkerArgs(args)];
     noteTraceShm();
-    const argv = [...args, ...daemonWorkerArgs(args)];
     return new DaemonProcess(
-      spawnInNs(ns, process.execPath, [NFQLB_BIN, ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }),
+      spawnInNs(ns, process.execPath, [NFQLB_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }),
       ns,
-      argv,
+      args,
     );
   }
 
