@@ -48,7 +48,9 @@ const describeNs = describeUnless(e2eUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;
-const DAEMON_ARGS = ['flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS_PORT}`];
+const BASE_ARGS = ['flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS_PORT}`];
+/** With the worker mode of $NFQLB_TEST_WORKERS written out: one daemon here starts without DaemonProcess (setpriv). */
+const DAEMON_ARGS = [...BASE_ARGS, ...daemonWorkerArgs(BASE_ARGS)];
 
 /** Polls `pred` every 50 ms until it holds; throws with `what` after `ms`. */
 async function waitFor(pred: () => boolean, what: string, ms = 10000): Promise<void> {
@@ -281,7 +283,7 @@ describeNs('reliability of a live daemon', () => {
     fs.chownSync(`/dev/shm/${shm}`, 65534, 65534);
     const child = spawnInNs(tb.lb, 'setpriv', [
       '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=+net_admin', '--bounding-set=-all,+net_admin',
-      process.execPath, NFQLB_BIN, ...DAEMON_ARGS, ...daemonWorkerArgs(DAEMON_ARGS),
+      process.execPath, NFQLB_BIN, ...DAEMON_ARGS,
     ]);
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
