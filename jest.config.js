@@ -1,12 +1,27 @@
 /** Unit, native and end-to-end tests all run from `npm test`; e2e tests need root. */
-module.exports = {
+const common = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }] },
-  testTimeout: 60000,
-  // Suites skipped for want of root (and the like) are listed once, after the summary.
+  // Suites skipped for want of root (and the like) are listed once, after the summary
+  // (the same files for both projects: jest runs them once).
   globalSetup: '<rootDir>/test/global-setup.js',
   globalTeardown: '<rootDir>/test/global-teardown.js',
+};
+
+module.exports = {
+  testTimeout: 60000,
+  projects: [
+    // Everything, with the daemon in its default worker mode (or $NFQLB_TEST_WORKERS: testbed/testbed.ts).
+    { ...common, displayName: 'default', testMatch: ['**/*.test.ts'] },
+    // The traffic path once more with the packets on the main thread (--workers=1).
+    // One file in one project: `npx jest --runInBand test/e2e/x.test.ts --selectProjects default`.
+    {
+      ...common,
+      displayName: 'workers=1',
+      testMatch: ['traffic', 'observability', 'activation', 'config-under-load'].map((f) => `<rootDir>/test/e2e/${f}.test.ts`),
+      setupFiles: ['<rootDir>/test/helpers/workers-1.js'],
+    },
+  ],
 };

@@ -375,6 +375,50 @@ export function nfqlbOk(args: string[], opts: { ns?: string; env?: NodeJS.Proces
   return r;
 }
 
+// The daemon's packet-thread mode, chosen for every daemon the tests start from
+// one place: $NFQLB_TEST_WORKERS unset starts the daemon as it is (its own
+// default); `1` (or any N) adds `--workers=N` to every `flowlb`/`lb` that
+// DaemonProcess starts, unless the test passes --workers itself. jest.config.js
+// runs the traffic-path suites a second time with NFQLB_TEST_WORKERS=1.
+
+/** Environment variable naming the worker mode of the daemons the tests start. */
+export const WORKERS_ENV = 'NFQLB_TEST_WORKERS';
+
+/** The --workers value asked for by $NFQLB_TEST_WORKERS, or null for the daemon's default. */
+export function requestedWorkers(): string | null {
+  const v = process.env[WORKERS_ENV];
+  return v === undefined || v === '' ? null : v;
+}
+
+const workersSupport = new Map<string, boolean>();
+
+/** True when `nfqlb <command> --help` lists --workers (asked once per command and process). */
+export function supportsWorkers(command: string): boolean {
+  let known = workersSupport.get(command);
+  if (known === undefined) {
+    const r = run(process.execPath, [NFQLB_BIN, command, '--help'], { allowFail: true });
+    known = /^\s*--workers[= ]/m.test(r.stdout + r.stderr);
+    workersSupport.set(command, known);
+  }
+  return known;
+}
+
+/** Why the worker mode asked for cannot be had (the suite skips), or null when it can or none was asked for. */
+export function workersUnavailable(): string | null {
+  const n = requestedWorkers();
+  if (n === null || supportsWorkers('flowlb')) return null;
+  return `${WORKERS_ENV}=${n} asks for --workers=${n}, but \`nfqlb flowlb --help\` lists no --workers (not in this build)`;
+}
+
+/** Arguments to add to the daemon command line `args` for the worker mode asked for (see above). */
+export function daemonWorkerArgs(args: string[]): string[] {
+  const n = requestedWorkers();
+  const command = args[0];
+  if (n === null || (command !== 'flowlb' && command !== 'lb')) return [];
+  if (args.some((a) => /^--?workers(=|$)/.test(a))) return [];
+  return supportsWorkers(command) ? [`--workers=${n}`] : [];
+}
+
 /** A `nfqlb flowlb` / `nfqlb lb` process running inside a namespace. */
 export class DaemonProcess {
   stdout = '';
@@ -417,11 +461,11 @@ export class DaemonProcess {
     while (!/"msg":"started"/.test(d.stderr)) {
       if (!d.running) {
         await d.exited;
-        throw new Error(`nfqlb ${args.join(' ')} exited (${d.child.exitCode}) before it started:\n${d.stdout}${d.stderr}`);
+        throw new Error(`nfqlb ${d.args.join(' ')} exited (${d.child.exitCode}) before it started:\n${d.stdout}${d.stderr}`);
       }
       if (Date.now() > end) {
         await killProcess(d.child);
-        throw new Error(`nfqlb ${args.join(' ')} did not start in ${timeoutMs} ms:\n${d.stdout}${d.stderr}`);
+        throw new Error(`nfqlb ${d.args.join(' ')} did not start in ${timeoutMs} ms:\n${d.stdout}${d.stderr}`);
       }
       await sleep(20);
     }
@@ -430,6 +474,7 @@ export class DaemonProcess {
 
   /** Spawns without waiting (for start-up failures). */
   static spawn(ns: string, args: string[], env: NodeJS.ProcessEnv = {}): DaemonProcess {
+    args = [...args, ...daemonWorkerArgs(args)];
     noteTraceShm();
     // /dev/shm is shared by all namespaces: a daemon's fragment statistics get a private name unless the test names them.
     if ((args[0] === 'flowlb' || args[0] === 'lb') && !args.some((a) => a.startsWith('--ft_shm'))) args = [...args, `--ft_shm=${uniqueShmName('ftshm')}`];

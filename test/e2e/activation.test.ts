@@ -36,10 +36,10 @@ import {
   trafgenConfig,
   uniqueShmName,
 } from '../../testbed/testbed';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
 const haveTrafgen = spawnSync('sh', ['-c', 'command -v trafgen']).status === 0;
-const describeNs = describeUnless(netnsUnavailable() ?? (haveTrafgen ? null : 'need trafgen (netsniff-ng; scripts/setup.sh installs it)'));
+const describeNs = describeUnless(e2eUnavailable() ?? (haveTrafgen ? null : 'need trafgen (netsniff-ng; scripts/setup.sh installs it)'));
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19757;

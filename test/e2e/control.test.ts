@@ -27,9 +27,9 @@ import {
   type RunResult,
 } from '../../testbed/testbed';
 import { parseQueueProc } from '../../src/queue';
-import { describeUnless, netnsUnavailable, noteSkipped, ORIGINAL, originalUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable, noteSkipped, ORIGINAL, originalUnavailable } from '../helpers/skip';
 
-const describeNs = describeUnless(netnsUnavailable());
+const describeNs = describeUnless(e2eUnavailable());
 const root = canUseNetns();
 
 jest.setTimeout(60000);

@@ -4,9 +4,9 @@
  * equal it, per verdict, per flow and per fwmark.
  */
 import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN } from '../../testbed/testbed';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
-const describeNs = describeUnless(netnsUnavailable());
+const describeNs = describeUnless(e2eUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;

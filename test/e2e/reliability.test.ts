@@ -23,6 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   cleanupAll,
+  daemonWorkerArgs,
   DaemonProcess,
   killProcess,
   metricSum,
@@ -41,13 +42,15 @@ import {
   VIP4,
   type ConnectResult,
 } from '../../testbed/testbed';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
-const describeNs = describeUnless(netnsUnavailable());
+const describeNs = describeUnless(e2eUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;
-const DAEMON_ARGS = ['flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS_PORT}`];
+const BASE_ARGS = ['flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS_PORT}`];
+/** With the worker mode of $NFQLB_TEST_WORKERS written out: one daemon here starts without DaemonProcess (setpriv). */
+const DAEMON_ARGS = [...BASE_ARGS, ...daemonWorkerArgs(BASE_ARGS)];
 
 /** Polls `pred` every 50 ms until it holds; throws with `what` after `ms`. */
 async function waitFor(pred: () => boolean, what: string, ms = 10000): Promise<void> {

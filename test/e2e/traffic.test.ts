@@ -22,9 +22,9 @@ import {
   type ConnectResult,
   type TargetInfo,
 } from '../../testbed/testbed';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
-const describeNs = describeUnless(netnsUnavailable());
+const describeNs = describeUnless(e2eUnavailable());
 
 jest.setTimeout(120000);
 

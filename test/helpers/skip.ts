@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { canUseNetns } from '../../testbed/testbed';
+import { canUseNetns, workersUnavailable } from '../../testbed/testbed';
 
 const ROOT = path.join(__dirname, '..', '..');
 
@@ -32,6 +32,15 @@ export function netnsUnavailable(): string | null {
     return 'need root for network namespaces and NFQUEUE (run: sudo npm test)';
   }
   return canUseNetns() ? null : 'need `ip netns` to work (iproute2, a kernel with network namespaces)';
+}
+
+/**
+ * Why an end-to-end suite cannot run here: no network namespaces, or the
+ * worker mode asked for by $NFQLB_TEST_WORKERS (testbed.ts) is not in this
+ * build. Null when it can run.
+ */
+export function e2eUnavailable(): string | null {
+  return netnsUnavailable() ?? workersUnavailable();
 }
 
 /** Records that the calling suite is skipped for `reason` (see the file comment). */
