@@ -329,7 +329,7 @@ export class PacketThread {
   }
 
   /** A `flows` message: all of it is applied before the next batch. */
-  applyGeneration(gen: number, ops: FlowOp[]): FromThread {
+  applyGeneration(gen: number, ops: FlowOp[]): Extract<FromThread, { t: 'ack' }> {
     const failures: string[] = [];
     for (const op of ops) {
       const r = this.apply(op);
@@ -340,7 +340,7 @@ export class PacketThread {
   }
 
   /** Counts with unbounded keys, copied at request time (scrape, flow-list): per flow in list order, per target by fwmark. */
-  publish(id: number): FromThread {
+  publish(id: number): Extract<FromThread, { t: 'published' }> {
     this.publishQueueStats();
     const flowMatches = new Float64Array(this.flows.flows.length);
     this.flows.flows.forEach((f, i) => (flowMatches[i] = f.matches));
@@ -407,7 +407,7 @@ function runThread(port: MessagePort, data: PacketThreadData): void {
         break;
       case 'publish': {
         const reply = thread.publish(m.id);
-        if (reply.t === 'published') port.postMessage(reply, [reply.flowMatches.buffer as ArrayBuffer, reply.traceMatches.buffer as ArrayBuffer]);
+        port.postMessage(reply, [reply.flowMatches.buffer as ArrayBuffer, reply.traceMatches.buffer as ArrayBuffer]);
         break;
       }
       case 'stop':

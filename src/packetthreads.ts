@@ -204,6 +204,8 @@ export class PacketThreads {
     const done = await this.waitFor(this.ackWaiters, () => late().every((s) => s.exited), timeoutMs);
     const missing = late();
     if (done && missing.length === 0) return null;
+    const gone = missing.filter((s) => s.exited);
+    if (gone.length > 0) return `packet thread ${gone.map((s) => s.index).join(', ')} has stopped`;
     return `packet thread ${missing.map((s) => s.index).join(', ')} did not take the change within ${timeoutMs} ms`;
   }
 
