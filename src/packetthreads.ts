@@ -53,6 +53,8 @@ interface Slot {
   acked: number;
   exited: boolean;
   stopping: boolean;
+  /** Its death was reported (an 'error' is followed by an 'exit'). */
+  reported: boolean;
   published: ThreadPublication | null;
 }
 
@@ -100,7 +102,7 @@ export class PacketThreads {
         traceState: pool.traceState.buffer as SharedArrayBuffer,
       };
       const worker = new Worker(script, { workerData, stdout: false, stderr: false });
-      const slot: Slot = { index: i, worker, counters, acked: 0, exited: false, stopping: false, published: null };
+      const slot: Slot = { index: i, worker, counters, acked: 0, exited: false, stopping: false, reported: false, published: null };
       pool.slots.push(slot);
       ready.push(pool.watch(slot));
     }
@@ -146,14 +148,20 @@ export class PacketThreads {
       });
       slot.worker.on('error', (err) => {
         if (!started) reject(new NfqlbError(`packet thread ${slot.index} failed to start: ${err.message}`, 'NFQLB_ERR_THREAD', { cause: err }));
-        else if (!slot.stopping) this.events.died(new NfqlbError(`packet thread ${slot.index} failed: ${err.message}`, 'NFQLB_ERR_THREAD', { cause: err }));
+        else if (!slot.stopping && !slot.reported) {
+          slot.reported = true;
+          this.events.died(new NfqlbError(`packet thread ${slot.index} failed: ${err.message}`, 'NFQLB_ERR_THREAD', { cause: err }));
+        }
       });
       slot.worker.on('exit', (code) => {
         slot.exited = true;
         for (const w of [...this.ackWaiters]) w();
         for (const w of [...this.publishWaiters]) w();
         if (!started) reject(new NfqlbError(`packet thread ${slot.index} exited (code ${code}) before binding its queues`, 'NFQLB_ERR_THREAD'));
-        else if (!slot.stopping) this.events.died(new NfqlbError(`packet thread ${slot.index} exited unexpectedly (code ${code})`, 'NFQLB_ERR_THREAD'));
+        else if (!slot.stopping && !slot.reported) {
+          slot.reported = true;
+          this.events.died(new NfqlbError(`packet thread ${slot.index} exited unexpectedly (code ${code})`, 'NFQLB_ERR_THREAD'));
+        }
       });
     });
   }
