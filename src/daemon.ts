@@ -283,7 +283,7 @@ export class Daemon {
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       if (this.changes !== null) await this.startThreads();
-      for (let qi = 0; qi < this.options.queues.length && this.changes === null; qi++) {
+      else for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
           queueNum: this.options.queues[qi],
           copyRange: this.options.mtu,
