@@ -18,6 +18,7 @@ import { createTable, deleteTable, openTable } from '../../src/shm';
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/threadcounters';
 import { TRACE_FLOWS } from '../../src/trace';
 import { ipv4, udp } from '../helpers/packets';
+import { workerCount } from '../../src/cli/commands/lb';
 
 const FAKE = path.join(__dirname, '..', 'fixtures', 'threads', 'fake-thread.js');
 const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tableCheckMs: 0, traceShm: null, initialOps: [] };
@@ -44,6 +45,19 @@ function recorder(): { ev: PacketThreadsEvents; traced: string[]; died: Error[];
     },
   };
 }
+
+describe('--workers', () => {
+  it('defaults to one thread per queue, at most the CPUs; 0..1024 as given; anything else is a usage error', () => {
+    expect(workerCount(undefined, 4, 2)).toBe(2);
+    expect(workerCount(undefined, 1, 8)).toBe(1);
+    expect(workerCount(undefined, 4, 16)).toBe(4);
+    expect(workerCount('0', 4, 2)).toBe(0);
+    expect(workerCount('3', 4, 2)).toBe(3);
+    expect(() => workerCount('-1', 4, 2)).toThrow('Invalid --workers=-1: use a number from 0 to 1024');
+    expect(() => workerCount('two', 4, 2)).toThrow('Invalid --workers=two');
+    expect(() => workerCount('1025', 4, 2)).toThrow('Invalid --workers=1025');
+  });
+});
 
 describe('queuesOfThread', () => {
   it('gives every queue exactly one thread, round robin', () => {
