@@ -166,8 +166,13 @@ export class RequestParser {
 }
 
 export interface ControlServerEvents {
-  /** Called once per complete request; must not throw (a throw becomes `FAIL: internal error`). */
-  handle(req: ControlRequest): ControlReply;
+  /**
+   * Called once per complete request; must not throw (a throw or a rejection
+   * becomes `FAIL: internal error`). May answer later (a promise): the daemon
+   * with packet threads answers a change once every thread uses it, within a
+   * bound it keeps itself.
+   */
+  handle(req: ControlRequest): ControlReply | Promise<ControlReply>;
   /** Called for refused or broken requests (logging). */
   refused?(why: string): void;
 }
@@ -245,14 +250,21 @@ export async function startControlServer(address: string, events: ControlServerE
         sock.end(`${parser.error}\0`, 'latin1');
         return;
       }
-      let reply: ControlReply;
+      const send = (reply: ControlReply): void => {
+        sock.end('json' in reply ? reply.json : `${reply.text}\0`, 'latin1');
+      };
+      const internal = (err: unknown): ControlReply => {
+        events.refused?.(`internal error: ${(err as Error).message}`);
+        return { text: 'FAIL: internal error' };
+      };
+      let reply: ControlReply | Promise<ControlReply>;
       try {
         reply = events.handle(parser.request);
       } catch (err) {
-        events.refused?.(`internal error: ${(err as Error).message}`);
-        reply = { text: 'FAIL: internal error' };
+        reply = internal(err);
       }
-      sock.end('json' in reply ? reply.json : `${reply.text}\0`, 'latin1');
+      if (reply instanceof Promise) reply.then(send, (err: unknown) => send(internal(err)));
+      else send(reply);
     };
     sock.on('data', (chunk: string) => {
       if (parser.done) return;

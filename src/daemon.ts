@@ -4,10 +4,13 @@
  * sent: `handleBatch` fills `batch.verdicts`, and the addon sends them all in
  * one message when it returns (see queue.ts).
  *
- * All queues of `--queue=A:B` are served by this one event loop: decisions are
- * a few hundred nanoseconds of JavaScript, and the kernel work of forwarding an
- * accepted packet happens inside the verdict send, so one thread already keeps
- * a core busy (numbers in docs/performance.md).
+ * With `workers` < 2 all queues of `--queue=A:B` are served by this one event
+ * loop: decisions are a few hundred nanoseconds of JavaScript, and the kernel
+ * work of forwarding an accepted packet happens inside the verdict send, so one
+ * thread already keeps a core busy (numbers in docs/performance.md). With
+ * `workers` ≥ 2 the queues are served by packet threads (packetthread.ts) and
+ * this thread keeps control, metrics, trace server, logs and the flows file;
+ * every accepted flow change is answered only once every thread uses it.
  */
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
@@ -31,6 +34,11 @@ import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASO
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { FragStatsWriter, type FragStats } from './fragstats';
+import type { FlowOp } from './packetthread';
+import { PacketThreads } from './packetthreads';
+import { sumThreadCounters } from './threadcounters';
+import { errnoName } from './errors';
+import type { QueueStats } from './queue';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
@@ -134,7 +142,16 @@ export interface DaemonOptions {
   ftShm?: string;
   /** Fragments that may be stored (--ft_frag when out-of-order fragments are stored; nfqlb's fragsMax). Default 0. */
   ftFrag?: number;
+  /**
+   * --workers: packet threads. 0 or 1 (or left out): every queue on this
+   * event loop, as before threads existed. N ≥ 2: min(N, queues) threads,
+   * the queues split round robin.
+   */
+  workers?: number;
 }
+
+/** A queue as the daemon's views see it: its own PacketQueue, or one a packet thread holds. */
+export type QueueView = Pick<PacketQueue, 'queueNum' | 'portid' | 'closed' | 'stats' | 'close'>;
 
 type Table = ServedTable;
 
@@ -168,7 +185,7 @@ export class Daemon {
   readonly traceFlows: FlowSet<string>;
   readonly targets: TargetRegistry<Table>;
   readonly pipeline: Pipeline<Table>;
-  readonly queues: PacketQueue[] = [];
+  readonly queues: QueueView[] = [];
   /** Accepted / dropped packets per queue index (folded into metrics when scraped). */
   readonly accepted: Float64Array;
   readonly dropped: Float64Array;
@@ -204,6 +221,16 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  /** The packet threads (workers ≥ 2), once started. */
+  private threads: PacketThreads | null = null;
+  /** Accepted flow changes not yet sent to the threads (before they start: their initial set). */
+  private changes: FlowOp[] | null = null;
+  private traceChannelDropped = 0;
+  /**
+   * Called when the daemon can no longer serve its queues (a packet thread
+   * died); the command logs it and exits non-zero. Library code never exits.
+   */
+  onFatal: (err: Error) => void = () => {};
 
   constructor(
     readonly options: DaemonOptions,
@@ -239,6 +266,7 @@ export class Daemon {
       fixedTarget: this.fixed,
       lbTier: this.tier,
     });
+    if ((options.workers ?? 0) >= 2) this.changes = [];
     this.accepted = new Float64Array(options.queues.length);
     this.dropped = new Float64Array(options.queues.length);
     this.failures = new RateLimitedLog((key, count, detail) => {
@@ -270,7 +298,8 @@ export class Daemon {
         this.writeFragmentStats();
       }
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
-      for (let qi = 0; qi < this.options.queues.length; qi++) {
+      if (this.changes !== null) await this.startThreads();
+      else for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
           queueNum: this.options.queues[qi],
           copyRange: this.options.mtu,
@@ -290,7 +319,10 @@ export class Daemon {
           refused: (why) => this.noteRefused(why),
         });
       }
-      this.tracer = await TraceServer.start(this.options.traceAddress, this.trace, { log: this.log });
+      this.tracer = await TraceServer.start(this.options.traceAddress, this.trace, {
+        log: this.log,
+        onClients: (n) => this.threads?.setTrace(n > 0, this.traceShared ? 0 : this.trace!.mask),
+      });
       if (this.options.metricsAddress !== null) {
         this.metrics = await startMetricsServer(this.options.metricsAddress, this.metricsSource(), this.log);
       }
@@ -298,11 +330,13 @@ export class Daemon {
       await this.stop();
       throw err;
     }
-    for (let qi = 0; qi < this.queues.length; qi++) this.queues[qi].start(this.batchHandler(qi));
+    if (this.threads !== null) this.threads.run();
+    else for (let qi = 0; qi < this.queues.length; qi++) (this.queues[qi] as PacketQueue).start(this.batchHandler(qi));
     this.started = true;
     const every = this.options.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS;
     if (every > 0) {
       this.tableTimer = setInterval(() => {
+        if (this.threads !== null && this.busFaults[0] !== this.seenBusFaults) this.onBusFault();
         this.refreshTables();
         this.followLogLevel();
       }, every);
@@ -322,11 +356,100 @@ export class Daemon {
         trace: this.options.traceAddress,
         metrics: this.metrics?.address ?? null,
         tshm: this.fixed?.name,
+        workers: this.threads?.size ?? 0,
       },
       'started',
     );
   }
 
+  /**
+   * Starts the packet threads with the flows accepted so far and waits until
+   * each has bound its queues; prints nfqlb's line per queue as a single loop
+   * does. Throws the first thread's bind error (the same one line).
+   */
+  private async startThreads(): Promise<void> {
+    const o = this.options;
+    const { fixedTarget: _f, lbTier: _t, ...pipeline } = o.pipeline;
+    const initialOps = this.changes!.splice(0);
+    this.threads = await PacketThreads.start(
+      Math.min(o.workers ?? 2, o.queues.length),
+      {
+        mode: o.mode, queues: o.queues, qlength: o.qlength, mtu: o.mtu, batchSize: o.batchSize, failOpen: o.failOpen, rcvbuf: o.rcvbuf,
+        promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
+        traceShm: this.traceShared ? this.trace!.name : null, initialOps,
+      },
+      {
+        trace: (text) => this.tracer?.traceLines(text),
+        died: (err) => {
+          this.log.fatal({ err: err.message }, 'packet thread died; its queues are no longer answered');
+          this.onFatal(err);
+        },
+      },
+    );
+    const threads = this.threads;
+    for (const b of threads.bound) {
+      process.stdout.write(`queue_length=${b.qlength}, mtu=${b.copyRange}, SO_RCVBUF=${b.rcvbufActual} (${b.rcvbuf})\n`);
+      const qi = b.qi;
+      this.queues.push({
+        queueNum: b.queueNum,
+        portid: b.portid,
+        get closed() {
+          return !threads.alive;
+        },
+        stats: () => {
+          const s = threads.queueStats(qi);
+          const errno = s.lastErrno === 0 ? null : -s.lastErrno;
+          return { ...s, lastErrno: errno, lastErrnoName: errno === null ? null : errnoName(errno) } satisfies QueueStats;
+        },
+        close: () => {},
+      });
+    }
+  }
+
+  /** Sums the threads' shared counters into this thread's arrays (what metrics and the failure log read). */
+  private foldThreadCounters(): void {
+    if (this.threads === null) return;
+    const into = { accepted: this.accepted, dropped: this.dropped, reasons: this.pipeline.reasonCounts, batchSizes: this.batchSizes, traceDropped: 0 };
+    sumThreadCounters(this.threads.counters, into);
+    this.traceChannelDropped = into.traceDropped;
+  }
+
+  /**
+   * Collects the threads' counts into this thread's objects: shared counters,
+   * flow and trace-flow matches (by position, when every thread answered for
+   * the current generation of flows), fwmarks per target.
+   */
+  async refreshFromThreads(): Promise<void> {
+    const threads = this.threads;
+    if (threads === null) return;
+    const gen = threads.generation;
+    const pubs = await threads.publish();
+    this.foldThreadCounters();
+    const all = pubs.every((p) => p !== null && p.gen === gen);
+    const sumInto = (flows: readonly { matches: number }[], pick: (p: NonNullable<(typeof pubs)[number]>) => Float64Array): void => {
+      if (!all || pubs.some((p) => pick(p!).length !== flows.length)) return;
+      for (let i = 0; i < flows.length; i++) {
+        let n = 0;
+        for (const p of pubs) n += pick(p!)[i];
+        flows[i].matches = n;
+      }
+    };
+    sumInto(this.flows.flows, (p) => p.flowMatches);
+    sumInto(this.traceFlows.flows, (p) => p.traceMatches);
+    const mine = this.fixed === null ? this.targets.list() : [this.fixed];
+    for (const t of mine) {
+      const sums = new Map<number, number>();
+      for (const p of pubs) {
+        const pt = p?.targets.find((x) => x.name === t.name);
+        if (pt === undefined) continue;
+        pt.fwmarks.forEach((fw, i) => sums.set(fw, (sums.get(fw) ?? 0) + pt.counts[i]));
+      }
+      for (const [fw, n] of sums) {
+        const delta = n - t.fwmarks.get(fw);
+        if (delta > 0) t.fwmarks.add(fw, delta);
+      }
+    }
+  }
   /**
    * Checks every open table's file (ServedTable.check: one fstat and one
    * stat each): a re-created table is swapped in (`nfqlb init` with another
@@ -386,6 +509,7 @@ export class Daemon {
    * run becomes at most one log line per reason (never a line per packet).
    */
   logFailures(): void {
+    this.foldThreadCounters();
     const counts = this.pipeline.reasonCounts;
     for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL]) {
       const n = counts[r] - this.seenReasons[r];
@@ -508,6 +632,8 @@ export class Daemon {
       queueErrors: () => this.queueErrors(),
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
+      traceChannelDropped: () => this.traceChannelDropped,
+      refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
       fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
     };
@@ -554,9 +680,42 @@ export class Daemon {
     };
   }
 
-  /** One control request (SPEC.md §7), counted and traced. Never throws. */
-  handleControl(req: ControlRequest): ControlReply {
+  /**
+   * One control request (SPEC.md §7), counted and traced. Never throws. With
+   * packet threads: a list is answered with their counts collected first, a
+   * change only once every thread acknowledged it (see changeThreads).
+   */
+  handleControl(req: ControlRequest): ControlReply | Promise<ControlReply> {
+    if (this.threads === null) return this.finishControl(req, this.controlReply(req));
+    return this.handleControlThreaded(req);
+  }
+
+  private async handleControlThreaded(req: ControlRequest): Promise<ControlReply> {
+    if (req.action === 'list' || req.action === 'trace-list') await this.refreshFromThreads();
     const reply = this.controlReply(req);
+    const ops = this.changes!.splice(0);
+    if (ops.length === 0) return this.finishControl(req, reply);
+    const why = await this.changeThreads(ops);
+    // Applied here in any case: kept in the flows file so a restart has what this thread has.
+    if (why !== null) this.persistFlows(req);
+    return this.finishControl(req, why === null ? reply : { text: `FAIL: ${why}` });
+  }
+
+  /**
+   * Hands accepted changes to every packet thread and waits for their acks
+   * (at most ACK_TIMEOUT_MS): null when all use them, else why not (logged).
+   * nfqlb clients then see `FAIL: ...` for a change this thread made but a
+   * packet thread may not use yet; `flow-list` shows this thread's view.
+   */
+  private async changeThreads(ops: FlowOp[]): Promise<string | null> {
+    const why = await this.threads!.change(ops);
+    const failures = this.threads!.failures.splice(0);
+    const text = why ?? (failures.length > 0 ? failures.join('; ') : null);
+    if (text !== null) this.log.error({ ops: ops.map((o) => o.op), why: text }, 'flow change not taken by every packet thread');
+    return text;
+  }
+
+  private finishControl(req: ControlRequest, reply: ControlReply): ControlReply {
     const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
     const ok = 'json' in reply || reply.text === 'OK';
     this.controlRequests.inc(action, ok ? 'ok' : 'fail');
@@ -574,11 +733,13 @@ export class Daemon {
     switch (action) {
       case 'set': {
         const reply = this.flows.applySet(cmd, this.targets);
+        if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
         const reply = this.flows.applyDelete(cmd.name, this.targets);
+        if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
         return { text: reply };
       }
@@ -591,11 +752,13 @@ export class Daemon {
         // crashes without a name; here: OK, and FAIL: no name.
         if (cmd.name === undefined) return { text: 'FAIL: no name' };
         const err = this.traceFlows.define({ ...cmd, name: cmd.name, target: cmd.name, udpencap: 0 });
+        if (err === null) this.changes?.push({ op: 'trace-set', cmd: { ...cmd, name: cmd.name } });
         return { text: err ?? 'OK' };
       }
       case 'trace-delete':
         if (cmd.name === undefined) return { text: 'FAIL: no name' };
         this.traceFlows.delete(cmd.name);
+        this.changes?.push({ op: 'trace-delete', name: cmd.name });
         return { text: 'OK' };
       case 'trace-list':
         return this.listReply(this.traceFlows, req.name);
@@ -629,6 +792,7 @@ export class Daemon {
           this.log.warn({ queue: q.queueNum, err: (err as Error).message }, 'closing queue failed');
         }
       }
+      if (this.threads !== null) await this.threads.stop();
       if (this.control !== null) await this.control.close();
       if (this.metrics !== null) await this.metrics.close();
       if (this.tracer !== null) await this.tracer.close();

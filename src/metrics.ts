@@ -126,6 +126,14 @@ export interface MetricsSource {
   flowsFileErrors?(): number;
   /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them, and ours (→ nfqlb_fragment_*). */
   fragments?(): FragmentStatsReading;
+  /** Trace lines the packet threads' bounded trace channel dropped (→ nfqlb_trace_channel_dropped_total). */
+  traceChannelDropped?(): number;
+  /**
+   * Called before each scrape and awaited (bounded by the caller): with packet
+   * threads, the daemon collects their counts here, so the views above stay
+   * plain reads.
+   */
+  refresh?(): Promise<void>;
 }
 
 /** nfqlb's fragment statistics and what this implementation counts beside them. */
@@ -614,6 +622,15 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       },
     });
   }
+  const traceChannelDropped: Counter = new Counter({
+    name: 'nfqlb_trace_channel_dropped_total',
+    help: 'Trace lines of packet threads dropped because the channel to the trace server was full.',
+    registers,
+    collect() {
+      traceChannelDropped.reset();
+      traceChannelDropped.inc(source.traceChannelDropped?.() ?? 0);
+    },
+  });
 
   collectDefaultMetrics({ register: registry });
   return registry;
@@ -731,7 +748,7 @@ export async function startMetricsServer(
       reply(res, ready ? 200 : 503, ready ? 'ready\n' : 'not ready\n');
       return;
     }
-    registry.metrics().then(
+    (source.refresh === undefined ? Promise.resolve() : source.refresh()).then(() => registry.metrics()).then(
       (body) => reply(res, 200, body, { 'Content-Type': registry.contentType }),
       (err: unknown) => {
         log?.warn({ err: (err as Error).message }, 'metrics: scrape failed');

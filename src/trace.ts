@@ -386,6 +386,8 @@ export interface TraceServerOptions {
   bufferLimit?: number;
   /** Where connects and disconnects are logged (nfqlb logs them as warnings). */
   log?: Logger;
+  /** Told the number of clients after each connect and disconnect (packet threads trace only while it is > 0). */
+  onClients?: (count: number) => void;
 }
 
 interface Client {
@@ -409,6 +411,7 @@ export class TraceServer {
   private readonly clients = new Set<Client>();
   private readonly limit: number;
   private readonly log: Logger | undefined;
+  private readonly onClients: (count: number) => void;
   private pending = '';
   private flushTimer: NodeJS.Immediate | null = null;
   private closed = false;
@@ -436,6 +439,7 @@ export class TraceServer {
   ) {
     this.limit = options.bufferLimit ?? DEFAULT_CLIENT_BUFFER;
     this.log = options.log;
+    this.onClients = options.onClients ?? (() => {});
     server.on('connection', (sock) => this.accept(sock));
   }
 
@@ -517,6 +521,12 @@ export class TraceServer {
     if (text !== '') this.append(text);
   }
 
+  /** Sends whole lines already selected by the mask (a packet thread's per-packet lines) to every client. */
+  traceLines(text: string): void {
+    if (this.clients.size === 0 || this.closed) return;
+    this.append(text);
+  }
+
   /** Writes out queued lines now (they also go out by themselves at the end of the event-loop turn). */
   flush(): void {
     if (this.flushTimer !== null) {
@@ -554,6 +564,7 @@ export class TraceServer {
     this.closed = true;
     const socks = [...this.clients].map((c) => c.sock);
     this.clients.clear();
+    this.onClients(0);
     this.closing = new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       for (const sock of socks) sock.end();
@@ -595,6 +606,7 @@ export class TraceServer {
     const mask = this.shm.mask;
     sock.write(greeting(mask));
     this.log?.warn({ mask: hex8(mask), clients: this.clients.size }, 'trace client connected');
+    this.onClients(this.clients.size);
     sock.on('drain', () => {
       if (client.dropped > 0 && !sock.destroyed) this.sendNotice(client);
     });
@@ -605,6 +617,7 @@ export class TraceServer {
     sock.on('close', () => {
       if (!this.clients.delete(client)) return;
       if (this.clients.size === 0 && !this.closed) this.resetMask();
+      this.onClients(this.clients.size);
       this.log?.warn({ clients: this.clients.size }, 'trace client closed');
     });
   }

@@ -8,6 +8,10 @@
 //        decide-alloc.js ITERATIONS SCENARIO... [--allocate]
 // --allocate runs a copy of the loop that allocates one small object per
 // call, to show that the measurement sees an allocation.
+// --batches runs the packet thread's batch handler (src/packetthread.ts
+// makeBatchHandler, with its shared counters and the trace sink as it is with
+// no trace client) over batches of 64 packets of each scenario instead; a
+// "call" is then one packet of a batch.
 // Uses the compiled dist/ (npx tsc -p .).
 const fs = require('node:fs');
 const path = require('node:path');
@@ -23,7 +27,8 @@ const { findCommand, parseCommandLine } = dist('cli/main');
 
 const args = process.argv.slice(2);
 const allocate = args.includes('--allocate');
-const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate');
+const batches = args.includes('--batches');
+const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate' && a !== '--batches');
 const total = Number(iterations);
 const decisions = path.join(process.env.NFQLB_REFERENCE_DIR ?? path.join(root, 'test', 'fixtures', 'reference'), 'decisions');
 const parser = { find: findCommand, parse: parseCommandLine };
@@ -69,7 +74,46 @@ function loopAllocating(n, start) {
   return accepted;
 }
 
-const run = allocate ? loopAllocating : loop;
+// --batches: per scenario, batches of BATCH packets (its packets over and over) and a handler.
+const BATCH = 64;
+const batchRuns = [];
+if (batches) {
+  const { makeBatchHandler, traceChannel, TRACE_STATE_WORDS } = dist('packetthread');
+  const { ThreadCounters } = dist('threadcounters');
+  const { BatchSizeHistogram } = dist('counters');
+  const counters = new ThreadCounters(1);
+  const state = new Int32Array(new SharedArrayBuffer(4 * TRACE_STATE_WORDS));
+  const sink = traceChannel({ postMessage() {} }, state, null, counters);
+  pipelines.forEach((pipeline, p) => {
+    const mine = packets.filter((_, k) => owner[k] === p);
+    if (mine.length === 0) return;
+    const chosen = Array.from({ length: BATCH }, (_, i) => mine[i % mine.length]);
+    const bytes = new Uint8Array(chosen.reduce((n, x) => n + x.length, 0));
+    const offsets = new Uint32Array(BATCH);
+    const lengths = new Uint32Array(BATCH);
+    let off = 0;
+    chosen.forEach((x, i) => {
+      bytes.set(x, off);
+      offsets[i] = off;
+      lengths[i] = x.length;
+      off += x.length;
+    });
+    const batch = { count: BATCH, queueNum: 0, packets: bytes, offsets, lengths, origLengths: lengths, ids: new Uint32Array(BATCH), hwProtocol: new Uint16Array(BATCH), verdicts: new Int32Array(BATCH) };
+    batchRuns.push({ batch, handler: makeBatchHandler(pipeline, counters, new BatchSizeHistogram(), 0, sink, null, () => {}) });
+  });
+}
+
+function loopBatches(n) {
+  let done = 0;
+  for (let b = 0; done < n; b++) {
+    const r = batchRuns[b % batchRuns.length];
+    r.handler(r.batch);
+    done += BATCH;
+  }
+  return done;
+}
+
+const run = batches ? loopBatches : allocate ? loopAllocating : loop;
 run(WARMUP, 0); // warm up: optimised code, fragment table in use
 
 const gcs = [];

@@ -29,8 +29,9 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets', 'fragstats'] },
   // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
   { name: 'packet/flows', modules: ['packet', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
-  { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable'] },
-  { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile'] },
+  { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable', 'threadcounters'] },
+  // packetthread: the body of a packet thread (--workers); packetthreads: the main thread's side of them.
+  { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile', 'packetthread', 'packetthreads'] },
   { name: 'cli', modules: ['cli/'] },
 ];
 

@@ -114,6 +114,30 @@ describe('addresses and sockets as nfqlb binds and connects them', () => {
     expect(() => parseAddress('garbage')).toThrow(/^Failed to parse address \[garbage\]/);
   });
 
+  it('answers a handler\'s promise when it settles (packet threads ack first); a rejection is FAIL: internal error', async () => {
+    const address = nextAddress();
+    const refused: string[] = [];
+    let release: () => void = () => {};
+    const acked = new Promise<void>((resolve) => (release = resolve));
+    const server = await startControlServer(address, {
+      handle: async (req) => {
+        if (req.action === 'boom') throw new Error('thread gone');
+        await acked;
+        return { text: 'OK' };
+      },
+      refused: (why) => refused.push(why),
+    });
+    try {
+      const reply = sendRequest(address, { action: 'set', name: 'a' });
+      release();
+      expect((await reply).toString()).toBe('OK\0');
+      expect((await sendRequest(address, { action: 'boom' })).toString()).toBe('FAIL: internal error\0');
+      expect(refused).toEqual(['internal error: thread gone']);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('binds the abstract name without NUL padding; close() releases the descriptor once and the name', async () => {
     const fdsBefore = fs.readdirSync('/proc/self/fd').length;
     const address = nextAddress();
