@@ -11,7 +11,7 @@
  */
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
-import { NfqlbError } from './errors';
+import { errnoName, NfqlbError } from './errors';
 import { bytesToText } from './control';
 import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
@@ -29,6 +29,8 @@ import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
+import { closeTun, flushReinjections, openTun, type TunDevice } from './tun';
+import { FSTORE_EVENT_NAMES, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
@@ -128,6 +130,12 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /**
+   * --tun: the existing tun device kept out-of-order fragments are re-injected
+   * through (pipeline.fragmentStoreSlots > 0 keeps them). Opened once by
+   * start(); its fd (`tunFd`) is what every batch handler writes with.
+   */
+  tun?: string;
 }
 
 type Table = ServedTable;
@@ -195,6 +203,11 @@ export class Daemon {
   private seenBusFaults: number;
   private tableTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
+  /** --tun, open from start() to stop(). */
+  private tun: TunDevice | null = null;
+  /** errno of the last failed re-injection write ([0], C's positive errno; 0: none). */
+  private readonly tunErrno = new Int32Array(1);
+  private seenTunErrors = 0;
 
   constructor(
     readonly options: DaemonOptions,
@@ -254,6 +267,7 @@ export class Daemon {
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
+      if (this.options.tun !== undefined) this.tun = openTun(this.options.tun, this.options.mtu);
       for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
           queueNum: this.options.queues[qi],
@@ -303,6 +317,7 @@ export class Daemon {
         trace: this.options.traceAddress,
         metrics: this.metrics?.address ?? null,
         tshm: this.fixed?.name,
+        tun: this.tun?.name,
       },
       'started',
     );
@@ -372,6 +387,13 @@ export class Daemon {
       const n = counts[r] - this.seenReasons[r];
       this.seenReasons[r] = counts[r];
       if (n > 0) this.failures.note(`packets:${REASON_NAMES[r]}`, undefined, n);
+    }
+    const store = this.pipeline.fragmentStore;
+    if (store !== null) {
+      const n = store.counters[FSTORE_WRITE_ERRORS] - this.seenTunErrors;
+      this.seenTunErrors = store.counters[FSTORE_WRITE_ERRORS];
+      const e = this.tunErrno[0];
+      if (n > 0) this.failures.note('queue:tun_write', `${this.tun?.name ?? ''}${e === 0 ? '' : ` (${errnoName(-e)})`}`, n);
     }
     for (let qi = 0; qi < this.queues.length; qi++) {
       const q = this.queues[qi];
@@ -455,6 +477,12 @@ export class Daemon {
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
+      fragmentStore: () => {
+        const store = this.pipeline.fragmentStore;
+        if (store === null) return null;
+        const c = store.counters;
+        return { slots: store.slots, inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
+      },
     };
   }
 
@@ -471,6 +499,8 @@ export class Daemon {
     const batchSizes = this.batchSizes;
     const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
+    const store = pipeline.fragmentStore;
+    const tunErrno = this.tunErrno;
     return (batch: QueueBatch): void => {
       const now = performance.now();
       const n = batch.count;
@@ -492,6 +522,8 @@ export class Daemon {
         }
         if (traceMask !== 0) tracer!.tracePacket(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
       }
+      // Kept fragments whose first fragment came in this batch: one write call.
+      if (store !== null && store.pendingCount > 0) flushReinjections(this.tun === null ? -1 : this.tun.fd, store, tunErrno);
       accepted[qi] += acc;
       dropped[qi] += n - acc;
       batchSizes.observe(n);
@@ -579,6 +611,7 @@ export class Daemon {
       if (this.trace !== null && this.traceShared) closeTraceShm(this.trace);
       if (this.fixed !== null) this.fixed.table.close();
       if (this.tier !== null) this.tier.table.close();
+      if (this.tun !== null) closeTun(this.tun);
     })();
     return this.stopping;
   }

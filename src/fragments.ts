@@ -28,10 +28,17 @@
  * Lookup reports found / not found as its result and leaves the stored value
  * in `value`: no sentinel that a stored hash or fwmark could equal.
  *
- * Out-of-order later fragments are not stored (nfqlb stores them only with
- * --tun, which this implementation does not support yet).
+ * Out-of-order later fragments (nfqlb with --tun): given a FragmentStore,
+ * hold() creates the entry of a later fragment that comes first, in state
+ * WAITING, and keeps a copy of it in the store, linked from the entry; the
+ * first fragment's store() then sets the value and moves the copies to the
+ * store's re-injection list. A copy that cannot be kept POISONS the entry (its
+ * other copies are dropped; the datagram is lost, so its fragments are dropped
+ * too, the first one included), as nfqlb does. Copies are dropped with their
+ * entry when it expires. Without a store, later fragments only look up.
  */
 import { KEY_ADDR_END } from './hashkey';
+import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './fragstore';
 
 /** Chain bound: with random keys and a load ≤ 1 a chain this long practically never forms. */
 export const DEFAULT_MAX_CHAIN = 16;
@@ -47,9 +54,24 @@ export interface FragmentTableOptions {
   maxChain?: number;
   /** Hash seed; random when absent (tests and replay pass one to be reproducible). */
   seed?: number;
+  /** Where copies of out-of-order later fragments are kept (--tun); none when absent. */
+  store?: FragmentStore | null;
 }
 
 const NONE = -1;
+
+/** Entry states: the first fragment's value is stored; later fragments came first; one of them was lost. */
+const HAS_VALUE = 0;
+const WAITING = 1;
+const POISONED = 2;
+
+/** hold() results. */
+export const HOLD_FOUND = 0;
+export const HOLD_KEPT = 1;
+/** The datagram lost a fragment (this one could not be kept, or an earlier one): drop. */
+export const HOLD_LOST = 2;
+/** No entry could be had for the datagram: drop. */
+export const HOLD_FULL = 3;
 
 export class FragmentTable {
   readonly hashSize: number;
@@ -80,6 +102,14 @@ export class FragmentTable {
   private hand = 0;
   /** Live overflow entries in the chain last walked by find(). */
   private chainLength = 0;
+  private readonly keeper: FragmentStore | null;
+  /** Per entry: HAS_VALUE, WAITING or POISONED. */
+  private readonly states: Uint8Array;
+  /** Per entry: the first of its kept copies in the store, or NO_SLOT. */
+  private readonly kept: Int32Array;
+
+  /** After store() returned false: true when the datagram had lost a fragment, false when the table was full. */
+  refusedLost = false;
 
   /** After lookup() returned true: the value stored for the datagram. */
   value = 0;
@@ -118,6 +148,9 @@ export class FragmentTable {
     this.homeOf = new Int32Array(n).fill(NONE);
     this.older = new Int32Array(n).fill(NONE);
     this.newer = new Int32Array(n).fill(NONE);
+    this.keeper = options.store ?? null;
+    this.states = new Uint8Array(n);
+    this.kept = new Int32Array(n).fill(NO_SLOT);
     for (let e = n - 1; e >= this.hashSize; e--) {
       this.next[e] = this.freeHead;
       this.freeHead = e;
@@ -128,14 +161,17 @@ export class FragmentTable {
   get byteLength(): number {
     return (
       this.used.byteLength + this.fingerprints.byteLength + this.addrs.byteLength + this.ids.byteLength + this.values.byteLength +
-      this.born.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength
+      this.born.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
+      this.states.byteLength + this.kept.byteLength
     );
   }
 
   /**
    * Remembers `value` for the datagram of a first fragment (addresses in
-   * key[0..32), `fragId`). Returns false when no entry is free (the caller
-   * drops the fragment).
+   * key[0..32), `fragId`). Returns false when no entry is free, or when the
+   * datagram already lost a fragment (refusedLost tells which); the caller
+   * drops the fragment. Copies kept for the datagram go to the store's
+   * re-injection list.
    */
   store(key: Uint8Array, fragId: number, value: number, nowMs: number): boolean {
     this.inserts++;
@@ -149,26 +185,99 @@ export class FragmentTable {
     const home = (fp >>> 0) % this.hashSize;
     let e = this.find(home, key, id, fp, nowMs);
     if (e !== NONE) {
+      if (this.states[e] === POISONED) {
+        this.refusedLost = true;
+        return false;
+      }
       this.values[e] = value;
       this.born[e] = nowMs;
       if (e >= this.hashSize) {
         this.unlinkAge(e);
         this.appendAge(e);
       }
+      if (this.states[e] === WAITING) {
+        this.states[e] = HAS_VALUE;
+        if (this.kept[e] !== NO_SLOT) {
+          (this.keeper as FragmentStore).queue(this.kept[e]);
+          this.kept[e] = NO_SLOT;
+        }
+      }
       return true;
     }
+    e = this.insert(home, key, id, fp, nowMs);
+    if (e === NONE) {
+      this.refusedLost = false;
+      return false;
+    }
+    this.values[e] = value;
+    return true;
+  }
+
+  /**
+   * For a later fragment when a store is given: HOLD_FOUND with the value in
+   * `value` when the first fragment was stored; else a copy of pkt[off,
+   * off+len) is kept for re-injection (HOLD_KEPT), creating the entry if
+   * needed; HOLD_LOST when the datagram lost a fragment (this one included,
+   * when it cannot be kept: the entry is poisoned and its copies dropped);
+   * HOLD_FULL when no entry is free.
+   */
+  hold(key: Uint8Array, fragId: number, nowMs: number, pkt: Uint8Array, off: number, len: number): number {
+    const keeper = this.keeper as FragmentStore;
+    this.lookups++;
+    const id = fragId >>> 0;
+    const fp = this.fingerprint(key, id);
+    const home = (fp >>> 0) % this.hashSize;
+    let e = this.find(home, key, id, fp, nowMs);
+    if (e !== NONE) {
+      const state = this.states[e];
+      if (state === HAS_VALUE) {
+        this.hits++;
+        this.value = this.values[e];
+        return HOLD_FOUND;
+      }
+      this.misses++;
+      if (state === POISONED) return HOLD_LOST;
+    } else {
+      this.misses++;
+      this.inserts++;
+      // As store(): the clock sweep moves on with every insert.
+      this.find(this.hand, null, 0, 0, nowMs);
+      this.hand = this.hand + 1 === this.hashSize ? 0 : this.hand + 1;
+      e = this.find(home, key, id, fp, nowMs);
+      if (e === NONE) e = this.insert(home, key, id, fp, nowMs);
+      if (e === NONE) return HOLD_FULL;
+      this.states[e] = WAITING;
+    }
+    const head = keeper.keep(this.kept[e], pkt, off, len);
+    if (head === NO_SLOT) {
+      keeper.drop(this.kept[e], FSTORE_DISCARDED);
+      this.kept[e] = NO_SLOT;
+      this.states[e] = POISONED;
+      return HOLD_LOST;
+    }
+    this.kept[e] = head;
+    return HOLD_KEPT;
+  }
+
+  /**
+   * A new entry for (key, id) in home slot `home` or its chain, with its
+   * addresses, id and birth set and state HAS_VALUE; NONE when none is free
+   * (counted as rejected). Prerequisite: find(home, key, ...) found none.
+   */
+  private insert(home: number, key: Uint8Array, id: number, fp: number, nowMs: number): number {
+    let e: number;
     if (this.used[home] === 0) {
       e = home;
     } else {
       this.collisions++;
       if (this.chainLength >= this.maxChain) {
         this.rejected++;
-        return false;
+        return NONE;
       }
       e = this.allocate(nowMs);
       if (e === NONE) {
         this.rejected++;
-        return false;
+        return NONE;
       }
       // allocate() may have shortened this chain; link at its head either way.
       this.next[e] = this.next[home];
@@ -180,9 +289,10 @@ export class FragmentTable {
     const base = e * KEY_ADDR_END;
     for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
     this.ids[e] = id;
-    this.values[e] = value;
     this.born[e] = nowMs;
-    return true;
+    this.states[e] = HAS_VALUE;
+    this.kept[e] = NO_SLOT;
+    return e;
   }
 
   /**
@@ -194,7 +304,7 @@ export class FragmentTable {
     const id = fragId >>> 0;
     const fp = this.fingerprint(key, id);
     const e = this.find((fp >>> 0) % this.hashSize, key, id, fp, nowMs);
-    if (e === NONE) {
+    if (e === NONE || this.states[e] !== HAS_VALUE) {
       this.misses++;
       return false;
     }
@@ -232,6 +342,7 @@ export class FragmentTable {
     if (this.used[home] === 1) {
       if (this.isExpired(home, nowMs)) {
         this.used[home] = 0;
+        this.forget(home);
         this.expired++;
       } else if (key !== null && this.matches(home, key, id, fp)) {
         found = home;
@@ -245,6 +356,7 @@ export class FragmentTable {
       const after = this.next[e];
       if (this.isExpired(e, nowMs)) {
         this.next[prev] = after;
+        this.forget(e);
         this.release(e);
         this.expired++;
       } else {
@@ -267,6 +379,9 @@ export class FragmentTable {
       this.ids[home] = this.ids[e];
       this.values[home] = this.values[e];
       this.born[home] = this.born[e];
+      this.states[home] = this.states[e];
+      this.kept[home] = this.kept[e];
+      this.kept[e] = NO_SLOT;
       this.next[home] = this.next[e];
       this.release(e);
       if (found === e) found = home;
@@ -274,6 +389,14 @@ export class FragmentTable {
     }
     this.chainLength = chain;
     return found;
+  }
+
+  /** An entry expired: the copies kept for it go (counted as expired). */
+  private forget(e: number): void {
+    const head = this.kept[e];
+    if (head === NO_SLOT) return;
+    this.kept[e] = NO_SLOT;
+    (this.keeper as FragmentStore).drop(head, FSTORE_EXPIRED);
   }
 
   private matches(e: number, key: Uint8Array, id: number, fp: number): boolean {
@@ -303,6 +426,7 @@ export class FragmentTable {
       if (prev === NONE || this.next[prev] !== e) return NONE;
       this.next[prev] = this.next[e];
       this.unlinkAge(e);
+      this.forget(e);
       this.expired++;
       this.bucketsUsed--;
     }

@@ -123,6 +123,18 @@ export interface MetricsSource {
   tableFaults?(): readonly { target: string; fault: string; count: number }[];
   /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
   flowsFileErrors?(): number;
+  /** The store of out-of-order fragments (--tun), or null without one (→ nfqlb_fragment_store_*). */
+  fragmentStore?(): FragmentStoreCounts | null;
+}
+
+/** Copies of out-of-order fragments kept for re-injection through --tun. */
+export interface FragmentStoreCounts {
+  /** Copies that fit (--ft_frag) (→ nfqlb_fragment_store_slots). */
+  slots: number;
+  /** Copies held now (→ nfqlb_fragment_store_slots_in_use). */
+  inUse: number;
+  /** stored, reinjected, no_space, too_big, discarded, expired, write_error (→ nfqlb_fragment_store_total{event}). */
+  events: readonly { event: string; count: number }[];
 }
 
 /** One failure count of one queue. */
@@ -544,6 +556,36 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     collect() {
       flowsFileErrors.reset();
       flowsFileErrors.inc(source.flowsFileErrors?.() ?? 0);
+    },
+  });
+
+  const storeEvents = new MonotonicTotals<'event'>();
+  const storeCounter: Counter<'event'> = new Counter({
+    name: 'nfqlb_fragment_store_total',
+    help:
+      'Out-of-order fragments (--tun), by event: stored (a copy kept, the original dropped), reinjected (written to the tun device), ' +
+      'no_space / too_big (could not be kept: the datagram is given up), discarded (kept copies of such a datagram), ' +
+      'expired (kept copies whose first fragment never came within --ft_ttl), write_error (tun writes that failed).',
+    labelNames: ['event'],
+    registers,
+    collect() {
+      const s = source.fragmentStore?.() ?? null;
+      if (s === null) return;
+      for (const e of s.events) storeEvents.update(e.event, { event: e.event }, e.count);
+      storeEvents.writeTo(storeCounter);
+    },
+  });
+  const storeSlots: Gauge<'state'> = new Gauge({
+    name: 'nfqlb_fragment_store_slots',
+    help: 'Copies of out-of-order fragments the store holds (state="in_use") and can hold (state="max", --ft_frag); absent without --tun.',
+    labelNames: ['state'],
+    registers,
+    collect() {
+      storeSlots.reset();
+      const s = source.fragmentStore?.() ?? null;
+      if (s === null) return;
+      storeSlots.set({ state: 'max' }, s.slots);
+      storeSlots.set({ state: 'in_use' }, s.inUse);
     },
   });
 

@@ -26,9 +26,9 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   { name: 'base', modules: ['errors', 'catoi', 'cstring', 'inet', 'flowfields', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
   { name: 'native', modules: ['native'] },
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
-  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets', 'fragstats'] },
+  { name: 'system', modules: ['maglev', 'shm', 'queue', 'pcap', 'sockets', 'fragstats', 'tun'] },
   // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
-  { name: 'packet/flows', modules: ['packet', 'fragments', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
+  { name: 'packet/flows', modules: ['packet', 'fragstore', 'fragments', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable'] },
   { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile'] },
   { name: 'cli', modules: ['cli/'] },

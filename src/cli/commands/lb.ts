@@ -89,7 +89,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   const mtu = int(args, 'mtu');
   if (!(mtu >= 576)) throw new UsageError(`Invalid MTU; ${Number.isNaN(mtu) ? String(args.mtu) : mtu}`);
   if (mtu > 65535) throw new UsageError(`Invalid MTU; ${mtu} (at most 65535)`);
-  if (args.tun !== undefined) throw new UsageError('--tun is not supported: out-of-order fragments are dropped (counted as fragment_miss)');
+  // nfqlb keeps copies of out-of-order fragments only when it can re-inject them (--tun); else ft_frag is 0.
+  const tun = args.tun === undefined ? undefined : String(args.tun);
+  const ftFrag = tun === undefined ? 0 : Math.max(0, int(args, 'ft_frag'));
+  if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${ftFrag}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
   if (int(args, 'reassembler') > 0) throw new UsageError('--reassembler is not supported');
   const hashMode = int(args, 'hash_mode');
   let queues: number[];
@@ -117,6 +120,8 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
       // A random seed, so nobody outside can aim fragment ids at one hash chain.
       fragmentSeed: randomInt(0x7fffffff),
       fragmentTtlMs: Math.max(1, int(args, 'ft_ttl')),
+      fragmentStoreSlots: ftFrag,
+      fragmentStoreSlotBytes: mtu,
       sctpEncap: mode === 'lb' ? int(args, 'sctp_encap') & 0xffff : 0,
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
@@ -127,6 +132,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
     metricsAddress: metricsAddress(String(args.metrics_address)),
     flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
+    tun,
   };
 }
 
@@ -153,7 +159,7 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   checkInspectorClosed();
 
   const p = options.pipeline;
-  out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=0, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
+  out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=${p.fragmentStoreSlots ?? 0}, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
   let daemon: Daemon;
   try {
     daemon = new Daemon(options, log);
