@@ -523,7 +523,7 @@ export class Daemon {
         if (traceMask !== 0) tracer!.tracePacket(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
       }
       // Kept fragments whose first fragment came in this batch: one write call.
-      if (store !== null && store.pendingCount > 0) flushReinjections(this.tun === null ? -1 : this.tun.fd, store, tunErrno);
+      if (store !== null && store.pendingCount > 0) flushReinjections(this.tunFd, store, tunErrno);
       accepted[qi] += acc;
       dropped[qi] += n - acc;
       batchSizes.observe(n);
@@ -585,6 +585,11 @@ export class Daemon {
 
   private listReply<T>(set: FlowSet<T>, name: string | undefined): ControlReply {
     return { json: set.list(name) };
+  }
+
+  /** The fd of the --tun device (-1 without one, or before start): a plain number any thread running a pipeline writes with. */
+  get tunFd(): number {
+    return this.tun === null ? -1 : this.tun.fd;
   }
 
   /** The trace/loglevel shm (created at start). */

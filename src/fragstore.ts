@@ -37,6 +37,15 @@ export const FSTORE_FIELDS = 8;
 /** Label of each counter 0..FSTORE_IN_USE-1 (nfqlb_fragment_store_total{event}). */
 export const FSTORE_EVENT_NAMES = ['stored', 'reinjected', 'no_space', 'too_big', 'discarded', 'expired', 'write_error'] as const;
 
+/**
+ * The fields of nfqlb's `struct fragStats` (ftshm) that the store accounts
+ * for: fragsMax (--ft_frag, 0 without --tun), fragsAllocated (copies kept
+ * since start), fragsDiscarded (kept copies dropped without re-injection).
+ */
+export function nfqlbFragStoreStats(slots: number, counters: Float64Array): { fragsMax: number; fragsAllocated: number; fragsDiscarded: number } {
+  return { fragsMax: slots, fragsAllocated: counters[FSTORE_STORED], fragsDiscarded: counters[FSTORE_DISCARDED] + counters[FSTORE_EXPIRED] };
+}
+
 /** No slot / end of a list. */
 export const NO_SLOT = -1;
 
