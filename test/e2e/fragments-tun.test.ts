@@ -16,15 +16,17 @@
 import {
   cleanupAll,
   ipn,
+  killProcess,
   metricSum,
   nsExec,
   scrapeMetrics,
+  spawnInNs,
   Testbed,
   uniqueShmName,
   type TargetInfo,
 } from '../../testbed/testbed';
 import { fragmentsOf, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend-tun';
-import { describeUnless, netnsUnavailable } from '../helpers/skip';
+import { describeUnless, netnsUnavailable, ORIGINAL, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 
 const describeNs = describeUnless(netnsUnavailable());
@@ -44,13 +46,15 @@ const log = (msg: string): void => {
 describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and without --tun', () => {
   let tb: Testbed;
   let shm: string;
+  /** nfqlb's fragment statistics shm, private to this run (/dev/shm is shared by every namespace). */
+  let ftShm: string;
   const sinks: UdpSink[] = [];
   /** Expected target of (family, sport), from `nfqlb fwmark`. */
   const expected = new Map<string, TargetInfo>();
   let nextTag = 1;
   let nextId = 100;
 
-  const daemonArgs = (extra: string[]): string[] => ['flowlb', '--queue=0:3', '--hash_mode=0', `--metrics_address=127.0.0.1:${METRICS}`, ...extra];
+  const daemonArgs = (extra: string[]): string[] => ['flowlb', '--queue=0:3', '--hash_mode=0', `--ft_shm=${ftShm}`, `--metrics_address=127.0.0.1:${METRICS}`, ...extra];
 
   function metrics(): string {
     const text = scrapeMetrics(tb.lb, METRICS);
@@ -136,6 +140,7 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     ipn(tb.lb, 'link', 'set', TUN, 'mtu', '1500', 'up');
     for (const t of tb.targets) sinks.push(await startUdpSink(t.name, t.ns, PORT, [tb.vip4, tb.vip6]));
     shm = uniqueShmName('frag');
+    ftShm = uniqueShmName('ftshm');
     tb.initTable(shm);
   });
 
@@ -144,9 +149,13 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     await cleanupAll();
   });
 
+  function setFlow(): void {
+    tb.nfqlbOk(['flow-set', `--name=${FLOW}`, `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32,${tb.vip6}/128`, `--dports=${PORT}`]);
+  }
+
   async function startWith(extra: string[]): Promise<void> {
     await tb.startDaemon(daemonArgs(extra));
-    tb.nfqlbOk(['flow-set', `--name=${FLOW}`, `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32,${tb.vip6}/128`, `--dports=${PORT}`]);
+    setFlow();
   }
 
   it('refuses a --tun device that does not exist, or whose MTU is below --mtu, with one line saying what to do', async () => {
@@ -208,6 +217,29 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       expect(lost.filter((d) => got.has(d.tag)).map((d) => d.tag)).toEqual([]);
       expect(decisions('fragment_miss') - misses).toBe(lost.reduce((n, d) => n + d.parts - 1, 0));
       expect(metricSum(metrics(), 'nfqlb_fragment_store_total')).toBe(0);
+    });
+  });
+
+  describeUnless(originalUnavailable())('the original nfqlb 1.2.0 with --tun, as a partner', () => {
+    let child: ReturnType<typeof spawnInNs> | null = null;
+
+    beforeAll(async () => {
+      await tb.stopDaemon();
+      child = spawnInNs(tb.lb, ORIGINAL, ['flowlb', '--queue=0:3', '--hash_mode=0', `--ft_shm=${ftShm}`, `--tun=${TUN}`], { stdio: ['ignore', 'ignore', 'ignore'] });
+      // Ready once its control socket takes the flow.
+      await until(() => tb.nfqlb(['flow-set', `--name=${FLOW}`, `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32,${tb.vip6}/128`, `--dports=${PORT}`]).status === 0, 'the original nfqlb to take a flow');
+    });
+
+    afterAll(async () => {
+      if (child !== null) await killProcess(child);
+    });
+
+    // IPv4 only: nfqlb 1.2.0 reads the IPv6 fragment header as an extension
+    // header of length 0 and drops every IPv6 fragment (SPEC.md §4 divergences).
+    it('IPv4: reversed datagrams arrive whole at the same targets as through this daemon', async () => {
+      const ds = datagrams(4, 8);
+      send(ds, 'reversed');
+      await expectDelivered(ds);
     });
   });
 });
