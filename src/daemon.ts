@@ -27,7 +27,7 @@ import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
 import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
-import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
+import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, flushReinjections, openTun, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
@@ -383,7 +383,7 @@ export class Daemon {
    */
   logFailures(): void {
     const counts = this.pipeline.reasonCounts;
-    for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL]) {
+    for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_FRAGMENT_LOST]) {
       const n = counts[r] - this.seenReasons[r];
       this.seenReasons[r] = counts[r];
       if (n > 0) this.failures.note(`packets:${REASON_NAMES[r]}`, undefined, n);
