@@ -31,6 +31,8 @@ import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL,
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, flushReinjections, openTun, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
+import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
+import { FragStatsWriter, type FragStats } from './fragstats';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;
@@ -136,6 +138,8 @@ export interface DaemonOptions {
    * start(); its fd (`tunFd`) is what every batch handler writes with.
    */
   tun?: string;
+  /** --ft_shm: the shm the fragment statistics are written to, in nfqlb's layout (undefined: none). */
+  ftShm?: string;
 }
 
 type Table = ServedTable;
@@ -208,6 +212,9 @@ export class Daemon {
   /** errno of the last failed re-injection write ([0], C's positive errno; 0: none). */
   private readonly tunErrno = new Int32Array(1);
   private seenTunErrors = 0;
+  private ftWriter: FragStatsWriter | null = null;
+  private ftWriteFailed = false;
+  private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
 
   constructor(
     readonly options: DaemonOptions,
@@ -266,6 +273,13 @@ export class Daemon {
       this.trace = traceShm.trace;
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
+      if (this.options.ftShm !== undefined) {
+        // As nfqlb, the stats object exists from the start. One that belongs
+        // to another user is logged and tried again every second (nfqlb
+        // dies): as with nfqlb-trace, the daemon runs without root.
+        this.ftWriter = new FragStatsWriter(this.options.ftShm);
+        this.writeFragmentStats();
+      }
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
       if (this.options.tun !== undefined) this.tun = openTun(this.options.tun, this.options.mtu);
       for (let qi = 0; qi < this.options.queues.length; qi++) {
@@ -306,7 +320,10 @@ export class Daemon {
       }, every);
       this.tableTimer.unref();
     }
-    this.housekeeping = setInterval(() => this.logFailures(), HOUSEKEEPING_INTERVAL_MS);
+    this.housekeeping = setInterval(() => {
+      this.logFailures();
+      this.writeFragmentStats();
+    }, HOUSEKEEPING_INTERVAL_MS);
     this.housekeeping.unref();
     this.log.notice(
       {
@@ -409,6 +426,42 @@ export class Daemon {
     this.failures.flush();
   }
 
+  /** The statistics arrays of every fragment table (one per packet path). */
+  fragmentStatsArrays(): Float64Array[] {
+    return [this.pipeline.fragments.stats];
+  }
+
+  /** nfqlb's fragStats, summed over the fragment tables. */
+  fragmentStats(): FragStats {
+    const ft = this.pipeline.fragments;
+    return fragStatsOf(sumFragmentStats(this.fragmentStatsArrays(), this.fragmentStatsSum), {
+      size: ft.hashSize,
+      bucketsMax: ft.extraBuckets,
+      ttlMs: ft.ttlMs,
+      mtu: this.options.mtu,
+      // nfqlb's fragsMax: --ft_frag with --tun, else 0 (lb.ts sets no store then).
+      fragsMax: this.options.pipeline.fragmentStoreSlots ?? 0,
+    });
+  }
+
+  /**
+   * Every second and at stop: frees what expired in the fragment table (so
+   * the active count falls back without traffic; nfqlb does this full GC when
+   * its stats are read) and writes --ft_shm. A failed write is logged once
+   * until a write succeeds again; the daemon keeps running.
+   */
+  writeFragmentStats(): void {
+    this.pipeline.fragments.sweep(performance.now());
+    if (this.ftWriter === null) return;
+    try {
+      this.ftWriter.write(this.fragmentStats());
+      this.ftWriteFailed = false;
+    } catch (err) {
+      if (!this.ftWriteFailed) this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+      this.ftWriteFailed = true;
+    }
+  }
+
   /** --flows_file at start: all of it or nothing (a bad file stops the start, untouched). */
   private restoreFlows(file: string): void {
     const content = readFlowsFile(file);
@@ -483,6 +536,7 @@ export class Daemon {
         const c = store.counters;
         return { slots: store.slots, inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
       },
+      fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
     };
   }
 
@@ -603,6 +657,7 @@ export class Daemon {
     this.stopping = (async () => {
       if (this.tableTimer !== null) clearInterval(this.tableTimer);
       if (this.housekeeping !== null) clearInterval(this.housekeeping);
+      if (this.ftWriter !== null) this.writeFragmentStats();
       for (const q of this.queues) {
         try {
           q.close();

@@ -1,8 +1,11 @@
 /**
  * The fragment table: a later IP fragment has no ports, so it must follow the
  * choice made for the first fragment of the same datagram. Entries are keyed
- * by (source, destination, fragment id) and live `ttlMs` after the first
- * fragment was stored (a repeated first fragment stores again).
+ * by (source, destination, fragment id) and live until no fragment of their
+ * datagram has been seen for more than `ttlMs` (nfqlb's --ft_ttl: its
+ * conntrack entries expire `ttl` after they were last referred to), or, with
+ * a reassembler (--reassembler=N), until every byte of the datagram has been
+ * seen.
  *
  * Layout, as nfqlb's conntrack table (ct + bucket pool): `hashSize` home slots
  * (--ft_size) and `extraBuckets` overflow entries (--ft_buckets) shared by all
@@ -35,10 +38,91 @@
  * store's re-injection list. A copy that cannot be kept POISONS the entry (its
  * other copies are dropped; the datagram is lost, so its fragments are dropped
  * too, the first one included), as nfqlb does. Copies are dropped with their
- * entry when it expires. Without a store, later fragments only look up.
+ * entry when it expires or is freed. Without a store, later fragments only
+ * look up.
  */
-import { KEY_ADDR_END } from './hashkey';
+import type { FragStats } from './fragstats';
 import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './fragstore';
+import { KEY_ADDR_END } from './hashkey';
+import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
+
+/*
+ * The table's statistics: fixed fields of a Float64Array (FragmentTable.stats),
+ * indexed by these constants. Counters only grow; FS_ACTIVE and
+ * FS_BUCKETS_USED are levels. Several tables (one per packet worker) are
+ * summed field by field (sumFragmentStats) for ftshm and the metrics.
+ * FS_FRAGS_* count the copies of out-of-order fragments (with a store, --tun).
+ */
+/** Attempts to add a datagram (a first fragment not already in the table), refused ones included (nfqlb inserts). */
+export const FS_INSERTS = 0;
+/** Stores refused: chain at its bound or no overflow entry free (nfqlb rejectedInserts). */
+export const FS_REJECTED = 1;
+/** Table accesses: every store and every lookup (nfqlb counts a ctLookup for both). */
+export const FS_LOOKUPS = 2;
+export const FS_HITS = 3;
+export const FS_MISSES = 4;
+/** Stores that found their home slot taken (nfqlb collisions). */
+export const FS_COLLISIONS = 5;
+/** Entries freed because they expired (nfqlb objGC). */
+export const FS_EXPIRED = 6;
+export const FS_BUCKETS_ALLOCATED = 7;
+export const FS_BUCKETS_USED = 8;
+/** Live entries now (expired ones count until they are freed; a sweep frees them). */
+export const FS_ACTIVE = 9;
+/** Entries read by store/lookup: the work the table did. */
+export const FS_PROBES = 10;
+/** Entries freed early because all of their datagram was seen (nfqlb reAssembled). */
+export const FS_REASSEMBLED = 11;
+/** Copies of out-of-order fragments kept (nfqlb fragsAllocated). */
+export const FS_FRAGS_ALLOCATED = 12;
+/** Kept copies dropped unsent: their entry expired, was freed, or lost a fragment (nfqlb fragsDiscarded). */
+export const FS_FRAGS_DISCARDED = 13;
+/** Datagrams without bookkeeping because the reassembler had no free hole descriptor. */
+export const FS_REASSEMBLER_FULL = 14;
+export const FRAG_STATS_FIELDS = 15;
+
+/** Adds the statistics arrays of several tables into `out` (length FRAG_STATS_FIELDS), field by field. */
+export function sumFragmentStats(tables: readonly Float64Array[], out: Float64Array): Float64Array {
+  out.fill(0);
+  for (const s of tables) for (let i = 0; i < FRAG_STATS_FIELDS; i++) out[i] += s[i];
+  return out;
+}
+
+/** The configuration part of the stats: what the daemon was started with (per table; with packet workers each has a table of this shape). */
+export interface FragStatsConfig {
+  /** --ft_size */
+  size: number;
+  /** --ft_buckets */
+  bucketsMax: number;
+  /** --ft_ttl, ms */
+  ttlMs: number;
+  /** --mtu */
+  mtu: number;
+  /** Fragments that may be stored (--ft_frag with --tun, else 0 as in nfqlb). */
+  fragsMax: number;
+}
+
+/** nfqlb's fragStats from the (summed) FS_* statistics of the fragment tables. */
+export function fragStatsOf(stats: Float64Array, config: FragStatsConfig): FragStats {
+  return {
+    ttlNanos: BigInt(Math.max(0, Math.round(config.ttlMs))) * 1000000n,
+    size: config.size,
+    active: stats[FS_ACTIVE],
+    collisions: stats[FS_COLLISIONS],
+    inserts: stats[FS_INSERTS],
+    rejectedInserts: stats[FS_REJECTED],
+    lookups: stats[FS_LOOKUPS],
+    objGC: stats[FS_EXPIRED],
+    mtu: config.mtu,
+    bucketsMax: config.bucketsMax,
+    bucketsAllocated: stats[FS_BUCKETS_ALLOCATED],
+    bucketsUsed: stats[FS_BUCKETS_USED],
+    fragsMax: config.fragsMax,
+    fragsDiscarded: stats[FS_FRAGS_DISCARDED],
+    fragsAllocated: stats[FS_FRAGS_ALLOCATED],
+    reAssembled: stats[FS_REASSEMBLED],
+  };
+}
 
 /** Chain bound: with random keys and a load ≤ 1 a chain this long practically never forms. */
 export const DEFAULT_MAX_CHAIN = 16;
@@ -54,6 +138,13 @@ export interface FragmentTableOptions {
   maxChain?: number;
   /** Hash seed; random when absent (tests and replay pass one to be reproducible). */
   seed?: number;
+  /**
+   * Where to keep the statistics (FRAG_STATS_FIELDS doubles), e.g. a view
+   * into a SharedArrayBuffer that another thread sums; a private array when absent.
+   */
+  stats?: Float64Array;
+  /** Hole descriptors of the reassembly bookkeeping (--reassembler); 0: none. */
+  reassemblerSize?: number;
   /** Where copies of out-of-order later fragments are kept (--tun); none when absent. */
   store?: FragmentStore | null;
 }
@@ -87,7 +178,8 @@ export class FragmentTable {
   private readonly addrs: Uint8Array;
   private readonly ids: Uint32Array;
   private readonly values: Float64Array;
-  private readonly born: Float64Array;
+  /** When a fragment of the entry's datagram was last seen (ms): expiry counts from here. */
+  private readonly lastSeen: Float64Array;
   /** Home slot → first overflow entry; overflow entry → next in chain (or next free). */
   private readonly next: Int32Array;
   /** Overflow entry → its home slot. */
@@ -102,6 +194,11 @@ export class FragmentTable {
   private hand = 0;
   /** Live overflow entries in the chain last walked by find(). */
   private chainLength = 0;
+  /** Entry → the head of its datagram's hole list in the reassembler, or NONE. */
+  private readonly holes: Int32Array;
+  private readonly reassembler: Reassembler | null;
+  /** The entry the last successful store() or lookup() found, for fragmentSeen(); NONE after a free. */
+  private lastEntry = NONE;
   private readonly keeper: FragmentStore | null;
   /** Per entry: HAS_VALUE, WAITING or POISONED. */
   private readonly states: Uint8Array;
@@ -114,21 +211,8 @@ export class FragmentTable {
   /** After lookup() returned true: the value stored for the datagram. */
   value = 0;
 
-  /** Statistics (nfqlb's ctStats/fragStats names where there is one). */
-  inserts = 0;
-  /** Stores refused: chain at its bound or no overflow entry free. */
-  rejected = 0;
-  lookups = 0;
-  hits = 0;
-  misses = 0;
-  /** Stores that found their home slot taken. */
-  collisions = 0;
-  /** Expired entries freed (nfqlb objGC). */
-  expired = 0;
-  bucketsAllocated = 0;
-  bucketsUsed = 0;
-  /** Entries read by store/lookup since construction: the work the table did. */
-  probes = 0;
+  /** Statistics, indexed by the FS_* constants. */
+  readonly stats: Float64Array;
 
   constructor(options: FragmentTableOptions) {
     this.hashSize = Math.max(1, Math.floor(options.hashSize));
@@ -137,17 +221,22 @@ export class FragmentTable {
     this.ttlMs = options.ttlMs;
     this.maxChain = Math.max(0, Math.floor(options.maxChain ?? DEFAULT_MAX_CHAIN));
     this.seed = (options.seed ?? Math.floor(Math.random() * 0x100000000)) | 0;
+    this.stats = options.stats ?? new Float64Array(FRAG_STATS_FIELDS);
+    if (this.stats.length < FRAG_STATS_FIELDS) throw new RangeError(`fragment table statistics need ${FRAG_STATS_FIELDS} fields, got ${this.stats.length}`);
+    const rsize = Math.max(0, Math.floor(options.reassemblerSize ?? 0));
+    this.reassembler = rsize > 0 ? new Reassembler(rsize) : null;
     const n = this.capacity;
     this.used = new Uint8Array(n);
     this.fingerprints = new Int32Array(n);
     this.addrs = new Uint8Array(n * KEY_ADDR_END);
     this.ids = new Uint32Array(n);
     this.values = new Float64Array(n);
-    this.born = new Float64Array(n);
+    this.lastSeen = new Float64Array(n);
     this.next = new Int32Array(n).fill(NONE);
     this.homeOf = new Int32Array(n).fill(NONE);
     this.older = new Int32Array(n).fill(NONE);
     this.newer = new Int32Array(n).fill(NONE);
+    this.holes = new Int32Array(n).fill(NONE);
     this.keeper = options.store ?? null;
     this.states = new Uint8Array(n);
     this.kept = new Int32Array(n).fill(NO_SLOT);
@@ -161,10 +250,24 @@ export class FragmentTable {
   get byteLength(): number {
     return (
       this.used.byteLength + this.fingerprints.byteLength + this.addrs.byteLength + this.ids.byteLength + this.values.byteLength +
-      this.born.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
-      this.states.byteLength + this.kept.byteLength
+      this.lastSeen.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
+      this.holes.byteLength + (this.reassembler?.byteLength ?? 0) + this.states.byteLength + this.kept.byteLength
     );
   }
+
+  // Statistics by name (the FS_* fields of `stats`).
+  get inserts(): number { return this.stats[FS_INSERTS]; }
+  get rejected(): number { return this.stats[FS_REJECTED]; }
+  get lookups(): number { return this.stats[FS_LOOKUPS]; }
+  get hits(): number { return this.stats[FS_HITS]; }
+  get misses(): number { return this.stats[FS_MISSES]; }
+  get collisions(): number { return this.stats[FS_COLLISIONS]; }
+  get expired(): number { return this.stats[FS_EXPIRED]; }
+  get bucketsAllocated(): number { return this.stats[FS_BUCKETS_ALLOCATED]; }
+  get bucketsUsed(): number { return this.stats[FS_BUCKETS_USED]; }
+  get active(): number { return this.stats[FS_ACTIVE]; }
+  get probes(): number { return this.stats[FS_PROBES]; }
+  get reassembled(): number { return this.stats[FS_REASSEMBLED]; }
 
   /**
    * Remembers `value` for the datagram of a first fragment (addresses in
@@ -174,7 +277,9 @@ export class FragmentTable {
    * re-injection list.
    */
   store(key: Uint8Array, fragId: number, value: number, nowMs: number): boolean {
-    this.inserts++;
+    const stats = this.stats;
+    stats[FS_LOOKUPS]++;
+    this.lastEntry = NONE;
     // Clock sweep, one home slot per store: frees what expired in buckets no
     // packet touches and moves their chains home, so the overflow pool holds
     // only what collisions need.
@@ -190,11 +295,7 @@ export class FragmentTable {
         return false;
       }
       this.values[e] = value;
-      this.born[e] = nowMs;
-      if (e >= this.hashSize) {
-        this.unlinkAge(e);
-        this.appendAge(e);
-      }
+      this.touch(e, nowMs);
       if (this.states[e] === WAITING) {
         this.states[e] = HAS_VALUE;
         if (this.kept[e] !== NO_SLOT) {
@@ -202,6 +303,7 @@ export class FragmentTable {
           this.kept[e] = NO_SLOT;
         }
       }
+      this.lastEntry = e;
       return true;
     }
     e = this.insert(home, key, id, fp, nowMs);
@@ -210,6 +312,7 @@ export class FragmentTable {
       return false;
     }
     this.values[e] = value;
+    this.lastEntry = e;
     return true;
   }
 
@@ -219,27 +322,30 @@ export class FragmentTable {
    * off+len) is kept for re-injection (HOLD_KEPT), creating the entry if
    * needed; HOLD_LOST when the datagram lost a fragment (this one included,
    * when it cannot be kept: the entry is poisoned and its copies dropped);
-   * HOLD_FULL when no entry is free.
+   * HOLD_FULL when no entry is free. As lookup(), a found entry is renewed.
    */
   hold(key: Uint8Array, fragId: number, nowMs: number, pkt: Uint8Array, off: number, len: number): number {
     const keeper = this.keeper as FragmentStore;
-    this.lookups++;
+    const stats = this.stats;
+    stats[FS_LOOKUPS]++;
+    this.lastEntry = NONE;
     const id = fragId >>> 0;
     const fp = this.fingerprint(key, id);
     const home = (fp >>> 0) % this.hashSize;
     let e = this.find(home, key, id, fp, nowMs);
     if (e !== NONE) {
+      this.touch(e, nowMs);
       const state = this.states[e];
       if (state === HAS_VALUE) {
-        this.hits++;
+        stats[FS_HITS]++;
         this.value = this.values[e];
+        this.lastEntry = e;
         return HOLD_FOUND;
       }
-      this.misses++;
+      stats[FS_MISSES]++;
       if (state === POISONED) return HOLD_LOST;
     } else {
-      this.misses++;
-      this.inserts++;
+      stats[FS_MISSES]++;
       // As store(): the clock sweep moves on with every insert.
       this.find(this.hand, null, 0, 0, nowMs);
       this.hand = this.hand + 1 === this.hashSize ? 0 : this.hand + 1;
@@ -250,33 +356,36 @@ export class FragmentTable {
     }
     const head = keeper.keep(this.kept[e], pkt, off, len);
     if (head === NO_SLOT) {
-      keeper.drop(this.kept[e], FSTORE_DISCARDED);
-      this.kept[e] = NO_SLOT;
       this.states[e] = POISONED;
+      this.forget(e, FSTORE_DISCARDED);
       return HOLD_LOST;
     }
     this.kept[e] = head;
+    stats[FS_FRAGS_ALLOCATED]++;
     return HOLD_KEPT;
   }
 
   /**
    * A new entry for (key, id) in home slot `home` or its chain, with its
-   * addresses, id and birth set and state HAS_VALUE; NONE when none is free
-   * (counted as rejected). Prerequisite: find(home, key, ...) found none.
+   * addresses, id and lastSeen set and state HAS_VALUE; NONE when none is
+   * free (counted as rejected). Prerequisite: find(home, key, ...) found none.
    */
   private insert(home: number, key: Uint8Array, id: number, fp: number, nowMs: number): number {
+    const stats = this.stats;
+    // As nfqlb: an insert is an attempt to add a datagram (refused ones included).
+    stats[FS_INSERTS]++;
     let e: number;
     if (this.used[home] === 0) {
       e = home;
     } else {
-      this.collisions++;
+      stats[FS_COLLISIONS]++;
       if (this.chainLength >= this.maxChain) {
-        this.rejected++;
+        stats[FS_REJECTED]++;
         return NONE;
       }
       e = this.allocate(nowMs);
       if (e === NONE) {
-        this.rejected++;
+        stats[FS_REJECTED]++;
         return NONE;
       }
       // allocate() may have shortened this chain; link at its head either way.
@@ -285,38 +394,70 @@ export class FragmentTable {
       this.homeOf[e] = home;
     }
     this.used[e] = 1;
+    stats[FS_ACTIVE]++;
     this.fingerprints[e] = fp;
     const base = e * KEY_ADDR_END;
     for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
     this.ids[e] = id;
-    this.born[e] = nowMs;
+    this.lastSeen[e] = nowMs;
     this.states[e] = HAS_VALUE;
     this.kept[e] = NO_SLOT;
+    if (this.reassembler !== null) {
+      const h = this.reassembler.begin();
+      this.holes[e] = h;
+      if (h === NONE) stats[FS_REASSEMBLER_FULL]++;
+    }
     return e;
   }
 
   /**
    * True when a live value is stored for the datagram of a later fragment;
-   * the value is then in `value`.
+   * the value is then in `value`. A hit renews the entry's time to live.
    */
   lookup(key: Uint8Array, fragId: number, nowMs: number): boolean {
-    this.lookups++;
+    const stats = this.stats;
+    stats[FS_LOOKUPS]++;
     const id = fragId >>> 0;
     const fp = this.fingerprint(key, id);
     const e = this.find((fp >>> 0) % this.hashSize, key, id, fp, nowMs);
     if (e === NONE || this.states[e] !== HAS_VALUE) {
-      this.misses++;
+      stats[FS_MISSES]++;
+      this.lastEntry = NONE;
       return false;
     }
-    this.hits++;
+    stats[FS_HITS]++;
     this.value = this.values[e];
+    this.touch(e, nowMs);
+    this.lastEntry = e;
     return true;
   }
 
   /**
+   * Reassembly bookkeeping for the fragment just passed to a successful
+   * store() or lookup(): it carried bytes [offset, offset+length) of its
+   * datagram, `more` is its MF flag. When that completes the datagram, its
+   * entry is freed at once (counted in FS_REASSEMBLED) and true is returned.
+   * Without a reassembler, after a failed store/lookup, or with an impossible
+   * length (< 0), nothing happens.
+   */
+  fragmentSeen(offset: number, length: number, more: number, nowMs: number): boolean {
+    const e = this.lastEntry;
+    const ra = this.reassembler;
+    if (ra === null || e === NONE || length < 0 || this.holes[e] === NONE) return false;
+    const rc = ra.add(this.holes, e, offset, length, more);
+    if (rc === REASSEMBLY_COMPLETE) {
+      this.stats[FS_REASSEMBLED]++;
+      this.free(e, nowMs);
+      return true;
+    }
+    if (this.holes[e] === NONE) this.stats[FS_REASSEMBLER_FULL]++;
+    return false;
+  }
+
+  /**
    * Frees every expired entry and returns the number of live ones. Reads the
-   * whole table: for statistics (nfqlb runs a full GC when its stats are
-   * read), never per packet.
+   * whole table: for statistics and housekeeping (nfqlb runs a full GC when
+   * its stats are read), never per packet.
    */
   sweep(nowMs: number): number {
     let live = 0;
@@ -328,7 +469,47 @@ export class FragmentTable {
   }
 
   private isExpired(e: number, nowMs: number): boolean {
-    return nowMs - this.born[e] >= this.ttlMs;
+    // As nfqlb's conntrack: expired when unused for MORE than the ttl.
+    return nowMs - this.lastSeen[e] > this.ttlMs;
+  }
+
+  /** The entry was used now: its ttl starts again (and it becomes the newest overflow entry). */
+  private touch(e: number, nowMs: number): void {
+    this.lastSeen[e] = nowMs;
+    if (e >= this.hashSize) {
+      this.unlinkAge(e);
+      this.appendAge(e);
+    }
+  }
+
+  /** Frees live entry `e` before its time (its datagram is complete). */
+  private free(e: number, nowMs: number): void {
+    this.lastEntry = NONE;
+    // Its copies go with it, unsent. None are expected (a datagram completes
+    // only after its first fragment released them), but a slot must not leak.
+    this.forget(e, FSTORE_DISCARDED);
+    this.stats[FS_ACTIVE]--;
+    if (e < this.hashSize) {
+      this.used[e] = 0;
+      this.releaseHoles(e);
+      // Pull the chain's head into the home slot (find() does that; the
+      // chain is bounded, and nothing expires that was not expired anyway).
+      this.find(e, null, 0, 0, nowMs);
+      return;
+    }
+    let prev = this.homeOf[e];
+    let steps = 0;
+    while (prev !== NONE && this.next[prev] !== e && steps++ <= this.maxChain) prev = this.next[prev];
+    if (prev === NONE || this.next[prev] !== e) return; // Cannot happen: the lists agree.
+    this.next[prev] = this.next[e];
+    this.release(e);
+  }
+
+  private releaseHoles(e: number): void {
+    if (this.reassembler !== null && this.holes[e] !== NONE) {
+      this.reassembler.release(this.holes[e]);
+      this.holes[e] = NONE;
+    }
   }
 
   /**
@@ -337,13 +518,16 @@ export class FragmentTable {
    * chainLength. A null key matches nothing (sweep).
    */
   private find(home: number, key: Uint8Array | null, id: number, fp: number, nowMs: number): number {
+    const stats = this.stats;
     let found = NONE;
-    this.probes++;
+    stats[FS_PROBES]++;
     if (this.used[home] === 1) {
       if (this.isExpired(home, nowMs)) {
         this.used[home] = 0;
-        this.forget(home);
-        this.expired++;
+        this.releaseHoles(home);
+        this.forget(home, FSTORE_EXPIRED);
+        stats[FS_EXPIRED]++;
+        stats[FS_ACTIVE]--;
       } else if (key !== null && this.matches(home, key, id, fp)) {
         found = home;
       }
@@ -352,13 +536,14 @@ export class FragmentTable {
     let prev = home;
     let e = this.next[home];
     while (e !== NONE) {
-      this.probes++;
+      stats[FS_PROBES]++;
       const after = this.next[e];
       if (this.isExpired(e, nowMs)) {
         this.next[prev] = after;
-        this.forget(e);
+        this.forget(e, FSTORE_EXPIRED);
         this.release(e);
-        this.expired++;
+        stats[FS_EXPIRED]++;
+        stats[FS_ACTIVE]--;
       } else {
         if (found === NONE && key !== null && this.matches(e, key, id, fp)) found = e;
         chain++;
@@ -378,7 +563,9 @@ export class FragmentTable {
       for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[to + i] = this.addrs[from + i];
       this.ids[home] = this.ids[e];
       this.values[home] = this.values[e];
-      this.born[home] = this.born[e];
+      this.lastSeen[home] = this.lastSeen[e];
+      this.holes[home] = this.holes[e];
+      this.holes[e] = NONE;
       this.states[home] = this.states[e];
       this.kept[home] = this.kept[e];
       this.kept[e] = NO_SLOT;
@@ -391,12 +578,12 @@ export class FragmentTable {
     return found;
   }
 
-  /** An entry expired: the copies kept for it go (counted as expired). */
-  private forget(e: number): void {
+  /** Entry `e` goes (expired, or freed early): the copies kept for it are dropped, counted under `why` (FSTORE_EXPIRED, FSTORE_DISCARDED). */
+  private forget(e: number, why: number): void {
     const head = this.kept[e];
     if (head === NO_SLOT) return;
     this.kept[e] = NO_SLOT;
-    (this.keeper as FragmentStore).drop(head, FSTORE_EXPIRED);
+    this.stats[FS_FRAGS_DISCARDED] += (this.keeper as FragmentStore).drop(head, why);
   }
 
   private matches(e: number, key: Uint8Array, id: number, fp: number): boolean {
@@ -413,37 +600,40 @@ export class FragmentTable {
       this.freeHead = this.next[e];
     } else {
       e = this.oldest;
-      this.probes++;
+      this.stats[FS_PROBES]++;
       if (e === NONE || !this.isExpired(e, nowMs)) return NONE;
       // Unlink it from the chain of the home slot it belongs to.
       let prev = this.homeOf[e];
       let steps = 0;
       while (prev !== NONE && this.next[prev] !== e && steps++ <= this.maxChain) {
         prev = this.next[prev];
-        this.probes++;
+        this.stats[FS_PROBES]++;
       }
       // Not in its chain: the lists disagree, which cannot happen; refuse rather than corrupt.
       if (prev === NONE || this.next[prev] !== e) return NONE;
       this.next[prev] = this.next[e];
       this.unlinkAge(e);
-      this.forget(e);
-      this.expired++;
-      this.bucketsUsed--;
+      this.releaseHoles(e);
+      this.forget(e, FSTORE_EXPIRED);
+      this.stats[FS_EXPIRED]++;
+      this.stats[FS_ACTIVE]--;
+      this.stats[FS_BUCKETS_USED]--;
     }
     this.appendAge(e);
-    this.bucketsUsed++;
-    this.bucketsAllocated++;
+    this.stats[FS_BUCKETS_USED]++;
+    this.stats[FS_BUCKETS_ALLOCATED]++;
     this.used[e] = 1;
     return e;
   }
 
   private release(e: number): void {
     this.used[e] = 0;
+    this.releaseHoles(e);
     this.unlinkAge(e);
     this.homeOf[e] = NONE;
     this.next[e] = this.freeHead;
     this.freeHead = e;
-    this.bucketsUsed--;
+    this.stats[FS_BUCKETS_USED]--;
   }
 
   private appendAge(e: number): void {

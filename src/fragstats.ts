@@ -93,3 +93,50 @@ export function formatFragStats(s: FragStats): string {
     + line('reAssembled', s.reAssembled, true)
     + '}\n';
 }
+
+/** Writes the stats in nfqlb's layout into `out` (FRAG_STATS_BYTES; the padding is zero). Counters wrap at 2^32 as nfqlb's u32 do. */
+export function encodeFragStats(s: FragStats, out: Uint8Array = new Uint8Array(FRAG_STATS_BYTES)): Uint8Array {
+  const v = new DataView(out.buffer, out.byteOffset, FRAG_STATS_BYTES);
+  const u = (off: number, value: number): void => v.setUint32(off, value >>> 0, true);
+  v.setBigUint64(0, BigInt.asUintN(64, s.ttlNanos), true);
+  u(8, s.size); u(12, s.active); u(16, s.collisions); u(20, s.inserts); u(24, s.rejectedInserts); u(28, s.lookups); u(32, s.objGC);
+  u(36, 0);
+  u(40, s.mtu); u(44, s.bucketsMax); u(48, s.bucketsAllocated); u(52, s.bucketsUsed);
+  u(56, s.fragsMax); u(60, s.fragsDiscarded); u(64, s.fragsAllocated); u(68, s.reAssembled);
+  return out;
+}
+
+/**
+ * The daemon's side of `--ft_shm`: creates the object as nfqlb does
+ * (O_RDWR|O_CREAT, mode 0600, not truncated) and rewrites its 72 bytes in
+ * place on every write(). Each write opens the object again, so one that was
+ * deleted meanwhile is created again rather than written into a lost inode.
+ * Throws NfqlbError (NFQLB_ERR_SHM_NAME, NFQLB_ERR_SHM_OPEN with what to do)
+ * when the object cannot be written.
+ */
+export class FragStatsWriter {
+  readonly object: string;
+  private readonly bytes = new Uint8Array(FRAG_STATS_BYTES);
+
+  constructor(readonly name: string) {
+    this.object = shmObjectName(name);
+  }
+
+  write(s: FragStats): void {
+    encodeFragStats(s, this.bytes);
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      fs.writeSync(fd, this.bytes, 0, FRAG_STATS_BYTES, 0);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new NfqlbError(
+        `cannot write the fragment statistics to shared memory '${this.name}': ${e.message}; give another name with --ft_shm, or remove ${SHM_DIR}/${this.object}`,
+        'NFQLB_ERR_SHM_OPEN',
+        { cause: e },
+      );
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  }
+}

@@ -17,7 +17,7 @@
  * caller may give (a SharedArrayBuffer, so a daemon can sum one per worker).
  */
 
-/** Copies kept (nfqlb's fragsAllocated). */
+/** Copies kept (the fragment table also counts them as nfqlb's fragsAllocated, FS_FRAGS_ALLOCATED). */
 export const FSTORE_STORED = 0;
 /** Copies written to the tun device. */
 export const FSTORE_REINJECTED = 1;
@@ -36,15 +36,6 @@ export const FSTORE_IN_USE = 7;
 export const FSTORE_FIELDS = 8;
 /** Label of each counter 0..FSTORE_IN_USE-1 (nfqlb_fragment_store_total{event}). */
 export const FSTORE_EVENT_NAMES = ['stored', 'reinjected', 'no_space', 'too_big', 'discarded', 'expired', 'write_error'] as const;
-
-/**
- * The fields of nfqlb's `struct fragStats` (ftshm) that the store accounts
- * for: fragsMax (--ft_frag, 0 without --tun), fragsAllocated (copies kept
- * since start), fragsDiscarded (kept copies dropped without re-injection).
- */
-export function nfqlbFragStoreStats(slots: number, counters: Float64Array): { fragsMax: number; fragsAllocated: number; fragsDiscarded: number } {
-  return { fragsMax: slots, fragsAllocated: counters[FSTORE_STORED], fragsDiscarded: counters[FSTORE_DISCARDED] + counters[FSTORE_EXPIRED] };
-}
 
 /** No slot / end of a list. */
 export const NO_SLOT = -1;
@@ -114,15 +105,18 @@ export class FragmentStore {
     return s;
   }
 
-  /** Frees list `head`, counting its copies under `why` (FSTORE_DISCARDED or FSTORE_EXPIRED). */
-  drop(head: number, why: number): void {
+  /** Frees list `head`, counting its copies under `why` (FSTORE_DISCARDED or FSTORE_EXPIRED); returns how many there were. */
+  drop(head: number, why: number): number {
+    let n = 0;
     let s = head;
     while (s !== NO_SLOT) {
       const after = this.next[s];
       this.free(s);
-      this.counters[why]++;
+      n++;
       s = after;
     }
+    this.counters[why] += n;
+    return n;
   }
 
   /** Moves list `head` to the re-injection list (written and freed by the next flush). */

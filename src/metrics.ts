@@ -20,6 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './counters';
 import { NfqlbError } from './errors';
+import type { FragStats } from './fragstats';
 import { readQueueProc, type QueueProcEntry } from './queue';
 
 // ---------------------------------------------------------------------------
@@ -123,6 +124,8 @@ export interface MetricsSource {
   tableFaults?(): readonly { target: string; fault: string; count: number }[];
   /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
   flowsFileErrors?(): number;
+  /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them, and ours (→ nfqlb_fragment_*). */
+  fragments?(): FragmentStatsReading;
   /** The store of out-of-order fragments (--tun), or null without one (→ nfqlb_fragment_store_*). */
   fragmentStore?(): FragmentStoreCounts | null;
 }
@@ -136,6 +139,31 @@ export interface FragmentStoreCounts {
   /** stored, reinjected, no_space, too_big, discarded, expired, write_error (→ nfqlb_fragment_store_total{event}). */
   events: readonly { event: string; count: number }[];
 }
+
+/** nfqlb's fragment statistics and what this implementation counts beside them. */
+export type FragmentStatsReading = FragStats & {
+  /** Datagrams without reassembly bookkeeping: every --reassembler descriptor was in use. */
+  reassemblerFull?: number;
+};
+
+/** nfqlb_fragment_* counters: metric name, help, FragStats field. */
+const FRAGMENT_COUNTERS: ReadonlyArray<readonly [string, string, keyof FragmentStatsReading]> = [
+  ['nfqlb_fragment_inserts_total', 'First fragments stored in the fragment table (nfqlb inserts).', 'inserts'],
+  ['nfqlb_fragment_rejected_total', 'First fragments the fragment table had no room for, dropped (nfqlb rejected; raise --ft_size/--ft_buckets).', 'rejectedInserts'],
+  ['nfqlb_fragment_lookups_total', 'Fragment table accesses, first and later fragments (nfqlb lookups).', 'lookups'],
+  ['nfqlb_fragment_collisions_total', 'Stores whose home slot was taken (nfqlb collisions).', 'collisions'],
+  ['nfqlb_fragment_expired_total', 'Entries freed after --ft_ttl without a fragment (nfqlb objGC).', 'objGC'],
+  ['nfqlb_fragment_buckets_allocated_total', 'Overflow buckets taken for collisions (nfqlb bucketsAllocated).', 'bucketsAllocated'],
+  ['nfqlb_fragment_reassembled_total', 'Entries freed early because every fragment of the datagram was seen (--reassembler; nfqlb reAssembled).', 'reAssembled'],
+  ['nfqlb_fragment_reassembler_full_total', 'Datagrams left without reassembly bookkeeping because every --reassembler descriptor was in use (raise --reassembler).', 'reassemblerFull'],
+];
+/** nfqlb_fragment_* gauges: metric name, help, FragStats field. */
+const FRAGMENT_GAUGES: ReadonlyArray<readonly [string, string, keyof FragStats]> = [
+  ['nfqlb_fragment_entries', 'Datagrams in the fragment table now (nfqlb active; at most --ft_size + --ft_buckets per table).', 'active'],
+  ['nfqlb_fragment_buckets_used', 'Overflow buckets in use now (nfqlb bucketsUsed; at most --ft_buckets per table).', 'bucketsUsed'],
+  ['nfqlb_fragment_table_size', 'Home slots of each fragment table (--ft_size).', 'size'],
+  ['nfqlb_fragment_buckets_max', 'Overflow buckets of each fragment table (--ft_buckets).', 'bucketsMax'],
+];
 
 /** One failure count of one queue. */
 export interface QueueErrorCount {
@@ -565,7 +593,8 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     help:
       'Out-of-order fragments (--tun), by event: stored (a copy kept, the original dropped), reinjected (written to the tun device), ' +
       'no_space / too_big (could not be kept: the datagram is given up), discarded (kept copies of such a datagram), ' +
-      'expired (kept copies whose first fragment never came within --ft_ttl), write_error (tun writes that failed).',
+      'expired (kept copies whose first fragment never came within --ft_ttl), write_error (tun writes that failed). ' +
+      "nfqlb's fragsAllocated is stored, its fragsDiscarded is discarded + expired.",
     labelNames: ['event'],
     registers,
     collect() {
@@ -588,6 +617,43 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       storeSlots.set({ state: 'in_use' }, s.inUse);
     },
   });
+  // Fragment statistics are read once per scrape (a summing of a few numbers per table).
+  let fragCache: FragmentStatsReading | null = null;
+  const fragStats = (): FragmentStatsReading | null => {
+    if (source.fragments === undefined) return null;
+    if (fragCache === null) {
+      fragCache = source.fragments();
+      queueMicrotask(() => {
+        fragCache = null;
+      });
+    }
+    return fragCache;
+  };
+  for (const [name, help, field] of FRAGMENT_COUNTERS) {
+    const totals = new MonotonicTotals<never>();
+    const counter: Counter = new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = fragStats();
+        if (s === null) return;
+        totals.update('', {} as Labels<never>, Number(s[field] ?? 0));
+        totals.writeTo(counter);
+      },
+    });
+  }
+  for (const [name, help, field] of FRAGMENT_GAUGES) {
+    const gauge: Gauge = new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = fragStats();
+        if (s !== null) gauge.set(Number(s[field]));
+      },
+    });
+  }
 
   collectDefaultMetrics({ register: registry });
   return registry;

@@ -46,6 +46,16 @@ export class PacketInfo {
    */
   fragId = 0;
   /**
+   * When rc has bit 1 or 2: where this fragment's data lies in the original
+   * datagram's fragmentable part (bytes), how many bytes it carries (from the
+   * IP header's length fields, so a packet cut by the copy range still counts
+   * whole; -1 when the header's lengths are impossible), and 1 when more
+   * fragments follow (MF / M flag). For the reassembly bookkeeping.
+   */
+  fragOffset = 0;
+  fragLength = -1;
+  fragMore = 0;
+  /**
    * Offset in the packet buffer of the L4 header whose fields fill the key
    * (inner header for ICMP errors and SCTP over UDP), and the bytes available
    * from it to the end of the packet; -1 and 0 when there is none.
@@ -119,6 +129,9 @@ function reset(info: PacketInfo): void {
   info.sport = 0;
   info.dport = 0;
   info.fragId = 0;
+  info.fragOffset = 0;
+  info.fragLength = -1;
+  info.fragMore = 0;
   info.l4Offset = -1;
   info.l4Len = 0;
   info.icmpType = -1;
@@ -234,6 +247,10 @@ function classify4(pkt: Uint8Array, off: number, end: number, udpencap: number, 
   const fragOff = u16(pkt, off + 6);
   if ((fragOff & 0x3fff) !== 0) {
     info.fragId = u16(pkt, off + 4);
+    const totLen = u16(pkt, off + 2);
+    info.fragOffset = (fragOff & 0x1fff) * 8;
+    info.fragLength = totLen >= ihl ? totLen - ihl : -1;
+    info.fragMore = (fragOff & 0x2000) >>> 13;
     if ((fragOff & 0x1fff) !== 0) {
       setAddr4(key, pkt, off + 12, off + 16);
       key[32] = pkt[off + 4];
@@ -293,7 +310,14 @@ function classify6(pkt: Uint8Array, off: number, end: number, udpencap: number, 
     if (nxt === IPV6_FRAGMENT && rc === 0) {
       if (p + IPV6_FRAG_HDR_LEN > end) return RC_INVALID;
       info.fragId = ((pkt[p + 4] << 24) | (pkt[p + 5] << 16) | (pkt[p + 6] << 8) | pkt[p + 7]) >>> 0;
-      if ((u16(pkt, p + 2) & 0xfff8) !== 0) {
+      const offlg = u16(pkt, p + 2);
+      // The payload length field counts everything after the fixed header;
+      // this fragment's data starts after the fragment header (RFC 8200 §4.5).
+      const fragLength = off + IPV6_HDR_LEN + u16(pkt, off + 4) - (p + IPV6_FRAG_HDR_LEN);
+      info.fragOffset = offlg & 0xfff8;
+      info.fragLength = fragLength >= 0 ? fragLength : -1;
+      info.fragMore = offlg & 1;
+      if ((offlg & 0xfff8) !== 0) {
         setAddr6(key, pkt, off + 8, off + 24);
         for (let i = 0; i < 4; i++) key[32 + i] = pkt[p + 4 + i];
         return RC_LATER_FRAGMENT;

@@ -53,8 +53,12 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentHashSize?: number;
   /** Seed of the fragment table's hash (default 0: reproducible; the daemon passes a random one). */
   fragmentSeed?: number;
-  /** How long a first fragment's choice is kept, ms. */
+  /** How long a datagram's choice is kept after its last fragment was seen, ms (--ft_ttl). */
   fragmentTtlMs: number;
+  /** Where the fragment table keeps its statistics (FRAG_STATS_FIELDS doubles, e.g. over a SharedArrayBuffer); private when absent. */
+  fragmentStats?: Float64Array;
+  /** --reassembler: hole descriptors for reassembly bookkeeping (0: none). */
+  reassemblerSize?: number;
   /**
    * Copies of out-of-order later fragments kept for re-injection (nfqlb's
    * --ft_frag with --tun); 0 (the default): none, they are dropped.
@@ -132,6 +136,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       extraBuckets: capacity - hashSize,
       ttlMs: this.opts.fragmentTtlMs,
       seed: this.opts.fragmentSeed ?? 0,
+      stats: this.opts.fragmentStats,
+      reassemblerSize: this.opts.reassemblerSize ?? 0,
     });
   }
 
@@ -175,6 +181,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
           }
         }
         const stored = this.fragments.value;
+        this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
         if (fixed !== null) {
           last.target = fixed;
           last.hashSlot[0] = stored >>> 0;
@@ -215,6 +222,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
         return this.finish(this.fragments.refusedLost ? REASON_FRAGMENT_LOST : REASON_FRAGMENT_TABLE_FULL, -1);
       }
+      this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
     }
     return this.finish(REASON_TARGET, fw);
   }

@@ -431,6 +431,8 @@ export class DaemonProcess {
   /** Spawns without waiting (for start-up failures). */
   static spawn(ns: string, args: string[], env: NodeJS.ProcessEnv = {}): DaemonProcess {
     noteTraceShm();
+    // /dev/shm is shared by all namespaces: a daemon's fragment statistics get a private name unless the test names them.
+    if ((args[0] === 'flowlb' || args[0] === 'lb') && !args.some((a) => a.startsWith('--ft_shm'))) args = [...args, `--ft_shm=${uniqueShmName('ftshm')}`];
     return new DaemonProcess(
       spawnInNs(ns, process.execPath, [NFQLB_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }),
       ns,

@@ -1,7 +1,8 @@
 /**
  * Fragmented UDP through the real daemon (testbed/testbed.ts: gateway → LB →
  * 4 targets), in order and in reverse order, IPv4 and IPv6, with and without
- * a tun device for re-injection (--tun).
+ * a tun device for re-injection (--tun; with --reassembler, the re-injected
+ * copies complete each datagram and free its entry early).
  *
  * Conntrack is kept out of the LB namespace (raw NOTRACK before the mangle
  * NFQUEUE rule, and no rule there that uses conntrack), so the kernel does not
@@ -25,7 +26,8 @@ import {
   uniqueShmName,
   type TargetInfo,
 } from '../../testbed/testbed';
-import { fragmentsOf, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend-tun';
+import { readFragStats } from '../../src/fragstats';
+import { fragmentsOf, nfqlbStats, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { describeUnless, netnsUnavailable, ORIGINAL, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 
@@ -171,8 +173,8 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     }
   });
 
-  describe('with --tun', () => {
-    beforeAll(() => startWith([`--tun=${TUN}`]));
+  describe('with --tun (and --reassembler)', () => {
+    beforeAll(() => startWith([`--tun=${TUN}`, '--reassembler=64']));
 
     it.each([4, 6] as const)('IPv%s: datagrams of 3-10 fragments in order arrive whole at the target of their 5-tuple', async (family) => {
       const hits = decisions('fragment_hit');
@@ -185,6 +187,7 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
 
     it.each([4, 6] as const)('IPv%s: reversed, the later fragments are kept, re-injected through the tun device, and the datagrams arrive whole', async (family) => {
       const [stored, reinjected, hits] = [storeEvents('stored'), storeEvents('reinjected'), decisions('fragment_hit')];
+      const reassembled = metricSum(metrics(), 'nfqlb_fragment_reassembled_total');
       const ds = datagrams(family, 8);
       send(ds, 'reversed');
       await expectDelivered(ds);
@@ -193,12 +196,19 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       expect(storeEvents('reinjected') - reinjected).toBe(later);
       // The re-injected copies came back through the queue and followed their first fragment.
       expect(decisions('fragment_hit') - hits).toBe(later);
+      // Their return completed each datagram's bookkeeping: every entry was freed early.
+      expect(metricSum(metrics(), 'nfqlb_fragment_reassembled_total') - reassembled).toBe(ds.length);
+      expect(metricSum(metrics(), 'nfqlb_fragment_entries')).toBe(0);
       log(`IPv${family} reversed: ${later} fragments kept and re-injected through ${TUN}`);
     });
 
-    it('nothing is left in the store', () => {
+    it('nothing is left in the store; ftshm has nfqlb\'s fragsMax (--ft_frag) and fragsAllocated (every kept copy), none discarded', async () => {
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'in_use' })).toBe(0);
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'max' })).toBe(100);
+      const stored = storeEvents('stored');
+      await until(() => readFragStats(ftShm).fragsAllocated === stored, 'the housekeeping to write ftshm');
+      expect(readFragStats(ftShm)).toMatchObject({ fragsMax: 100, fragsAllocated: stored, fragsDiscarded: 0 });
+      if (originalUnavailable() === null) expect(nfqlbStats('ours', ftShm)).toEqual(nfqlbStats('original', ftShm));
     });
   });
 
@@ -236,10 +246,16 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
 
     // IPv4 only: nfqlb 1.2.0 reads the IPv6 fragment header as an extension
     // header of length 0 and drops every IPv6 fragment (SPEC.md §4 divergences).
-    it('IPv4: reversed datagrams arrive whole at the same targets as through this daemon', async () => {
+    it('IPv4: reversed datagrams arrive whole at the same targets as through this daemon; its ftshm counts the kept copies as ours does', async () => {
       const ds = datagrams(4, 8);
       send(ds, 'reversed');
       await expectDelivered(ds);
+      // The original writes its statistics in place: fragsAllocated counts every later fragment it kept.
+      const later = ds.reduce((n, d) => n + d.parts - 1, 0);
+      expect(readFragStats(ftShm)).toMatchObject({ fragsMax: 100, fragsAllocated: later, fragsDiscarded: 0 });
+      const theirs = nfqlbStats('original', ftShm);
+      expect(theirs.rc).toBe(0);
+      expect(nfqlbStats('ours', ftShm)).toEqual(theirs);
     });
   });
 });

@@ -280,7 +280,7 @@ describeNs('reliability of a live daemon', () => {
     fs.chownSync(`/dev/shm/${shm}`, 65534, 65534);
     const child = spawnInNs(tb.lb, 'setpriv', [
       '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+net_admin', '--ambient-caps=+net_admin', '--bounding-set=-all,+net_admin',
-      process.execPath, NFQLB_BIN, ...DAEMON_ARGS,
+      process.execPath, NFQLB_BIN, ...DAEMON_ARGS, `--ft_shm=${uniqueShmName('ftshm-unpriv')}`,
     ]);
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));

@@ -5,7 +5,7 @@
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { FragmentTable } from '../../src/fragments';
+import { FRAG_STATS_FIELDS, FragmentTable, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../src/fragments';
 import { KEY_LEN } from '../../src/hashkey';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../src/pipeline';
@@ -99,18 +99,62 @@ describe('fragment table: found / not found, never a sentinel', () => {
 });
 
 describe('fragment table: expiry and reclaim', () => {
-  it('an entry lives ttl ms after it was stored; storing it again renews it', () => {
+  it('an entry lives until it was unused for more than ttl ms (nfqlb\'s --ft_ttl); a store or a hit renews it', () => {
     const ft = table();
     const key = new Uint8Array(KEY_LEN).fill(7);
     ft.store(key, 5, 101, 1000);
-    expect(ft.lookup(key, 5, 1199)).toBe(true);
-    expect(ft.lookup(key, 5, 1200)).toBe(false);
-    ft.store(key, 5, 102, 1300);
-    ft.store(key, 5, 103, 1450);
-    expect(ft.lookup(key, 5, 1600)).toBe(true);
+    expect(ft.lookup(key, 5, 1200)).toBe(true); // exactly ttl unused: still there, as nfqlb's "> ttl"
+    expect(ft.lookup(key, 5, 1400)).toBe(true); // renewed at 1200
+    expect(ft.lookup(key, 5, 1601)).toBe(false);
+    expect(ft.expired).toBe(1);
+    expect(ft.active).toBe(0);
+    ft.store(key, 5, 102, 2000);
+    ft.store(key, 5, 103, 2150);
+    expect(ft.lookup(key, 5, 2350)).toBe(true);
     expect(ft.value).toBe(103);
-    expect(ft.sweep(1600)).toBe(1);
-    expect(ft.sweep(1650)).toBe(0);
+    expect(ft.active).toBe(1);
+    expect(ft.sweep(2550)).toBe(1);
+    expect(ft.sweep(2551)).toBe(0);
+    expect(ft.active).toBe(0);
+    expect(ft.expired).toBe(2);
+  });
+
+  it('expiry with injected time: a full table empties after ttl, its active count falls back to 0 and it takes new entries', () => {
+    const ft = table({ hashSize: 50, extraBuckets: 50 });
+    const rand = prng(11);
+    const key = new Uint8Array(KEY_LEN);
+    let stored = 0;
+    for (let i = 0; i < 1000; i++) {
+      randomKey(rand, key);
+      if (ft.store(key, i, i, 10 + i / 100)) stored++;
+    }
+    expect(ft.active).toBe(stored);
+    expect(ft.active).toBeLessThanOrEqual(100);
+    expect(ft.rejected).toBe(1000 - stored);
+    expect(ft.sweep(10 + TTL)).toBe(stored); // the oldest is exactly TTL old: not yet expired
+    expect(ft.active).toBe(stored);
+    expect(ft.sweep(20 + TTL + 1)).toBe(0);
+    expect([ft.active, ft.bucketsUsed, ft.expired]).toEqual([0, 0, stored]);
+    randomKey(rand, key);
+    expect(ft.store(key, 1, 1, 1000)).toBe(true);
+    expect(ft.active).toBe(1);
+  });
+
+  it('keeps its statistics in a caller-given array (e.g. over a SharedArrayBuffer), summed across tables', () => {
+    const sab = new SharedArrayBuffer(2 * FRAG_STATS_FIELDS * 8);
+    const a = table({ stats: new Float64Array(sab, 0, FRAG_STATS_FIELDS) });
+    const b = table({ stats: new Float64Array(sab, FRAG_STATS_FIELDS * 8, FRAG_STATS_FIELDS), seed: 2 });
+    const key = new Uint8Array(KEY_LEN).fill(3);
+    a.store(key, 1, 1, 0);
+    a.lookup(key, 1, 1);
+    b.store(key, 2, 1, 0);
+    b.lookup(key, 3, 1);
+    const seen = new Float64Array(sab, 0, 2 * FRAG_STATS_FIELDS);
+    expect(seen[FS_INSERTS]).toBe(1);
+    expect(seen[FRAG_STATS_FIELDS + FS_MISSES]).toBe(1);
+    const sum = sumFragmentStats([a.stats, b.stats], new Float64Array(FRAG_STATS_FIELDS));
+    expect([sum[FS_INSERTS], sum[FS_LOOKUPS], sum[FS_HITS], sum[FS_MISSES], sum[FS_ACTIVE]]).toEqual([2, 4, 1, 1, 2]);
+    expect(() => table({ stats: new Float64Array(3) })).toThrow(RangeError);
   });
 
   it('when the overflow pool is empty, an expired entry of an untouched chain is reclaimed', () => {
@@ -225,10 +269,11 @@ describe('fragment table: bounded work whatever the history', () => {
     // Nothing retained per operation: 100,000 operations leave the heap as it was.
     expect(heapGrowth).toBeLessThan(1 << 20);
     // After the ttl every entry is reclaimed and new datagrams are stored again.
-    expect(ft.sweep(TTL)).toBe(0);
+    expect(ft.sweep(TTL + 1)).toBe(0);
     expect(ft.bucketsUsed).toBe(0);
+    expect(ft.active).toBe(0);
     randomKey(rand, key);
-    expect(ft.store(key, 1, 1, TTL)).toBe(true);
+    expect(ft.store(key, 1, 1, TTL + 1)).toBe(true);
   });
 
   it('through the pipeline: a full table refuses first fragments as fragment_table_full, later fragments miss', () => {

@@ -8,7 +8,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { decodeFragStats, FRAG_STATS_BYTES, formatFragStats, readFragStats, type FragStats } from '../../src/fragstats';
+import { FRAG_STATS_FIELDS, FragmentTable, fragStatsOf } from '../../src/fragments';
+import { KEY_LEN } from '../../src/hashkey';
+import {
+  decodeFragStats, encodeFragStats, FRAG_STATS_BYTES, formatFragStats, FragStatsWriter, readFragStats, type FragStats,
+} from '../../src/fragstats';
 import { runInProcess } from '../helpers/cli';
 import { describeUnless, ORIGINAL, originalUnavailable } from '../helpers/skip';
 
@@ -71,6 +75,31 @@ describe('decodeFragStats', () => {
   });
 });
 
+describe('encodeFragStats and fragStatsOf', () => {
+  it('encode is the inverse of decode, byte for byte (padding zero, counters wrap at 2^32)', () => {
+    for (const [, bytes] of CASES.filter(([what]) => !what.startsWith('every u32'))) {
+      expect(Buffer.from(encodeFragStats(decodeFragStats(bytes)))).toEqual(bytes);
+    }
+    const wrapped = decodeFragStats(encodeFragStats({ ...decodeFragStats(DISTINCT), inserts: 2 ** 32 + 5 }));
+    expect(wrapped.inserts).toBe(5);
+  });
+
+  it("maps a fragment table's statistics and the daemon's options to nfqlb's fields", () => {
+    const ft = new FragmentTable({ hashSize: 1, extraBuckets: 2, ttlMs: 200, seed: 1 });
+    const key = new Uint8Array(KEY_LEN);
+    for (let id = 0; id < 9; id++) ft.store(key, id, id, 0); // one bucket: 1 home + 2 overflow, the rest refused
+    ft.lookup(key, 1, 1);
+    ft.lookup(key, 99, 1);
+    ft.sweep(500);
+    const s = fragStatsOf(ft.stats, { size: 1, bucketsMax: 2, ttlMs: 200, mtu: 1500, fragsMax: 0 });
+    expect(s).toEqual({
+      ttlNanos: 200000000n, size: 1, active: 0, collisions: 8, inserts: 9, rejectedInserts: 6, lookups: 11, objGC: 3,
+      mtu: 1500, bucketsMax: 2, bucketsAllocated: 2, bucketsUsed: 0, fragsMax: 0, fragsDiscarded: 0, fragsAllocated: 0, reAssembled: 0,
+    });
+    expect(ft.stats.length).toBe(FRAG_STATS_FIELDS);
+  });
+});
+
 describe('formatFragStats', () => {
   it("prints nfqlb's text: aligned keys, ttl in ms, fragsAllocated before fragsDiscarded, no comma after fragsDiscarded", () => {
     expect(formatFragStats(decodeFragStats(DISTINCT))).toBe([
@@ -128,6 +157,19 @@ describeUnless(noShm ?? originalUnavailable())('`nfqlb stats` against the origin
     const name = shmFile(bytes);
     const theirs = original(['stats', `--ft_shm=${name}`]);
     expect(theirs.rc).toBe(0);
+    expect(await runInProcess(['stats', `--ft_shm=${name}`])).toEqual({ rc: 0, stdout: theirs.stdout, stderr: '' });
+  });
+
+  it('an object written by the daemon\'s FragStatsWriter: the original prints what ours prints', async () => {
+    const name = shmFile(new Uint8Array(0));
+    const writer = new FragStatsWriter(name);
+    const stats = { ...decodeFragStats(DISTINCT), ttlNanos: 200000000n, active: 77 };
+    writer.write(stats);
+    writer.write({ ...stats, inserts: 1234 }); // rewritten in place
+    expect(fs.statSync(`/dev/shm/${name}`).size).toBe(FRAG_STATS_BYTES);
+    const theirs = original(['stats', `--ft_shm=${name}`]);
+    expect(theirs.rc).toBe(0);
+    expect(theirs.stdout).toContain('"inserts":          1234,');
     expect(await runInProcess(['stats', `--ft_shm=${name}`])).toEqual({ rc: 0, stdout: theirs.stdout, stderr: '' });
   });
 

@@ -19,6 +19,7 @@ import {
   FSTORE_WRITE_ERRORS,
   NO_SLOT,
 } from '../../src/fragstore';
+import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../src/fragments';
 import { MaglevTable } from '../../src/maglev';
 import {
   Pipeline,
@@ -43,7 +44,7 @@ function fragments(src: string, id: number, parts: number, sport = 1024): Uint8A
   return out;
 }
 
-function lbPipeline(opts: { slots?: number; slotBytes?: number; ttl?: number; counters?: Float64Array } = {}): Pipeline<MaglevTable> {
+function lbPipeline(opts: { slots?: number; slotBytes?: number; ttl?: number; counters?: Float64Array; reassembler?: number } = {}): Pipeline<MaglevTable> {
   const lb = MaglevTable.create(97, 4, 0, 'lb');
   lb.activate([11, 12, 13, 14]);
   return new Pipeline<MaglevTable>(null, {
@@ -53,6 +54,7 @@ function lbPipeline(opts: { slots?: number; slotBytes?: number; ttl?: number; co
     fragmentStoreSlots: opts.slots ?? 100,
     fragmentStoreSlotBytes: opts.slotBytes ?? 1500,
     fragmentStoreCounters: opts.counters,
+    reassemblerSize: opts.reassembler ?? 0,
   });
 }
 
@@ -153,6 +155,8 @@ describe('Pipeline with a fragment store (--tun)', () => {
     expect(p.last.reason).toBe(REASON_FRAGMENT_LOST);
     const c = p.fragmentStore!.counters;
     expect([c[FSTORE_STORED], c[FSTORE_NO_SPACE], c[FSTORE_DISCARDED], c[FSTORE_IN_USE]]).toEqual([4, 1, 1, 3]);
+    // nfqlb's fragsAllocated / fragsDiscarded in the table's statistics (ftshm).
+    expect([p.fragments.stats[FS_FRAGS_ALLOCATED], p.fragments.stats[FS_FRAGS_DISCARDED]]).toEqual([4, 1]);
     p.decide(b[1], 0, b[1].length, 0);
     expect(p.last.reason).toBe(REASON_FRAGMENT_LOST);
     expect(p.decide(b[0], 0, b[0].length, 0)).toBe(-1);
@@ -162,18 +166,36 @@ describe('Pipeline with a fragment store (--tun)', () => {
     expect(flush(p)).toHaveLength(3);
   });
 
-  it('kept copies expire with their entry (--ft_ttl) and are counted', () => {
+  it('kept copies expire with their entry (--ft_ttl after the last fragment seen) and are counted', () => {
     const p = lbPipeline({ ttl: 50 });
     const frags = fragments('198.51.100.5', 3, 3);
     p.decide(frags[2], 0, frags[2].length, 0);
     p.decide(frags[1], 0, frags[1].length, 10);
-    expect(p.fragments.sweep(60)).toBe(0);
+    // Unused for exactly the ttl: still there (nfqlb expires what is unused for MORE than the ttl).
+    expect(p.fragments.sweep(60)).toBe(1);
+    expect(p.fragments.sweep(61)).toBe(0);
     const c = p.fragmentStore!.counters;
     expect([c[FSTORE_EXPIRED], c[FSTORE_IN_USE]]).toEqual([2, 0]);
+    expect([p.fragments.stats[FS_FRAGS_ALLOCATED], p.fragments.stats[FS_FRAGS_DISCARDED]]).toEqual([2, 2]);
     // The first fragment now starts a new entry; nothing to re-inject.
     p.decide(frags[0], 0, frags[0].length, 70);
     expect(p.last.reason).toBe(REASON_TARGET);
     expect(p.fragmentStore!.pendingCount).toBe(0);
+  });
+
+  it('with --reassembler: the re-injected copies complete the datagram, which frees its entry early', () => {
+    const p = lbPipeline({ reassembler: 16 });
+    const frags = fragments('198.51.100.7', 6, 4);
+    for (let i = 3; i >= 1; i--) p.decide(frags[i], 0, frags[i].length, 0);
+    const fw = p.decide(frags[0], 0, frags[0].length, 1);
+    const copies = flush(p);
+    expect(copies).toHaveLength(3);
+    // Kept copies do not count for the bookkeeping; they do when they come back.
+    expect(p.fragments.stats[FS_REASSEMBLED]).toBe(0);
+    for (const c of copies) expect(p.decide(Uint8Array.from(c), 0, c.length, 2)).toBe(fw);
+    expect([p.fragments.stats[FS_REASSEMBLED], p.fragments.stats[FS_ACTIVE]]).toEqual([1, 0]);
+    expect([p.fragments.stats[FS_FRAGS_ALLOCATED], p.fragments.stats[FS_FRAGS_DISCARDED]]).toEqual([3, 0]);
+    expect(p.fragmentStore!.counters[FSTORE_IN_USE]).toBe(0);
   });
 
   it('without a store (no --tun) nothing is kept: later fragments that come first miss, as before', () => {

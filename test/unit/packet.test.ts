@@ -505,3 +505,83 @@ describe('classify: hand-written cases', () => {
     });
   });
 });
+
+// ---------------------------------------------------------------------------
+// IPv6 fragments per RFC 8200 with extension headers before the fragment
+// header, and the fragment geometry the reassembly bookkeeping reads.
+
+describe('classify: IPv6 fragments after extension headers (RFC 8200)', () => {
+  const ident = [0xfe, 0xdc, 0xba, 0x98];
+  /** Fragment header: next header, offset in 8-byte units, M flag. */
+  const frag = (nxt: number, off: number, m: number): number[] => [nxt, 0, ...be16((off << 3) | m), ...ident];
+  /** An extension header of (hdrlen+1)*8 bytes: next header, hdrlen, then padding. */
+  const ext = (nxt: number, hdrlen: number): number[] => [nxt, hdrlen, ...Array((hdrlen + 1) * 8 - 2).fill(1)];
+  const HOPOPTS = 0;
+  const ROUTING = 43;
+  const FRAGMENT = 44;
+  const DSTOPTS = 60;
+
+  test('hop-by-hop, routing and destination options before the fragment header: ports from the UDP header after it, 32-bit id', () => {
+    // 8 + 24 + 16 bytes of extension headers, each (hdrlen+1)*8 (nfqlb would walk hdrlen*8 and reject hdrlen 0).
+    const chain = [...ext(ROUTING, 0), ...ext(DSTOPTS, 2), ...ext(FRAGMENT, 1)];
+    const body = udp(5353, 53, Array(32).fill(7));
+    const first = run(ipv6(HOPOPTS, CLIENT6, VIP6, [...chain, ...frag(IPPROTO_UDP, 0, 1), ...body]));
+    expect([first.rc, first.proto, first.sport, first.dport]).toEqual([RC_FIRST_FRAGMENT, IPPROTO_UDP, 5353, 53]);
+    expect(first.l4Offset).toBe(40 + 48 + 8);
+    expect(first.fragId).toBe(0xfedcba98);
+    expect([first.fragOffset, first.fragLength, first.fragMore]).toEqual([0, body.length, 1]);
+    // The key is the 5-tuple's, as for an unfragmented packet: no id in it.
+    const whole = run(ipv6(IPPROTO_UDP, CLIENT6, VIP6, body));
+    expect(toHex(first.key)).toBe(toHex(whole.key));
+
+    const later = run(ipv6(HOPOPTS, CLIENT6, VIP6, [...chain, ...frag(IPPROTO_UDP, 5, 0), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+    expect(later.rc).toBe(RC_LATER_FRAGMENT);
+    expect(later.fragId).toBe(0xfedcba98);
+    expect(Array.from(later.key.subarray(32))).toEqual([...ident, 0, 0, 0, 0]);
+    expect(toHex(later.key.subarray(0, 32))).toBe(toHex(first.key.subarray(0, 32)));
+    expect([later.fragOffset, later.fragLength, later.fragMore]).toEqual([40, 10, 0]);
+  });
+
+  test('a destination options header after the fragment header (fragmentable part) is walked too', () => {
+    const first = run(ipv6(FRAGMENT, CLIENT6, VIP6, [...frag(DSTOPTS, 0, 1), ...ext(IPPROTO_TCP, 0), ...tcp(40000, 443)]));
+    expect([first.rc, first.proto, first.sport, first.dport, first.l4Offset]).toEqual([RC_FIRST_FRAGMENT, IPPROTO_TCP, 40000, 443, 56]);
+    expect([first.fragOffset, first.fragLength, first.fragMore]).toEqual([0, 8 + 20, 1]);
+  });
+
+  test('the first fragment names the same datagram as the later ones with or without extension headers', () => {
+    const withExt = run(ipv6(HOPOPTS, CLIENT6, VIP6, [...ext(FRAGMENT, 0), ...frag(IPPROTO_UDP, 0, 1), ...udp(1, 2, [0, 0, 0, 0, 0, 0, 0, 0])]));
+    const without = run(ipv6(FRAGMENT, CLIENT6, VIP6, [...frag(IPPROTO_UDP, 2, 1), 0, 0, 0, 0, 0, 0, 0, 0]));
+    expect([withExt.rc, without.rc]).toEqual([RC_FIRST_FRAGMENT, RC_LATER_FRAGMENT]);
+    expect(withExt.fragId).toBe(without.fragId);
+    expect(toHex(withExt.key.subarray(0, 32))).toBe(toHex(without.key.subarray(0, 32)));
+  });
+
+  test('an extension header chain cut short, or a fragment header cut short, is invalid; nothing is read past the end', () => {
+    const full = ipv6(HOPOPTS, CLIENT6, VIP6, [...ext(ROUTING, 1), ...ext(FRAGMENT, 0), ...frag(IPPROTO_UDP, 0, 1), ...udp(1, 2)]);
+    // Cut inside the routing header, inside the fragment header, inside the UDP ports.
+    for (const cut of [41, 40 + 16 + 4, 40 + 16 + 8 + 6, 40 + 16 + 8 + 8 + 3]) {
+      const pkt = new Uint8Array(full.buffer.slice(0, cut));
+      expect(run(pkt).rc).toBe(RC_INVALID);
+    }
+    expect(run(full).rc).toBe(RC_FIRST_FRAGMENT);
+  });
+
+  test("fragment geometry comes from the headers' length fields, so a packet cut by the copy range still counts whole", () => {
+    const data = Array(1232).fill(3);
+    const pkt = ipv6(FRAGMENT, CLIENT6, VIP6, [...frag(IPPROTO_UDP, 0, 1), ...udp(7, 8, data)]);
+    const cut = run(pkt.subarray(0, 100));
+    expect([cut.rc, cut.fragOffset, cut.fragLength, cut.fragMore]).toEqual([RC_FIRST_FRAGMENT, 0, 8 + data.length, 1]);
+    const v4 = run(ipv4(IPPROTO_UDP, CLIENT4, VIP4, Array(800).fill(0), { frag: 0x2000 | 185 }).subarray(0, 40));
+    expect([v4.rc, v4.fragOffset, v4.fragLength, v4.fragMore]).toEqual([RC_LATER_FRAGMENT, 185 * 8, 800, 1]);
+    const last4 = run(ipv4(IPPROTO_UDP, CLIENT4, VIP4, Array(16).fill(0), { frag: 370 }));
+    expect([last4.fragOffset, last4.fragLength, last4.fragMore]).toEqual([370 * 8, 16, 0]);
+    // A payload length shorter than the headers: the length is unknown (-1), the key still valid.
+    const bogus = ipv6(FRAGMENT, CLIENT6, VIP6, [...frag(IPPROTO_UDP, 1, 1), 1, 2, 3, 4]);
+    bogus[4] = 0;
+    bogus[5] = 2;
+    expect([run(bogus).rc, run(bogus).fragLength]).toEqual([RC_LATER_FRAGMENT, -1]);
+    // Not a fragment: no geometry.
+    const plain = run(ipv6(IPPROTO_UDP, CLIENT6, VIP6, udp(1, 2)));
+    expect([plain.fragOffset, plain.fragLength, plain.fragMore]).toEqual([0, -1, 0]);
+  });
+});

@@ -12,7 +12,7 @@ import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
-import { openTraceShmForDaemon, closeTraceShm } from '../../shm';
+import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
 import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
@@ -73,6 +73,19 @@ function checkedAddress(address: string): string {
   return address;
 }
 
+/** --reassembler: its descriptors are preallocated (20 bytes each), so a typo must not ask for gigabytes. */
+const MAX_REASSEMBLER = 1 << 24;
+
+/** --ft_shm: a name shm_open takes (one line on failure, before anything is bound). */
+function ftShmName(name: string): string {
+  try {
+    shmObjectName(name);
+  } catch (err) {
+    throw new UsageError(`Invalid --ft_shm: ${(err as Error).message}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
+  }
+  return name;
+}
+
 function int(args: ParsedArgs, name: string): number {
   const v = args[name];
   return v === undefined ? NaN : atoi(String(v));
@@ -93,7 +106,8 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   const tun = args.tun === undefined ? undefined : String(args.tun);
   const ftFrag = tun === undefined ? 0 : Math.max(0, int(args, 'ft_frag'));
   if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${ftFrag}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
-  if (int(args, 'reassembler') > 0) throw new UsageError('--reassembler is not supported');
+  const reassembler = int(args, 'reassembler');
+  if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${reassembler}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
   const hashMode = int(args, 'hash_mode');
   let queues: number[];
   try {
@@ -122,6 +136,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
       fragmentTtlMs: Math.max(1, int(args, 'ft_ttl')),
       fragmentStoreSlots: ftFrag,
       fragmentStoreSlotBytes: mtu,
+      reassemblerSize: reassembler > 0 ? reassembler : 0,
       sctpEncap: mode === 'lb' ? int(args, 'sctp_encap') & 0xffff : 0,
     },
     tshm: mode === 'lb' ? String(args.tshm) : undefined,
@@ -133,6 +148,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     metricsAddress: metricsAddress(String(args.metrics_address)),
     flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
     tun,
+    ftShm: ftShmName(String(args.ft_shm)),
   };
 }
 

@@ -1,15 +1,19 @@
 /**
- * Fragmented UDP datagrams for the e2e tests, built by hand (so the order of
- * the fragments is ours to choose), sent from a namespace with raw sockets
- * (python3's standard library: IP_HDRINCL for IPv4, IPPROTO_RAW for IPv6),
- * and received whole by a UDP sink in each target namespace that checks every
- * byte and prints one line per datagram.
+ * Fragmented UDP for the end-to-end tests: datagrams cut into IPv4/IPv6
+ * fragments by hand (so the order, and which fragments are sent at all, is
+ * the test's choice), sent as they are from a namespace with raw sockets
+ * (python3's standard library: IPPROTO_RAW, the kernel adds no header), and a
+ * UDP sink in each target namespace that checks every byte and reports one
+ * line per datagram.
  *
  * A datagram's payload starts with its 32-bit tag; byte i is (tag + i) & 0xff
- * after that, so the receiver can tell a whole datagram from a damaged one.
+ * after that, so a datagram put together from the wrong pieces cannot pass.
+ * Also `nfqlb stats` of either implementation, for the fragment statistics.
  */
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { NFQLB_BIN } from './cli';
 import { nsExec, spawnInNs } from './netns';
+import { ORIGINAL } from './skip';
 
 function addr4(a: string): number[] {
   return a.split('.').map(Number);
@@ -46,15 +50,20 @@ export interface Datagram {
   fragBytes?: number;
 }
 
+/** UDP payload bytes of `d` (what its sink reports as the length): the last fragment is 4 bytes short, not a multiple of 8. */
+export function payloadLength(d: Datagram): number {
+  return d.parts * (d.fragBytes ?? 1000) - 8 - 4;
+}
+
 /** The UDP payload of `d`: tag, then (tag + i) & 0xff. */
 export function payloadOf(d: Datagram): number[] {
-  const size = d.parts * (d.fragBytes ?? 1000) - 8 - 4; // the last fragment is 4 bytes short: not a multiple of 8
+  const size = payloadLength(d);
   const p = [d.tag >>> 24, (d.tag >>> 16) & 0xff, (d.tag >>> 8) & 0xff, d.tag & 0xff];
   for (let i = 4; i < size; i++) p.push((d.tag + i) & 0xff);
   return p;
 }
 
-/** The fragments of `d`, first to last (send them in any order). */
+/** The fragments of `d`, first to last (send them in any order, or only some of them). */
 export function fragmentsOf(d: Datagram): Uint8Array[] {
   const fragBytes = d.fragBytes ?? 1000;
   if (fragBytes % 8 !== 0 || d.parts < 2) throw new Error('fragBytes must be a multiple of 8 and parts ≥ 2');
@@ -93,24 +102,36 @@ export function fragmentsOf(d: Datagram): Uint8Array[] {
   return out;
 }
 
-/** Reads "<4|6> <dst> <hex>" lines and sends each packet as it is (the kernel adds no header). */
+/**
+ * Reads "<4|6> <dst> <hex>" lines and sends each packet as it is. A full
+ * socket buffer (a flood) is waited out, not counted as sent.
+ */
 const SEND_PY = `
-import socket, sys
+import errno, socket, sys, time
 s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for s in (s4, s6):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
 n = 0
 for line in sys.stdin:
     fam, dst, hexpkt = line.split()
     pkt = bytes.fromhex(hexpkt)
-    if fam == '4':
-        s4.sendto(pkt, (dst, 0))
-    else:
-        s6.sendto(pkt, (dst, 0, 0, 0))
+    while True:
+        try:
+            if fam == '4':
+                s4.sendto(pkt, (dst, 0))
+            else:
+                s6.sendto(pkt, (dst, 0, 0, 0))
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                raise
+            time.sleep(0.001)
     n += 1
 print(n)
 `;
 
-/** Sends `packets` (IP packets, in this order) from namespace `ns`; returns how many were sent. */
+/** Sends `packets` (IP packets, in this order) from namespace `ns` (raw sockets: root); returns how many were sent. */
 export function sendPackets(ns: string, packets: Uint8Array[]): number {
   const lines = packets.map((p) => {
     const v6 = p[0] >> 4 === 6;
@@ -119,7 +140,7 @@ export function sendPackets(ns: string, packets: Uint8Array[]): number {
       : Array.from(p.subarray(16, 20)).join('.');
     return `${v6 ? 6 : 4} ${dst} ${Buffer.from(p).toString('hex')}\n`;
   });
-  const r = nsExec(ns, 'python3', ['-c', SEND_PY], { input: lines.join('') });
+  const r = nsExec(ns, 'python3', ['-c', SEND_PY], { input: lines.join(''), timeoutMs: 120000 });
   return Number(r.stdout.trim());
 }
 
@@ -129,7 +150,7 @@ const dgram = require('node:dgram');
 const [port, ...addrs] = process.argv.slice(1);
 let bound = 0;
 for (const a of addrs) {
-  const s = dgram.createSocket({ type: a.includes(':') ? 'udp6' : 'udp4', ipv6Only: a.includes(':') });
+  const s = dgram.createSocket({ type: a.includes(':') ? 'udp6' : 'udp4', ipv6Only: a.includes(':'), recvBufferSize: 8 << 20 });
   s.on('message', (m) => {
     const tag = m.length >= 4 ? m.readUInt32BE(0) : -1;
     let ok = m.length >= 4;
@@ -142,7 +163,9 @@ for (const a of addrs) {
 
 export interface Received {
   tag: number;
+  /** UDP payload bytes. */
   length: number;
+  /** Every byte as the sender wrote it. */
   ok: boolean;
 }
 
@@ -185,9 +208,16 @@ export class UdpSink {
   }
 }
 
-/** Starts a UDP sink in `ns` on `port` of `addrs`; resolves once it listens. */
+/** Starts a UDP sink in `ns` (registered: cleanupAll kills it) on `port` of `addrs`; resolves once it listens. */
 export async function startUdpSink(name: string, ns: string, port: number, addrs: string[]): Promise<UdpSink> {
   const sink = new UdpSink(name, spawnInNs(ns, process.execPath, ['-e', SINK_JS, `${port}`, ...addrs]));
   await sink.listening();
   return sink;
+}
+
+/** `nfqlb stats --ft_shm=name` of the original (NFQLB_ORIGINAL) or of ours (bin/nfqlb): exit code and text. */
+export function nfqlbStats(impl: 'original' | 'ours', name: string): { rc: number; stdout: string } {
+  const argv = impl === 'original' ? [ORIGINAL, 'stats', `--ft_shm=${name}`] : [process.execPath, NFQLB_BIN, 'stats', `--ft_shm=${name}`];
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'latin1', timeout: 20000 });
+  return { rc: r.status ?? -1, stdout: r.stdout };
 }
