@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "nfqlb_native",
-      "sources": ["native/addon.cc", "native/shm.cc", "native/nfqueue.cc", "native/unixsock.cc"],
+      "sources": ["native/addon.cc", "native/shm.cc", "native/nfqueue.cc", "native/unixsock.cc", "native/tun.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -59,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitShm(env, exports);
   InitNfqueue(env, exports);
   InitUnixSock(env, exports);
+  InitTun(env, exports);
   return exports;
 }
 

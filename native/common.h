@@ -17,5 +17,6 @@ void ThrowError(Napi::Env env, const char* code, const std::string& message, int
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitNfqueue(Napi::Env env, Napi::Object exports);
 void InitUnixSock(Napi::Env env, Napi::Object exports);
+void InitTun(Napi::Env env, Napi::Object exports);
 
 }  // namespace nfqlb

@@ -14,7 +14,7 @@
  */
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
-import { NfqlbError } from './errors';
+import { errnoName, NfqlbError } from './errors';
 import { bytesToText } from './control';
 import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
@@ -30,14 +30,15 @@ import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
 import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
-import { REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
+import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
+import { closeTun, flushReinjections, openTun, type TunDevice } from './tun';
+import { FSTORE_EVENT_NAMES, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { FragStatsWriter, type FragStats } from './fragstats';
 import type { FlowOp } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';
-import { errnoName } from './errors';
 import type { QueueStats } from './queue';
 
 /** How often open tables are checked for having been re-created (ms). */
@@ -138,10 +139,14 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /**
+   * --tun: the existing tun device kept out-of-order fragments are re-injected
+   * through (pipeline.fragmentStoreSlots > 0 keeps them). Opened once by
+   * start(); its fd (`tunFd`) is what every batch handler writes with.
+   */
+  tun?: string;
   /** --ft_shm: the shm the fragment statistics are written to, in nfqlb's layout (undefined: none). */
   ftShm?: string;
-  /** Fragments that may be stored (--ft_frag when out-of-order fragments are stored; nfqlb's fragsMax). Default 0. */
-  ftFrag?: number;
   /**
    * --workers: packet threads. 0 or 1 (or left out): every queue on this
    * event loop, as before threads existed. N ≥ 2: min(N, queues) threads,
@@ -218,6 +223,11 @@ export class Daemon {
   private seenBusFaults: number;
   private tableTimer: NodeJS.Timeout | null = null;
   private stopping: Promise<void> | null = null;
+  /** --tun, open from start() to stop(). */
+  private tun: TunDevice | null = null;
+  /** errno of the last failed re-injection write ([0], C's positive errno; 0: none). */
+  private readonly tunErrno = new Int32Array(1);
+  private seenTunErrors = 0;
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
@@ -298,6 +308,7 @@ export class Daemon {
         this.writeFragmentStats();
       }
       if (this.options.flowsFile !== undefined) this.restoreFlows(this.options.flowsFile);
+      if (this.options.tun !== undefined) this.tun = openTun(this.options.tun, this.options.mtu);
       if (this.changes !== null) await this.startThreads();
       else for (let qi = 0; qi < this.options.queues.length; qi++) {
         const queue = new PacketQueue({
@@ -357,6 +368,7 @@ export class Daemon {
         metrics: this.metrics?.address ?? null,
         tshm: this.fixed?.name,
         workers: this.threads?.size ?? 0,
+        tun: this.tun?.name,
       },
       'started',
     );
@@ -511,10 +523,17 @@ export class Daemon {
   logFailures(): void {
     this.foldThreadCounters();
     const counts = this.pipeline.reasonCounts;
-    for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL]) {
+    for (const r of [REASON_INVALID, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_FRAGMENT_LOST]) {
       const n = counts[r] - this.seenReasons[r];
       this.seenReasons[r] = counts[r];
       if (n > 0) this.failures.note(`packets:${REASON_NAMES[r]}`, undefined, n);
+    }
+    const store = this.pipeline.fragmentStore;
+    if (store !== null) {
+      const n = store.counters[FSTORE_WRITE_ERRORS] - this.seenTunErrors;
+      this.seenTunErrors = store.counters[FSTORE_WRITE_ERRORS];
+      const e = this.tunErrno[0];
+      if (n > 0) this.failures.note('queue:tun_write', `${this.tun?.name ?? ''}${e === 0 ? '' : ` (${errnoName(-e)})`}`, n);
     }
     for (let qi = 0; qi < this.queues.length; qi++) {
       const q = this.queues[qi];
@@ -543,7 +562,8 @@ export class Daemon {
       bucketsMax: ft.extraBuckets,
       ttlMs: ft.ttlMs,
       mtu: this.options.mtu,
-      fragsMax: this.options.ftFrag ?? 0,
+      // nfqlb's fragsMax: --ft_frag with --tun, else 0 (lb.ts sets no store then).
+      fragsMax: this.options.pipeline.fragmentStoreSlots ?? 0,
     });
   }
 
@@ -635,6 +655,12 @@ export class Daemon {
       traceChannelDropped: () => this.traceChannelDropped,
       refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
+      fragmentStore: () => {
+        const store = this.pipeline.fragmentStore;
+        if (store === null) return null;
+        const c = store.counters;
+        return { slots: store.slots, inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
+      },
       fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
     };
   }
@@ -652,6 +678,8 @@ export class Daemon {
     const batchSizes = this.batchSizes;
     const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
+    const store = pipeline.fragmentStore;
+    const tunErrno = this.tunErrno;
     return (batch: QueueBatch): void => {
       const now = performance.now();
       const n = batch.count;
@@ -673,6 +701,8 @@ export class Daemon {
         }
         if (traceMask !== 0) tracer!.tracePacket(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
       }
+      // Kept fragments whose first fragment came in this batch: one write call.
+      if (store !== null && store.pendingCount > 0) flushReinjections(this.tunFd, store, tunErrno);
       accepted[qi] += acc;
       dropped[qi] += n - acc;
       batchSizes.observe(n);
@@ -773,6 +803,11 @@ export class Daemon {
     return { json: set.list(name) };
   }
 
+  /** The fd of the --tun device (-1 without one, or before start): a plain number any thread running a pipeline writes with. */
+  get tunFd(): number {
+    return this.tun === null ? -1 : this.tun.fd;
+  }
+
   /** The trace/loglevel shm (created at start). */
   get traceShm(): TraceShm | null {
     return this.trace;
@@ -799,6 +834,7 @@ export class Daemon {
       if (this.trace !== null && this.traceShared) closeTraceShm(this.trace);
       if (this.fixed !== null) this.fixed.table.close();
       if (this.tier !== null) this.tier.table.close();
+      if (this.tun !== null) closeTun(this.tun);
     })();
     return this.stopping;
   }

@@ -44,6 +44,7 @@ export const ERROR_CODES = {
   NFQLB_ERR_QUEUE_OPTION: 'a queue option is missing or out of range',
   NFQLB_ERR_QUEUE_STATE: 'a queue was started twice, or used after close',
   NFQLB_ERR_QUEUE_PROC: '/proc/net/netfilter/nfnetlink_queue cannot be read',
+  NFQLB_ERR_TUN: 'the --tun device cannot be used (missing, not a tun device, down, MTU below --mtu, held by another process); errno says why',
   NFQLB_ERR_INSPECTOR: 'the daemon was started with the Node inspector open (NODE_OPTIONS=--inspect...): refused, it would let anyone in the network namespace run code',
   NFQLB_ERR_THREAD: 'a packet thread (--workers) could not start, died, or did not answer in time',
   NFQLB_ERR_FLOWS_FILE: 'the --flows_file cannot be read or is corrupt; it is left untouched',

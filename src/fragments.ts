@@ -31,10 +31,18 @@
  * Lookup reports found / not found as its result and leaves the stored value
  * in `value`: no sentinel that a stored hash or fwmark could equal.
  *
- * Out-of-order later fragments are not stored (nfqlb stores them only with
- * --tun, which this implementation does not support yet).
+ * Out-of-order later fragments (nfqlb with --tun): given a FragmentStore,
+ * hold() creates the entry of a later fragment that comes first, in state
+ * WAITING, and keeps a copy of it in the store, linked from the entry; the
+ * first fragment's store() then sets the value and moves the copies to the
+ * store's re-injection list. A copy that cannot be kept POISONS the entry (its
+ * other copies are dropped; the datagram is lost, so its fragments are dropped
+ * too, the first one included), as nfqlb does. Copies are dropped with their
+ * entry when it expires or is freed. Without a store, later fragments only
+ * look up.
  */
 import type { FragStats } from './fragstats';
+import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './fragstore';
 import { KEY_ADDR_END } from './hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
 
@@ -43,7 +51,7 @@ import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
  * indexed by these constants. Counters only grow; FS_ACTIVE and
  * FS_BUCKETS_USED are levels. Several tables (one per packet worker) are
  * summed field by field (sumFragmentStats) for ftshm and the metrics.
- * FS_FRAGS_* are kept by whoever stores out-of-order fragments (--tun).
+ * FS_FRAGS_* count the copies of out-of-order fragments (with a store, --tun).
  */
 /** Attempts to add a datagram (a first fragment not already in the table), refused ones included (nfqlb inserts). */
 export const FS_INSERTS = 0;
@@ -65,7 +73,9 @@ export const FS_ACTIVE = 9;
 export const FS_PROBES = 10;
 /** Entries freed early because all of their datagram was seen (nfqlb reAssembled). */
 export const FS_REASSEMBLED = 11;
+/** Copies of out-of-order fragments kept (nfqlb fragsAllocated). */
 export const FS_FRAGS_ALLOCATED = 12;
+/** Kept copies dropped unsent: their entry expired, was freed, or lost a fragment (nfqlb fragsDiscarded). */
 export const FS_FRAGS_DISCARDED = 13;
 /** Datagrams without bookkeeping because the reassembler had no free hole descriptor. */
 export const FS_REASSEMBLER_FULL = 14;
@@ -135,9 +145,24 @@ export interface FragmentTableOptions {
   stats?: Float64Array;
   /** Hole descriptors of the reassembly bookkeeping (--reassembler); 0: none. */
   reassemblerSize?: number;
+  /** Where copies of out-of-order later fragments are kept (--tun); none when absent. */
+  store?: FragmentStore | null;
 }
 
 const NONE = -1;
+
+/** Entry states: the first fragment's value is stored; later fragments came first; one of them was lost. */
+const HAS_VALUE = 0;
+const WAITING = 1;
+const POISONED = 2;
+
+/** hold() results. */
+export const HOLD_FOUND = 0;
+export const HOLD_KEPT = 1;
+/** The datagram lost a fragment (this one could not be kept, or an earlier one): drop. */
+export const HOLD_LOST = 2;
+/** No entry could be had for the datagram: drop. */
+export const HOLD_FULL = 3;
 
 export class FragmentTable {
   readonly hashSize: number;
@@ -174,6 +199,14 @@ export class FragmentTable {
   private readonly reassembler: Reassembler | null;
   /** The entry the last successful store() or lookup() found, for fragmentSeen(); NONE after a free. */
   private lastEntry = NONE;
+  private readonly keeper: FragmentStore | null;
+  /** Per entry: HAS_VALUE, WAITING or POISONED. */
+  private readonly states: Uint8Array;
+  /** Per entry: the first of its kept copies in the store, or NO_SLOT. */
+  private readonly kept: Int32Array;
+
+  /** After store() returned false: true when the datagram had lost a fragment, false when the table was full. */
+  refusedLost = false;
 
   /** After lookup() returned true: the value stored for the datagram. */
   value = 0;
@@ -204,6 +237,9 @@ export class FragmentTable {
     this.older = new Int32Array(n).fill(NONE);
     this.newer = new Int32Array(n).fill(NONE);
     this.holes = new Int32Array(n).fill(NONE);
+    this.keeper = options.store ?? null;
+    this.states = new Uint8Array(n);
+    this.kept = new Int32Array(n).fill(NO_SLOT);
     for (let e = n - 1; e >= this.hashSize; e--) {
       this.next[e] = this.freeHead;
       this.freeHead = e;
@@ -215,7 +251,7 @@ export class FragmentTable {
     return (
       this.used.byteLength + this.fingerprints.byteLength + this.addrs.byteLength + this.ids.byteLength + this.values.byteLength +
       this.lastSeen.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
-      this.holes.byteLength + (this.reassembler?.byteLength ?? 0)
+      this.holes.byteLength + (this.reassembler?.byteLength ?? 0) + this.states.byteLength + this.kept.byteLength
     );
   }
 
@@ -235,8 +271,10 @@ export class FragmentTable {
 
   /**
    * Remembers `value` for the datagram of a first fragment (addresses in
-   * key[0..32), `fragId`). Returns false when no entry is free (the caller
-   * drops the fragment).
+   * key[0..32), `fragId`). Returns false when no entry is free, or when the
+   * datagram already lost a fragment (refusedLost tells which); the caller
+   * drops the fragment. Copies kept for the datagram go to the store's
+   * re-injection list.
    */
   store(key: Uint8Array, fragId: number, value: number, nowMs: number): boolean {
     const stats = this.stats;
@@ -252,25 +290,103 @@ export class FragmentTable {
     const home = (fp >>> 0) % this.hashSize;
     let e = this.find(home, key, id, fp, nowMs);
     if (e !== NONE) {
+      if (this.states[e] === POISONED) {
+        this.refusedLost = true;
+        return false;
+      }
       this.values[e] = value;
       this.touch(e, nowMs);
+      if (this.states[e] === WAITING) {
+        this.states[e] = HAS_VALUE;
+        if (this.kept[e] !== NO_SLOT) {
+          (this.keeper as FragmentStore).queue(this.kept[e]);
+          this.kept[e] = NO_SLOT;
+        }
+      }
       this.lastEntry = e;
       return true;
     }
+    e = this.insert(home, key, id, fp, nowMs);
+    if (e === NONE) {
+      this.refusedLost = false;
+      return false;
+    }
+    this.values[e] = value;
+    this.lastEntry = e;
+    return true;
+  }
+
+  /**
+   * For a later fragment when a store is given: HOLD_FOUND with the value in
+   * `value` when the first fragment was stored; else a copy of pkt[off,
+   * off+len) is kept for re-injection (HOLD_KEPT), creating the entry if
+   * needed; HOLD_LOST when the datagram lost a fragment (this one included,
+   * when it cannot be kept: the entry is poisoned and its copies dropped);
+   * HOLD_FULL when no entry is free. As lookup(), a found entry is renewed.
+   */
+  hold(key: Uint8Array, fragId: number, nowMs: number, pkt: Uint8Array, off: number, len: number): number {
+    const keeper = this.keeper as FragmentStore;
+    const stats = this.stats;
+    stats[FS_LOOKUPS]++;
+    this.lastEntry = NONE;
+    const id = fragId >>> 0;
+    const fp = this.fingerprint(key, id);
+    const home = (fp >>> 0) % this.hashSize;
+    let e = this.find(home, key, id, fp, nowMs);
+    if (e !== NONE) {
+      this.touch(e, nowMs);
+      const state = this.states[e];
+      if (state === HAS_VALUE) {
+        stats[FS_HITS]++;
+        this.value = this.values[e];
+        this.lastEntry = e;
+        return HOLD_FOUND;
+      }
+      stats[FS_MISSES]++;
+      if (state === POISONED) return HOLD_LOST;
+    } else {
+      stats[FS_MISSES]++;
+      // As store(): the clock sweep moves on with every insert.
+      this.find(this.hand, null, 0, 0, nowMs);
+      this.hand = this.hand + 1 === this.hashSize ? 0 : this.hand + 1;
+      e = this.find(home, key, id, fp, nowMs);
+      if (e === NONE) e = this.insert(home, key, id, fp, nowMs);
+      if (e === NONE) return HOLD_FULL;
+      this.states[e] = WAITING;
+    }
+    const head = keeper.keep(this.kept[e], pkt, off, len);
+    if (head === NO_SLOT) {
+      this.states[e] = POISONED;
+      this.forget(e, FSTORE_DISCARDED);
+      return HOLD_LOST;
+    }
+    this.kept[e] = head;
+    stats[FS_FRAGS_ALLOCATED]++;
+    return HOLD_KEPT;
+  }
+
+  /**
+   * A new entry for (key, id) in home slot `home` or its chain, with its
+   * addresses, id and lastSeen set and state HAS_VALUE; NONE when none is
+   * free (counted as rejected). Prerequisite: find(home, key, ...) found none.
+   */
+  private insert(home: number, key: Uint8Array, id: number, fp: number, nowMs: number): number {
+    const stats = this.stats;
     // As nfqlb: an insert is an attempt to add a datagram (refused ones included).
     stats[FS_INSERTS]++;
+    let e: number;
     if (this.used[home] === 0) {
       e = home;
     } else {
       stats[FS_COLLISIONS]++;
       if (this.chainLength >= this.maxChain) {
         stats[FS_REJECTED]++;
-        return false;
+        return NONE;
       }
       e = this.allocate(nowMs);
       if (e === NONE) {
         stats[FS_REJECTED]++;
-        return false;
+        return NONE;
       }
       // allocate() may have shortened this chain; link at its head either way.
       this.next[e] = this.next[home];
@@ -283,15 +399,15 @@ export class FragmentTable {
     const base = e * KEY_ADDR_END;
     for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
     this.ids[e] = id;
-    this.values[e] = value;
     this.lastSeen[e] = nowMs;
+    this.states[e] = HAS_VALUE;
+    this.kept[e] = NO_SLOT;
     if (this.reassembler !== null) {
       const h = this.reassembler.begin();
       this.holes[e] = h;
       if (h === NONE) stats[FS_REASSEMBLER_FULL]++;
     }
-    this.lastEntry = e;
-    return true;
+    return e;
   }
 
   /**
@@ -304,7 +420,7 @@ export class FragmentTable {
     const id = fragId >>> 0;
     const fp = this.fingerprint(key, id);
     const e = this.find((fp >>> 0) % this.hashSize, key, id, fp, nowMs);
-    if (e === NONE) {
+    if (e === NONE || this.states[e] !== HAS_VALUE) {
       stats[FS_MISSES]++;
       this.lastEntry = NONE;
       return false;
@@ -369,6 +485,9 @@ export class FragmentTable {
   /** Frees live entry `e` before its time (its datagram is complete). */
   private free(e: number, nowMs: number): void {
     this.lastEntry = NONE;
+    // Its copies go with it, unsent. None are expected (a datagram completes
+    // only after its first fragment released them), but a slot must not leak.
+    this.forget(e, FSTORE_DISCARDED);
     this.stats[FS_ACTIVE]--;
     if (e < this.hashSize) {
       this.used[e] = 0;
@@ -406,6 +525,7 @@ export class FragmentTable {
       if (this.isExpired(home, nowMs)) {
         this.used[home] = 0;
         this.releaseHoles(home);
+        this.forget(home, FSTORE_EXPIRED);
         stats[FS_EXPIRED]++;
         stats[FS_ACTIVE]--;
       } else if (key !== null && this.matches(home, key, id, fp)) {
@@ -420,6 +540,7 @@ export class FragmentTable {
       const after = this.next[e];
       if (this.isExpired(e, nowMs)) {
         this.next[prev] = after;
+        this.forget(e, FSTORE_EXPIRED);
         this.release(e);
         stats[FS_EXPIRED]++;
         stats[FS_ACTIVE]--;
@@ -445,6 +566,9 @@ export class FragmentTable {
       this.lastSeen[home] = this.lastSeen[e];
       this.holes[home] = this.holes[e];
       this.holes[e] = NONE;
+      this.states[home] = this.states[e];
+      this.kept[home] = this.kept[e];
+      this.kept[e] = NO_SLOT;
       this.next[home] = this.next[e];
       this.release(e);
       if (found === e) found = home;
@@ -452,6 +576,14 @@ export class FragmentTable {
     }
     this.chainLength = chain;
     return found;
+  }
+
+  /** Entry `e` goes (expired, or freed early): the copies kept for it are dropped, counted under `why` (FSTORE_EXPIRED, FSTORE_DISCARDED). */
+  private forget(e: number, why: number): void {
+    const head = this.kept[e];
+    if (head === NO_SLOT) return;
+    this.kept[e] = NO_SLOT;
+    this.stats[FS_FRAGS_DISCARDED] += (this.keeper as FragmentStore).drop(head, why);
   }
 
   private matches(e: number, key: Uint8Array, id: number, fp: number): boolean {
@@ -482,6 +614,7 @@ export class FragmentTable {
       this.next[prev] = this.next[e];
       this.unlinkAge(e);
       this.releaseHoles(e);
+      this.forget(e, FSTORE_EXPIRED);
       this.stats[FS_EXPIRED]++;
       this.stats[FS_ACTIVE]--;
       this.stats[FS_BUCKETS_USED]--;

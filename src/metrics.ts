@@ -134,6 +134,18 @@ export interface MetricsSource {
    * plain reads.
    */
   refresh?(): Promise<void>;
+  /** The store of out-of-order fragments (--tun), or null without one (→ nfqlb_fragment_store_*). */
+  fragmentStore?(): FragmentStoreCounts | null;
+}
+
+/** Copies of out-of-order fragments kept for re-injection through --tun. */
+export interface FragmentStoreCounts {
+  /** Copies that fit (--ft_frag) (→ nfqlb_fragment_store_slots). */
+  slots: number;
+  /** Copies held now (→ nfqlb_fragment_store_slots_in_use). */
+  inUse: number;
+  /** stored, reinjected, no_space, too_big, discarded, expired, write_error (→ nfqlb_fragment_store_total{event}). */
+  events: readonly { event: string; count: number }[];
 }
 
 /** nfqlb's fragment statistics and what this implementation counts beside them. */
@@ -151,8 +163,6 @@ const FRAGMENT_COUNTERS: ReadonlyArray<readonly [string, string, keyof FragmentS
   ['nfqlb_fragment_expired_total', 'Entries freed after --ft_ttl without a fragment (nfqlb objGC).', 'objGC'],
   ['nfqlb_fragment_buckets_allocated_total', 'Overflow buckets taken for collisions (nfqlb bucketsAllocated).', 'bucketsAllocated'],
   ['nfqlb_fragment_reassembled_total', 'Entries freed early because every fragment of the datagram was seen (--reassembler; nfqlb reAssembled).', 'reAssembled'],
-  ['nfqlb_fragment_frags_stored_total', 'Out-of-order fragments stored (nfqlb fragsAllocated).', 'fragsAllocated'],
-  ['nfqlb_fragment_frags_discarded_total', 'Stored fragments discarded (nfqlb fragsDiscarded).', 'fragsDiscarded'],
   ['nfqlb_fragment_reassembler_full_total', 'Datagrams left without reassembly bookkeeping because every --reassembler descriptor was in use (raise --reassembler).', 'reassemblerFull'],
 ];
 /** nfqlb_fragment_* gauges: metric name, help, FragStats field. */
@@ -585,6 +595,36 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
+  const storeEvents = new MonotonicTotals<'event'>();
+  const storeCounter: Counter<'event'> = new Counter({
+    name: 'nfqlb_fragment_store_total',
+    help:
+      'Out-of-order fragments (--tun), by event: stored (a copy kept, the original dropped), reinjected (written to the tun device), ' +
+      'no_space / too_big (could not be kept: the datagram is given up), discarded (kept copies of such a datagram), ' +
+      'expired (kept copies whose first fragment never came within --ft_ttl), write_error (tun writes that failed). ' +
+      "nfqlb's fragsAllocated is stored, its fragsDiscarded is discarded + expired.",
+    labelNames: ['event'],
+    registers,
+    collect() {
+      const s = source.fragmentStore?.() ?? null;
+      if (s === null) return;
+      for (const e of s.events) storeEvents.update(e.event, { event: e.event }, e.count);
+      storeEvents.writeTo(storeCounter);
+    },
+  });
+  const storeSlots: Gauge<'state'> = new Gauge({
+    name: 'nfqlb_fragment_store_slots',
+    help: 'Copies of out-of-order fragments the store holds (state="in_use") and can hold (state="max", --ft_frag); absent without --tun.',
+    labelNames: ['state'],
+    registers,
+    collect() {
+      storeSlots.reset();
+      const s = source.fragmentStore?.() ?? null;
+      if (s === null) return;
+      storeSlots.set({ state: 'max' }, s.slots);
+      storeSlots.set({ state: 'in_use' }, s.inUse);
+    },
+  });
   // Fragment statistics are read once per scrape (a summing of a few numbers per table).
   let fragCache: FragmentStatsReading | null = null;
   const fragStats = (): FragmentStatsReading | null => {

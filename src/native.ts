@@ -1,7 +1,7 @@
 /**
  * Loads the C++ addon once and hands it the error class, so errors thrown in
  * C++ are NfqlbError with a code. The addon is kept private to the modules that
- * wrap it (shm, queue); nothing else should import it.
+ * wrap it (shm, queue, tun); nothing else should import it.
  *
  * When it cannot load, the error says which of four things is wrong and what
  * to do, in one line (the way sharp's lib/sharp.js does): the build is missing,
@@ -27,6 +27,13 @@ export interface NativeAddon {
   fdSize(fd: number): number;
   /** [0]: SIGBUS faults on shm mappings repaired so far (see native/shm.cc). Read-only. */
   shmGuardCounters(): Int32Array;
+  /** A network device of this namespace: ifindex, MTU, IFF_UP. Throws NfqlbError NFQLB_ERR_TUN (ENODEV when there is none). */
+  netdevInfo(name: string): { index: number; mtu: number; up: boolean };
+  /** fd of /dev/net/tun attached (IFF_TUN|IFF_NO_PI) to the existing device `name`; throws NfqlbError NFQLB_ERR_TUN with errno. */
+  tunOpen(name: string): number;
+  tunClose(fd: number): boolean;
+  /** Writes packet i = bytes[offsets[i], +lengths[i]) for i < count, one write() each; returns how many were written; the errno of a failure goes to errnoOut[0]. */
+  tunWriteBatch(fd: number, bytes: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, errnoOut?: Int32Array): number;
   // NFQUEUE bindings are added by src/queue.ts's needs (see native/nfqueue.cc).
   [key: string]: unknown;
 }

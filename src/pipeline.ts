@@ -5,6 +5,7 @@
  *
  *   classify → invalid: drop
  *            → later fragment: the choice stored for its first fragment, else drop
+ *              (with a fragment store, --tun: keep a copy to re-inject, drop)
  *   flow lookup (SCTP over UDP: re-classify with the flow's port, look up again)
  *            → no flow: nolb_fwmark
  *   Maglev lookup in the flow's table
@@ -16,7 +17,8 @@
  * strings; details of the last decision are left in `last` for callers that
  * want them (replay, trace, counters).
  */
-import { FragmentTable } from './fragments';
+import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments';
+import { FragmentStore } from './fragstore';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
 import type { FlowSet } from './flows';
@@ -32,7 +34,11 @@ export const REASON_FRAGMENT_HIT = 4;
 export const REASON_FRAGMENT_MISS = 5;
 export const REASON_LB_TIER = 6;
 export const REASON_FRAGMENT_TABLE_FULL = 7;
-export const REASON_NAMES = ['target', 'no_flow', 'no_target', 'invalid', 'fragment_hit', 'fragment_miss', 'lb_tier', 'fragment_table_full'] as const;
+/** A later fragment came before its first: a copy is kept for re-injection (--tun), the original dropped. */
+export const REASON_FRAGMENT_STORED = 8;
+/** Its datagram lost a fragment (no room to keep a copy): dropped, the first fragment too. */
+export const REASON_FRAGMENT_LOST = 9;
+export const REASON_NAMES = ['target', 'no_flow', 'no_target', 'invalid', 'fragment_hit', 'fragment_miss', 'lb_tier', 'fragment_table_full', 'fragment_stored', 'fragment_lost'] as const;
 
 export interface PipelineOptions<T extends LookupTable = LookupTable> {
   /** 0: hash all 40 key bytes; 1: SCTP hashes ports only (nfqlb's default). */
@@ -53,6 +59,15 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentStats?: Float64Array;
   /** --reassembler: hole descriptors for reassembly bookkeeping (0: none). */
   reassemblerSize?: number;
+  /**
+   * Copies of out-of-order later fragments kept for re-injection (nfqlb's
+   * --ft_frag with --tun); 0 (the default): none, they are dropped.
+   */
+  fragmentStoreSlots?: number;
+  /** Bytes of one kept copy (nfqlb: --mtu). */
+  fragmentStoreSlotBytes?: number;
+  /** FSTORE_FIELDS numbers the store counts into (e.g. over a SharedArrayBuffer); default: its own. */
+  fragmentStoreCounters?: Float64Array;
   /**
    * `lb` mode: every packet goes to this table, no flows; fragments remember
    * the hash instead of the fwmark, as nfqlb's lb does.
@@ -96,6 +111,12 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   readonly info = new PacketInfo();
   readonly last = new Decision<T>();
   readonly fragments: FragmentTable;
+  /**
+   * Copies of out-of-order later fragments (null without --tun). After a
+   * batch, its re-injection list (pendingCount > 0) is to be written to the
+   * tun device and flushed (src/tun.ts flushReinjections).
+   */
+  readonly fragmentStore: FragmentStore | null;
   /** Packets per REASON_* since start (folded into metrics at scrape time). */
   readonly reasonCounts = new Float64Array(REASON_NAMES.length);
   private readonly opts: PipelineOptions<T>;
@@ -107,7 +128,10 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
     const capacity = Math.max(1, Math.floor(this.opts.fragmentCapacity));
     const hashSize = Math.min(capacity, Math.max(1, Math.floor(this.opts.fragmentHashSize ?? Math.ceil(capacity / 2))));
+    const slots = Math.floor(this.opts.fragmentStoreSlots ?? 0);
+    this.fragmentStore = slots > 0 ? new FragmentStore(slots, this.opts.fragmentStoreSlotBytes ?? 1500, this.opts.fragmentStoreCounters) : null;
     this.fragments = new FragmentTable({
+      store: this.fragmentStore,
       hashSize,
       extraBuckets: capacity - hashSize,
       ttlMs: this.opts.fragmentTtlMs,
@@ -148,7 +172,14 @@ export class Pipeline<T extends LookupTable = LookupTable> {
         if (fw >= 0 && fw !== tier.ownFwmark) return this.finish(REASON_LB_TIER, fw);
       }
       if ((rc & RC_FIRST_FRAGMENT) === 0) {
-        if (!this.fragments.lookup(key, info.fragId, nowMs)) return this.finish(REASON_FRAGMENT_MISS, -1);
+        if (this.fragmentStore === null) {
+          if (!this.fragments.lookup(key, info.fragId, nowMs)) return this.finish(REASON_FRAGMENT_MISS, -1);
+        } else {
+          const held = this.fragments.hold(key, info.fragId, nowMs, pkt, off, len);
+          if (held !== HOLD_FOUND) {
+            return this.finish(held === HOLD_KEPT ? REASON_FRAGMENT_STORED : held === HOLD_FULL ? REASON_FRAGMENT_TABLE_FULL : REASON_FRAGMENT_LOST, -1);
+          }
+        }
         const stored = this.fragments.value;
         this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
         if (fixed !== null) {
@@ -189,7 +220,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {
       if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
-        return this.finish(REASON_FRAGMENT_TABLE_FULL, -1);
+        return this.finish(this.fragments.refusedLost ? REASON_FRAGMENT_LOST : REASON_FRAGMENT_TABLE_FULL, -1);
       }
       this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
     }

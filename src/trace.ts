@@ -38,7 +38,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } 
 import type { Logger } from './log';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet';
 import {
-  REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
+  REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,
 } from './pipeline';
 import type { TraceShm } from './shm';
@@ -286,6 +286,12 @@ function render(
       return frag ? 'Fragment dropped\n' : '';
     case REASON_FRAGMENT_HIT:
       return frag ? `Handle non-first frag locally fwmark=${decision.fwmark}\n` : '';
+    case REASON_FRAGMENT_STORED:
+      return frag ? 'Fragment stored\n' : '';
+    case REASON_FRAGMENT_LOST:
+      // A first fragment refused because its datagram is lost is traced below, as a refused store.
+      if (info.rc <= 0 || (info.rc & RC_FIRST_FRAGMENT) === 0) return frag ? 'Fragment dropped\n' : '';
+      break;
     default:
   }
   let text = '';
@@ -326,11 +332,12 @@ function render(
     if (tflow !== null) text += `NO servers, target=${target}, fwmark=${notargetsFwmark}\n`;
     return text;
   }
-  const fw = reason === REASON_FRAGMENT_TABLE_FULL ? tableFwmark(decision) : decision.fwmark;
+  const refused = reason === REASON_FRAGMENT_TABLE_FULL || reason === REASON_FRAGMENT_LOST;
+  const fw = refused ? tableFwmark(decision) : decision.fwmark;
   if (tflow !== null) text += `target=${target}, fwmark=${fw}\n`;
   if (info.rc > 0 && (info.rc & RC_FIRST_FRAGMENT) !== 0) {
     if (frag) text += 'First fragment\n';
-    if (reason === REASON_FRAGMENT_TABLE_FULL) {
+    if (refused) {
       if (frag) text += 'FAILED: Handle first fragment\n';
       if (tflow !== null) text += 'FAILED: Handle first fragment\n';
       return text;

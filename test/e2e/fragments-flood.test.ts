@@ -18,14 +18,13 @@
  *
  * Needs root; the original nfqlb parts skip with one line without it.
  */
-import { spawnSync } from 'node:child_process';
 import { readFragStats, type FragStats } from '../../src/fragstats';
 import {
-  cleanupAll, NFQLB_BIN, nsExec, ports, registerShm, Testbed, uniqueShmName, type TargetInfo,
+  cleanupAll, metricSum, nsExec, ports, registerShm, scrapeMetrics, Testbed, uniqueShmName, type TargetInfo,
 } from '../../testbed/testbed';
-import { payloadForFragments, sendFragments, UdpSink, type FragItem } from '../helpers/fragsend-ftstats';
+import { fragmentsOf, nfqlbStats, payloadLength, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { Partner } from '../interop/partners';
-import { describeUnless, netnsUnavailable, originalUnavailable, ORIGINAL } from '../helpers/skip';
+import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(netnsUnavailable());
 jest.setTimeout(180000);
@@ -43,21 +42,9 @@ const log = (msg: string): void => {
 
 /** GET /metrics from inside the LB namespace. */
 function metrics(ns: string): string {
-  const script = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then(async (r) => process.stdout.write(await r.text()), (e) => { process.stderr.write(String(e)); process.exit(1); })`;
-  return nsExec(ns, process.execPath, ['-e', script]).stdout;
-}
-
-/** Sum of the samples of `metric` whose labels include all of `labels`. */
-function sample(text: string, metric: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-    if (m === null || m[1] !== metric) continue;
-    const have: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
-  }
-  return sum;
+  const text = scrapeMetrics(ns, METRICS_PORT);
+  if (text === null) throw new Error('no metrics from the daemon');
+  return text;
 }
 
 async function waitFor<T>(what: string, read: () => T, done: (v: T) => boolean, giveUpMs = 20000): Promise<T> {
@@ -70,25 +57,22 @@ async function waitFor<T>(what: string, read: () => T, done: (v: T) => boolean, 
   }
 }
 
-/** `nfqlb stats --ft_shm=name` of the original and of ours (bin/nfqlb). */
-function statsText(impl: 'original' | 'ours', name: string): { rc: number; stdout: string } {
-  const argv = impl === 'original' ? [ORIGINAL, 'stats', `--ft_shm=${name}`] : [process.execPath, NFQLB_BIN, 'stats', `--ft_shm=${name}`];
-  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'latin1', timeout: 20000 });
-  return { rc: r.status ?? -1, stdout: r.stdout };
-}
-
 describeNs('fragments through a live daemon, no reassembly in the LB namespace', () => {
   let tb: Testbed;
   let shm: string;
   let ftShm: string;
   let sinks: UdpSink[] = [];
   let nextId = 1;
-  let nextSeq = 1;
+  let nextTag = 1;
 
   const vip = (f: 4 | 6): string => (f === 4 ? tb.vip4 : tb.vip6);
   const client = (f: 4 | 6): string => (f === 4 ? tb.client4 : tb.client6);
-  const received = (f: 4 | 6, seq: number): Array<{ target: string; len: number; ok: boolean }> =>
-    sinks.flatMap((s) => s.received.filter((r) => r.family === f && r.seq === seq).map((r) => ({ target: s.name, len: r.len, ok: r.ok })));
+  const received = (tag: number): Array<{ target: string; length: number; ok: boolean }> =>
+    sinks.flatMap((s) => s.received.filter((r) => r.tag === tag).map((r) => ({ target: s.name, length: r.length, ok: r.ok })));
+  /** A UDP datagram of `parts` fragments from the client to the VIP, with a new tag and fragment id. */
+  const datagram = (f: 4 | 6, sport: number, parts: number, fragBytes = 1200): Datagram => ({
+    family: f, src: client(f), dst: vip(f), sport, dport: UDP_PORT, tag: nextTag++, fragId: nextId++, parts, fragBytes,
+  });
 
   /** The target the daemon must choose for a UDP 5-tuple (hash_mode 0), by `nfqlb fwmark`. */
   function expectedTarget(f: 4 | 6, sport: number): TargetInfo {
@@ -101,23 +85,19 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
   }
 
   /** Whole datagrams of 3..10 fragments, one per count, sent in order; returns what was sent. */
-  function sendWhole(f: 4 | 6, sportBase: number): Array<{ seq: number; sport: number; size: number; frags: number }> {
-    const sent = [];
-    const items: FragItem[] = [];
-    for (let n = 3; n <= 10; n++) {
-      const d = { seq: nextSeq++, sport: sportBase + n, size: payloadForFragments(n), frags: n };
-      items.push({ kind: 'whole', sport: d.sport, dport: UDP_PORT, id: nextId++, seq: d.seq, size: d.size });
-      sent.push(d);
-    }
-    expect(sendFragments(tb.gw, { family: f, src: client(f), dst: vip(f), items })).toBe(sent.reduce((a, d) => a + d.frags, 0));
+  function sendWhole(f: 4 | 6, sportBase: number): Datagram[] {
+    const sent: Datagram[] = [];
+    for (let n = 3; n <= 10; n++) sent.push(datagram(f, sportBase + n, n));
+    const packets = sent.flatMap(fragmentsOf);
+    expect(sendPackets(tb.gw, packets)).toBe(sent.reduce((a, d) => a + d.parts, 0));
     return sent;
   }
 
-  async function expectArrivedWhole(f: 4 | 6, sent: Array<{ seq: number; sport: number; size: number }>): Promise<void> {
-    await waitFor(`the IPv${f} datagrams at the sinks`, () => sent.filter((d) => received(f, d.seq).length > 0).length, (n) => n === sent.length);
+  async function expectArrivedWhole(f: 4 | 6, sent: Datagram[]): Promise<void> {
+    await waitFor(`the IPv${f} datagrams at the sinks`, () => sent.filter((d) => received(d.tag).length > 0).length, (n) => n === sent.length);
     for (const d of sent) {
       const expected = expectedTarget(f, d.sport);
-      expect({ seq: d.seq, got: received(f, d.seq) }).toEqual({ seq: d.seq, got: [{ target: expected.name, len: d.size, ok: true }] });
+      expect({ tag: d.tag, got: received(d.tag) }).toEqual({ tag: d.tag, got: [{ target: expected.name, length: payloadLength(d), ok: true }] });
     }
   }
 
@@ -133,7 +113,7 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
     ]);
     tb.setFlow('frag-tcp', shm);
     tb.nfqlbOk(['flow-set', '--name=frag-udp', `--target=${shm}`, '--prio=0', '--protocols=udp', `--dsts=${tb.vip4}/32,${tb.vip6}/128`, `--dports=${UDP_PORT}`]);
-    sinks = await Promise.all(tb.targets.map((t) => UdpSink.start(t.name, t.ns, tb.vip4, tb.vip6, UDP_PORT)));
+    sinks = await Promise.all(tb.targets.map((t) => startUdpSink(t.name, t.ns, UDP_PORT, [tb.vip4, tb.vip6])));
   });
 
   afterAll(async () => {
@@ -151,15 +131,15 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
     const sent = sendWhole(f, f === 4 ? 41000 : 42000);
     await expectArrivedWhole(f, sent);
     const after = metrics(tb.lb);
-    const delta = (metric: string, labels: Record<string, string> = {}): number => sample(after, metric, labels) - sample(before, metric, labels);
+    const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(after, metric, labels) - metricSum(before, metric, labels);
     // Every fragment was queued on its own: one decision per first fragment, one hit per later one.
-    expect(delta('nfqlb_decisions_total', { reason: 'fragment_hit' })).toBe(sent.reduce((a, d) => a + d.frags - 1, 0));
+    expect(delta('nfqlb_decisions_total', { reason: 'fragment_hit' })).toBe(sent.reduce((a, d) => a + d.parts - 1, 0));
     expect(delta('nfqlb_fragment_inserts_total')).toBe(sent.length);
     // --reassembler: each entry was freed at its datagram's last fragment, not by the ttl.
     expect(delta('nfqlb_fragment_reassembled_total')).toBe(sent.length);
     expect(delta('nfqlb_fragment_expired_total')).toBe(0);
-    expect(sample(after, 'nfqlb_fragment_entries')).toBe(0);
-    const targets = new Set(sent.map((d) => received(f, d.seq)[0].target));
+    expect(metricSum(after, 'nfqlb_fragment_entries')).toBe(0);
+    const targets = new Set(sent.map((d) => received(d.tag)[0].target));
     log(`IPv${f}: ${sent.length} datagrams of 3-10 fragments whole at ${[...targets].sort().join(', ')}`);
   });
 
@@ -172,20 +152,21 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
     let maxActive = 0;
     for (let round = 0; round < 4; round++) {
       for (const f of [4, 6] as const) {
-        const items: FragItem[] = [];
+        // Datagrams of two small fragments: only the first of one, only the second of another.
+        const packets: Uint8Array[] = [];
         for (let i = 0; i < 500; i++) {
-          items.push({ kind: 'first', sport: 10000 + ((round * 500 + i) % 50000), dport: UDP_PORT, id: nextId++, seq: nextSeq++, size: 64 });
-          items.push({ kind: 'later', id: nextId++, offset: 1200, size: 64 });
+          packets.push(fragmentsOf(datagram(f, 10000 + ((round * 500 + i) % 50000), 2, 64))[0]);
+          packets.push(fragmentsOf(datagram(f, 10000, 2, 64))[1]);
         }
-        sendFragments(tb.gw, { family: f, src: client(f), dst: vip(f), items });
+        sendPackets(tb.gw, packets);
         firsts += 500;
         laters += 500;
       }
       const m = metrics(tb.lb);
-      const active = sample(m, 'nfqlb_fragment_entries');
+      const active = metricSum(m, 'nfqlb_fragment_entries');
       maxActive = Math.max(maxActive, active);
       expect(active).toBeLessThanOrEqual(capacity);
-      expect(sample(m, 'nfqlb_fragment_buckets_used')).toBeLessThanOrEqual(FT_BUCKETS);
+      expect(metricSum(m, 'nfqlb_fragment_buckets_used')).toBeLessThanOrEqual(FT_BUCKETS);
       const s = readFragStats(ftShm);
       expect(s.active).toBeLessThanOrEqual(capacity);
       expect(s.bucketsUsed).toBeLessThanOrEqual(FT_BUCKETS);
@@ -194,7 +175,7 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
       expect(results.filter((r) => r.target === null)).toEqual([]);
     }
     const during = metrics(tb.lb);
-    const delta = (metric: string, labels: Record<string, string> = {}): number => sample(during, metric, labels) - sample(before, metric, labels);
+    const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(during, metric, labels) - metricSum(before, metric, labels);
     const stored = delta('nfqlb_fragment_inserts_total');
     const rejected = delta('nfqlb_fragment_rejected_total');
     const missed = delta('nfqlb_decisions_total', { reason: 'fragment_miss' });
@@ -208,7 +189,7 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
     // No fragment for longer than the ttl: housekeeping frees everything and says so in ftshm and the metrics.
     const quiet = await waitFor('the fragment table to empty after the ttl', () => readFragStats(ftShm), (s) => s.active === 0 && s.bucketsUsed === 0);
     expect(quiet.objGC - beforeStats.objGC).toBeGreaterThanOrEqual(capacity);
-    expect(sample(metrics(tb.lb), 'nfqlb_fragment_entries')).toBe(0);
+    expect(metricSum(metrics(tb.lb), 'nfqlb_fragment_entries')).toBe(0);
 
     // The table takes datagrams again.
     const sent = sendWhole(4, 43000);
@@ -217,12 +198,12 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
     // `nfqlb stats` of both implementations print the same on the file this daemon writes (read while it is unchanged).
     if (originalUnavailable() === null) {
       await waitFor('two equal reads of ftshm around the original\'s', () => {
-        const a = statsText('ours', ftShm);
-        const theirs = statsText('original', ftShm);
-        const b = statsText('ours', ftShm);
+        const a = nfqlbStats('ours', ftShm);
+        const theirs = nfqlbStats('original', ftShm);
+        const b = nfqlbStats('ours', ftShm);
         return { a, theirs, b };
       }, (r) => r.a.stdout === r.b.stdout && r.a.stdout === r.theirs.stdout && r.a.rc === 0 && r.theirs.rc === 0);
-      log(`nfqlb stats (ours = original):\n${statsText('ours', ftShm).stdout}`);
+      log(`nfqlb stats (ours = original):\n${nfqlbStats('ours', ftShm).stdout}`);
     } else {
       log(`skipped the original's nfqlb stats: ${originalUnavailable()}`);
     }
@@ -241,9 +222,9 @@ describeNs('fragments through a live daemon, no reassembly in the LB namespace',
       await expectArrivedWhole(4, sent);
       const s: FragStats = await waitFor('the original to count the first fragments', () => readFragStats(origShm), (x) => x.inserts >= sent.length);
       expect([s.size, s.bucketsMax, Number(s.ttlNanos / 1000000n)]).toEqual([FT_SIZE, FT_BUCKETS, 200]);
-      const theirs = statsText('original', origShm);
+      const theirs = nfqlbStats('original', origShm);
       expect(theirs.rc).toBe(0);
-      expect(statsText('ours', origShm)).toEqual(theirs);
+      expect(nfqlbStats('ours', origShm)).toEqual(theirs);
     } finally {
       await partner.stop();
     }

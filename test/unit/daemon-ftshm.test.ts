@@ -127,6 +127,42 @@ describe('--ft_shm and nfqlb_fragment_* metrics', () => {
   });
 });
 
+describe('--ft_shm with a store of out-of-order fragments (--tun)', () => {
+  /** Fragment `index` (≥ 1) of 3 of datagram `id`: 8 bytes each. */
+  const laterFragment = (id: number, index: number): Uint8Array =>
+    ipv4('198.51.100.9', '192.0.2.1', 17, Array(8).fill(index), { id, moreFragments: index < 2, fragOffset: index + 3 });
+
+  it("fragsMax is --ft_frag; kept copies are fragsAllocated, those dropped unsent (a lost fragment, expiry) fragsDiscarded", async () => {
+    const ftShm = nextName();
+    made.push(ftShm);
+    const tshm = lbTable();
+    const base = options();
+    const d = new Daemon({ ...base, tshm, ftShm, pipeline: { ...base.pipeline, fragmentStoreSlots: 3, fragmentStoreSlotBytes: 1400 } }, quietLog());
+    try {
+      await d.start();
+      expect(readFragStats(ftShm)).toMatchObject({ fragsMax: 3, fragsAllocated: 0, fragsDiscarded: 0 });
+      const now = performance.now();
+      const decide = (p: Uint8Array): number => d.pipeline.decide(p, 0, p.length, now);
+      // A: both later fragments first, kept; its first fragment queues them for re-injection.
+      decide(laterFragment(1, 2));
+      decide(laterFragment(1, 1));
+      expect(decide(firstFragment(1))).toBeGreaterThanOrEqual(0);
+      // B: one copy fits, the next does not: B is lost, its copy dropped.
+      decide(laterFragment(2, 2));
+      decide(laterFragment(2, 1));
+      d.pipeline.fragmentStore!.flushed(d.pipeline.fragmentStore!.pendingCount);
+      // C: kept, then its entry expires.
+      decide(laterFragment(3, 2));
+      d.pipeline.fragments.sweep(now + 51);
+      d.writeFragmentStats();
+      expect(readFragStats(ftShm)).toMatchObject({ fragsMax: 3, fragsAllocated: 4, fragsDiscarded: 2 });
+    } finally {
+      await d.stop();
+    }
+    deleteTable(tshm);
+  });
+});
+
 describe('flowlb/lb options for fragments, checked before anything is bound', () => {
   it('a --ft_shm that shm_open would refuse, and an absurd --reassembler, are one-line usage errors', async () => {
     const bad = await runInProcess(['flowlb', '--ft_shm=a/b', '--metrics_address=off']);

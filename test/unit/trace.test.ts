@@ -11,7 +11,7 @@ import { NfqlbError } from '../../src/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET } from '../../src/pipeline';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
 import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/shm';
 import { connectTo } from '../../src/sockets';
 import { Target, TargetRegistry } from '../../src/targets';
@@ -279,7 +279,7 @@ function icmpEchoPing(id: number, seq: number, dataLen: number): number[] {
   return [8, 0, 0, 0, id >> 8, id & 0xff, seq >> 8, seq & 0xff, ...new Array<number>(dataLen).fill(0)];
 }
 
-function setup() {
+function setup(extra: Partial<PipelineOptions<MaglevTable>> = {}) {
   const tables = new Map<string, MaglevTable>([
     ['tshm-a', MaglevTable.create(97, 4, 0, 'tshm-a')],
     ['nfqlb', MaglevTable.create(97, 4, 0, 'nfqlb')],
@@ -296,7 +296,7 @@ function setup() {
   set({ name: 'sctp', target: 'tshm-a', prio: '10', protocols: 'sctp', dsts: `${VIP}/32`, udpencap: '9899' });
   set({ name: 'dead', target: 'empty', prio: '5', protocols: 'tcp', dports: '81' });
   set({ name: 'ping', target: 'nfqlb', prio: '1', dsts: '10.0.0.0/32,2001:db8::99/128' });
-  const pipeline = new Pipeline<MaglevTable>(flows, { hashMode: 1, nolbFwmark: 8888, notargetsFwmark: 7777 });
+  const pipeline = new Pipeline<MaglevTable>(flows, { hashMode: 1, nolbFwmark: 8888, notargetsFwmark: 7777, ...extra });
   // Trace-flows as the daemon keeps them: the target is the flow's own name.
   const traceFlows = new FlowSet<string>({ promiscuousPing: true });
   expect(traceFlows.define({ name: 'tf', target: 'tf', protocols: 'udp,tcp,sctp', dsts: `${VIP}/32` })).toBeNull();
@@ -415,6 +415,21 @@ describe('per-packet trace texts (nfqlb cmdFlowLb.c)', () => {
     // An invalid packet: nothing (nfqlb only logs a warning).
     expect(packetTrace(TRACE_PER_PACKET, pkt.subarray(0, 10))).toBe('');
     expect(pipeline.last.reason).not.toBe(REASON_TARGET);
+  });
+
+  it('with a fragment store (--tun): stored, dropped when the datagram is lost, and its first fragment refused', () => {
+    const { packetTrace, pipeline } = setup({ fragmentStoreSlots: 1 });
+    const later = (id: number): Uint8Array => ipv4(CLIENT, VIP, 17, [1, 2, 3, 4, 5, 6, 7, 8], { id, fragOffset: 3 });
+    expect(packetTrace(TRACE_FRAG, later(80))).toBe('Fragment stored\n');
+    expect(pipeline.last.reason).toBe(REASON_FRAGMENT_STORED);
+    // The one slot is taken: datagram 81 loses this fragment and is given up.
+    expect(packetTrace(TRACE_FRAG, later(81))).toBe('Fragment dropped\n');
+    expect(pipeline.last.reason).toBe(REASON_FRAGMENT_LOST);
+    const first = ipv4(CLIENT, VIP, 17, udp(33527, 4000, new Array<number>(16).fill(7)), { id: 81, moreFragments: true });
+    expect(packetTrace(TRACE_FLOWS | TRACE_FRAG, first)).toBe(
+      `\nMatch for trace-flow: tf\nproto=udp, len=${first.length}, ::ffff:198.51.100.2 33527 -> ::ffff:192.0.2.1 4000\n` +
+      'target=tshm-a, fwmark=4\nFirst fragment\nFAILED: Handle first fragment\nFAILED: Handle first fragment\n',
+    );
   });
 
   it('formatIcmp: the other printIcmp forms, and never past the end', () => {

@@ -119,7 +119,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   const mtu = int(args, 'mtu');
   if (!(mtu >= 576)) throw new UsageError(`Invalid MTU; ${Number.isNaN(mtu) ? String(args.mtu) : mtu}`);
   if (mtu > 65535) throw new UsageError(`Invalid MTU; ${mtu} (at most 65535)`);
-  if (args.tun !== undefined) throw new UsageError('--tun is not supported: out-of-order fragments are dropped (counted as fragment_miss)');
+  // nfqlb keeps copies of out-of-order fragments only when it can re-inject them (--tun); else ft_frag is 0.
+  const tun = args.tun === undefined ? undefined : String(args.tun);
+  const ftFrag = tun === undefined ? 0 : Math.max(0, int(args, 'ft_frag'));
+  if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${ftFrag}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
   const reassembler = int(args, 'reassembler');
   if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${reassembler}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
   const hashMode = int(args, 'hash_mode');
@@ -148,6 +151,8 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
       // A random seed, so nobody outside can aim fragment ids at one hash chain.
       fragmentSeed: randomInt(0x7fffffff),
       fragmentTtlMs: Math.max(1, int(args, 'ft_ttl')),
+      fragmentStoreSlots: ftFrag,
+      fragmentStoreSlotBytes: mtu,
       reassemblerSize: reassembler > 0 ? reassembler : 0,
       sctpEncap: mode === 'lb' ? int(args, 'sctp_encap') & 0xffff : 0,
     },
@@ -159,6 +164,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     flowAddress: mode === 'flowlb' ? checkedAddress(flowAddress()) : flowAddress(),
     metricsAddress: metricsAddress(String(args.metrics_address)),
     flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
+    tun,
     ftShm: ftShmName(String(args.ft_shm)),
     workers: workerCount(args.workers === undefined ? undefined : String(args.workers), queues.length),
   };
@@ -187,7 +193,7 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   checkInspectorClosed();
 
   const p = options.pipeline;
-  out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=0, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
+  out(`FragTable; size=${int(args, 'ft_size')}, buckets=${int(args, 'ft_buckets')}, frag=${p.fragmentStoreSlots ?? 0}, mtu=${options.mtu}, ttl=${p.fragmentTtlMs}\n`);
   let daemon: Daemon;
   try {
     daemon = new Daemon(options, log);
