@@ -49,10 +49,7 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentSeed?: number;
   /** How long a first fragment's choice is kept, ms. */
   fragmentTtlMs: number;
-  /**
-   * `lb` mode: every packet goes to this table, no flows; fragments remember
-   * the hash instead of the fwmark, as nfqlb's lb does.
-   */
+  /** `lb` mode: every packet goes to this table, no flows. */
   fixedTarget?: Target<T> | null;
   /** `lb` mode: the UDP port that carries SCTP (0: none). */
   sctpEncap?: number;
@@ -143,14 +140,10 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       }
       if ((rc & RC_FIRST_FRAGMENT) === 0) {
         if (!this.fragments.lookup(key, info.fragId, nowMs)) return this.finish(REASON_FRAGMENT_MISS, -1);
-        const stored = this.fragments.value;
-        if (fixed !== null) {
-          last.target = fixed;
-          last.hashSlot[0] = stored >>> 0;
-          const fw = fixed.table.fwmarkOf(stored);
-          return this.finish(REASON_FRAGMENT_HIT, fw >= 0 ? fw : opts.notargetsFwmark);
-        }
-        return this.finish(REASON_FRAGMENT_HIT, stored);
+        // The first fragment's fwmark, also in lb mode (nfqlb 1.2.0's lb keeps the
+        // fwmark too): a table change in between must not split the datagram.
+        if (fixed !== null) last.target = fixed;
+        return this.finish(REASON_FRAGMENT_HIT, this.fragments.value);
       }
     }
 
@@ -181,7 +174,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     const fw = target.table.fwmarkOf(hash);
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {
-      if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
+      if (!this.fragments.store(key, info.fragId, fw, nowMs)) {
         return this.finish(REASON_FRAGMENT_TABLE_FULL, -1);
       }
     }
