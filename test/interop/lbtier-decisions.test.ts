@@ -10,11 +10,13 @@
  *   2. `init` again with --ownfw=102 (same shape, so in place): a tier with
  *      no active LB, every fragment handled here;
  *   3. activate 101 102 again: now 101's fragments are forwarded;
- *   4. deactivate 102 (own 102): every fragment goes to 101.
+ *   4. deactivate 102 (own 102): every fragment goes to 101;
+ *   5. as 1, and a target deactivated between the first fragments and the
+ *      later ones: later fragments keep their first fragment's target.
  * Non-fragments never look at the tier. Then, ours only (nfqlb maps its
  * tables once and would read a re-shaped or truncated file wrongly):
- *   5. the tier re-created with another shape: followed once reopened;
- *   6. the tier file truncated: decisions go on from the last good copy.
+ *   6. the tier re-created with another shape: followed once reopened;
+ *   7. the tier file truncated: decisions go on from the last good copy.
  *
  * Compared byte for byte: every decision, except IPv6 fragments that the
  * LB handles itself: nfqlb 1.2.0 reads an IPv6 first fragment's ports from
@@ -195,9 +197,9 @@ function snapshot(shm: string): Snapshot {
 interface Run {
   decisions: Decisions;
   packets: Pkt[][];
-  /** The tier table as each phase saw it. */
+  /** The tier and target tables as each phase began. */
   tiers: Snapshot[];
-  targets: Snapshot;
+  targets: Snapshot[];
 }
 
 async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): Promise<Run> {
@@ -238,7 +240,7 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
   dump.stderr?.on('data', (d: Buffer) => (dumpErr += d.toString()));
   await until(() => /listening on/.test(dumpErr), 'tcpdump on nflog');
 
-  const common = ['--queue=0', `--lbshm=${tierShm}`, `--ft_shm=${uniqueShmName(`lbd-ft-${impl}-${mode}`)}`, `--notargets_fwmark=${NOTARGETS}`];
+  const common = ['--queue=0', `--lbshm=${tierShm}`, `--ft_shm=${uniqueShmName(`lbd-ft-${impl}-${mode}`)}`, `--notargets_fwmark=${NOTARGETS}`, '--ft_ttl=60000'];
   let daemonErr: () => string;
   let child: ChildProcess;
   if (mode === 'flowlb') {
@@ -292,11 +294,20 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
   const decisions: Decisions = [];
   const packets: Pkt[][] = [];
   const tiers: Snapshot[] = [];
-  const phase = async (n: number, tier: Snapshot = snapshot(tierShm)): Promise<void> => {
+  const targets: Snapshot[] = [];
+  /** Sends phase n's packets; with `between`, first the non-later ones, then `between()`, then the later fragments. */
+  const phase = async (n: number, tier: Snapshot = snapshot(tierShm), between?: () => void): Promise<void> => {
     const pkts = phasePackets(n);
     packets.push(pkts);
     tiers.push(tier);
-    decisions.push(await sendPhase(pkts));
+    targets.push(snapshot(targetShm));
+    if (between === undefined) {
+      decisions.push(await sendPhase(pkts));
+      return;
+    }
+    const early = await sendPhase(pkts.filter((p) => p.frag <= 0));
+    between();
+    decisions.push({ ...early, ...(await sendPhase(pkts.filter((p) => p.frag > 0))) });
   };
   try {
     await phase(1);
@@ -306,17 +317,21 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
     await phase(3);
     own(['deactivate', `--shm=${tierShm}`, `${OTHER}`]);
     await phase(4);
+    // A target goes away between the first and the later fragments: the later ones follow the first.
+    own(['init', `--shm=${tierShm}`, `--ownfw=${OWN}`, '--M=31', '--N=4']);
+    own(['activate', `--shm=${tierShm}`, `${OWN}`, `${OTHER}`]);
+    await phase(5, undefined, () => own(['deactivate', `--shm=${targetShm}`, '1']));
     if (withOursOnlyPhases) {
       // Another shape: a new file (ours unlinks and re-creates), picked up at the next table check.
       const before = (daemonErr().match(/table re-created; reopened/g) ?? []).length;
       own(['init', `--shm=${tierShm}`, `--ownfw=${OWN}`, '--M=61', '--N=5']);
       own(['activate', `--shm=${tierShm}`, `${OTHER}`, `${OWN}`]);
       await until(() => (daemonErr().match(/table re-created; reopened/g) ?? []).length > before, 'the daemon to reopen the re-shaped tier table');
-      await phase(5);
+      await phase(6);
       // Truncated: served from the copy taken at the last check.
       fs.truncateSync(`/dev/shm/${tierShm}`, 64);
       await until(() => /"fault":"truncated"/.test(daemonErr()), 'the daemon to notice the truncated tier table');
-      await phase(6, tiers[tiers.length - 1]);
+      await phase(7, tiers[tiers.length - 1]);
     }
   } finally {
     sender.close();
@@ -324,7 +339,7 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
     await killProcess(dump);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return { decisions, packets, tiers, targets: snapshot(targetShm) };
+  return { decisions, packets, tiers, targets };
 }
 
 /** What a correct LB tier decides for `p`, given the tier and target tables of its phase (`firstChoice`: what first fragments got). */
@@ -366,19 +381,19 @@ describeUnless(netnsUnavailable() ?? originalUnavailable())('LB tier decisions: 
         }
       }
       expect(diffs).toEqual([]);
-      expect([...forwardingPhases].sort()).toEqual([1, 3, 4]);
+      expect([...forwardingPhases].sort()).toEqual([1, 3, 4, 5]);
 
       // Ours, every phase (5 and 6 included) and every packet, against the model.
       const wrong: string[] = [];
       for (let ph = 0; ph < ours.decisions.length; ph++) {
         const firstChoice = new Map<string, number | 'drop'>();
         for (const p of ours.packets[ph]) {
-          const want = expected(mode, p, ours.tiers[ph], ours.targets, firstChoice);
+          const want = expected(mode, p, ours.tiers[ph], ours.targets[ph], firstChoice);
           if (ours.decisions[ph][p.label] !== want) wrong.push(`phase ${ph + 1} ${p.label}: want ${want}, ours ${ours.decisions[ph][p.label]}`);
         }
       }
       expect(wrong).toEqual([]);
-      expect(ours.decisions.length).toBe(6);
+      expect(ours.decisions.length).toBe(7);
     });
   }
 });
