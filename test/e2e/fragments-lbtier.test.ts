@@ -15,11 +15,12 @@
  * fwmark and policy routing sends it across `ab`; there it is queued again,
  * hashes to its own LB and is load-balanced with the fragment table.
  *
- * Kept out of the LB namespaces: conntrack. Any rule that needs it (even
- * `-j CT --notrack` in raw) makes the kernel reassemble before the queue
- * (defragmentation hooks run at priority -400, before raw). The test proves
- * the fragments were queued one by one: the queue rules count exactly the
- * fragments sent plus those forwarded across the tier.
+ * Kept away from the fragments in the LB namespaces: conntrack. Once a rule
+ * uses it the kernel reassembles at priority -400, before raw (so `-t raw -j
+ * CT --notrack` is too late) and mangle. Each LB here has such a rule, and
+ * README's recipe, an nftables `notrack` for the VIPs at priority -450. The
+ * test proves the fragments were queued one by one: the queue rules count
+ * exactly the fragments sent plus those forwarded across the tier.
  *
  * A fragment forwarded across the tier takes one more queue pass than one
  * sent straight to its owner, so a later fragment could overtake a forwarded
@@ -54,6 +55,7 @@ import {
   queueRuleCount,
   scrapeMetrics,
   metricSum,
+  nsExec,
   spawnInNs,
   sysctl,
   uniqueShmName,
@@ -173,6 +175,15 @@ async function runScenario(sc: Scenario): Promise<void> {
   // The other LB's tier fwmark goes across `ab`.
   markRoute(lb.A, OWN.B, 1, 2);
   markRoute(lb.B, OWN.A, 1, 1);
+  for (const ns of [lb.A, lb.B]) {
+    // Conntrack in use (a FORWARD rule needs it), which would reassemble every datagram before the
+    // queue; README's recipe keeps it off the VIPs before defragmentation (priority -450 < -400).
+    nsExec(ns, 'iptables', ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'ACCEPT']);
+    nsExec(ns, 'ip6tables', ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'ACCEPT']);
+    nsExec(ns, 'nft', ['-f', '-'], {
+      input: `table inet lbnotrack {\n  chain pre { type filter hook prerouting priority -450; ip daddr ${VIP4} notrack; ip6 daddr ${VIP6} notrack; }\n}\n`,
+    });
+  }
   const queueRules: Record<Lb, QueueRule[]> = {
     A: [installQueueRule(lb.A, VIP4, 0), installQueueRule(lb.A, VIP6, 0)],
     B: [installQueueRule(lb.B, VIP4, 0), installQueueRule(lb.B, VIP6, 0)],
