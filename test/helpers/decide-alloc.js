@@ -5,9 +5,10 @@
 // the heap and its young generation grew and how many garbage collections
 // ran during those calls.
 //   node --expose-gc --min-semi-space-size=64 --max-semi-space-size=64 \
-//        decide-alloc.js ITERATIONS SCENARIO... [--allocate]
+//        decide-alloc.js ITERATIONS SCENARIO... [--allocate] [--lbtier]
 // --allocate runs a copy of the loop that allocates one small object per
-// call, to show that the measurement sees an allocation.
+// call, to show that the measurement sees an allocation. --lbtier adds an LB
+// tier (--lbshm) of two LBs to every scenario, so fragments take that path too.
 // Uses the compiled dist/ (npx tsc -p .).
 const fs = require('node:fs');
 const path = require('node:path');
@@ -23,7 +24,8 @@ const { findCommand, parseCommandLine } = dist('cli/main');
 
 const args = process.argv.slice(2);
 const allocate = args.includes('--allocate');
-const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate');
+const lbtier = args.includes('--lbtier');
+const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate' && a !== '--lbtier');
 const total = Number(iterations);
 const decisions = path.join(process.env.NFQLB_REFERENCE_DIR ?? path.join(root, 'test', 'fixtures', 'reference'), 'decisions');
 const parser = { find: findCommand, parse: parseCommandLine };
@@ -34,7 +36,8 @@ const packets = [];
 const owner = [];
 for (const s of scenarios) {
   const config = applyConfig(fs.readFileSync(path.join(decisions, `${s}.cmds`), 'utf8'), `${s}.cmds`, parser);
-  const { pipeline } = fromConfig(config, { _: [] });
+  if (lbtier) config.store.create('lbtier-hot', 31, 4, 101).activate([101, 102]);
+  const { pipeline } = fromConfig(config, lbtier ? { _: [], lbshm: 'lbtier-hot' } : { _: [] });
   pipelines.push(pipeline);
   for (const rec of readPcap(path.join(decisions, `${s}.pcap`)).records) {
     if (rec.ip === null) continue;

@@ -53,6 +53,12 @@ describe('Pipeline.decide() on the hot path', () => {
     expect(verdict(m)).toMatchObject({ allocationFree: true });
   });
 
+  it('allocates nothing with an LB tier (--lbshm) either', () => {
+    const m = measure(['--lbtier']);
+    expect(m.calls).toBe(CALLS);
+    expect(verdict(m)).toMatchObject({ allocationFree: true });
+  });
+
   it('the measurement sees one small object per call (a copy of the loop that allocates fails the check)', () => {
     const m = measure(['--allocate']);
     expect(verdict(m)).toMatchObject({ allocationFree: false });
