@@ -13,6 +13,7 @@ import { hashKeyAddresses } from '../../src/hashkey';
 import { MaglevTable, writeFreshTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_LB_TIER, REASON_NAMES, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
 import { Target, TargetRegistry } from '../../src/targets';
+import { formatFlowTrace, formatPacketTrace, TRACE_FRAG, TRACE_PER_PACKET } from '../../src/trace';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 import { fromHex, readJsonl } from '../helpers/reference';
 
@@ -183,6 +184,22 @@ describe('LB tier: which fragments go to another LB', () => {
       expect(decide(pipeline, l)).toBe(fw);
     }
     expect(forwarded).toBeGreaterThan(0);
+  });
+});
+
+describe('LB tier: trace', () => {
+  it('as nfqlb: one FRAG line, `Fragment to LB tier. fw=F`, and nothing else, even for a matching trace-flow', () => {
+    const { table, lbTier } = tierTable(OWN, [OWN, OTHER]);
+    const { pipeline } = flowlb(lbTier);
+    const traceFlows = new FlowSet<string>({ promiscuousPing: true });
+    expect(traceFlows.define({ name: 'tf', target: 'tf', protocols: 'udp', dsts: `${VIP}/32` })).toBeNull();
+    const [src] = sourcesOwnedBy(table, OTHER, 1);
+    for (const pkt of [first(src, 5), later(src, 5)]) {
+      expect(decide(pipeline, pkt)).toBe(OTHER);
+      expect(formatPacketTrace(TRACE_PER_PACKET, traceFlows, pipeline.info, pkt, 0, pkt.length, pipeline.last)).toBe(`Fragment to LB tier. fw=${OTHER}\n`);
+      expect(formatPacketTrace(TRACE_PER_PACKET & ~TRACE_FRAG, traceFlows, pipeline.info, pkt, 0, pkt.length, pipeline.last)).toBe('');
+      expect(formatFlowTrace('tf', pipeline.info, pkt, 0, pkt.length, pipeline.last, 8888, -1)).toBe('');
+    }
   });
 });
 
