@@ -298,7 +298,7 @@ async function runScenario(sc: Scenario): Promise<void> {
         if (j === 0 && s.deliverable) {
           // See the file comment: the rest follows once the first fragment is through.
           await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, 5000);
+            const t = setTimeout(resolve, 10000);
             notify = () => {
               if ([...(seenFrags.get(key)?.values() ?? [])].some((offs) => offs.includes(0))) {
                 clearTimeout(t);
