@@ -167,6 +167,17 @@ function key5(src: string, dst: string, sport: number, dport: number): Uint8Arra
   return key;
 }
 
+/** The LB the tier table `t` gives `src` → VIP4 to. */
+function ownerOf(t: Snapshot, src: string): number {
+  return t.fwmarkOf(hashKeyAddresses(key5(src, VIP4, 0, 0)));
+}
+
+/** A source address (198.51.100.100-249, apart from the phases' sources) that `ok` accepts. */
+function probeSource(ok: (src: string) => boolean): string {
+  for (let i = 100; i < 250; i++) if (ok(`198.51.100.${i}`)) return `198.51.100.${i}`;
+  throw new Error('no probe source: widen the range');
+}
+
 /** A label → 'drop' or the fwmark, per phase. */
 type Decisions = Array<Record<string, number | 'drop'>>;
 
@@ -291,6 +302,17 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
     return result;
   };
 
+  let probeId = 0x6000;
+  /** Sends later fragments from `src` (a new datagram each time, so never one this LB knows) until one leaves with mark `want`. */
+  const probeUntil = async (src: string, want: number, what: string): Promise<void> => {
+    const giveUp = Date.now() + 20000;
+    for (;;) {
+      const bytes = fragments({ src, dst: VIP4, sport: 1, dport: PORT, payload: new Uint8Array(140), id: ++probeId, chunk: 64 })[1];
+      const got = await sendPhase([{ label: 'probe', family: 4, src, sport: 1, dport: PORT, frag: 1, bytes }]);
+      if (got.probe === want) return;
+      if (Date.now() > giveUp) throw new Error(`gave up waiting for ${what} (the probe got ${got.probe})`);
+    }
+  };
   const decisions: Decisions = [];
   const packets: Pkt[][] = [];
   const tiers: Snapshot[] = [];
@@ -324,14 +346,19 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
     if (withOursOnlyPhases) {
       // Another shape: a new file (ours unlinks and re-creates), picked up at the next table check.
       const before = (daemonErr().match(/table re-created; reopened/g) ?? []).length;
+      const old = tiers[tiers.length - 1];
       own(['init', `--shm=${tierShm}`, `--ownfw=${OWN}`, '--M=61', '--N=5']);
       own(['activate', `--shm=${tierShm}`, `${OTHER}`, `${OWN}`]);
+      const reshaped = snapshot(tierShm);
       await until(() => (daemonErr().match(/table re-created; reopened/g) ?? []).length > before, 'the daemon to reopen the re-shaped tier table');
-      await phase(6);
+      // Every packet path has it (with packet threads, each checks its own copy): a fragment only the new table sends away.
+      await probeUntil(probeSource((src) => ownerOf(old, src) === OWN && ownerOf(reshaped, src) === OTHER), OTHER, 'the re-shaped tier table in use');
+      await phase(6, reshaped);
       // Truncated: served from the copy taken at the last check.
       fs.truncateSync(`/dev/shm/${tierShm}`, 64);
       await until(() => /"fault":"truncated"/.test(daemonErr()), 'the daemon to notice the truncated tier table');
-      await phase(7, tiers[tiers.length - 1]);
+      await probeUntil(probeSource((src) => ownerOf(reshaped, src) === OTHER), OTHER, 'the copy of the truncated tier table in use');
+      await phase(7, reshaped);
     }
   } finally {
     sender.close();
