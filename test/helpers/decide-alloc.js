@@ -5,10 +5,9 @@
 // the heap and its young generation grew and how many garbage collections
 // ran during those calls.
 //   node --expose-gc --min-semi-space-size=64 --max-semi-space-size=64 \
-//        decide-alloc.js ITERATIONS SCENARIO... [--allocate] [--lbtier]
+//        decide-alloc.js ITERATIONS SCENARIO... [--allocate]
 // --allocate runs a copy of the loop that allocates one small object per
-// call, to show that the measurement sees an allocation. --lbtier adds an LB
-// tier (--lbshm) of two LBs to every scenario, so fragments take that path too.
+// call, to show that the measurement sees an allocation.
 // Uses the compiled dist/ (npx tsc -p .).
 const fs = require('node:fs');
 const path = require('node:path');
@@ -24,8 +23,7 @@ const { findCommand, parseCommandLine } = dist('cli/main');
 
 const args = process.argv.slice(2);
 const allocate = args.includes('--allocate');
-const lbtier = args.includes('--lbtier');
-const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate' && a !== '--lbtier');
+const [iterations, ...scenarios] = args.filter((a) => a !== '--allocate');
 const total = Number(iterations);
 const decisions = path.join(process.env.NFQLB_REFERENCE_DIR ?? path.join(root, 'test', 'fixtures', 'reference'), 'decisions');
 const parser = { find: findCommand, parse: parseCommandLine };
@@ -34,6 +32,8 @@ const parser = { find: findCommand, parse: parseCommandLine };
 const pipelines = [];
 const packets = [];
 const owner = [];
+// DECIDE_ALLOC_LBTIER=1: every scenario gets an LB tier (--lbshm) of two LBs, so fragments take that path too.
+const lbtier = process.env.DECIDE_ALLOC_LBTIER === '1';
 for (const s of scenarios) {
   const config = applyConfig(fs.readFileSync(path.join(decisions, `${s}.cmds`), 'utf8'), `${s}.cmds`, parser);
   if (lbtier) config.store.create('lbtier-hot', 31, 4, 101).activate([101, 102]);
