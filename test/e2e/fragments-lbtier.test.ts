@@ -185,8 +185,9 @@ async function runScenario(sc: Scenario): Promise<void> {
     });
   }
   const queueRules: Record<Lb, QueueRule[]> = {
-    A: [installQueueRule(lb.A, VIP4, 0), installQueueRule(lb.A, VIP6, 0)],
-    B: [installQueueRule(lb.B, VIP4, 0), installQueueRule(lb.B, VIP6, 0)],
+    // Two queues: the kernel balances on addresses, so the fragments of a datagram share one (and one packet thread).
+    A: [installQueueRule(lb.A, VIP4, 0, 1), installQueueRule(lb.A, VIP6, 0, 1)],
+    B: [installQueueRule(lb.B, VIP4, 0, 1), installQueueRule(lb.B, VIP6, 0, 1)],
   };
 
   // Tables: one target table both LBs read; one tier table per LB (its own fwmark), same activations.
@@ -202,7 +203,7 @@ async function runScenario(sc: Scenario): Promise<void> {
   // The daemons, and a flow for the VIPs' UDP port on each.
   const daemons: Record<Lb, DaemonProcess | Partner> = {} as Record<Lb, DaemonProcess | Partner>;
   for (const side of ['A', 'B'] as const) {
-    const args = [`--queue=0`, `--lbshm=${tierShm[side]}`, `--ft_shm=${uniqueShmName(`lbt-ft-${side}`)}`];
+    const args = [`--queue=0:1`, `--lbshm=${tierShm[side]}`, `--ft_shm=${uniqueShmName(`lbt-ft-${side}`)}`];
     daemons[side] =
       sc[side] === 'ours'
         ? await DaemonProcess.start(lb[side], ['flowlb', ...args])
