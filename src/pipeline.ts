@@ -68,10 +68,7 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentStoreSlotBytes?: number;
   /** FSTORE_FIELDS numbers the store counts into (e.g. over a SharedArrayBuffer); default: its own. */
   fragmentStoreCounters?: Float64Array;
-  /**
-   * `lb` mode: every packet goes to this table, no flows; fragments remember
-   * the hash instead of the fwmark, as nfqlb's lb does.
-   */
+  /** `lb` mode: every packet goes to this table, no flows. */
   fixedTarget?: Target<T> | null;
   /** `lb` mode: the UDP port that carries SCTP (0: none). */
   sctpEncap?: number;
@@ -182,12 +179,9 @@ export class Pipeline<T extends LookupTable = LookupTable> {
         }
         const stored = this.fragments.value;
         this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);
-        if (fixed !== null) {
-          last.target = fixed;
-          last.hashSlot[0] = stored >>> 0;
-          const fw = fixed.table.fwmarkOf(stored);
-          return this.finish(REASON_FRAGMENT_HIT, fw >= 0 ? fw : opts.notargetsFwmark);
-        }
+        // The first fragment's fwmark, also in lb mode (nfqlb 1.2.0's lb keeps the
+        // fwmark too): a table change in between must not split the datagram.
+        if (fixed !== null) last.target = fixed;
         return this.finish(REASON_FRAGMENT_HIT, stored);
       }
     }
@@ -219,7 +213,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     const fw = target.table.fwmarkOf(hash);
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {
-      if (!this.fragments.store(key, info.fragId, fixed !== null ? hash : fw, nowMs)) {
+      if (!this.fragments.store(key, info.fragId, fw, nowMs)) {
         return this.finish(this.fragments.refusedLost ? REASON_FRAGMENT_LOST : REASON_FRAGMENT_TABLE_FULL, -1);
       }
       this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, nowMs);

@@ -37,9 +37,12 @@ const parser = { find: findCommand, parse: parseCommandLine };
 const pipelines = [];
 const packets = [];
 const owner = [];
+// DECIDE_ALLOC_LBTIER=1: every scenario gets an LB tier (--lbshm) of two LBs, so fragments take that path too.
+const lbtier = process.env.DECIDE_ALLOC_LBTIER === '1';
 for (const s of scenarios) {
   const config = applyConfig(fs.readFileSync(path.join(decisions, `${s}.cmds`), 'utf8'), `${s}.cmds`, parser);
-  const { pipeline } = fromConfig(config, { _: [] });
+  if (lbtier) config.store.create('lbtier-hot', 31, 4, 101).activate([101, 102]);
+  const { pipeline } = fromConfig(config, lbtier ? { _: [], lbshm: 'lbtier-hot' } : { _: [] });
   pipelines.push(pipeline);
   for (const rec of readPcap(path.join(decisions, `${s}.pcap`)).records) {
     if (rec.ip === null) continue;

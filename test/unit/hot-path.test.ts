@@ -29,12 +29,12 @@ const scenarios = fs
   .filter((f) => f.endsWith('.cmds'))
   .map((f) => f.slice(0, -5));
 
-function measure(extra: string[] = []): Measure {
+function measure(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Measure {
   const child = path.join(__dirname, '..', 'helpers', 'decide-alloc.js');
   const flags = ['--expose-gc', '--min-semi-space-size=64', '--max-semi-space-size=64'];
   const r = spawnSync(process.execPath, [...flags, child, String(CALLS), ...scenarios, ...extra], {
     encoding: 'utf8',
-    env: { ...process.env, NFQLB_REFERENCE_DIR: path.dirname(referencePath('decisions')) },
+    env: { ...process.env, ...env, NFQLB_REFERENCE_DIR: path.dirname(referencePath('decisions')) },
   });
   if (r.status !== 0) throw new Error(`decide-alloc.js failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout.trim()) as Measure;
@@ -63,5 +63,11 @@ describe('Pipeline.decide() on the hot path', () => {
     const m = measure(['--allocate']);
     expect(verdict(m)).toMatchObject({ allocationFree: false });
     if (m.minorGcs === 0) expect(m.youngGrowth).toBeGreaterThanOrEqual(16 * CALLS);
+  });
+
+  it('allocates nothing with an LB tier (--lbshm) either', () => {
+    const m = measure([], { DECIDE_ALLOC_LBTIER: '1' });
+    expect(m.calls).toBe(CALLS);
+    expect(verdict(m)).toMatchObject({ allocationFree: true });
   });
 });

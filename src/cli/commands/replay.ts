@@ -36,10 +36,31 @@ export interface Setup {
   close(): void;
 }
 
+/** --lbshm for the pipeline: the tier table and its own fwmark, read live as the daemon reads them. */
+function lbTier(table: MaglevTable): PipelineOptions<MaglevTable>['lbTier'] {
+  return {
+    table,
+    get ownFwmark() {
+      return table.ownFwmark;
+    },
+  };
+}
+
+/** Opens `name` from `open`, or fails with nfqlb's line for a table that is not there. */
+function tierTable(name: string, open: (n: string) => MaglevTable): MaglevTable {
+  try {
+    return open(name);
+  } catch (err) {
+    throw new UsageError(`FAILED mapSharedData: ${name} (${(err as Error).message})`, 1, 'NFQLB_ERR_USAGE', { cause: err });
+  }
+}
+
 /** The pipeline a config describes, as replay runs it (also used by the hot-path allocation test). */
 export function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
   const daemon = config.daemon;
   const opts = pipelineOptions(daemon?.args, args);
+  const lbshm = args.lbshm ?? daemon?.args.lbshm;
+  if (lbshm !== undefined) opts.lbTier = lbTier(tierTable(String(lbshm), (n) => config.store.open(n)));
   if (daemon?.command === 'lb') {
     const name = String(daemon.args.tshm ?? 'nfqlb');
     const target = new Target(name, config.store.open(name));
@@ -52,8 +73,24 @@ export function fromConfig(config: ReplayConfig, args: ParsedArgs): Setup {
 
 function fromLiveTable(name: string, args: ParsedArgs, store: { open(n: string, w: boolean): MaglevTable; close(t: MaglevTable): void }): Setup {
   const table = store.open(name, false);
-  const pipeline = new Pipeline<MaglevTable>(null, { ...pipelineOptions(undefined, args), fixedTarget: new Target(name, table) });
-  return { pipeline, close: () => store.close(table) };
+  let tier: MaglevTable | null = null;
+  if (args.lbshm !== undefined) {
+    try {
+      tier = tierTable(String(args.lbshm), (n) => store.open(n, false));
+    } catch (err) {
+      store.close(table);
+      throw err;
+    }
+  }
+  const opts = { ...pipelineOptions(undefined, args), fixedTarget: new Target(name, table), lbTier: tier === null ? null : lbTier(tier) };
+  const pipeline = new Pipeline<MaglevTable>(null, opts);
+  return {
+    pipeline,
+    close: () => {
+      store.close(table);
+      if (tier !== null) store.close(tier);
+    },
+  };
 }
 
 export const replayCommands: NfqlbCommand[] = [
@@ -64,6 +101,7 @@ export const replayCommands: NfqlbCommand[] = [
       pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true }),
       config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)'),
       tshm: str('Use this live table (no flows), like nfqlb lb'),
+      lbshm: str("LB-tier table, like nfqlb's --lbshm: with --config one its lines make, with --tshm a live one"),
       hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)'),
       promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
       notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
