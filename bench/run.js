@@ -330,8 +330,10 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
   }
   const m1 = tb.machineCpuSeconds();
   const compCpu = companionCpu() - comp0;
-  // Let the queues drain: what is still waiting is not lost yet.
-  const end = Date.now() + 2000;
+  // Let the queues drain: what is still waiting is not lost yet. (Up to 10 s:
+  // a daemon whose event loop is held by a long scrape answers late, and what
+  // it answers after the count would be counted in the next run.)
+  const end = Date.now() + 10000;
   await sleep(100);
   while (marking === 'queue' && tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
   const c = tb.loadDelta(c0, tb.loadCounts(bed, family));
@@ -352,6 +354,7 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
     perTarget: c.perTarget,
     queueDropped: q1.queueDropped - q0.queueDropped,
     userDropped: q1.userDropped - q0.userDropped,
+    leftWaiting: q1.waiting,
     cpuSeconds: daemons.length > 0 ? cpu : undefined,
   };
 }
@@ -723,15 +726,19 @@ const CLIENTS_JS = path.join(__dirname, 'clients.js');
  * 2.. — all above the load's flow (priority 1), so every one of them is
  * checked, and misses, before the load's flow matches.
  */
-function setManyFlows(bed, impl, shm, count) {
-  const r = tb.nsExec(
+async function setManyFlows(bed, impl, shm, count) {
+  const child = tb.spawnInNs(
     bed.lb,
     process.execPath,
     [CLIENTS_JS, 'flows', `--address=${impl.env.NFQLB_FLOW_ADDRESS}`, `--count=${count}`, `--target=${shm}`, `--dsts=${bed.vip4}/32,${bed.vip6}/128`, '--dport-base=20000', '--prio-base=2', `--prefix=${shm}-x`],
-    { allowFail: true, timeoutMs: 600000 },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  if (r.status !== 0) throw new Error(`clients.js flows for ${impl.key}: ${r.stderr}${r.stdout}`);
-  const res = JSON.parse(r.stdout.trim().split('\n').pop());
+  let out = '';
+  child.stdout.on('data', (b) => (out += b.toString()));
+  child.stderr.on('data', (b) => (out += b.toString()));
+  const code = await new Promise((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`clients.js flows for ${impl.key} exited ${code}: ${out}`);
+  const res = JSON.parse(out.trim().split('\n').pop());
   if (res.failed > 0) throw new Error(`${impl.key}: ${res.failed} of ${count} flow-set requests failed (first: ${res.firstError})`);
   say(`  ${impl.key}: ${count} flows set in ${(res.ms / 1000).toFixed(1)} s`);
   return res;
@@ -878,11 +885,18 @@ function compareImplementations(bed) {
   return impls;
 }
 
+/** Waits (at most 10 s) until no packet waits in any queue: what a previous run left must not reach the targets during the next one. */
+async function drained(bed) {
+  const end = Date.now() + 10000;
+  while (tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
+}
+
 /** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
 async function comparePoint(bed, impls, daemons, pt, round) {
   const seconds = pt.seconds ?? SECONDS;
   const count = Math.round(pt.rate * seconds);
   const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
+  await drained(bed);
   await quiet();
   const base = await loadRun(bed, { ...opts, marking: 'hmark' });
   const rows = [];
@@ -892,6 +906,7 @@ async function comparePoint(bed, impls, daemons, pt, round) {
     const d = daemons[i];
     let best = null;
     for (let attempt = 0; attempt <= RETRIES; attempt++) {
+      await drained(bed);
       await quiet();
       const beside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
       // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
@@ -930,6 +945,7 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       deliveredFraction: lb.delivered / lb.offered,
       queueDropped: lb.queueDropped,
       userDropped: lb.userDropped,
+      leftWaiting: lb.leftWaiting,
       cpuSeconds: lb.cpuSeconds,
       cpuUsPerPacket: (lb.cpuSeconds * 1e6) / lb.delivered,
       cpuCores: lb.cpuSeconds / lb.seconds,
@@ -983,6 +999,13 @@ function threadText(groups) {
     .join(' + ');
 }
 
+/** A cell's thread groups; for results written before they existed, from each thread's share of the cores. */
+function groupsOf(c) {
+  if (c.threadGroups) return c.threadGroups;
+  const cores = (c.threads ?? []).reduce((sum, t) => sum + t.cores, 0);
+  return threadGroups((c.threads ?? []).map((t) => ({ ...t, usPerPacket: cores > 0 ? (c.cpuUsPerPacket * t.cores) / cores : NaN })));
+}
+
 /** Issue 11's targets, for this project's variants: met or not, in one line each. */
 const TARGETS = [
   { point: 'v4-steady-200k', min: 0.99 },
@@ -1007,7 +1030,7 @@ function printCompare(result, impls, points) {
     for (const impl of impls) {
       const c = cellOf(pt, impl);
       const cores = c.threads.reduce((sum, t) => sum + t.cores, 0);
-      say(`  ${pt.id.padEnd(20)} ${impl.key.padEnd(K)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs = ${threadText(c.threadGroups) || '-'}  [${cores.toFixed(2)} cores]`);
+      say(`  ${pt.id.padEnd(20)} ${impl.key.padEnd(K)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs = ${threadText(groupsOf(c)) || '-'}  [${cores.toFixed(2)} cores]`);
     }
   }
   const withClients = points.filter((pt) => impls.some((impl) => cellOf(pt, impl).beside));
@@ -1028,7 +1051,7 @@ function printCompare(result, impls, points) {
   for (const pt of points) {
     const cells = impls.map((impl) => {
       const c = cellOf(pt, impl);
-      return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs: ${threadText(c.threadGroups) || '-'})`;
+      return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs: ${threadText(groupsOf(c)) || '-'})`;
     });
     say(`| ${pt.label} | ${cells.join(' | ')} |`);
   }
@@ -1103,8 +1126,9 @@ async function compareMode(bed) {
         daemons.push(d);
         impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
         configure(bed, impl, impl.shm);
-        if (flows > 0) setManyFlows(bed, impl, impl.shm, flows);
       }
+      // All daemons at once (each its own socket): the wall time is the slowest one's.
+      if (flows > 0) await Promise.all(impls.map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
       for (const pt of groupPoints) {
         if (pt.setup) for (const impl of impls) await pt.setup({ bed, impl, shm: impl.shm });
       }
@@ -1114,7 +1138,7 @@ async function compareMode(bed) {
           for (const r of await comparePoint(bed, impls, daemons, pt, round)) {
             result.runs.push(r);
             say(
-              `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}`,
+              `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}`,
             );
           }
         }
