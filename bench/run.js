@@ -298,7 +298,7 @@ let generatorMax = 230000; // calibrated at start
  * goes) through `marking` and returns what was offered and delivered. With
  * daemons: their CPU time and the kernel's queue drops over the run.
  */
-async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady', companions = [] }) {
+async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady', companions = [], afterSend = null }) {
   tb.setMarking(bed, marking, queues[0], queues[1]);
   const c0 = tb.loadCounts(bed, family);
   const q0 = tb.queueDrops(bed.lb);
@@ -330,6 +330,8 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
   }
   const m1 = tb.machineCpuSeconds();
   const compCpu = companionCpu() - comp0;
+  // E.g. the clients beside the daemon stop with the load, so that the queue drains as it would after it.
+  if (afterSend) await afterSend();
   // Let the queues drain: what is still waiting is not lost yet. (Up to 10 s:
   // a daemon whose event loop is held by a long scrape answers late, and what
   // it answers after the count would be counted in the next run.)
@@ -916,12 +918,19 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       let t0;
       let t1;
       let besideStats = null;
+      let stopped = false;
+      const stopBeside = async () => {
+        if (beside && !stopped) {
+          stopped = true;
+          besideStats = await beside.stop();
+        }
+      };
       try {
         t0 = threadCpu(d.pid);
-        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: beside ? [beside.pid] : [] });
+        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: beside ? [beside.pid] : [], afterSend: stopBeside });
         t1 = threadCpu(d.pid);
       } finally {
-        if (beside) besideStats = await beside.stop();
+        await stopBeside();
       }
       const idleCores = (idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0) - idle0) / lb.seconds;
       const threads = threadShares(d.pid, t0, t1, lb.seconds, lb.delivered);
