@@ -298,6 +298,15 @@ let generatorMax = 230000; // calibrated at start
  * goes) through `marking` and returns what was offered and delivered. With
  * daemons: their CPU time and the kernel's queue drops over the run.
  */
+/** CPU seconds of a process so far, NaN when it is gone. */
+function cpuOrNaN(pid) {
+  try {
+    return tb.cpuSeconds(pid);
+  } catch {
+    return NaN;
+  }
+}
+
 async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady', companions = [], afterSend = null }) {
   tb.setMarking(bed, marking, queues[0], queues[1]);
   const c0 = tb.loadCounts(bed, family);
@@ -330,6 +339,7 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
   }
   const m1 = tb.machineCpuSeconds();
   const compCpu = companionCpu() - comp0;
+  const cpuAtSend = daemons.reduce((s, d) => s + cpuOrNaN(d.pid), 0) - cpu0;
   // E.g. the clients beside the daemon stop with the load, so that the queue drains as it would after it.
   if (afterSend) await afterSend();
   // Let the queues drain: what is still waiting is not lost yet. (Up to 10 s:
@@ -340,7 +350,9 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
   while (marking === 'queue' && tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
   const c = tb.loadDelta(c0, tb.loadCounts(bed, family));
   const q1 = tb.queueDrops(bed.lb);
-  const cpu = daemons.reduce((s, d) => s + tb.cpuSeconds(d.pid), 0) - cpu0;
+  // A daemon that ended meanwhile (nfqlb dies of SIGPIPE when a trace client leaves): its CPU up to the end of the load.
+  const cpuNow = daemons.reduce((s, d) => s + cpuOrNaN(d.pid), 0) - cpu0;
+  const cpu = Number.isNaN(cpuNow) ? cpuAtSend : cpuNow;
   return {
     busyCores: (m1.busy - m0.busy) / g.seconds,
     // What neither trafgen nor the daemon used: other people's processes (and ksoftirqd).
@@ -894,7 +906,7 @@ async function drained(bed) {
 }
 
 /** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
-async function comparePoint(bed, impls, daemons, pt, round) {
+async function comparePoint(bed, impls, daemons, pt, round, revive) {
   const seconds = pt.seconds ?? SECONDS;
   const count = Math.round(pt.rate * seconds);
   const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
@@ -919,9 +931,11 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       let t1;
       let besideStats = null;
       let stopped = false;
+      let tAtSend = null;
       const stopBeside = async () => {
         if (beside && !stopped) {
           stopped = true;
+          tAtSend = threadCpu(d.pid);
           besideStats = await beside.stop();
         }
       };
@@ -932,9 +946,26 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       } finally {
         await stopBeside();
       }
-      const idleCores = (idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0) - idle0) / lb.seconds;
-      const threads = threadShares(d.pid, t0, t1, lb.seconds, lb.delivered);
-      const run = { lb, idleCores, threads, besideStats, disturbed: lb.foreignCores > DISTURBED_CORES };
+      // A daemon that ended is reported and started again (with its flows) for the next runs.
+      await sleep(100);
+      let ended = null;
+      if (d.child.exitCode !== null || d.child.signalCode !== null) {
+        ended = d.child.signalCode ?? `exit ${d.child.exitCode}`;
+        say(`  ${impl.key}'s daemon ended during ${pt.id} (${ended}); its last output: ${d.log.slice(-300).replace(/\n/g, ' | ')}`);
+        await revive(i);
+      }
+      const idleCores = (idle.reduce((sum, x) => sum + cpuOrNaN(x.pid), 0) - idle0) / lb.seconds;
+      const threads = threadShares(d.pid, t0, ended && tAtSend ? tAtSend : t1, lb.seconds, lb.delivered);
+      if (ended) {
+        // The kernel's queue counters start again with the new daemon.
+        lb.queueDropped = NaN;
+        lb.userDropped = NaN;
+      }
+      const run = { lb, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
+      if (ended) {
+        best = run;
+        break;
+      }
       if (best === null || lb.foreignCores < best.lb.foreignCores) best = run;
       if (!run.disturbed) break;
       quietLog.disturbedRuns++;
@@ -966,6 +997,7 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       foreignCores: lb.foreignCores,
       idleDaemonCores: best.idleCores,
       disturbed: best.disturbed,
+      daemonEnded: best.ended ?? undefined,
     });
   }
   return rows;
@@ -1129,13 +1161,18 @@ async function compareMode(bed) {
   for (const [key, groupPoints] of groups) {
     const { args: extra, flows } = JSON.parse(key);
     const daemons = [];
+    const startFor = async (impl) => {
+      const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
+      impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
+      configure(bed, impl, impl.shm);
+      return d;
+    };
+    const revive = async (i) => {
+      daemons[i] = await startFor(impls[i]);
+      if (flows > 0) await setManyFlows(bed, impls[i], impls[i].shm, flows);
+    };
     try {
-      for (const impl of impls) {
-        const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
-        daemons.push(d);
-        impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
-        configure(bed, impl, impl.shm);
-      }
+      for (const impl of impls) daemons.push(await startFor(impl));
       // All daemons at once (each its own socket): the wall time is the slowest one's.
       if (flows > 0) await Promise.all(impls.map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
       for (const pt of groupPoints) {
@@ -1144,10 +1181,10 @@ async function compareMode(bed) {
       say(`\npoint                round impl          offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}${flows ? `   (${flows} more flows)` : ''}`);
       for (let round = 0; round < REPEAT; round++) {
         for (const pt of groupPoints) {
-          for (const r of await comparePoint(bed, impls, daemons, pt, round)) {
+          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive)) {
             result.runs.push(r);
             say(
-              `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}`,
+              `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}${r.daemonEnded ? `  (the daemon ended: ${r.daemonEnded}; started again)` : ''}`,
             );
           }
         }
