@@ -1058,7 +1058,7 @@ const TARGETS = [
 
 function printCompare(result, impls, points) {
   const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
-  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${c.queueDropped}`;
+  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${Number.isFinite(c.queueDropped) ? c.queueDropped : '-'}`;
   const W = Math.max(...impls.map((i) => i.label.length), ...points.flatMap((pt) => impls.map((impl) => text(cellOf(pt, impl)).length))) + 3;
   const L = Math.max(...points.map((pt) => pt.label.length)) + 2;
   say(`\n== comparison, ${result.date.slice(0, 16).replace('T', ' ')} UTC: delivered through the daemon / delivered by the kernel alone (HMARK), same packets, same run`);
