@@ -1288,7 +1288,7 @@ async function sweepMode(bed, impl) {
     bursts: [1024, 4096, 16384].map((n) => ({ name: `qlength=${n},bursts`, args: [...q, `--qlength=${n}`], pacing: 'bursts' })),
     // Issue 11 point 3: which queue length, receive buffer and batch absorb trafgen's bursts at 100k (bursts point only).
     'burst-defaults': [
-      ...[1024, 4096, 8192, 16384].map((n) => ({ name: `q=${n}`, args: [...q, `--qlength=${n}`] })),
+      ...[1024, 4096, 8192, 16384, 32768].map((n) => ({ name: `q=${n}`, args: [...q, `--qlength=${n}`] })),
       ...[8192, 16384].map((n) => ({ name: `q=${n},batch=256`, args: [...q, `--qlength=${n}`, '--batch=256'] })),
       { name: 'q=16384,batch=16', args: [...q, '--qlength=16384', '--batch=16'] },
       // SO_RCVBUF twice nfqlb's rule: does the receive buffer bind before the queue length (60-byte frames)?
