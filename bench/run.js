@@ -356,7 +356,8 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
   return {
     busyCores: (m1.busy - m0.busy) / g.seconds,
     // What neither trafgen nor the daemon used: other people's processes (and ksoftirqd).
-    foreignCores: (m1.busy - m0.busy - cpu - g.cpuSeconds - hogCpu - compCpu) / g.seconds,
+    // (The daemon's CPU over the same window as the machine's: up to the end of the load.)
+    foreignCores: (m1.busy - m0.busy - (Number.isNaN(cpuAtSend) ? 0 : cpuAtSend) - g.cpuSeconds - hogCpu - compCpu) / g.seconds,
     hogCores: hogCpu / g.seconds,
     companionCores: compCpu / g.seconds,
     trafgenCores: g.cpuSeconds / g.seconds,
