@@ -11,13 +11,24 @@
  * in the same run.
  *
  * Modes (arguments):
- *   (none)     the comparison: this project's daemon and the original nfqlb
- *              1.2.0, both running (on queues 0:3 and 4:7), measured point by
- *              point in the same run with the same packets, pacing and
- *              baseline (COMPARE_POINTS: steady 100k and 200k packets/s,
- *              trafgen's bursts at 100k, one 5-tuple at 150k, IPv6); daemon
- *              CPU per packet and per thread. Without the original: ours only,
- *              said in one line. BENCH_QUICK=1: 1 s per run, one round.
+ *   (none)     the comparison: this project's daemon (each variant: see
+ *              --ours-args) and the original nfqlb 1.2.0, all running (4
+ *              queues each: 0:3, 4:7, ...), measured point by point in the
+ *              same run with the same packets, pacing and baseline
+ *              (COMPARE_POINTS: steady 100k and 200k packets/s, trafgen's
+ *              bursts at 100k, one 5-tuple at 150k, IPv6, 5,000 and 10,000
+ *              flows checked before the packets' flow, 10,000 flows with
+ *              metrics scrapers + trace clients + idle control connections
+ *              (bench/clients.js), and --qlength=1024 on both sides); daemon
+ *              CPU µs per delivered packet in total and per thread (from
+ *              /proc/PID/task/*\/stat, grouped by thread name). Without the
+ *              original: ours only, said in one line. BENCH_QUICK=1: 1 s per
+ *              run, one round.
+ *   --ours-args="--opt=v ..."  (repeatable) the variants of this project's
+ *              daemon to compare, each with these extra flowlb options
+ *              (`--ours-args=` is the defaults). Without it: BENCH_WORKERS.
+ *              A variant whose option `flowlb --help` does not list is
+ *              skipped with one line.
  *   --detail   this project alone: rates 25k..max, IPv4 and IPv6, settings
  *              default/meridio/+hog; activation churn under 50k pps; RSS over
  *              60 s; TCP connections/s and round-trip latency.
@@ -36,7 +47,11 @@
  * BENCH_QUICK=1, BENCH_SECONDS (per run), BENCH_REPEAT (rounds/runs per
  * point, median kept), BENCH_POINTS (comparison point ids, comma-separated),
  * BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..." instead of default and
- * meridio in --detail), BENCH_OUT (results directory).
+ * meridio in --detail), BENCH_OUT (results directory), BENCH_WORKERS
+ * (comparison: this project's variants, comma-separated, `default` = no
+ * extra option, N = --workers=N; default "default,1"), BENCH_SWEEP (--sweep
+ * groups; burst-defaults is the queue length / receive buffer / batch sweep
+ * on the bursty 100k point).
  *
  * Results: a table on stdout, bench/results/<date>-<label>.json and .svg.
  * Everything made is removed at the end, also on failure or Ctrl-C.
@@ -283,11 +298,29 @@ let generatorMax = 230000; // calibrated at start
  * goes) through `marking` and returns what was offered and delivered. With
  * daemons: their CPU time and the kernel's queue drops over the run.
  */
-async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady' }) {
+/** CPU seconds of a process so far, NaN when it is gone. */
+function cpuOrNaN(pid) {
+  try {
+    return tb.cpuSeconds(pid);
+  } catch {
+    return NaN;
+  }
+}
+
+async function loadRun(bed, { family, sources, rate, count, marking, daemons = [], queues = [0, 3], size, hog = 0, pacing = 'steady', companions = [], afterSend = null }) {
   tb.setMarking(bed, marking, queues[0], queues[1]);
   const c0 = tb.loadCounts(bed, family);
   const q0 = tb.queueDrops(bed.lb);
   const cpu0 = daemons.reduce((s, d) => s + tb.cpuSeconds(d.pid), 0);
+  // Processes the point runs on purpose beside the daemon (clients): theirs is not "other people's" CPU.
+  const companionCpu = () => companions.reduce((s, pid) => {
+    try {
+      return s + tb.cpuSeconds(pid);
+    } catch {
+      return s;
+    }
+  }, 0);
+  const comp0 = companionCpu();
   const m0 = tb.machineCpuSeconds();
   let hogCpu = 0;
   const hogs = Array.from({ length: hog }, () => tb.spawnInNs(bed.gw, 'sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
@@ -305,18 +338,28 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
     }
   }
   const m1 = tb.machineCpuSeconds();
-  // Let the queues drain: what is still waiting is not lost yet.
-  const end = Date.now() + 2000;
+  const compCpu = companionCpu() - comp0;
+  const cpuAtSend = daemons.reduce((s, d) => s + cpuOrNaN(d.pid), 0) - cpu0;
+  // E.g. the clients beside the daemon stop with the load, so that the queue drains as it would after it.
+  if (afterSend) await afterSend();
+  // Let the queues drain: what is still waiting is not lost yet. (Up to 10 s:
+  // a daemon whose event loop is held by a long scrape answers late, and what
+  // it answers after the count would be counted in the next run.)
+  const end = Date.now() + 10000;
   await sleep(100);
   while (marking === 'queue' && tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
   const c = tb.loadDelta(c0, tb.loadCounts(bed, family));
   const q1 = tb.queueDrops(bed.lb);
-  const cpu = daemons.reduce((s, d) => s + tb.cpuSeconds(d.pid), 0) - cpu0;
+  // A daemon that ended meanwhile (nfqlb dies of SIGPIPE when a trace client leaves): its CPU up to the end of the load.
+  const cpuNow = daemons.reduce((s, d) => s + cpuOrNaN(d.pid), 0) - cpu0;
+  const cpu = Number.isNaN(cpuNow) ? cpuAtSend : cpuNow;
   return {
     busyCores: (m1.busy - m0.busy) / g.seconds,
     // What neither trafgen nor the daemon used: other people's processes (and ksoftirqd).
-    foreignCores: (m1.busy - m0.busy - cpu - g.cpuSeconds - hogCpu) / g.seconds,
+    // (The daemon's CPU over the same window as the machine's: up to the end of the load.)
+    foreignCores: (m1.busy - m0.busy - (Number.isNaN(cpuAtSend) ? 0 : cpuAtSend) - g.cpuSeconds - hogCpu - compCpu) / g.seconds,
     hogCores: hogCpu / g.seconds,
+    companionCores: compCpu / g.seconds,
     trafgenCores: g.cpuSeconds / g.seconds,
     sent: g.sent,
     seconds: g.seconds,
@@ -326,6 +369,7 @@ async function loadRun(bed, { family, sources, rate, count, marking, daemons = [
     perTarget: c.perTarget,
     queueDropped: q1.queueDropped - q0.queueDropped,
     userDropped: q1.userDropped - q0.userDropped,
+    leftWaiting: q1.waiting,
     cpuSeconds: daemons.length > 0 ? cpu : undefined,
   };
 }
@@ -655,12 +699,14 @@ async function calibrate(bed) {
  *   second's packets back to back at the generator's speed and then sleeps
  *   out the second).
  * Optional: seconds (per run; default BENCH_SECONDS); size (frame bytes);
- * daemonArgs (more flowlb options: the daemons are restarted for the points
- * that share them); setup({ bed, impl, shm }) before the point's rounds, for
- * each implementation (e.g. thousands of flows through a raw control client);
- * beside({ bed, impl, daemon }) started before each of the implementation's
- * runs and returning an async stop function (e.g. metrics scrapers, trace
- * clients, idle control connections).
+ * daemonArgs (more flowlb options) and flows (that many more flows, all
+ * checked before the load's flow: setManyFlows) — points that share both run
+ * with their own daemons, started for them; setup({ bed, impl, shm }) before
+ * the point's rounds, for each implementation; beside({ bed, impl, daemon })
+ * started before each of the implementation's runs, returning { pid, stop }
+ * (the process's CPU is not counted as disturbance; stop() resolves with
+ * what it counted): e.g. besideClients() — metrics scrapers, trace clients,
+ * idle control connections.
  */
 const COMPARE_POINTS = [
   { id: 'v4-steady-100k', label: 'IPv4, steady 100k packets/s', family: 4, sources: 'many', rate: 100000, pacing: 'steady' },
@@ -669,7 +715,86 @@ const COMPARE_POINTS = [
   { id: 'v4-one-150k', label: 'IPv4, one 5-tuple (one queue), steady 150k', family: 4, sources: 'one', rate: 150000, pacing: 'steady' },
   { id: 'v6-steady-100k', label: 'IPv6, steady 100k packets/s', family: 6, sources: 'many', rate: 100000, pacing: 'steady' },
   { id: 'v6-bursts-100k', label: 'IPv6, bursts: trafgen --rate 100000pps', family: 6, sources: 'many', rate: 100000, pacing: 'bursts' },
+  // Thousands of flows, all checked before the packets' flow (higher priority, other ports).
+  { id: 'v4-flows5k-100k', label: 'IPv4, steady 100k, 5,000 flows (packets\' flow last)', family: 4, sources: 'many', rate: 100000, pacing: 'steady', flows: 5000 },
+  { id: 'v4-flows10k-100k', label: 'IPv4, steady 100k, 10,000 flows (packets\' flow last)', family: 4, sources: 'many', rate: 100000, pacing: 'steady', flows: 10000 },
+  {
+    id: 'v4-flows10k-busy',
+    label: 'same + 3 scrapers, 16 trace, 1,000 idle control',
+    family: 4,
+    sources: 'many',
+    rate: 100000,
+    pacing: 'steady',
+    flows: 10000,
+    beside: besideClients({ scrapers: 3, traceClients: 16, idle: 1000 }),
+  },
+  // Meridio's --qlength=1024 (nfqlb's default) on both sides.
+  { id: 'v4-bursts-q1024', label: 'IPv4, bursts 100k, --qlength=1024', family: 4, sources: 'many', rate: 100000, pacing: 'bursts', daemonArgs: ['--qlength=1024'] },
+  { id: 'v4-steady-200k-q1024', label: 'IPv4, steady 200k, --qlength=1024', family: 4, sources: 'many', rate: 200000, pacing: 'steady', daemonArgs: ['--qlength=1024'] },
 ];
+
+const CLIENTS_JS = path.join(__dirname, 'clients.js');
+
+/**
+ * `count` flows through the implementation's control socket (bench/clients.js
+ * flows, in the LB namespace): udp to the VIPs, dports 20000.., priorities
+ * 2.. — all above the load's flow (priority 1), so every one of them is
+ * checked, and misses, before the load's flow matches.
+ */
+async function setManyFlows(bed, impl, shm, count) {
+  const child = tb.spawnInNs(
+    bed.lb,
+    process.execPath,
+    [CLIENTS_JS, 'flows', `--address=${impl.env.NFQLB_FLOW_ADDRESS}`, `--count=${count}`, `--target=${shm}`, `--dsts=${bed.vip4}/32,${bed.vip6}/128`, '--dport-base=20000', '--prio-base=2', `--prefix=${shm}-x`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout.on('data', (b) => (out += b.toString()));
+  child.stderr.on('data', (b) => (out += b.toString()));
+  const code = await new Promise((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`clients.js flows for ${impl.key} exited ${code}: ${out}`);
+  const res = JSON.parse(out.trim().split('\n').pop());
+  if (res.failed > 0) throw new Error(`${impl.key}: ${res.failed} of ${count} flow-set requests failed (first: ${res.firstError})`);
+  say(`  ${impl.key}: ${count} flows set in ${(res.ms / 1000).toFixed(1)} s`);
+  return res;
+}
+
+/**
+ * A `beside` hook: bench/clients.js beside in the LB namespace for the run —
+ * metrics scrapers (only where the daemon has a metrics endpoint), trace
+ * clients on the daemon's trace address, idle control connections. Returns
+ * { pid, stop }, stop() resolving with the clients' counts.
+ */
+function besideClients({ scrapers, traceClients, idle }) {
+  return async ({ bed, impl, daemon }) => {
+    const trace = impl.daemonArgs.find((a) => a.startsWith('--trace_address=')).slice('--trace_address='.length);
+    const args = [CLIENTS_JS, 'beside', `--trace=${trace}`, `--trace-clients=${traceClients}`, `--control=${impl.env.NFQLB_FLOW_ADDRESS}`, `--idle=${idle}`];
+    if (daemon.metricsPort !== null) args.push(`--metrics-port=${daemon.metricsPort}`, `--scrapers=${scrapers}`);
+    const child = tb.spawnInNs(bed.lb, process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b) => (out += b.toString()));
+    child.stderr.on('data', (b) => (out += b.toString()));
+    const deadline = Date.now() + 10000;
+    while (!out.includes('ready\n') && child.exitCode === null && Date.now() < deadline) await sleep(50);
+    if (!out.includes('ready\n')) {
+      await tb.killProcess(child);
+      throw new Error(`clients.js beside did not start: ${out}`);
+    }
+    // Let the scrapers and the reconnecting idle clients reach their pace before the load.
+    await sleep(500);
+    return {
+      pid: child.pid,
+      stop: async () => {
+        const exited = new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+        child.kill('SIGTERM');
+        await Promise.race([exited, sleep(5000)]);
+        if (child.exitCode === null) await tb.killProcess(child);
+        const line = out.split('\n').find((l) => l.startsWith('{'));
+        return line ? JSON.parse(line) : { error: out.slice(-500) };
+      },
+    };
+  };
+}
 
 /** CPU seconds of each thread of `pid` so far (Map tid → { name, seconds }), from /proc/<pid>/task. */
 function threadCpu(pid) {
@@ -692,43 +817,101 @@ function threadCpu(pid) {
   return out;
 }
 
-/** The threads that used CPU between two threadCpu() readings, busiest first, as cores over `seconds`. */
-function threadShares(before, after, seconds) {
+/**
+ * The threads that used CPU between two threadCpu() readings, busiest first:
+ * CPU seconds, cores over `seconds` and µs per delivered packet. The
+ * process's first thread (tid = pid) is named `main`, the others by their
+ * comm (worker threads that name themselves show under their own name).
+ */
+function threadShares(pid, before, after, seconds, delivered) {
   return [...after.entries()]
-    .map(([tid, t]) => ({ tid: Number(tid), name: t.name, cores: (t.seconds - (before.get(tid)?.seconds ?? 0)) / seconds }))
-    .filter((t) => t.cores > 0)
-    .sort((a, b) => b.cores - a.cores);
+    .map(([tid, t]) => {
+      const cpu = t.seconds - (before.get(tid)?.seconds ?? 0);
+      return { tid: Number(tid), name: Number(tid) === pid ? 'main' : t.name, cpuSeconds: cpu, cores: cpu / seconds, usPerPacket: delivered > 0 ? (cpu * 1e6) / delivered : NaN };
+    })
+    .filter((t) => t.cpuSeconds > 0)
+    .sort((a, b) => b.cpuSeconds - a.cpuSeconds);
 }
 
-/** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN), and the original when it is there. */
+/** Threads grouped by name: [{ name, threads, usPerPacket, cores, each: [µs/packet of each thread, busiest first] }]. */
+function threadGroups(threads) {
+  const groups = new Map();
+  for (const t of threads) {
+    const g = groups.get(t.name) ?? { name: t.name, threads: 0, usPerPacket: 0, cores: 0, each: [] };
+    g.threads++;
+    g.usPerPacket += t.usPerPacket;
+    g.cores += t.cores;
+    g.each.push(t.usPerPacket);
+    groups.set(t.name, g);
+  }
+  return [...groups.values()].sort((a, b) => b.usPerPacket - a.usPerPacket);
+}
+
+/**
+ * The variants of this project's daemon: each `--ours-args="..."` argument
+ * of bench/run.js is one (an empty one is the defaults); without any,
+ * BENCH_WORKERS (default "default,1") gives one variant per value: `default`
+ * (no extra option) or N (`--workers=N`). A variant whose options the
+ * daemon's `flowlb --help` does not list is skipped with one line.
+ */
+function oursVariants() {
+  const given = argv.filter((a) => a.startsWith('--ours-args=')).map((a) => a.slice('--ours-args='.length).trim().split(/\s+/).filter(Boolean));
+  if (given.length > 0) return given;
+  return (process.env.BENCH_WORKERS ?? 'default,1')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
+    .map((x) => (x === 'default' ? [] : [`--workers=${x}`]));
+}
+
+/** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN, each variant), and the original when it is there. */
 function compareImplementations(bed) {
   const tag = `${process.pid}`;
   const impls = [];
-  const make = (key, bin, label) => {
-    // Both daemons run at once in the LB namespace: each has its own control and trace sockets and queues.
+  const make = (key, bin, label, extra = []) => {
+    // All daemons run at once in the LB namespace: each has its own control and trace sockets and queues.
     const impl = new Implementation(bed, {
       bin,
       key,
       env: { NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
       daemonArgs: [`--trace_address=unix:nfqlb-trace-bench-${key}-${tag}`],
     });
+    const missing = extra.map((a) => /^--([^=]+)/.exec(a)?.[1]).filter((name) => name !== undefined && !impl.supports(name));
+    if (missing.length > 0) {
+      say(`bench: ${path.basename(bin)} flowlb has no --${missing.join(', --')}: variant "${extra.join(' ')}" skipped`);
+      return;
+    }
+    impl.daemonArgs.push(...extra);
+    impl.extraArgs = extra;
     if (impl.supports('ft_shm')) impl.daemonArgs.push(`--ft_shm=${tb.uniqueShmName(`ft-${key}`)}`);
     impl.label = label(impl);
     impl.queues = [4 * impls.length, 4 * impls.length + 3];
     impls.push(impl);
   };
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-  make('ours', BIN, (i) => (OURS ? `nfqlb-ts ${pkg.version}` : `${path.basename(BIN)} ${i.version} (NFQLB_BIN)`));
+  for (const extra of oursVariants()) {
+    const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
+    const base = (i) => (OURS ? `nfqlb-ts ${pkg.version}` : `${path.basename(BIN)} ${i.version} (NFQLB_BIN)`);
+    make(`ours${suffix}`, BIN, (i) => `${base(i)}${extra.length ? ` ${extra.join(' ')}` : ''}`, extra);
+  }
   if (fs.existsSync(ORIGINAL)) make('original', ORIGINAL, (i) => `nfqlb ${i.version} (original)`);
-  else say(`bench: the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL): measuring ${impls[0].label} only`);
+  else say(`bench: the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL): measuring ${impls.map((i) => i.label).join(', ')} only`);
+  if (impls.length === 0) throw new Error('nothing to measure: every variant was skipped and the original is absent');
   return impls;
 }
 
+/** Waits (at most 10 s) until no packet waits in any queue: what a previous run left must not reach the targets during the next one. */
+async function drained(bed) {
+  const end = Date.now() + 10000;
+  while (tb.queueDrops(bed.lb).waiting > 0 && Date.now() < end) await sleep(50);
+}
+
 /** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
-async function comparePoint(bed, impls, daemons, pt, round) {
+async function comparePoint(bed, impls, daemons, pt, round, revive) {
   const seconds = pt.seconds ?? SECONDS;
   const count = Math.round(pt.rate * seconds);
   const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
+  await drained(bed);
   await quiet();
   const base = await loadRun(bed, { ...opts, marking: 'hmark' });
   const rows = [];
@@ -738,20 +921,52 @@ async function comparePoint(bed, impls, daemons, pt, round) {
     const d = daemons[i];
     let best = null;
     for (let attempt = 0; attempt <= RETRIES; attempt++) {
+      await drained(bed);
       await quiet();
-      const stopBeside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
-      const t0 = threadCpu(d.pid);
+      const beside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
       // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
       const idle = daemons.filter((x) => x !== d);
       const idle0 = idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0);
       let lb;
+      let t0;
+      let t1;
+      let besideStats = null;
+      let stopped = false;
+      let tAtSend = null;
+      const stopBeside = async () => {
+        if (beside && !stopped) {
+          stopped = true;
+          tAtSend = threadCpu(d.pid);
+          besideStats = await beside.stop();
+        }
+      };
       try {
-        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues });
+        t0 = threadCpu(d.pid);
+        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: beside ? [beside.pid] : [], afterSend: stopBeside });
+        t1 = threadCpu(d.pid);
       } finally {
-        if (stopBeside) await stopBeside();
+        await stopBeside();
       }
-      const idleCores = (idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0) - idle0) / lb.seconds;
-      const run = { lb, idleCores, threads: threadShares(t0, threadCpu(d.pid), lb.seconds), disturbed: lb.foreignCores > DISTURBED_CORES };
+      // A daemon that ended is reported and started again (with its flows) for the next runs.
+      await sleep(100);
+      let ended = null;
+      if (d.child.exitCode !== null || d.child.signalCode !== null) {
+        ended = d.child.signalCode ?? `exit ${d.child.exitCode}`;
+        say(`  ${impl.key}'s daemon ended during ${pt.id} (${ended}); its last output: ${d.log.slice(-300).replace(/\n/g, ' | ')}`);
+        await revive(i);
+      }
+      const idleCores = (idle.reduce((sum, x) => sum + cpuOrNaN(x.pid), 0) - idle0) / lb.seconds;
+      const threads = threadShares(d.pid, t0, ended && tAtSend ? tAtSend : t1, lb.seconds, lb.delivered);
+      if (ended) {
+        // The kernel's queue counters start again with the new daemon.
+        lb.queueDropped = NaN;
+        lb.userDropped = NaN;
+      }
+      const run = { lb, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
+      if (ended) {
+        best = run;
+        break;
+      }
       if (best === null || lb.foreignCores < best.lb.foreignCores) best = run;
       if (!run.disturbed) break;
       quietLog.disturbedRuns++;
@@ -771,14 +986,19 @@ async function comparePoint(bed, impls, daemons, pt, round) {
       deliveredFraction: lb.delivered / lb.offered,
       queueDropped: lb.queueDropped,
       userDropped: lb.userDropped,
+      leftWaiting: lb.leftWaiting,
       cpuSeconds: lb.cpuSeconds,
       cpuUsPerPacket: (lb.cpuSeconds * 1e6) / lb.delivered,
       cpuCores: lb.cpuSeconds / lb.seconds,
       threads: best.threads,
+      threadGroups: threadGroups(best.threads),
+      beside: best.besideStats ?? undefined,
+      companionCores: best.besideStats ? lb.companionCores : undefined,
       trafgenCores: lb.trafgenCores,
       foreignCores: lb.foreignCores,
       idleDaemonCores: best.idleCores,
       disturbed: best.disturbed,
+      daemonEnded: best.ended ?? undefined,
     });
   }
   return rows;
@@ -804,37 +1024,104 @@ function compareCell(runs, pt, impl) {
     cpuUsPerPacket: median(rs.map((r) => r.cpuUsPerPacket)),
     cpuCores: median(rs.map((r) => r.cpuCores)),
     threads: kept?.threads ?? [],
+    threadGroups: kept?.threadGroups ?? [],
+    beside: kept?.beside,
     disturbedRuns: rs.filter((r) => r.disturbed).length,
   };
 }
 
+/** `main 2.10 + node×4 0.31 (0.20 0.08)`: µs per delivered packet by thread name; threads of a name listed when several are busy. */
+function threadText(groups) {
+  return groups
+    .filter((g) => g.usPerPacket >= 0.01)
+    .map((g) => {
+      const busy = g.each.filter((x) => x >= 0.05);
+      return `${g.name}${g.threads > 1 ? `×${g.threads}` : ''} ${g.usPerPacket.toFixed(2)}${busy.length > 1 ? ` (${busy.map((x) => x.toFixed(2)).join(' ')})` : ''}`;
+    })
+    .join(' + ');
+}
+
+/** A cell's thread groups; for results written before they existed, from each thread's share of the cores. */
+function groupsOf(c) {
+  if (c.threadGroups) return c.threadGroups;
+  const cores = (c.threads ?? []).reduce((sum, t) => sum + t.cores, 0);
+  return threadGroups((c.threads ?? []).map((t) => ({ ...t, usPerPacket: cores > 0 ? (c.cpuUsPerPacket * t.cores) / cores : NaN })));
+}
+
+/** Issue 11's targets, for this project's variants: met or not, in one line each. */
+const TARGETS = [
+  { point: 'v4-steady-200k', min: 0.99 },
+  { point: 'v4-bursts-100k', min: 0.95 },
+  { point: 'v4-one-150k', min: 0.99 },
+  { point: 'v4-flows10k-100k', min: 0.99 },
+  { point: 'v4-flows10k-busy', min: 0.99 },
+];
+
 function printCompare(result, impls, points) {
   const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
-  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${c.queueDropped}`;
+  const text = (c) => `${fmt(c.ratio, 5, 3)} [${c.ratios.map((x) => x.toFixed(2)).join(' ')}] ${fmt(c.cpuUsPerPacket, 5, 1)} µs q${Number.isFinite(c.queueDropped) ? c.queueDropped : '-'}`;
   const W = Math.max(...impls.map((i) => i.label.length), ...points.flatMap((pt) => impls.map((impl) => text(cellOf(pt, impl)).length))) + 3;
   const L = Math.max(...points.map((pt) => pt.label.length)) + 2;
   say(`\n== comparison, ${result.date.slice(0, 16).replace('T', ' ')} UTC: delivered through the daemon / delivered by the kernel alone (HMARK), same packets, same run`);
   say(`   median of ${result.rounds} round(s) of ${result.secondsPerRun} s [each round]; daemon CPU µs per delivered packet; kernel queue drops (median)`);
   say(`${''.padEnd(L)}${impls.map((i) => `│ ${i.label.padEnd(W - 2)}`).join('')}`);
   for (const pt of points) say(`${pt.label.padEnd(L)}${impls.map((impl) => `│ ${text(cellOf(pt, impl)).padEnd(W - 2)}`).join('')}`);
-  say('\ndaemon CPU by thread, in cores, over the run nearest the median ratio (threads under 0.01 left out):');
+  const K = Math.max(...impls.map((i) => i.key.length)) + 1;
+  say('\ndaemon CPU per delivered packet by thread (µs; main = the process\'s first thread; run nearest the median ratio), and in cores:');
   for (const pt of points) {
     for (const impl of impls) {
-      const ts = cellOf(pt, impl).threads;
-      const total = ts.reduce((sum, t) => sum + t.cores, 0);
-      say(`  ${pt.id.padEnd(16)} ${impl.key.padEnd(9)} ${total.toFixed(2)}: ${ts.filter((t) => t.cores >= 0.01).map((t) => `${t.name}/${t.tid} ${t.cores.toFixed(2)}`).join(', ')}`);
+      const c = cellOf(pt, impl);
+      const cores = c.threads.reduce((sum, t) => sum + t.cores, 0);
+      say(`  ${pt.id.padEnd(20)} ${impl.key.padEnd(K)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs = ${threadText(groupsOf(c)) || '-'}  [${cores.toFixed(2)} cores]`);
+    }
+  }
+  const withClients = points.filter((pt) => impls.some((impl) => cellOf(pt, impl).beside));
+  if (withClients.length > 0) {
+    say('\nclients beside the daemon (run nearest the median): scrapes done (median/max ms), trace clients open at the end, idle control connections open at the end (reconnects):');
+    for (const pt of withClients) {
+      for (const impl of impls) {
+        const b = cellOf(pt, impl).beside;
+        if (!b) continue;
+        say(`  ${pt.id.padEnd(20)} ${impl.key.padEnd(K)} scrapes ${b.scrapes ?? '-'} (${b.scrapeMsMedian ?? '-'}/${b.scrapeMsMax ?? '-'} ms, ${b.scrapeFailures ?? 0} failed); trace ${b.openAtEnd?.trace ?? '-'} open; idle ${b.openAtEnd?.idle ?? '-'} open (${b.idleConnects ?? '-'} connects, ${b.idleErrors ?? 0} errors)`);
+      }
     }
   }
   // The same table in Markdown, for docs/performance.md.
-  say('\nMarkdown (ratio, then daemon CPU per delivered packet):\n');
+  say('\nMarkdown (ratio; daemon CPU per delivered packet, total: by thread):\n');
   say(`| point | ${impls.map((i) => i.label).join(' | ')} |`);
   say(`|---|${impls.map(() => '---|').join('')}`);
   for (const pt of points) {
     const cells = impls.map((impl) => {
       const c = cellOf(pt, impl);
-      return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs)`;
+      return `${c.ratio.toFixed(3)} (${c.cpuUsPerPacket.toFixed(1)} µs: ${threadText(groupsOf(c)) || '-'})`;
     });
     say(`| ${pt.label} | ${cells.join(' | ')} |`);
+  }
+  // Issue 11's targets, as read from this run.
+  const original = impls.find((i) => i.key === 'original');
+  const ours = impls.filter((i) => i !== original);
+  const lines = [];
+  for (const impl of ours) {
+    for (const t of TARGETS) {
+      const pt = points.find((p) => p.id === t.point);
+      if (pt === undefined) continue;
+      const c = cellOf(pt, impl);
+      lines.push(`  ${impl.key.padEnd(K)} ${t.point.padEnd(20)} ratio ≥ ${t.min}: ${c.ratio >= t.min ? 'met' : 'NOT met'} (${c.ratio.toFixed(3)})`);
+    }
+    if (original) {
+      const worse = points.filter((pt) => cellOf(pt, impl).cpuUsPerPacket > cellOf(pt, original).cpuUsPerPacket);
+      lines.push(`  ${impl.key.padEnd(K)} CPU per packet ≤ nfqlb's at every point: ${worse.length === 0 ? 'met' : `NOT met at ${worse.map((p) => p.id).join(', ')}`}`);
+    }
+  }
+  const dflt = ours.find((i) => (i.extraArgs ?? []).length === 0 && i.key === 'ours');
+  const one = ours.find((i) => (i.extraArgs ?? []).join(' ') === '--workers=1');
+  if (dflt && one) {
+    const worse = points.filter((pt) => cellOf(pt, dflt).ratio < cellOf(pt, one).ratio - 0.005);
+    lines.push(`  default no worse than --workers=1 (ratio, 0.005 slack): ${worse.length === 0 ? 'met' : `NOT met at ${worse.map((p) => `${p.id} ${cellOf(p, dflt).ratio.toFixed(3)} < ${cellOf(p, one).ratio.toFixed(3)}`).join(', ')}`}`);
+  }
+  if (lines.length > 0) {
+    say('\nissue 11 targets, as this run reads them (a shared machine moves these; see quiet below):');
+    for (const l of lines) say(l);
   }
 }
 
@@ -857,41 +1144,48 @@ async function compareMode(bed) {
     machine: machine(),
     loadAverage: { start: os.loadavg() },
     quiet: quietLog,
-    implementations: impls.map((i) => ({ key: i.key, label: i.label, bin: i.bin, version: i.version, queues: i.queues })),
-    points: points.map((p) => pick(p, ['id', 'label', 'family', 'sources', 'rate', 'pacing', 'seconds', 'size', 'daemonArgs'])),
+    implementations: impls.map((i) => ({ key: i.key, label: i.label, bin: i.bin, version: i.version, queues: i.queues, extraArgs: i.extraArgs ?? [] })),
+    points: points.map((p) => ({ ...pick(p, ['id', 'label', 'family', 'sources', 'rate', 'pacing', 'seconds', 'size', 'daemonArgs', 'flows']), beside: p.beside ? true : undefined })),
     runs: [],
     summary: [],
   };
   // trafgen's bursts leave at the generator's own speed: measured once, for reading the burst points.
   await calibrate(bed);
   result.generatorMaxPps = generatorMax;
-  // Points that need other daemon options run with their own daemons.
+  // Points that need other daemon options or another number of flows run with their own daemons.
   const groups = new Map();
   for (const pt of points) {
-    const key = JSON.stringify(pt.daemonArgs ?? []);
+    const key = JSON.stringify({ args: pt.daemonArgs ?? [], flows: pt.flows ?? 0 });
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(pt);
   }
   for (const [key, groupPoints] of groups) {
-    const extra = JSON.parse(key);
+    const { args: extra, flows } = JSON.parse(key);
     const daemons = [];
+    const startFor = async (impl) => {
+      const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
+      impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
+      configure(bed, impl, impl.shm);
+      return d;
+    };
+    const revive = async (i) => {
+      daemons[i] = await startFor(impls[i]);
+      if (flows > 0) await setManyFlows(bed, impls[i], impls[i].shm, flows);
+    };
     try {
-      for (const impl of impls) {
-        const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
-        daemons.push(d);
-        impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
-        configure(bed, impl, impl.shm);
-      }
+      for (const impl of impls) daemons.push(await startFor(impl));
+      // All daemons at once (each its own socket): the wall time is the slowest one's.
+      if (flows > 0) await Promise.all(impls.map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
       for (const pt of groupPoints) {
         if (pt.setup) for (const impl of impls) await pt.setup({ bed, impl, shm: impl.shm });
       }
-      say(`\npoint            round impl      offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}`);
+      say(`\npoint                round impl          offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}${flows ? `   (${flows} more flows)` : ''}`);
       for (let round = 0; round < REPEAT; round++) {
         for (const pt of groupPoints) {
-          for (const r of await comparePoint(bed, impls, daemons, pt, round)) {
+          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive)) {
             result.runs.push(r);
             say(
-              `${pt.id.padEnd(16)} ${String(round).padStart(5)} ${r.impl.padEnd(8)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}`,
+              `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}${r.daemonEnded ? `  (the daemon ended: ${r.daemonEnded}; started again)` : ''}`,
             );
           }
         }
@@ -993,6 +1287,14 @@ async function sweepMode(bed, impl) {
     qlength: [1024, 4096, 16384].map((n) => ({ name: `qlength=${n}`, args: [...q, `--qlength=${n}`] })),
     // trafgen's own --rate: each second's packets back to back (how the issue's numbers were taken, as far as we can tell).
     bursts: [1024, 4096, 16384].map((n) => ({ name: `qlength=${n},bursts`, args: [...q, `--qlength=${n}`], pacing: 'bursts' })),
+    // Issue 11 point 3: which queue length, receive buffer and batch absorb trafgen's bursts at 100k (bursts point only).
+    'burst-defaults': [
+      ...[1024, 4096, 8192, 16384, 32768].map((n) => ({ name: `q=${n}`, args: [...q, `--qlength=${n}`] })),
+      ...[8192, 16384].map((n) => ({ name: `q=${n},batch=256`, args: [...q, `--qlength=${n}`, '--batch=256'] })),
+      { name: 'q=16384,batch=16', args: [...q, '--qlength=16384', '--batch=16'] },
+      // SO_RCVBUF twice nfqlb's rule: does the receive buffer bind before the queue length (60-byte frames)?
+      { name: 'q=16384,rcvbuf=2x', args: [...q, '--qlength=16384', `--rcvbuf=${16384 * 1500}`] },
+    ].map((st) => ({ ...st, pacing: 'bursts' })),
     // The same with one CPU-bound process beside the daemon: what a shared node does.
     'qlength-hog': [1024, 4096, 16384].map((n) => ({ name: `qlength=${n}+hog`, args: [...q, `--qlength=${n}`], hog: 1 })),
     // 1400-byte frames: messages of ~1.5 KB; does SO_RCVBUF (default qlength*mtu/2, doubled by the kernel) bind before qlength?
@@ -1014,12 +1316,14 @@ async function sweepMode(bed, impl) {
   };
   const chosen = process.env.BENCH_SWEEP ? process.env.BENCH_SWEEP.split(',') : Object.keys(groups);
   for (const g of chosen) if (!groups[g]) throw new Error(`unknown sweep group ${g}; groups: ${Object.keys(groups).join(', ')}`);
-  const points = [
+  const allPoints = [
     { family: 4, sources: 'many', rate: 100000 },
     { family: 4, sources: 'many', rate: 'max' },
     { family: 4, sources: 'one', rate: 100000 },
     { family: 4, sources: 'one', rate: 'max' },
   ];
+  // Groups measured at one point only (the others would only cost time).
+  const groupPoints = { 'burst-defaults': [{ family: 4, sources: 'many', rate: 100000 }] };
   const shm = tb.uniqueShmName('sweep');
   const name = `${impl.label}-sweep${process.env.BENCH_SWEEP ? `-${process.env.BENCH_SWEEP.replace(/,/g, '+')}` : ''}`;
   const file = `${stamp()}-${name}`;
@@ -1027,6 +1331,7 @@ async function sweepMode(bed, impl) {
   await calibrate(bed);
   result.generatorMaxPps = generatorMax;
   for (const g of chosen) {
+    const points = groupPoints[g] ?? allPoints;
     say(`\n== sweep ${g} (${REPEAT} rounds)`);
     say(HEADER);
     for (let round = 0; round < REPEAT; round++) {

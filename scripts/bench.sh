@@ -6,8 +6,12 @@
 # nfqlb (NFQLB_ORIGINAL, default ../shared/reference/nfqlb-1.2.0/nfqlb; when
 # absent, ours only, said in one line) in one run, with steady pacing and
 # trafgen's bursts. NFQLB_BIN=/path/to/nfqlb puts another nfqlb-compatible
-# binary on "our" side; BENCH_QUICK=1 is a short run. Arguments go to
-# bench/run.js (--detail, --sweep, --profile, --queue-memory); see
+# binary on "our" side; BENCH_QUICK=1 is a short run (about 4 min; the full
+# run about 20 min). This project's daemon runs in each variant of
+# BENCH_WORKERS (default "default,1": the defaults and --workers=1; a variant
+# whose option the daemon lacks is skipped with one line) or of
+# --ours-args="--opt=v ..." (repeatable). Arguments go to bench/run.js
+# (--ours-args, --detail, --sweep, --profile, --queue-memory); see
 # docs/performance.md.
 # Everything it creates (namespaces, processes, /dev/shm tables) is removed on
 # exit, also on failure or interrupt.

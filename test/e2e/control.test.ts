@@ -167,7 +167,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
 
   it('prints nfqlb start-up lines, binds the queues and logs pino JSON on stderr', () => {
     expect(daemon.stdout).toBe(
-      'FragTable; size=500, buckets=500, frag=0, mtu=1500, ttl=200\n' + 'queue_length=1024, mtu=1500, SO_RCVBUF=1531904 (765952)\n'.repeat(4),
+      'FragTable; size=500, buckets=500, frag=0, mtu=1500, ttl=200\n' + 'queue_length=16384, mtu=1500, SO_RCVBUF=24576000 (12288000)\n'.repeat(4),
     );
     expect(queuesBound()).toEqual([0, 1, 2, 3]);
     // The first line at the default level 5; other runs on this machine may raise the shared level (more lines).

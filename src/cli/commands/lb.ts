@@ -15,6 +15,7 @@ import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
 import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { DEFAULT_QLENGTH } from '../../queue';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
 /** An option nfqlb does not have (see command.ts). */
@@ -23,7 +24,8 @@ const ext = (spec: Options): Options => ({ ...spec, group: EXTENSION });
 // Help texts are nfqlb's, word for word (sic); defaults are nfqlb's.
 const common: Record<string, Options> = {
   queue: str('NF-queues to listen to (default 2)', '2'),
-  qlength: str('Lenght of queues (default 1024)', '1024'),
+  // nfqlb's text; without --qlength the daemon takes the longer DEFAULT_QLENGTH (README, Differences from nfqlb).
+  qlength: str('Lenght of queues (default 1024)'),
   mtu: str('MTU. At least the mtu of the ingress device', '1500'),
   lbshm: str('Lb shared memory'),
   tun: str('Tun device for re-inject fragments'),
@@ -136,7 +138,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   return {
     mode,
     queues,
-    qlength: positiveInt(args, 'qlength', 1, 1 << 20),
+    qlength: args.qlength === undefined ? DEFAULT_QLENGTH : positiveInt(args, 'qlength', 1, 1 << 20),
     mtu,
     batchSize: positiveInt(args, 'batch', 1, 1024),
     failOpen: args.fail_open === true,
