@@ -32,6 +32,8 @@ export interface NativeAddon {
   /** fd of /dev/net/tun attached (IFF_TUN|IFF_NO_PI) to the existing device `name`; throws NfqlbError NFQLB_ERR_TUN with errno. */
   tunOpen(name: string): number;
   tunClose(fd: number): boolean;
+  /** Names the calling OS thread (first 15 bytes; shown as comm in /proc/PID/task/TID/stat, top -H, perf). */
+  setThreadName(name: string): boolean;
   /** Writes packet i = bytes[offsets[i], +lengths[i]) for i < count, one write() each; returns how many were written; the errno of a failure goes to errnoOut[0]. */
   tunWriteBatch(fd: number, bytes: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, errnoOut?: Int32Array): number;
   // NFQUEUE bindings are added by src/queue.ts's needs (see native/nfqueue.cc).

@@ -32,6 +32,7 @@ import { performance } from 'node:perf_hooks';
 import { bytesToText } from './control';
 import { BatchSizeHistogram } from './counters';
 import { NfqlbError } from './errors';
+import { native } from './native';
 import type { FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
 import { Pipeline, REASON_TARGET, type PipelineOptions } from './pipeline';
@@ -389,6 +390,8 @@ export class PacketThread {
 function runThread(port: MessagePort, data: PacketThreadData): void {
   let thread: PacketThread;
   try {
+    // Named, so per-thread CPU (bench, top -H, perf) shows each packet thread's share.
+    native().setThreadName(`nfqlb-pkt${data.index}`);
     thread = new PacketThread(data, port);
     port.postMessage(thread.bind());
   } catch (err) {
