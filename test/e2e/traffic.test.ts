@@ -217,7 +217,7 @@ describeNs('traffic through nfqlb flowlb (gateway → LB → 4 targets)', () => 
   it('nfqlb lb balances over one table without flows', async () => {
     tb.initTable(shm); // back to M=10000, N=100 with all 4 targets
     await tb.startDaemon(['lb', `--tshm=${shm}`, '--queue=0:3', '--hash_mode=0']);
-    expect(tb.daemon?.stdout).toMatch(/^FragTable; .*\n(queue_length=1024, mtu=1500, SO_RCVBUF=\d+ \(765952\)\n){4}$/);
+    expect(tb.daemon?.stdout).toMatch(/^FragTable; .*\n(queue_length=16384, mtu=1500, SO_RCVBUF=\d+ \(12288000\)\n){4}$/); // the default without --qlength (DEFAULT_QLENGTH)
     const results = tb.connect(tb.vip4, SPORTS);
     expect(results.filter((r) => r.target === null)).toEqual([]);
     // The same table and hash as flowlb: the same choices.

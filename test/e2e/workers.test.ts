@@ -65,7 +65,7 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
 
   it('runs 2 threads, and nfqlb\'s line for each of the 4 queues', () => {
     expect(tb.daemon?.stderr).toMatch(/"workers":2[,}]/);
-    expect((tb.daemon?.stdout.match(/^queue_length=1024, mtu=1500, SO_RCVBUF=\d+ \(\d+\)$/gm) ?? []).length).toBe(4);
+    expect((tb.daemon?.stdout.match(/^queue_length=16384, mtu=1500, SO_RCVBUF=\d+ \(\d+\)$/gm) ?? []).length).toBe(4);
     expect(httpGet(tb.lb, '/readyz').status).toBe(200);
   });
 
