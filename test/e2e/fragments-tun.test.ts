@@ -226,7 +226,7 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       // Threads serve the queues round robin (threadcounters.ts queuesOfThread); 0 threads: the single loop.
       const threads = Number(/"workers":(\d+)/.exec(tb.daemon?.stderr ?? '')?.[1] ?? 0);
       const perThread = Array.from({ length: Math.max(1, threads) }, (_, t) => perQueue.filter((_n, q) => q % Math.max(1, threads) === t).reduce((a, n) => a + n, 0));
-      log(`IPv${family}, ${ds.length} datagrams from 24 sources: packets per queue ${perQueue.join(' ')}, per thread (${threads} threads) ${perThread.join(' ')}`);
+      log(`IPv${family}, ${ds.length} datagrams from 24 sources: packets per queue ${perQueue.join(' ')}, per thread (${threads === 0 ? 'the single loop' : `${threads} threads`}) ${perThread.join(' ')}`);
       expect(perQueue.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2);
       for (const n of perThread) expect(n).toBeGreaterThan(0);
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'in_use' })).toBe(0);
