@@ -232,6 +232,25 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'in_use' })).toBe(0);
     });
 
+    it('a failed tun write in a packet thread is counted and reaches the daemon\'s rate-limited log (device down: EIO)', async () => {
+      const errors = storeEvents('write_error');
+      ipn(tb.lb, 'link', 'set', TUN, 'down');
+      try {
+        const ds: Datagram[] = [];
+        for (let i = 0; i < 8; i++) {
+          const [d] = datagrams(4, 1);
+          d.src = `198.51.100.${140 + i}`;
+          ds.push(d);
+        }
+        send(ds, 'reversed');
+        const later = ds.reduce((n, d) => n + d.parts - 1, 0);
+        await until(() => storeEvents('write_error') - errors === later, `${later} failed tun writes counted`);
+        await until(() => /"reason":"tun_write"[^\n]*nfqtun0 \(EIO\)/.test(tb.daemon?.stderr ?? ''), 'the tun_write line in the daemon log');
+      } finally {
+        ipn(tb.lb, 'link', 'set', TUN, 'up');
+      }
+    });
+
     it('nothing is left in the store; ftshm has nfqlb\'s fragsMax (--ft_frag) and fragsAllocated (every kept copy), none discarded', async () => {
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'in_use' })).toBe(0);
       expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'max' })).toBe(100);
