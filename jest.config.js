@@ -15,12 +15,12 @@ module.exports = {
   projects: [
     // Everything, with the daemon in its default worker mode (or $NFQLB_TEST_WORKERS: testbed/testbed.ts).
     { ...common, displayName: 'default', testMatch: ['**/*.test.ts'] },
-    // The traffic path once more with the packets on the main thread (--workers=1).
+    // The traffic path (and the fragment paths: per-thread tables vs one) once more with the packets on the main thread (--workers=1).
     // One file in one project: `npx jest --runInBand test/e2e/x.test.ts --selectProjects default`.
     {
       ...common,
       displayName: 'workers=1',
-      testMatch: ['traffic', 'observability', 'activation', 'config-under-load'].map((f) => `<rootDir>/test/e2e/${f}.test.ts`),
+      testMatch: ['traffic', 'observability', 'activation', 'config-under-load', 'fragments-flood', 'fragments-tun', 'fragments-lbtier'].map((f) => `<rootDir>/test/e2e/${f}.test.ts`),
       setupFiles: ['<rootDir>/test/helpers/workers-1.js'],
     },
   ],

@@ -30,13 +30,13 @@ import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
 import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
-import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES, REASON_TARGET } from './pipeline';
+import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
-import { closeTun, flushReinjections, openTun, type TunDevice } from './tun';
-import { FSTORE_EVENT_NAMES, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
+import { closeTun, openTun, type TunDevice } from './tun';
+import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { FragStatsWriter, type FragStats } from './fragstats';
-import type { FlowOp } from './packetthread';
+import { makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';
 import type { QueueStats } from './queue';
@@ -231,6 +231,7 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  private readonly fragmentStoreSum = new Float64Array(FSTORE_FIELDS);
   /** The packet threads (workers ≥ 2), once started. */
   private threads: PacketThreads | null = null;
   /** Accepted flow changes not yet sent to the threads (before they start: their initial set). */
@@ -381,13 +382,13 @@ export class Daemon {
    */
   private async startThreads(): Promise<void> {
     const o = this.options;
-    const { fixedTarget: _f, lbTier: _t, ...pipeline } = o.pipeline;
+    const { fixedTarget: _f, lbTier: _t, fragmentStats: _s, fragmentStoreCounters: _c, ...pipeline } = o.pipeline;
     const initialOps = this.changes!.splice(0);
     this.threads = await PacketThreads.start(
       Math.min(o.workers ?? 2, o.queues.length),
       {
         mode: o.mode, queues: o.queues, qlength: o.qlength, mtu: o.mtu, batchSize: o.batchSize, failOpen: o.failOpen, rcvbuf: o.rcvbuf,
-        promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
+        promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tunFd: this.tunFd, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
         traceShm: this.traceShared ? this.trace!.name : null, initialOps,
       },
       {
@@ -528,11 +529,11 @@ export class Daemon {
       this.seenReasons[r] = counts[r];
       if (n > 0) this.failures.note(`packets:${REASON_NAMES[r]}`, undefined, n);
     }
-    const store = this.pipeline.fragmentStore;
+    const store = this.fragmentStoreCounters();
     if (store !== null) {
-      const n = store.counters[FSTORE_WRITE_ERRORS] - this.seenTunErrors;
-      this.seenTunErrors = store.counters[FSTORE_WRITE_ERRORS];
-      const e = this.tunErrno[0];
+      const n = store[FSTORE_WRITE_ERRORS] - this.seenTunErrors;
+      this.seenTunErrors = store[FSTORE_WRITE_ERRORS];
+      const e = this.lastTunErrno();
       if (n > 0) this.failures.note('queue:tun_write', `${this.tun?.name ?? ''}${e === 0 ? '' : ` (${errnoName(-e)})`}`, n);
     }
     for (let qi = 0; qi < this.queues.length; qi++) {
@@ -549,9 +550,26 @@ export class Daemon {
     this.failures.flush();
   }
 
-  /** The statistics arrays of every fragment table (one per packet path). */
+  /** The statistics arrays of every fragment table: one per packet thread (their shared counters), or the single loop's. */
   fragmentStatsArrays(): Float64Array[] {
+    if (this.threads !== null) return this.threads.counters.map((c) => c.fragmentStats);
     return [this.pipeline.fragments.stats];
+  }
+
+  /** The fragment store counters (FSTORE_*), summed over the packet threads' stores; null without a store (no --tun). */
+  fragmentStoreCounters(): Float64Array | null {
+    if (this.pipeline.fragmentStore === null) return null;
+    if (this.threads === null) return this.pipeline.fragmentStore.counters;
+    const sum = this.fragmentStoreSum.fill(0);
+    for (const c of this.threads.counters) for (let i = 0; i < FSTORE_FIELDS; i++) sum[i] += c.fragmentStore[i];
+    return sum;
+  }
+
+  /** errno (C's positive) of a failed tun write: the single loop's, or the first thread's that has one; 0: none. */
+  private lastTunErrno(): number {
+    if (this.threads === null) return this.tunErrno[0];
+    for (const c of this.threads.counters) if (c.tunErrno[0] !== 0) return c.tunErrno[0];
+    return 0;
   }
 
   /** nfqlb's fragStats, summed over the fragment tables. */
@@ -657,8 +675,9 @@ export class Daemon {
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
       fragmentStore: () => {
         const store = this.pipeline.fragmentStore;
-        if (store === null) return null;
-        const c = store.counters;
+        const c = this.fragmentStoreCounters();
+        if (store === null || c === null) return null;
+        // slots is per store (--ft_frag; each packet thread has one), the counts are sums.
         return { slots: store.slots, inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
       },
       fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
@@ -666,48 +685,23 @@ export class Daemon {
   }
 
   /**
-   * The per-queue batch handler: one pipeline decision per packet, no
-   * allocation. Whether to trace is decided once per batch: with no trace
-   * client the mask is 0 and the loop has no trace work at all.
+   * The per-queue batch handler of the single loop: the packet threads' one
+   * (makeBatchHandler) over this thread's arrays. Whether to trace is decided
+   * once per batch: with no trace client the mask is 0 and the loop has no
+   * trace work at all.
    */
   private batchHandler(qi: number): (batch: QueueBatch) => void {
-    const pipeline = this.pipeline;
-    const last = pipeline.last;
-    const accepted = this.accepted;
-    const dropped = this.dropped;
-    const batchSizes = this.batchSizes;
     const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
-    const store = pipeline.fragmentStore;
-    const tunErrno = this.tunErrno;
-    return (batch: QueueBatch): void => {
-      const now = performance.now();
-      const n = batch.count;
-      const packets = batch.packets;
-      const offsets = batch.offsets;
-      const lengths = batch.lengths;
-      const verdicts = batch.verdicts;
-      const tracer = this.tracer;
-      const traceMask = tracer === null ? 0 : tracer.perPacketMask;
-      let acc = 0;
-      for (let i = 0; i < n; i++) {
-        const fw = pipeline.decide(packets, offsets[i], lengths[i], now);
-        if (fw >= 0) {
-          verdicts[i] = fw;
-          acc++;
-          if (last.reason === REASON_TARGET) last.target!.fwmarks.add(fw);
-        } else {
-          verdicts[i] = VERDICT_DROP;
-        }
-        if (traceMask !== 0) tracer!.tracePacket(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
-      }
-      // Kept fragments whose first fragment came in this batch: one write call.
-      if (store !== null && store.pendingCount > 0) flushReinjections(this.tunFd, store, tunErrno);
-      accepted[qi] += acc;
-      dropped[qi] += n - acc;
-      batchSizes.observe(n);
+    const counters = { accepted: this.accepted, dropped: this.dropped, reasons: this.pipeline.reasonCounts, publishBatchSizes: () => {} };
+    const sink: TraceSink = {
+      perPacketMask: () => (this.tracer === null ? 0 : this.tracer.perPacketMask),
+      send: (text) => this.tracer?.traceLines(text),
+    };
+    const afterBatch = (): void => {
       if (busFaults[0] !== this.seenBusFaults) this.onBusFault();
     };
+    return makeBatchHandler(this.pipeline, counters, this.batchSizes, qi, sink, traceFlows, afterBatch, this.tunFd, this.tunErrno);
   }
 
   /**

@@ -39,12 +39,16 @@ import { Pipeline, REASON_TARGET, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { ServedTable } from './servedtable';
 import { closeTraceShm, openTable, openTraceShm, shmFaultCounter, type TraceShm } from './shm';
-import { Target, TargetRegistry, type TableSource } from './targets';
+import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
 import { ThreadCounters } from './threadcounters';
 import { formatPacketTrace, TRACE_PER_PACKET } from './trace';
+import { flushReinjections } from './tun';
 
 /** Most trace bytes posted by all threads and not yet taken by the main thread; beyond, lines are dropped (counted). */
 export const TRACE_CHANNEL_BYTES = 4 * 1024 * 1024;
+
+/** How often a thread frees the expired entries of its fragment table (ms). */
+export const FRAGMENT_SWEEP_MS = 1000;
 
 /** Words of the Int32Array over PacketThreadData.traceState. */
 export const TRACE_STATE_ACTIVE = 0; // 1 while a trace client listens (main thread writes)
@@ -66,9 +70,11 @@ export interface PacketThreadData {
   readonly failOpen: boolean;
   readonly rcvbuf?: number;
   readonly promiscuousPing: boolean;
-  readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier'>>;
+  readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'fragmentStats' | 'fragmentStoreCounters'>>;
   readonly tshm?: string;
   readonly lbshm?: string;
+  /** The --tun device's fd (opened once by the main thread; fds are valid in every thread), -1: none. */
+  readonly tunFd: number;
   /** ms between table checks (0: never). */
   readonly tableCheckMs: number;
   readonly counters: SharedArrayBuffer;
@@ -116,26 +122,43 @@ export interface TraceSink {
   send(text: string): void;
 }
 
+/** Where a batch handler counts: ThreadCounters in a packet thread, the daemon's own arrays on the single loop. */
+export interface BatchCounters {
+  /** Packets accepted / dropped, by queue index. */
+  readonly accepted: Float64Array;
+  readonly dropped: Float64Array;
+  /** A copy of the pipeline's reasonCounts after each batch (nothing is copied when it is that array). */
+  readonly reasons: Float64Array;
+  /** Called after each batch with the handler's histogram (a packet thread copies it to shared memory). */
+  publishBatchSizes(h: BatchSizeHistogram): void;
+}
+
 /**
- * The batch handler of one queue (index `qi`) in a packet thread: the
- * daemon's single-loop handler with its counters in ThreadCounters. One
- * pipeline decision per packet; per packet no allocation, no message. Trace
- * text is built only for batches with a non-zero mask.
+ * The batch handler of one queue (index `qi`), for a packet thread and for
+ * the daemon's single loop alike. One pipeline decision per packet; per
+ * packet no allocation, no message. Trace text is built only for batches
+ * with a non-zero mask. Kept fragments whose first fragment came in the
+ * batch are written to the tun device `tunFd` in one native call after the
+ * decisions (the copies come back through the same queue, so to the same
+ * thread and fragment table); a failed write leaves its errno in tunErrno[0].
  */
-export function makeBatchHandler(
-  pipeline: Pipeline<ServedTable>,
-  counters: ThreadCounters,
+export function makeBatchHandler<T extends LookupTable>(
+  pipeline: Pipeline<T>,
+  counters: BatchCounters,
   batchSizes: BatchSizeHistogram,
   qi: number,
   trace: TraceSink | null,
   traceFlows: FlowSet<string> | null,
   afterBatch: () => void,
+  tunFd = -1,
+  tunErrno: Int32Array = new Int32Array(1),
 ): (batch: QueueBatch) => void {
   const last = pipeline.last;
   const accepted = counters.accepted;
   const dropped = counters.dropped;
   const reasons = counters.reasons;
   const reasonCounts = pipeline.reasonCounts;
+  const store = pipeline.fragmentStore;
   return (batch: QueueBatch): void => {
     const now = performance.now();
     const n = batch.count;
@@ -157,9 +180,10 @@ export function makeBatchHandler(
       }
       if (traceMask !== 0) text += formatPacketTrace(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
     }
+    if (store !== null && store.pendingCount > 0) flushReinjections(tunFd, store, tunErrno);
     accepted[qi] += acc;
     dropped[qi] += n - acc;
-    reasons.set(reasonCounts);
+    if (reasons !== reasonCounts) reasons.set(reasonCounts);
     batchSizes.observe(n);
     counters.publishBatchSizes(batchSizes);
     if (text !== '') trace!.send(text);
@@ -225,6 +249,9 @@ export class PacketThread {
   private readonly busFaults = shmFaultCounter();
   private seenBusFaults: number;
   private timer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  /** errno of this thread's last failed tun write (the addon writes it; copied to counters.tunErrno per batch). */
+  private readonly tunErrno = new Int32Array(1);
   private trace: TraceShm | null = null;
 
   constructor(
@@ -250,7 +277,14 @@ export class PacketThread {
         },
       };
     }
-    this.pipeline = new Pipeline(data.mode === 'flowlb' ? this.flows : null, { ...data.pipeline, fixedTarget: this.fixed, lbTier });
+    // The fragment counters live in this thread's shared counters: the main thread sums them for ftshm and metrics.
+    this.pipeline = new Pipeline(data.mode === 'flowlb' ? this.flows : null, {
+      ...data.pipeline,
+      fixedTarget: this.fixed,
+      lbTier,
+      fragmentStats: this.counters.fragmentStats,
+      fragmentStoreCounters: this.counters.fragmentStore,
+    });
     for (const op of data.initialOps) this.apply(op);
   }
 
@@ -295,14 +329,19 @@ export class PacketThread {
     }
     const sink = traceChannel(this.port, state, this.trace, this.counters);
     const traceFlows = d.mode === 'flowlb' ? this.traceFlows : null;
+    const counters = this.counters;
+    const tunErrno = this.tunErrno;
     const afterBatch = (): void => {
+      counters.tunErrno[0] = tunErrno[0];
       if (this.busFaults[0] !== this.seenBusFaults) {
         this.seenBusFaults = this.busFaults[0];
         this.refreshTables();
       }
     };
-    for (const { qi, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, this.counters, this.batchSizes, qi, sink, traceFlows, afterBatch));
+    for (const { qi, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qi, sink, traceFlows, afterBatch, d.tunFd, tunErrno));
     this.publishQueueStats();
+    // As the single loop's housekeeping: expired entries are freed without traffic, so the active count falls back.
+    this.sweepTimer = setInterval(() => this.pipeline.fragments.sweep(performance.now()), FRAGMENT_SWEEP_MS);
     this.timer = setInterval(() => {
       this.refreshTables();
       this.publishQueueStats();
@@ -377,6 +416,8 @@ export class PacketThread {
   close(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     for (const { queue } of this.queues) queue.close();
     for (const t of this.targets.list()) t.table.close();
     if (this.fixed !== null) this.fixed.table.close();

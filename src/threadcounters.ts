@@ -12,11 +12,17 @@
  *
  * Layout (Float64 each): accepted[Q] dropped[Q] reasons[R] batchBuckets[B+1]
  * batchTotals[2: sum, count] queueStats[Q × QUEUE_STAT_FIELDS] trace[1: lines
- * dropped by the trace channel]. Q is the number of queues of the whole
+ * dropped by the trace channel] fragmentStats[FRAG_STATS_FIELDS]
+ * fragmentStore[FSTORE_FIELDS] tunErrno[1]. The fragment arrays are the
+ * thread's FragmentTable.stats and FragmentStore.counters themselves (the
+ * Pipeline counts straight into the shared memory, nothing is copied per
+ * batch). Q is the number of queues of the whole
  * daemon (a thread writes only the entries of its own queues), R the decision
  * reasons, B the batch size buckets.
  */
 import { BATCH_SIZE_BUCKETS, BatchSizeHistogram } from './counters';
+import { FRAG_STATS_FIELDS } from './fragments';
+import { FSTORE_FIELDS } from './fragstore';
 import { REASON_NAMES } from './pipeline';
 
 /** The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none). */
@@ -42,10 +48,16 @@ export class ThreadCounters {
   readonly queueStats: Float64Array;
   /** [0]: trace lines the bounded trace channel dropped. */
   readonly trace: Float64Array;
+  /** The thread's fragment table statistics (FS_*): given to its Pipeline as fragmentStats. */
+  readonly fragmentStats: Float64Array;
+  /** The thread's fragment store counters (FSTORE_*): given to its Pipeline as fragmentStoreCounters. */
+  readonly fragmentStore: Float64Array;
+  /** [0]: errno (C's positive) of the thread's last failed tun write; 0: none. */
+  readonly tunErrno: Float64Array;
 
   /** Bytes needed for a daemon with `queues` queues. */
   static bytes(queues: number): number {
-    return 8 * (2 * queues + REASON_NAMES.length + BUCKETS + 2 + queues * QUEUE_STAT_FIELDS.length + 1);
+    return 8 * (2 * queues + REASON_NAMES.length + BUCKETS + 2 + queues * QUEUE_STAT_FIELDS.length + 1 + FRAG_STATS_FIELDS + FSTORE_FIELDS + 1);
   }
 
   /** Views over `buffer` (a new zeroed one when left out) for `queues` queues. */
@@ -68,6 +80,9 @@ export class ThreadCounters {
     this.batchTotals = take(2);
     this.queueStats = take(queues * QUEUE_STAT_FIELDS.length);
     this.trace = take(1);
+    this.fragmentStats = take(FRAG_STATS_FIELDS);
+    this.fragmentStore = take(FSTORE_FIELDS);
+    this.tunErrno = take(1);
   }
 
   /** Copies a histogram (per batch: a dozen stores, no allocation). */

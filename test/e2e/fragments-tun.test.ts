@@ -66,11 +66,11 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
   const decisions = (reason: string): number => metricSum(metrics(), 'nfqlb_decisions_total', { reason });
   const storeEvents = (event: string): number => metricSum(metrics(), 'nfqlb_fragment_store_total', { event });
 
-  function targetFor(family: 4 | 6, sport: number): TargetInfo {
-    const key = `${family}/${sport}`;
+  function targetFor(family: 4 | 6, sport: number, from = family === 4 ? tb.client4 : tb.client6): TargetInfo {
+    const key = `${from}/${sport}`;
     let t = expected.get(key);
     if (t === undefined) {
-      const src = family === 4 ? `${tb.client4}:${sport}` : `[${tb.client6}]:${sport}`;
+      const src = family === 4 ? `${from}:${sport}` : `[${from}]:${sport}`;
       const dst = family === 4 ? `${tb.vip4}:${PORT}` : `[${tb.vip6}]:${PORT}`;
       const r = tb.nfqlbOk(['fwmark', `--shm=${shm}`, '--proto=udp', `--src=${src}`, `--dst=${dst}`, '--hash_mode=0']);
       const { fwmark } = JSON.parse(r.stdout) as { fwmark: number };
@@ -127,10 +127,10 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     await until(() => ds.every((d) => arrivals().has(d.tag)), `${ds.length} datagrams at the targets`);
     const got = arrivals();
     for (const d of ds) {
-      const want = targetFor(d.family, d.sport).name;
+      const want = targetFor(d.family, d.sport, d.src).name;
       expect({ tag: d.tag, parts: d.parts, ...got.get(d.tag) }).toEqual({ tag: d.tag, parts: d.parts, targets: [want], whole: true });
     }
-    const used = new Set(ds.map((d) => targetFor(d.family, d.sport).name));
+    const used = new Set(ds.map((d) => targetFor(d.family, d.sport, d.src).name));
     log(`${ds.length} IPv${ds[0].family} datagrams (${ds.reduce((n, d) => n + d.parts, 0)} fragments) arrived whole at their targets: ${[...used].sort().join(' ')}`);
   }
 
@@ -200,6 +200,55 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       expect(metricSum(metrics(), 'nfqlb_fragment_reassembled_total') - reassembled).toBe(ds.length);
       expect(metricSum(metrics(), 'nfqlb_fragment_entries')).toBe(0);
       log(`IPv${family} reversed: ${later} fragments kept and re-injected through ${TUN}`);
+    });
+
+    it.each([4, 6] as const)('IPv%s: datagrams of many source addresses, in order and reversed, are spread over the queues and every packet thread, and arrive whole', async (family) => {
+      // --queue-balance hashes addresses and protocol, so every fragment of a
+      // datagram (and its re-injected copies) reaches one queue, one thread,
+      // one fragment table. Sources from the gateway's subnet (the LB
+      // namespace has no rp_filter), 24 of them, so every queue gets some.
+      const queueCount = 4;
+      const packetsByQueue = (): number[] =>
+        Array.from({ length: queueCount }, (_, q) => metricSum(metrics(), 'nfqlb_packets_total', { queue: String(q) }));
+      const before = packetsByQueue();
+      const ds: Datagram[] = [];
+      for (let i = 0; i < 24; i++) {
+        for (const order of ['in order', 'reversed'] as const) {
+          const [d] = datagrams(family, 1);
+          d.src = family === 4 ? `198.51.100.${100 + i}` : `2001:db8:1::${(0x100 + i).toString(16)}`;
+          d.sport = 45000 + i;
+          send([d], order);
+          ds.push(d);
+        }
+      }
+      await expectDelivered(ds);
+      const perQueue = packetsByQueue().map((n, q) => n - before[q]);
+      // Threads serve the queues round robin (threadcounters.ts queuesOfThread); 0 threads: the single loop.
+      const threads = Number(/"workers":(\d+)/.exec(tb.daemon?.stderr ?? '')?.[1] ?? 0);
+      const perThread = Array.from({ length: Math.max(1, threads) }, (_, t) => perQueue.filter((_n, q) => q % Math.max(1, threads) === t).reduce((a, n) => a + n, 0));
+      log(`IPv${family}, ${ds.length} datagrams from 24 sources: packets per queue ${perQueue.join(' ')}, per thread (${threads === 0 ? 'the single loop' : `${threads} threads`}) ${perThread.join(' ')}`);
+      expect(perQueue.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2);
+      for (const n of perThread) expect(n).toBeGreaterThan(0);
+      expect(metricSum(metrics(), 'nfqlb_fragment_store_slots', { state: 'in_use' })).toBe(0);
+    });
+
+    it('a failed tun write in a packet thread is counted and reaches the daemon\'s rate-limited log (device down: EIO)', async () => {
+      const errors = storeEvents('write_error');
+      ipn(tb.lb, 'link', 'set', TUN, 'down');
+      try {
+        const ds: Datagram[] = [];
+        for (let i = 0; i < 8; i++) {
+          const [d] = datagrams(4, 1);
+          d.src = `198.51.100.${140 + i}`;
+          ds.push(d);
+        }
+        send(ds, 'reversed');
+        const later = ds.reduce((n, d) => n + d.parts - 1, 0);
+        await until(() => storeEvents('write_error') - errors === later, `${later} failed tun writes counted`);
+        await until(() => /"reason":"tun_write"[^\n]*nfqtun0 \(EIO\)/.test(tb.daemon?.stderr ?? ''), 'the tun_write line in the daemon log');
+      } finally {
+        ipn(tb.lb, 'link', 'set', TUN, 'up');
+      }
     });
 
     it('nothing is left in the store; ftshm has nfqlb\'s fragsMax (--ft_frag) and fragsAllocated (every kept copy), none discarded', async () => {

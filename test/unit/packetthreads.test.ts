@@ -18,10 +18,12 @@ import { createTable, deleteTable, openTable } from '../../src/shm';
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/threadcounters';
 import { TRACE_FLOWS } from '../../src/trace';
 import { ipv4, udp } from '../helpers/packets';
+import { FS_LOOKUPS } from '../../src/fragments';
+import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragstore';
 import { workerCount } from '../../src/cli/commands/lb';
 
 const FAKE = path.join(__dirname, '..', 'fixtures', 'threads', 'fake-thread.js');
-const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tableCheckMs: 0, traceShm: null, initialOps: [] };
+const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tunFd: -1, tableCheckMs: 0, traceShm: null, initialOps: [] };
 
 async function startFake(threads: number, fake: string, ev: PacketThreadsEvents): Promise<PacketThreads> {
   return PacketThreads.start(threads, { ...BASE, fake } as never, ev, FAKE);
@@ -247,6 +249,25 @@ describe('PacketThread: flows swapped between batches', () => {
     }
     return { count: n, queueNum: 7, packets, offsets, lengths, origLengths: lengths, ids: new Uint32Array(n), hwProtocol: new Uint16Array(n), verdicts: new Int32Array(n) };
   }
+
+  it('counts fragments straight into its shared counters: table statistics and store counters, which the main thread sums', () => {
+    const d = { ...data(), pipeline: { fragmentStoreSlots: 4 } };
+    const t = new PacketThread(d, { postMessage: () => {} } as never);
+    try {
+      expect(t.pipeline.fragments.stats).toBe(t.counters.fragmentStats);
+      expect(t.pipeline.fragmentStore!.counters).toBe(t.counters.fragmentStore);
+      // A later fragment before its first: kept in the store.
+      const later = ipv4('198.51.100.1', '192.0.2.1', 17, new Array<number>(16).fill(0), { id: 77, fragOffset: 1 });
+      const b = { count: 1, queueNum: 7, packets: later, offsets: new Uint32Array([0]), lengths: new Uint32Array([later.length]), origLengths: new Uint32Array([later.length]), ids: new Uint32Array(1), hwProtocol: new Uint16Array(1), verdicts: new Int32Array(1) };
+      makeBatchHandler(t.pipeline, t.counters, t.batchSizes, 0, null, null, () => {})(b);
+      const seen = new ThreadCounters(1, d.counters);
+      expect(seen.fragmentStats[FS_LOOKUPS]).toBeGreaterThan(0);
+      expect(seen.fragmentStore[FSTORE_STORED]).toBe(1);
+      expect(seen.fragmentStore[FSTORE_IN_USE]).toBe(1);
+    } finally {
+      t.close();
+    }
+  });
 
   it('decides each batch with one whole generation; acks carry the generation; publish reports per-flow and per-fwmark counts', () => {
     const posted: FromThread[] = [];
