@@ -199,7 +199,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
 
   it('accepts with the fwmark from the verdict and drops on -1', async () => {
     const open = await wL.ok('open', { key: 'q2', opts: { queueNum: 2 }, policy: { base: 100, dropPort: 7999 } });
-    expect(open.info.rcvbuf).toBe(765952); // 1024 * 1500 / 2 = 768000, rounded down to 4 KiB
+    expect(open.info.rcvbuf).toBe(12288000); // DEFAULT_QLENGTH 16384 * 1500 / 2, a multiple of 4 KiB
     await wL.ok('listen', { key: 'r7000', addr: '192.0.2.1', port: 7000 });
     await wL.ok('listen', { key: 'r7999', addr: '192.0.2.1', port: 7999 });
     await wS.ok('send', { srcs: [SRC(2), SRC(3), SRC(4)], dst: '192.0.2.1', port: 7000, count: 20 });
