@@ -327,9 +327,10 @@ export class FlowIndex<T> {
   }
 
   /**
-   * Keeps the index up to date with a set's new list (control path): builds
-   * now for a small set (SYNC_BUILD_MAX_FLOWS), else once after the current
-   * event-loop turn (later calls in the same turn replace the list to build).
+   * Follows a set's new list by building (control path; change() when the
+   * index follows the previous list): now for a small set
+   * (SYNC_BUILD_MAX_FLOWS), else once after the current event-loop turn
+   * (later calls in the same turn replace the list to build).
    */
   update(list: readonly Flow<T>[]): void {
     this.cancelRebuild();

@@ -69,7 +69,7 @@ export class FlowSet<T> {
   lastUdpencap = 0;
 
   private readonly targetName: ((target: T) => string) | undefined;
-  /** In priority order; lookup() walks it. Replaced or re-sorted on every change. */
+  /** In priority order; lookup() walks it. Replaced (never modified) on every change. */
   private list_: Flow<T>[] = [];
   /** The packet's addresses as big-endian int32 words: src 0-3, dst 4-7. */
   private readonly addr = new Int32Array(8);
