@@ -16,6 +16,16 @@
  * Packets: 256 UDP datagrams from random sources in 198.51.100.0/24 and
  * random ports to 192.0.2.1:5000.
  *
+ * Control path: the time to set 10,000 flows one flow-set at a time, one
+ * per event-loop turn (as the control server receives them), each answered
+ * only when the flow index follows it — then to delete them again the same
+ * way — through FlowSet.applySet/applyDelete; and the time to write a flows
+ * file of 10,000 flows once (the daemon rewrites it after every change).
+ * Then the same flow-sets through a live daemon's control socket: a Daemon
+ * with no queues (nothing bound but its sockets, on private abstract names;
+ * no root), one request at a time, as nfqlb's CLI sends them; and, for
+ * BENCH_FILE_FLOWS (default 1,000) flows, the same with --flows_file.
+ *
  * Environment: BENCH_FLOWS_MS (time per measurement, default 400),
  * BENCH_OUT (results directory, default bench/results). Prints a table and
  * writes <date>-flows-micro.json.
@@ -41,6 +51,8 @@ const MS = Number(process.env.BENCH_FLOWS_MS || 400);
 const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
 const STRIDE = 64;
 const NPKT = 256;
+const CONTROL_FLOWS = Number(process.env.BENCH_CONTROL_FLOWS || 10000);
+const FILE_FLOWS = Number(process.env.BENCH_FILE_FLOWS || 1000);
 
 /** A target as Pipeline wants it: a table that turns a hash into one of 4 fwmarks. */
 const target = { name: 'bench', refs: 1, table: { fwmarkOf: (h) => 1 + (h & 3) } };
@@ -100,9 +112,101 @@ function measure(pipeline, buf) {
   return best;
 }
 
+/** ms to set (then delete) CONTROL_FLOWS flows one per event-loop turn. */
+async function controlPath() {
+  const set = new FlowSet({ targetName: (t) => t.name });
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < CONTROL_FLOWS; i++) {
+    // Spread priorities with ties, and the udpencap pair of flows now and then.
+    const encap = i % 50 === 0;
+    const cmd = { name: `c${i}`, target: 'bench', priority: i % 100, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: encap ? 'sctp' : 'udp' };
+    const reply = set.applySet(encap ? { ...cmd, udpencap: 9899 } : { ...cmd, dports: `${1000 + (i % 5000)}` }, targets);
+    if (reply !== 'OK') throw new Error(`flow-set c${i}: ${reply}`);
+    await turn();
+  }
+  const t1 = process.hrtime.bigint();
+  for (let i = 0; i < CONTROL_FLOWS; i++) {
+    set.applyDelete(`c${(i * 7919) % CONTROL_FLOWS}`, targets);
+    await turn();
+  }
+  const t2 = process.hrtime.bigint();
+  if (set.size !== 0) throw new Error(`${set.size} flows left after deleting them all`);
+  let fileMs = null;
+  try {
+    const { writeFlowsFile } = require(path.join(ROOT, 'dist', 'flowsfile.js'));
+    const flows = Array.from({ length: CONTROL_FLOWS }, (_, i) => ({ name: `c${i}`, target: 'bench', priority: `${i % 100}`, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: 'udp', dports: `${1000 + (i % 5000)}` }));
+    const file = path.join(require('node:os').tmpdir(), `bench-flows-${process.pid}-${Math.random().toString(36).slice(2)}.json`);
+    const t3 = process.hrtime.bigint();
+    writeFlowsFile(file, { flows, traceFlows: [] });
+    fileMs = Number(process.hrtime.bigint() - t3) / 1e6;
+    fs.unlinkSync(file);
+  } catch (err) {
+    process.stdout.write(`flows file write not measured: ${err.message}\n`);
+  }
+  return { flows: CONTROL_FLOWS, setMs: Number(t1 - t0) / 1e6, deleteMs: Number(t2 - t1) / 1e6, flowsFileWriteMs: fileMs };
+}
+
+/** ms for `count` flow-sets one request at a time over a no-queue daemon's control socket (flowsFile: with --flows_file). */
+async function liveDaemon(count, withFile) {
+  const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
+  const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'shm.js'));
+  const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js'));
+  const { parseAddress } = require(path.join(ROOT, 'dist', 'control.js'));
+  const { createLogger } = require(path.join(ROOT, 'dist', 'log.js'));
+  const os = require('node:os');
+  const prefix = `nfqlbts-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const table = `${prefix}-tshm`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
+  createTable(table, 997, 32, 0);
+  const log = createLogger(0, { write: () => undefined });
+  const daemon = new Daemon(
+    {
+      mode: 'flowlb', queues: [], qlength: 1, mtu: 1500, batchSize: 1, failOpen: false, promiscuousPing: false, pipeline: {},
+      flowAddress: `unix:${prefix}-flow`, traceAddress: `unix:${prefix}-trace`, metricsAddress: null, tableCheckMs: 0,
+      ...(withFile ? { flowsFile: path.join(dir, 'flows.json') } : {}),
+    },
+    log,
+  );
+  const address = parseAddress(`unix:${prefix}-flow`);
+  const send = async (text) => {
+    const sock = await connectTo(address, 10000);
+    const chunks = [];
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', () => undefined);
+    const closed = new Promise((resolve) => sock.once('close', resolve));
+    sock.end(text, 'latin1');
+    await closed;
+    return Buffer.concat(chunks).toString('latin1');
+  };
+  await daemon.start();
+  try {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < count; i++) {
+      const reply = await send(`action:set\nname:c${i}\ntarget:${table}\npriority:${i % 100}\nprotocols:udp\ndsts:10.${(i >> 8) & 255}.${i & 255}.0/24\ndports:${1000 + (i % 5000)}\neoc:\n`);
+      if (reply !== 'OK\0') throw new Error(`flow-set c${i}: ${JSON.stringify(reply)}`);
+    }
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  } finally {
+    await daemon.stop();
+    deleteTable(table);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main() {
   const buf = packets();
   const rows = [];
+  const control = await controlPath();
+  try {
+    control.daemonSetMs = await liveDaemon(CONTROL_FLOWS, false);
+    control.fileFlows = FILE_FLOWS;
+    control.daemonSetWithFileMs = await liveDaemon(FILE_FLOWS, true);
+    process.stdout.write(`daemon: ${CONTROL_FLOWS} flow-sets over the control socket ${control.daemonSetMs.toFixed(0)} ms; ${FILE_FLOWS} with --flows_file ${control.daemonSetWithFileMs.toFixed(0)} ms\n`);
+  } catch (err) {
+    process.stdout.write(`live daemon not measured: ${err.message}\n`);
+  }
+  process.stdout.write(`control: ${control.flows} flow-sets one per turn ${control.setMs.toFixed(0)} ms, ${control.flows} flow-deletes ${control.deleteMs.toFixed(0)} ms; one flows file write of ${control.flows} flows ${control.flowsFileWriteMs === null ? '-' : control.flowsFileWriteMs.toFixed(1)} ms\n`);
   for (const kind of Object.keys(SETS)) {
     for (const n of COUNTS) {
       const set = flowSet(kind, n);
@@ -124,7 +228,7 @@ async function main() {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 13);
   fs.mkdirSync(OUT_DIR, { recursive: true });
   const file = path.join(OUT_DIR, `${stamp.slice(0, 4)}-${stamp.slice(4, 6)}-${stamp.slice(6, 8)}-${stamp.slice(9)}-flows-micro.json`);
-  fs.writeFileSync(file, `${JSON.stringify({ node: process.version, msPerRun: MS, packets: NPKT, rows }, null, 2)}\n`);
+  fs.writeFileSync(file, `${JSON.stringify({ node: process.version, msPerRun: MS, packets: NPKT, control, rows }, null, 2)}\n`);
   process.stdout.write(`results: ${path.relative(ROOT, file)}\n`);
 }
 

@@ -23,9 +23,18 @@
  * so a ping uses only the address dimensions.
  *
  * The index is built from one immutable list (FlowSet replaces its list on
- * every change); FlowSet.lookup() uses it only while it was built from the
- * set's current list, and walks linearly otherwise. Building allocates;
- * lookup() does not (typed arrays and scratch made at build time).
+ * every change); FlowSet.lookup() uses it only while it follows the set's
+ * current list, and walks linearly otherwise. Building allocates; lookup()
+ * does not (typed arrays and scratch made at build time).
+ *
+ * Changes to a big set do not rebuild it (that made setting 10,000 flows one
+ * request at a time O(n²)): change() notes them beside the built "base" —
+ * removed base flows are marked, new flows go to a small "overlay" that
+ * lookup() walks after the base, both ordered by rank (a base flow's rank is
+ * its base position, a new flow's lies between its neighbours' ranks). The
+ * base is rebuilt when the overlay and the marks exceed about √n (O(√n)
+ * amortized per change) and REBUILD_AFTER_MS after a change, so that a
+ * settled set is looked up through the index alone.
  *
  * Positions are indexes into the list, which is in priority order (ties in
  * FlowSet's order), so each candidate list is sorted and the first
@@ -47,6 +56,12 @@ import type { PacketInfo } from './packet';
  */
 export const SYNC_BUILD_MAX_FLOWS = 128;
 const SYNC_BUILD_MAX_KEYS = 4096;
+
+/** A changed set is re-indexed this long after its first change not yet in the base. */
+export const REBUILD_AFTER_MS = 100;
+
+/** The base is rebuilt when overlay flows plus removed base flows exceed max(this, √n). */
+const MIN_CHANGES_BEFORE_REBUILD = 16;
 
 /** A flow whose dports need more blocks than this is in its classes' "any" lists instead. */
 const MAX_PORT_BLOCKS = 32;
@@ -268,6 +283,19 @@ export class FlowIndex<T> {
   lastUdpencap = 0;
 
   private flows_: readonly Flow<T>[] | null = null;
+  /** The list the index was built from; positions in pool are into it. */
+  private base: readonly Flow<T>[] = [];
+  /** Per base position: 1 when that flow is no longer in the set. */
+  private removed = new Uint8Array(0);
+  private removedCount = 0;
+  /** Flows added since the build, in rank order, and their ranks. */
+  private readonly overlay: Flow<T>[] = [];
+  private readonly overlayRank: number[] = [];
+  /** Every flow of the current list → its rank (base flows: their position). */
+  private rankOf = new Map<Flow<T>, number>();
+  /** Overlay positions of containing hidden flows met on the way (per packet). */
+  private overlayHidden = new Int32Array(16);
+  private rebuildTimer: NodeJS.Timeout | null = null;
   private table = new KeyTable();
   /** Flow positions, one sorted run per key id: pool[start[id] .. start[id+1]). */
   private pool = new Int32Array(0);
@@ -293,17 +321,19 @@ export class FlowIndex<T> {
   /** Where the run 0..n-1 of a small set starts in pool; -1: the set is not small. */
   private walkAllStart = -1;
 
-  /** The list the index was built from (null: none yet). lookup() answers for that list only. */
+  /** The list the index follows (null: none yet). lookup() answers for that list only. */
   get flows(): readonly Flow<T>[] | null {
     return this.flows_;
   }
 
   /**
-   * Keeps the index up to date with a set's new list (control path): builds
-   * now for a small set (SYNC_BUILD_MAX_FLOWS), else once after the current
-   * event-loop turn (later calls in the same turn replace the list to build).
+   * Follows a set's new list by building (control path; change() when the
+   * index follows the previous list): now for a small set
+   * (SYNC_BUILD_MAX_FLOWS), else once after the current event-loop turn
+   * (later calls in the same turn replace the list to build).
    */
   update(list: readonly Flow<T>[]): void {
+    this.cancelRebuild();
     let keys = 0;
     if (list.length <= SYNC_BUILD_MAX_FLOWS) for (const f of list) keys += flowKeys(f).length / KEY_WORDS;
     if (list.length <= SYNC_BUILD_MAX_FLOWS && keys <= SYNC_BUILD_MAX_KEYS) {
@@ -322,11 +352,82 @@ export class FlowIndex<T> {
   }
 
   /**
+   * Follows one change from `prev` to `list` (control path): `removed` left
+   * the set (or null), `added` (or null) is now at list[at]. O(log n + √n)
+   * amortized for a big set; a small one, or one the index does not follow
+   * yet, goes through update().
+   */
+  change(prev: readonly Flow<T>[], list: readonly Flow<T>[], removed: Flow<T> | null, added: Flow<T> | null, at: number): void {
+    if (this.flows_ !== prev || this.pendingList !== null || list.length <= SYNC_BUILD_MAX_FLOWS) {
+      this.update(list);
+      return;
+    }
+    if (removed !== null) {
+      const rank = this.rankOf.get(removed);
+      if (rank === undefined) {
+        this.update(list);
+        return;
+      }
+      this.rankOf.delete(removed);
+      if (this.base[rank] === removed) {
+        this.removed[rank] = 1;
+        this.removedCount++;
+      } else {
+        const i = this.overlay.indexOf(removed);
+        this.overlay.splice(i, 1);
+        this.overlayRank.splice(i, 1);
+      }
+    }
+    if (added !== null) {
+      const lo = at > 0 ? this.rankOf.get(list[at - 1]) : undefined;
+      const hi = at + 1 < list.length ? this.rankOf.get(list[at + 1]) : undefined;
+      const rank = lo === undefined ? (hi === undefined ? 0 : hi - 1) : hi === undefined ? lo + 1 : (lo + hi) / 2;
+      // No double left between the neighbours (after ~40 inserts at one place): build instead.
+      if ((lo !== undefined && rank <= lo) || (hi !== undefined && rank >= hi) || (at > 0 && lo === undefined) || (at + 1 < list.length && hi === undefined)) {
+        this.update(list);
+        return;
+      }
+      let i = this.overlayRank.length;
+      while (i > 0 && this.overlayRank[i - 1] > rank) i--; // the overlay is short: linear is fine
+      this.overlay.splice(i, 0, added);
+      this.overlayRank.splice(i, 0, rank);
+      this.rankOf.set(added, rank);
+      if (this.overlayHidden.length < this.overlay.length) this.overlayHidden = new Int32Array(2 * this.overlay.length);
+    }
+    this.flows_ = list;
+    if (this.overlay.length + this.removedCount > Math.max(MIN_CHANGES_BEFORE_REBUILD, Math.sqrt(list.length))) {
+      this.update(list);
+      return;
+    }
+    if (this.rebuildTimer === null && (this.overlay.length > 0 || this.removedCount > 0)) {
+      this.rebuildTimer = setTimeout(() => {
+        this.rebuildTimer = null;
+        if (this.flows_ !== null && this.pendingList === null) this.build(this.flows_);
+      }, REBUILD_AFTER_MS);
+      this.rebuildTimer.unref();
+    }
+  }
+
+  /** Builds now what change() noted (tests, benchmarks). */
+  settle(): void {
+    const list = this.pendingList ?? this.flows_;
+    this.pendingList = null;
+    if (list !== null) this.build(list);
+  }
+
+  private cancelRebuild(): void {
+    if (this.rebuildTimer === null) return;
+    clearTimeout(this.rebuildTimer);
+    this.rebuildTimer = null;
+  }
+
+  /**
    * Builds the index over `list` (in priority order, as FlowSet keeps it).
    * The list and its flows' match parts must not change afterwards (FlowSet
    * replaces the list on every change). Allocates: control path only.
    */
   build(list: readonly Flow<T>[]): void {
+    this.cancelRebuild();
     const table = new KeyTable();
     const pairs = new PairList();
     const dstLenUsed = new Uint8Array(129);
@@ -370,6 +471,14 @@ export class FlowIndex<T> {
     [this.dstLens, this.dstMasks] = prefixTables(dstLenUsed);
     [this.srcLens, this.srcMasks] = prefixTables(srcLenUsed);
     this.hidden = new Int32Array(Math.max(1, hiddenCount));
+    this.base = list;
+    this.removed = new Uint8Array(list.length);
+    this.removedCount = 0;
+    this.overlay.length = 0;
+    this.overlayRank.length = 0;
+    const rankOf = new Map<Flow<T>, number>();
+    for (let pos = 0; pos < list.length; pos++) rankOf.set(list[pos], pos);
+    this.rankOf = rankOf;
     this.flows_ = list;
   }
 
@@ -381,8 +490,9 @@ export class FlowIndex<T> {
    */
   lookup(info: PacketInfo, pkt: Uint8Array, promiscuousPing: boolean): Flow<T> | null {
     this.lastUdpencap = 0;
-    const flows = this.flows_;
-    if (flows === null || flows.length === 0) return null;
+    const current = this.flows_;
+    if (current === null || current.length === 0) return null;
+    const flows = this.base;
     const key = info.key;
     const w = this.addr;
     loadAddressWords(key, w);
@@ -392,14 +502,14 @@ export class FlowIndex<T> {
     const ping = promiscuousPing && isPromiscuousPing(key, proto);
 
     let best = DIM_DST;
+    let bestTotal = flows.length;
     if (this.walkAllStart >= 0) {
       this.listStart[DIM_DST * MAX_LISTS] = this.walkAllStart;
       this.listEnd[DIM_DST * MAX_LISTS] = this.walkAllStart + flows.length;
       this.listCount[DIM_DST] = 1;
     } else {
       // The cheapest dimension first; stop narrowing once a handful is left.
-      let bestTotal = this.gatherCidr(DIM_DST, TAG_DST, ANY_DST, this.dstLens, this.dstMasks, 4);
-      if (bestTotal === 0) return null;
+      bestTotal = this.gatherCidr(DIM_DST, TAG_DST, ANY_DST, this.dstLens, this.dstMasks, 4);
       if (bestTotal > 4 && !ping) {
         const t = this.gatherPort(protoClass(proto), dport);
         if (t < bestTotal) {
@@ -415,15 +525,16 @@ export class FlowIndex<T> {
 
     const pool = this.pool;
     const hidden = this.hidden;
+    const removed = this.removed;
     let win = flows.length;
     let nHidden = 0;
-    const lists = this.listCount[best];
+    const lists = bestTotal === 0 ? 0 : this.listCount[best];
     for (let j = best * MAX_LISTS, jEnd = j + lists; j < jEnd; j++) {
       for (let t = this.listStart[j], tEnd = this.listEnd[j]; t < tEnd; t++) {
         const pos = pool[t];
         if (pos >= win) break;
         const f = flows[pos];
-        if (!flowContains(f, w, proto, sport, dport, ping, info, pkt)) continue;
+        if (removed[pos] !== 0 || !flowContains(f, w, proto, sport, dport, ping, info, pkt)) continue;
         if (f.target !== null) {
           win = pos;
           break;
@@ -431,21 +542,52 @@ export class FlowIndex<T> {
         hidden[nHidden++] = pos;
       }
     }
-    let lastHidden = -1;
+    // Flows added since the build, in rank order, up to the base's winner.
+    const overlay = this.overlay;
+    const overlayRank = this.overlayRank;
+    const overlayHidden = this.overlayHidden;
+    let winRank = win < flows.length ? win : Infinity;
+    let overlayWin = -1;
+    let nOverlayHidden = 0;
+    for (let i = 0; i < overlay.length; i++) {
+      const rank = overlayRank[i];
+      if (rank >= winRank) break;
+      const f = overlay[i];
+      if (!flowContains(f, w, proto, sport, dport, ping, info, pkt)) continue;
+      if (f.target !== null) {
+        overlayWin = i;
+        winRank = rank;
+        break;
+      }
+      overlayHidden[nOverlayHidden++] = i;
+    }
+    let lastHidden: Flow<T> | null = null;
+    let lastHiddenRank = -Infinity;
     for (let h = 0; h < nHidden; h++) {
       const pos = hidden[h];
-      if (pos < win) {
+      if (pos < winRank) {
         flows[pos].matches++;
-        if (pos > lastHidden) lastHidden = pos;
+        if (pos > lastHiddenRank) {
+          lastHiddenRank = pos;
+          lastHidden = flows[pos];
+        }
       }
     }
-    if (win < flows.length) {
-      const f = flows[win];
-      f.matches++;
-      if (!ping) this.lastUdpencap = f.udpencap;
-      return f;
+    for (let h = 0; h < nOverlayHidden; h++) {
+      const i = overlayHidden[h];
+      overlay[i].matches++;
+      if (overlayRank[i] > lastHiddenRank) {
+        lastHiddenRank = overlayRank[i];
+        lastHidden = overlay[i];
+      }
     }
-    if (!ping && lastHidden >= 0) this.lastUdpencap = flows[lastHidden].udpencap;
+    const winner = overlayWin >= 0 ? overlay[overlayWin] : win < flows.length ? flows[win] : null;
+    if (winner !== null) {
+      winner.matches++;
+      if (!ping) this.lastUdpencap = winner.udpencap;
+      return winner;
+    }
+    if (!ping && lastHidden !== null) this.lastUdpencap = lastHidden.udpencap;
     return null;
   }
 

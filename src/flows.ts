@@ -69,11 +69,13 @@ export class FlowSet<T> {
   lastUdpencap = 0;
 
   private readonly targetName: ((target: T) => string) | undefined;
-  /** In priority order; lookup() walks it. Replaced or re-sorted on every change. */
+  /** In priority order; lookup() walks it. Replaced (never modified) on every change. */
   private list_: Flow<T>[] = [];
   /** The packet's addresses as big-endian int32 words: src 0-3, dst 4-7. */
   private readonly addr = new Int32Array(8);
-  /** Over list_ once built for it (see FlowIndex.update()); lookup() walks linearly until then. */
+  /** list_'s flows by name. */
+  private readonly byName = new Map<string, Flow<T>>();
+  /** Follows list_ (see FlowIndex.change()); lookup() walks linearly while it does not. */
   private readonly index = new FlowIndex<T>();
 
   constructor(options: FlowSetOptions<T> = {}) {
@@ -93,7 +95,7 @@ export class FlowSet<T> {
 
   /** The flow called `name`, if any. */
   get(name: string): Flow<T> | undefined {
-    return this.list_.find((f) => f.name === name);
+    return this.byName.get(name);
   }
 
   /**
@@ -117,12 +119,15 @@ export class FlowSet<T> {
    * '#' flow goes too), or null when there is none.
    */
   delete(name: string): Flow<T> | null {
-    const i = this.list_.findIndex((f) => f.name === name);
-    if (i < 0) return null;
-    const f = this.list_[i];
+    const f = this.byName.get(name);
+    if (f === undefined) return null;
+    const prev = this.list_;
     // A new array rather than splice: a caller iterating `flows` keeps a consistent view.
-    this.list_ = this.list_.filter((_, k) => k !== i);
-    this.index.update(this.list_);
+    const i = prev.indexOf(f);
+    const next = prev.slice(0, i).concat(prev.slice(i + 1));
+    this.list_ = next;
+    this.byName.delete(name);
+    this.index.change(prev, next, f, null, -1);
     return f;
   }
 
@@ -308,15 +313,36 @@ export class FlowSet<T> {
     return `[\n${this.list_.map((f) => `  ${jsonString(f.name)}`).join(',\n')}\n]\n`;
   }
 
-  /** Adds or replaces (in place) and re-sorts; Array.prototype.sort is stable like glibc's qsort. */
+  /**
+   * Adds or replaces, where nfqlb's append (or replace in place) and stable
+   * re-sort puts it: after every flow of higher or equal priority for a new
+   * flow; for a replaced one, among the flows of its new priority where its
+   * old position falls (in place when the priority stays). A binary search
+   * and a copy, no sort.
+   */
   private insert(f: Flow<T>): void {
-    const next = this.list_.slice();
-    const i = next.findIndex((g) => g.name === f.name);
-    if (i >= 0) next[i] = f;
-    else next.push(f);
-    next.sort((a, b) => b.priority - a.priority);
+    const prev = this.list_;
+    const old = this.byName.get(f.name) ?? null;
+    const i = old === null ? -1 : prev.indexOf(old);
+    // Copies made by slice/concat (memcpy speed, ~20 µs at 10,000 flows).
+    const rest = i < 0 ? prev : prev.slice(0, i).concat(prev.slice(i + 1));
+    const p = f.priority;
+    const firstBelow = (strict: boolean): number => {
+      let lo = 0;
+      let hi = rest.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (strict ? rest[mid].priority < p : rest[mid].priority <= p) hi = mid;
+        else lo = mid + 1;
+      }
+      return lo;
+    };
+    const blockEnd = firstBelow(true);
+    const at = i < 0 ? blockEnd : Math.min(Math.max(i, firstBelow(false)), blockEnd);
+    const next = rest.slice(0, at).concat([f], rest.slice(at));
     this.list_ = next;
-    this.index.update(next);
+    this.byName.set(f.name, f);
+    this.index.change(prev, next, old, f, at);
   }
 
   /**

@@ -255,6 +255,135 @@ describe('flow index = linear walk', () => {
   });
 });
 
+describe('changes one at a time (the index follows without rebuilding)', () => {
+  /** nfqlb's order, as FlowSet once made it: replace in place or append, then a stable sort by priority. */
+  function referenceInsert(ref: Array<{ name: string; priority: number }>, name: string, priority: number): void {
+    const i = ref.findIndex((r) => r.name === name);
+    if (i >= 0) ref[i] = { name, priority };
+    else ref.push({ name, priority });
+    ref.sort((a, b) => b.priority - a.priority);
+  }
+
+  test('random flow-sets and flow-deletes on sets above the synchronous limit: after every change, the order is nfqlb\'s and lookup() = the linear walk', async () => {
+    const rnd = prng(0x1dc4a9);
+    const info = new PacketInfo();
+    const linear = new Outcome();
+    const indexed = new Outcome();
+    const mismatches: string[] = [];
+    let followed = 0;
+    let withOverlay = 0;
+    let withRemoved = 0;
+    let steps = 0;
+    for (let round = 0; round < 3; round++) {
+      const names = SYNC_BUILD_MAX_FLOWS + 20 + int(rnd, 100);
+      const set = new FlowSet<Tgt>({ targetName: (t) => t.name, promiscuousPing: round === 1 });
+      const ref: Array<{ name: string; priority: number }> = [];
+      // Few priorities, so most inserts are ties; a rare far one.
+      const prios = [0, 1, 2, 2, 5, 100, -1, round === 2 ? 2 ** 31 : 7];
+      const index = (set as unknown as { index: FlowIndex<Tgt> }).index;
+      const internals = index as unknown as { overlay: unknown[]; removedCount: number };
+      for (let step = 0; step < 1200; step++) {
+        const name = `f${int(rnd, names)}`;
+        // Mostly sets until the set is big, then as many deletes as sets.
+        if (set.size > SYNC_BUILD_MAX_FLOWS && rnd() < 0.45) {
+          const had = set.get(name);
+          set.applyDelete(name, targets);
+          if (had !== undefined) {
+            ref.splice(ref.findIndex((r) => r.name === name), 1);
+            if (had.udpencap > 0) ref.splice(ref.findIndex((r) => r.name === `#${name}`), 1);
+          }
+        } else {
+          const encap = rnd() < 0.2;
+          const priority = pick(rnd, prios);
+          const reply = set.applySet(
+            {
+              name,
+              target: `t${int(rnd, 3)}`,
+              priority,
+              protocols: encap ? 'sctp' : randomProtocols(rnd),
+              dsts: randomCidrs(rnd),
+              srcs: rnd() < 0.8 ? undefined : randomCidrs(rnd),
+              dports: randomPorts(rnd),
+              udpencap: encap ? pick(rnd, [9899, 5000]) : 0,
+            },
+            targets,
+          );
+          if (reply === 'OK') {
+            if (encap) referenceInsert(ref, `#${name}`, set.get(`#${name}`)!.priority);
+            referenceInsert(ref, name, set.get(name)!.priority);
+          } else if (reply !== 'FAIL: Alter udpencap not allowed') {
+            throw new Error(`flow-set refused: ${reply}`);
+          }
+        }
+        steps++;
+        const flows = set.flows;
+        const order = flows.map((f) => f.name).join(' ');
+        const wantOrder = ref.map((r) => r.name).join(' ');
+        if (order !== wantOrder && mismatches.length < 5) mismatches.push(`round ${round} step ${step}: order ${order}\nwanted ${wantOrder}`);
+        if (index.flows === flows) {
+          followed++;
+          if (internals.overlay.length > 0) withOverlay++;
+          if (internals.removedCount > 0) withRemoved++;
+        }
+        for (let p = 0; p < 12; p++) {
+          const pkt = randomPacket(rnd);
+          const rc = classify(pkt, 0, pkt.length, 0, info);
+          linear.record(flows, () => set.lookupLinear(info, pkt), () => set.lastUdpencap);
+          indexed.record(flows, () => set.lookup(info, pkt), () => set.lastUdpencap);
+          if (!linear.equals(indexed, flows.length) && mismatches.length < 5) {
+            mismatches.push(`round ${round} step ${step} packet ${p} rc ${rc}: linear ${linear.text(flows.length)} index ${indexed.text(flows.length)}\npacket ${Buffer.from(pkt).toString('hex')}`);
+          }
+        }
+        // One change per event-loop turn, as the control server gets them.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    expect(mismatches).toEqual([]);
+    // The overlay and the removed marks must have been what lookup() used, most of the time.
+    expect(followed).toBeGreaterThan(steps * 0.9);
+    expect(withOverlay).toBeGreaterThan(steps / 4);
+    expect(withRemoved).toBeGreaterThan(steps / 4);
+  });
+
+  test('hidden udpencap flow in the base, winners and catch-alls in the overlay, promiscuous ping: as the linear walk', () => {
+    const s = new FlowSet<Tgt>({ targetName: (t) => t.name });
+    for (let i = 0; i < SYNC_BUILD_MAX_FLOWS; i++) s.applySet({ name: `fill${i}`, target: 't', priority: 3, dsts: `203.0.113.${i}/32` }, targets);
+    expect(s.applySet({ name: 'encap', target: 'a', priority: 3, protocols: 'sctp', dsts: '192.0.2.1/32', udpencap: 9899 }, targets)).toBe('OK');
+    const index = (s as unknown as { index: FlowIndex<Tgt> }).index;
+    index.settle();
+    const info = new PacketInfo();
+    const linear = new Outcome();
+    const indexed = new Outcome();
+    const check = (pkt: Uint8Array): string | null => {
+      classify(pkt, 0, pkt.length, 0, info);
+      const flows = s.flows;
+      expect(index.flows).toBe(flows);
+      linear.record(flows, () => s.lookupLinear(info, pkt), () => s.lastUdpencap);
+      indexed.record(flows, () => s.lookup(info, pkt), () => s.lastUdpencap);
+      expect(indexed.text(flows.length)).toBe(linear.text(flows.length));
+      return indexed.flow === null ? null : indexed.flow.name;
+    };
+    const encapPkt = ipv4('198.51.100.1', '192.0.2.1', IPPROTO_UDP, udp(5, 9899, sctp(1, 2)));
+    expect(check(encapPkt)).toBeNull();
+    // Above the hidden flow (an overlay winner): the hidden flow is not reached, not counted.
+    s.applySet({ name: 'top', target: 'b', priority: 5, dsts: '192.0.2.0/24' }, targets);
+    expect(check(encapPkt)).toBe('top');
+    // Below it, at the same priority (a tie after it) and lower: the hidden flow counts, the catch-all wins.
+    s.applyDelete('top', targets);
+    s.applySet({ name: 'tie', target: 'b', priority: 3, dsts: '192.0.2.0/24' }, targets);
+    s.applySet({ name: 'low', target: 'c', priority: 1 }, targets);
+    expect(check(encapPkt)).toBe('tie');
+    s.applyDelete('tie', targets);
+    expect(check(encapPkt)).toBe('low');
+    // The hidden flow itself re-defined (a new Flow in the overlay, the base one marked removed).
+    s.applySet({ name: 'encap', target: 'a', priority: 3, protocols: 'sctp', dsts: '192.0.2.0/30', udpencap: 9899 }, targets);
+    expect(check(encapPkt)).toBe('low');
+    s.promiscuousPing = true;
+    expect(check(ipv4('198.51.100.1', '192.0.2.1', IPPROTO_ICMP, icmpEcho(7)))).toBe('encap');
+    expect(check(ipv4('198.51.100.1', '203.0.113.7', IPPROTO_ICMP, icmpEcho(7)))).toBe('fill7');
+  });
+});
+
 describe('cases', () => {
   function set(defs: Array<Parameters<FlowSet<Tgt>['applySet']>[0]>, ping = false): FlowSet<Tgt> {
     const s = new FlowSet<Tgt>({ targetName: (t) => t.name, promiscuousPing: ping });
@@ -268,21 +397,30 @@ describe('cases', () => {
     return { flow: f === null ? null : f.name, udpencap: s.lastUdpencap };
   }
 
-  test('FlowSet.lookup uses the index once built; big sets are built after the current turn, linear meanwhile', async () => {
+  test('FlowSet.lookup uses the index at once after a change; many changes in one turn are built after it, linear meanwhile', async () => {
     const spy = jest.spyOn(FlowIndex.prototype, 'lookup');
     try {
       const s = new FlowSet<Tgt>({ targetName: (t) => t.name });
-      for (let i = 0; i <= SYNC_BUILD_MAX_FLOWS; i++) {
+      const add = (i: number): void => {
         s.applySet({ name: `f${i}`, target: 't', priority: -i, protocols: 'udp', dsts: `192.0.2.${i % 256}/32`, dports: `${1000 + i}` }, targets);
-      }
-      const last = SYNC_BUILD_MAX_FLOWS;
-      const pkt = ipv4('198.51.100.1', `192.0.2.${last % 256}`, IPPROTO_UDP, udp(5, 1000 + last));
+      };
+      for (let i = 0; i <= SYNC_BUILD_MAX_FLOWS; i++) add(i);
+      let last = SYNC_BUILD_MAX_FLOWS;
+      const pkt = (i: number): Uint8Array => ipv4('198.51.100.1', `192.0.2.${i % 256}`, IPPROTO_UDP, udp(5, 1000 + i));
       spy.mockClear();
-      expect(decide(s, pkt).flow).toBe(`f${last}`);
+      // The one flow beyond the synchronous build is in the index's overlay.
+      expect(decide(s, pkt(last)).flow).toBe(`f${last}`);
+      expect(spy).toHaveBeenCalledTimes(1);
+      // More changes than the overlay takes: the base is rebuilt after the turn.
+      for (let i = 0; i < 40; i++) add(++last);
+      spy.mockClear();
+      expect(decide(s, pkt(last)).flow).toBe(`f${last}`);
       expect(spy).not.toHaveBeenCalled();
       await new Promise((resolve) => setImmediate(resolve));
-      expect(decide(s, pkt).flow).toBe(`f${last}`);
+      expect(decide(s, pkt(last)).flow).toBe(`f${last}`);
       expect(spy).toHaveBeenCalledTimes(1);
+      for (let i = SYNC_BUILD_MAX_FLOWS + 1; i <= last; i++) s.applyDelete(`f${i}`, targets);
+      last = SYNC_BUILD_MAX_FLOWS;
       // A small set is indexed at once.
       s.applyDelete(`f${last}`, targets);
       for (let i = 1; i <= SYNC_BUILD_MAX_FLOWS; i++) s.applyDelete(`f${i}`, targets);
