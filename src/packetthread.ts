@@ -159,8 +159,9 @@ export function makeBatchHandler<T extends LookupTable>(
   const reasons = counters.reasons;
   const reasonCounts = pipeline.reasonCounts;
   const store = pipeline.fragmentStore;
+  const clock = pipeline.clock;
   return (batch: QueueBatch): void => {
-    const now = performance.now();
+    clock[0] = performance.now();
     const n = batch.count;
     const packets = batch.packets;
     const offsets = batch.offsets;
@@ -170,7 +171,7 @@ export function makeBatchHandler<T extends LookupTable>(
     let text = '';
     let acc = 0;
     for (let i = 0; i < n; i++) {
-      const fw = pipeline.decide(packets, offsets[i], lengths[i], now);
+      const fw = pipeline.decideNow(packets, offsets[i] | 0, lengths[i] | 0);
       if (fw >= 0) {
         verdicts[i] = fw;
         acc++;
