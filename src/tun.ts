@@ -82,6 +82,21 @@ export function openTun(name: string, mtu: number): TunDevice {
   return { name, fd, mtu: info.mtu };
 }
 
+/** EBADFD: libuv has no name for it, so errnoName would print "Unknown system error -77". */
+const EBADFD = 77;
+
+/**
+ * What a failed re-injection write to `name` with positive `errno` means, for
+ * the log line. EBADFD is what the kernel answers once the device was deleted
+ * under the daemon: the open file stays detached even when a device of the
+ * same name is created again, so only a restart brings re-injection back.
+ */
+export function tunWriteErrorText(name: string, errno: number): string {
+  if (errno === 0) return name;
+  if (errno === EBADFD) return `${name} (EBADFD: the device was deleted; create it again and restart the daemon)`;
+  return `${name} (${errnoName(-errno)})`;
+}
+
 /** Closes the device's file (idempotent). */
 export function closeTun(tun: TunDevice): void {
   if (tun.fd < 0) return;
