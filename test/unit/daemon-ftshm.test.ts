@@ -171,5 +171,8 @@ describe('flowlb/lb options for fragments, checked before anything is bound', ()
     const huge = await runInProcess(['lb', '--reassembler=999999999', '--metrics_address=off']);
     expect([huge.rc, huge.stdout]).toEqual([1, '']);
     expect(huge.stderr).toMatch(/^Invalid --reassembler=999999999: at most 16777216 hole descriptors/);
+    // The words the user typed, not atoi's 32-bit wrap of them (1215752191).
+    const wrapped = await runInProcess(['lb', '--reassembler=99999999999', '--metrics_address=off']);
+    expect(wrapped.stderr).toMatch(/^Invalid --reassembler=99999999999: at most 16777216 hole descriptors/);
   });
 });

@@ -124,9 +124,9 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   // nfqlb keeps copies of out-of-order fragments only when it can re-inject them (--tun); else ft_frag is 0.
   const tun = args.tun === undefined ? undefined : String(args.tun);
   const ftFrag = tun === undefined ? 0 : Math.max(0, int(args, 'ft_frag'));
-  if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${ftFrag}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
+  if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${String(args.ft_frag)}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
   const reassembler = int(args, 'reassembler');
-  if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${reassembler}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
+  if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${String(args.reassembler)}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
   const hashMode = int(args, 'hash_mode');
   let queues: number[];
   try {
