@@ -64,7 +64,6 @@ export function openTun(name: string, mtu: number): TunDevice {
   if (info.mtu < mtu) {
     throw new NfqlbError(`tun device ${name} has MTU ${info.mtu}, less than --mtu=${mtu}; raise it: ip link set ${name} mtu ${mtu}`, 'NFQLB_ERR_TUN');
   }
-  if (!info.up) throw new NfqlbError(`tun device ${name} is down; bring it up: ip link set ${name} up`, 'NFQLB_ERR_TUN');
   let fd: number;
   try {
     fd = native().tunOpen(name);
@@ -78,6 +77,11 @@ export function openTun(name: string, mtu: number): TunDevice {
     else if (e === 'ENODEV') why = `tun device ${name} does not exist; create it: ${advice}`;
     else why = `cannot open tun device ${name}: ${(err as Error).message}`;
     throw new NfqlbError(why, 'NFQLB_ERR_TUN', { cause: err });
+  }
+  // Checked after the open, so a veth or tap that is down is named as not a tun device first.
+  if (!info.up) {
+    native().tunClose(fd);
+    throw new NfqlbError(`tun device ${name} is down; bring it up: ip link set ${name} up`, 'NFQLB_ERR_TUN');
   }
   return { name, fd, mtu: info.mtu };
 }

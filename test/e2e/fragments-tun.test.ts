@@ -160,10 +160,15 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     setFlow();
   }
 
-  it('refuses a --tun device that does not exist, or whose MTU is below --mtu, with one line saying what to do', async () => {
+  it('refuses a --tun device that does not exist, is not a tun, is down, or whose MTU is below --mtu, with one line saying what to do', async () => {
     ipn(tb.lb, 'tuntap', 'add', 'nfqsmall0', 'mode', 'tun');
     ipn(tb.lb, 'link', 'set', 'nfqsmall0', 'mtu', '1280', 'up');
+    // A veth that is down: named as not a tun device, not told to come up (which would not help).
+    ipn(tb.lb, 'link', 'add', 'nfqveth0', 'type', 'veth', 'peer', 'name', 'nfqveth1');
+    ipn(tb.lb, 'tuntap', 'add', 'nfqdown0', 'mode', 'tun');
     for (const [dev, words] of [['nfqnone0', /tun device nfqnone0 does not exist; create it: ip tuntap add nfqnone0 mode tun; ip link set nfqnone0 mtu 1500 up/],
+      ['nfqveth0', /^nfqveth0 is not a tun device without multi_queue \(a tap, veth, \.\.\.\); create one: ip tuntap add nfqveth0 mode tun/],
+      ['nfqdown0', /^tun device nfqdown0 is down; bring it up: ip link set nfqdown0 up$/],
       ['nfqsmall0', /tun device nfqsmall0 has MTU 1280, less than --mtu=1500; raise it: ip link set nfqsmall0 mtu 1500/]] as const) {
       const r = tb.nfqlb(daemonArgs([`--tun=${dev}`]));
       expect(r.status).not.toBe(0);
