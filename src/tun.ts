@@ -71,7 +71,7 @@ export function openTun(name: string, mtu: number): TunDevice {
     const e = errnoOf(err);
     let why: string;
     if (e === 'EINVAL') why = `${name} is not a tun device without multi_queue (a tap, veth, ...); create one: ${advice}`;
-    else if (e === 'EBUSY') why = `tun device ${name} is in use by another process (one daemon per device); create another: ${advice}`;
+    else if (e === 'EBUSY') why = `tun device ${name} is in use by another process (one daemon per device); create another and give its name: ${tunSetupAdvice('NAME', mtu)}; --tun=NAME`;
     else if (e === 'EPERM' || e === 'EACCES') why = `opening tun device ${name} needs CAP_NET_ADMIN, or create it for this user: ip tuntap add ${name} mode tun user $(id -u)`;
     else if (e === 'ENOENT') why = `/dev/net/tun is missing; load the tun module (modprobe tun) or mount the device into the container`;
     else if (e === 'ENODEV') why = `tun device ${name} does not exist; create it: ${advice}`;

@@ -181,6 +181,18 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
   describe('with --tun (and --reassembler)', () => {
     beforeAll(() => startWith([`--tun=${TUN}`, '--reassembler=64']));
 
+    it('a second daemon on the same --tun device is refused before it binds anything, told to create another device', () => {
+      // Its own stats name and metrics port: the running daemon's must stay untouched; openTun comes before the queues.
+      const busyShm = `${ftShm}-busy`;
+      try {
+        const r = tb.nfqlb(['flowlb', '--queue=0:3', `--ft_shm=${busyShm}`, '--metrics_address=off', `--tun=${TUN}`]);
+        expect(r.status).not.toBe(0);
+        expect(r.stderr.trim()).toBe(`tun device ${TUN} is in use by another process (one daemon per device); create another and give its name: ip tuntap add NAME mode tun; ip link set NAME mtu 1500 up; --tun=NAME`);
+      } finally {
+        nsExec(tb.lb, 'rm', ['-f', `/dev/shm/${busyShm}`]);
+      }
+    });
+
     it.each([4, 6] as const)('IPv%s: datagrams of 3-10 fragments in order arrive whole at the target of their 5-tuple', async (family) => {
       const hits = decisions('fragment_hit');
       const ds = datagrams(family, 8);
