@@ -32,7 +32,7 @@ import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
-import { closeTun, openTun, type TunDevice } from './tun';
+import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { FragStatsWriter, type FragStats } from './fragstats';
@@ -534,7 +534,7 @@ export class Daemon {
       const n = store[FSTORE_WRITE_ERRORS] - this.seenTunErrors;
       this.seenTunErrors = store[FSTORE_WRITE_ERRORS];
       const e = this.lastTunErrno();
-      if (n > 0) this.failures.note('queue:tun_write', `${this.tun?.name ?? ''}${e === 0 ? '' : ` (${errnoName(-e)})`}`, n);
+      if (n > 0) this.failures.note('queue:tun_write', tunWriteErrorText(this.tun?.name ?? '', e), n);
     }
     for (let qi = 0; qi < this.queues.length; qi++) {
       const q = this.queues[qi];

@@ -126,10 +126,19 @@ export class FragStatsWriter {
     encodeFragStats(s, this.bytes);
     let fd: number | undefined;
     try {
-      fd = fs.openSync(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      // O_NOFOLLOW as shm_open: a symbolic link planted in the world-writable
+      // /dev/shm must not make the daemon write into the file it points at.
+      fd = fs.openSync(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
       fs.writeSync(fd, this.bytes, 0, FRAG_STATS_BYTES, 0);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ELOOP') {
+        throw new NfqlbError(
+          `cannot write the fragment statistics to shared memory '${this.name}': ${SHM_DIR}/${this.object} is a symbolic link; remove it, or give another name with --ft_shm`,
+          'NFQLB_ERR_SHM_OPEN',
+          { cause: e },
+        );
+      }
       throw new NfqlbError(
         `cannot write the fragment statistics to shared memory '${this.name}': ${e.message}; give another name with --ft_shm, or remove ${SHM_DIR}/${this.object}`,
         'NFQLB_ERR_SHM_OPEN',

@@ -188,13 +188,16 @@ export function openTable(name: string, writable = false): MaglevTable {
   const object = shmObjectName(name);
   let fd: number;
   try {
-    fd = fs.openSync(`${SHM_DIR}/${object}`, writable ? 'r+' : 'r');
+    // O_NOFOLLOW as shm_open: a symbolic link planted in /dev/shm must not map another file.
+    const c = fs.constants;
+    fd = fs.openSync(`${SHM_DIR}/${object}`, (writable ? c.O_RDWR : c.O_RDONLY) | c.O_NOFOLLOW);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
       throw new NfqlbError(`shared memory '${name}' does not exist; create it with \`nfqlb init --shm=${name}\``, 'NFQLB_ERR_SHM_MISSING', { cause: err });
     }
-    const advice = e.code === 'EACCES' ? ' (it belongs to another user: run as its owner, or chown/chmod it)' : '';
+    const advice = e.code === 'EACCES' ? ' (it belongs to another user: run as its owner, or chown/chmod it)'
+      : e.code === 'ELOOP' ? ` (${SHM_DIR}/${object} is a symbolic link: remove it)` : '';
     throw new NfqlbError(`cannot open shared memory '${name}'${advice}: ${e.message}`, 'NFQLB_ERR_SHM_OPEN', { cause: e });
   }
   try {

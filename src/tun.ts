@@ -64,7 +64,6 @@ export function openTun(name: string, mtu: number): TunDevice {
   if (info.mtu < mtu) {
     throw new NfqlbError(`tun device ${name} has MTU ${info.mtu}, less than --mtu=${mtu}; raise it: ip link set ${name} mtu ${mtu}`, 'NFQLB_ERR_TUN');
   }
-  if (!info.up) throw new NfqlbError(`tun device ${name} is down; bring it up: ip link set ${name} up`, 'NFQLB_ERR_TUN');
   let fd: number;
   try {
     fd = native().tunOpen(name);
@@ -72,14 +71,34 @@ export function openTun(name: string, mtu: number): TunDevice {
     const e = errnoOf(err);
     let why: string;
     if (e === 'EINVAL') why = `${name} is not a tun device without multi_queue (a tap, veth, ...); create one: ${advice}`;
-    else if (e === 'EBUSY') why = `tun device ${name} is in use by another process (one daemon per device); create another: ${advice}`;
+    else if (e === 'EBUSY') why = `tun device ${name} is in use by another process (one daemon per device); create another and give its name: ${tunSetupAdvice('NAME', mtu)}; --tun=NAME`;
     else if (e === 'EPERM' || e === 'EACCES') why = `opening tun device ${name} needs CAP_NET_ADMIN, or create it for this user: ip tuntap add ${name} mode tun user $(id -u)`;
     else if (e === 'ENOENT') why = `/dev/net/tun is missing; load the tun module (modprobe tun) or mount the device into the container`;
     else if (e === 'ENODEV') why = `tun device ${name} does not exist; create it: ${advice}`;
     else why = `cannot open tun device ${name}: ${(err as Error).message}`;
     throw new NfqlbError(why, 'NFQLB_ERR_TUN', { cause: err });
   }
+  // Checked after the open, so a veth or tap that is down is named as not a tun device first.
+  if (!info.up) {
+    native().tunClose(fd);
+    throw new NfqlbError(`tun device ${name} is down; bring it up: ip link set ${name} up`, 'NFQLB_ERR_TUN');
+  }
   return { name, fd, mtu: info.mtu };
+}
+
+/** EBADFD: libuv has no name for it, so errnoName would print "Unknown system error -77". */
+const EBADFD = 77;
+
+/**
+ * What a failed re-injection write to `name` with positive `errno` means, for
+ * the log line. EBADFD is what the kernel answers once the device was deleted
+ * under the daemon: the open file stays detached even when a device of the
+ * same name is created again, so only a restart brings re-injection back.
+ */
+export function tunWriteErrorText(name: string, errno: number): string {
+  if (errno === 0) return name;
+  if (errno === EBADFD) return `${name} (EBADFD: the device was deleted; create it again and restart the daemon)`;
+  return `${name} (${errnoName(-errno)})`;
 }
 
 /** Closes the device's file (idempotent). */

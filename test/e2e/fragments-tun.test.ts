@@ -160,10 +160,15 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     setFlow();
   }
 
-  it('refuses a --tun device that does not exist, or whose MTU is below --mtu, with one line saying what to do', async () => {
+  it('refuses a --tun device that does not exist, is not a tun, is down, or whose MTU is below --mtu, with one line saying what to do', async () => {
     ipn(tb.lb, 'tuntap', 'add', 'nfqsmall0', 'mode', 'tun');
     ipn(tb.lb, 'link', 'set', 'nfqsmall0', 'mtu', '1280', 'up');
+    // A veth that is down: named as not a tun device, not told to come up (which would not help).
+    ipn(tb.lb, 'link', 'add', 'nfqveth0', 'type', 'veth', 'peer', 'name', 'nfqveth1');
+    ipn(tb.lb, 'tuntap', 'add', 'nfqdown0', 'mode', 'tun');
     for (const [dev, words] of [['nfqnone0', /tun device nfqnone0 does not exist; create it: ip tuntap add nfqnone0 mode tun; ip link set nfqnone0 mtu 1500 up/],
+      ['nfqveth0', /^nfqveth0 is not a tun device without multi_queue \(a tap, veth, \.\.\.\); create one: ip tuntap add nfqveth0 mode tun/],
+      ['nfqdown0', /^tun device nfqdown0 is down; bring it up: ip link set nfqdown0 up$/],
       ['nfqsmall0', /tun device nfqsmall0 has MTU 1280, less than --mtu=1500; raise it: ip link set nfqsmall0 mtu 1500/]] as const) {
       const r = tb.nfqlb(daemonArgs([`--tun=${dev}`]));
       expect(r.status).not.toBe(0);
@@ -175,6 +180,18 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
 
   describe('with --tun (and --reassembler)', () => {
     beforeAll(() => startWith([`--tun=${TUN}`, '--reassembler=64']));
+
+    it('a second daemon on the same --tun device is refused before it binds anything, told to create another device', () => {
+      // Its own stats name and metrics port: the running daemon's must stay untouched; openTun comes before the queues.
+      const busyShm = `${ftShm}-busy`;
+      try {
+        const r = tb.nfqlb(['flowlb', '--queue=0:3', `--ft_shm=${busyShm}`, '--metrics_address=off', `--tun=${TUN}`]);
+        expect(r.status).not.toBe(0);
+        expect(r.stderr.trim()).toBe(`tun device ${TUN} is in use by another process (one daemon per device); create another and give its name: ip tuntap add NAME mode tun; ip link set NAME mtu 1500 up; --tun=NAME`);
+      } finally {
+        nsExec(tb.lb, 'rm', ['-f', `/dev/shm/${busyShm}`]);
+      }
+    });
 
     it.each([4, 6] as const)('IPv%s: datagrams of 3-10 fragments in order arrive whole at the target of their 5-tuple', async (family) => {
       const hits = decisions('fragment_hit');

@@ -141,6 +141,15 @@ describe('tables in /dev/shm', () => {
     expect(() => openTable(shmName('cut'), true)).toThrow(/200 bytes.*truncated/);
   });
 
+  it('openTable: a symbolic link in /dev/shm is refused (as shm_open, O_NOFOLLOW), and the file it points at is not mapped', () => {
+    const bin = fs.readFileSync(referencePath('shm', 'tshm-f.bin'));
+    fs.writeFileSync(devShm('real'), bin);
+    fs.symlinkSync(devShm('real'), devShm('link'));
+    expect(codeOf(() => openTable(shmName('link'), true))).toBe('NFQLB_ERR_SHM_OPEN');
+    expect(() => openTable(shmName('link'))).toThrow(/is a symbolic link: remove it/);
+    expect(fs.readFileSync(devShm('real')).equals(bin)).toBe(true);
+  });
+
   it('closeTable unmaps: the view is empty and fwmarkOf gives -1', () => {
     const t = createTable(shmName('close'), 31, 3, 0);
     t.activate([9]);

@@ -7,7 +7,7 @@
  */
 import { NfqlbError } from '../../src/errors';
 import { native } from '../../src/native';
-import { openTun, tunSetupAdvice } from '../../src/tun';
+import { openTun, tunSetupAdvice, tunWriteErrorText } from '../../src/tun';
 
 const MISSING = `nfqx${process.pid % 100000}`;
 
@@ -43,6 +43,12 @@ describe('tun bindings', () => {
     expect(e.message).toBe(`tun device ${MISSING} does not exist; create it: ${tunSetupAdvice(MISSING, 1500)}`);
     expect(thrown(() => openTun('lo', 1 << 20)).message).toMatch(/^tun device lo has MTU \d+, less than --mtu=1048576; raise it: ip link set lo mtu 1048576$/);
     expect(thrown(() => openTun('a/b', 1500)).message).toMatch(/^--tun=a\/b is not a device name/);
+  });
+
+  it('a failed write is named in the log line; EBADFD (device deleted under the daemon) says to restart', () => {
+    expect(tunWriteErrorText('nfqlb0', 0)).toBe('nfqlb0');
+    expect(tunWriteErrorText('nfqlb0', 5)).toBe('nfqlb0 (EIO)');
+    expect(tunWriteErrorText('nfqlb0', 77)).toBe('nfqlb0 (EBADFD: the device was deleted; create it again and restart the daemon)');
   });
 
   it('tunWriteBatch counts what it wrote and leaves the errno of a failure; bad arguments are a TypeError', () => {

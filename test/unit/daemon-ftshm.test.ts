@@ -171,5 +171,18 @@ describe('flowlb/lb options for fragments, checked before anything is bound', ()
     const huge = await runInProcess(['lb', '--reassembler=999999999', '--metrics_address=off']);
     expect([huge.rc, huge.stdout]).toEqual([1, '']);
     expect(huge.stderr).toMatch(/^Invalid --reassembler=999999999: at most 16777216 hole descriptors/);
+    // The words the user typed, not atoi's 32-bit wrap of them (1215752191).
+    const wrapped = await runInProcess(['lb', '--reassembler=99999999999', '--metrics_address=off']);
+    expect(wrapped.stderr).toMatch(/^Invalid --reassembler=99999999999: at most 16777216 hole descriptors/);
+    // Each packet thread has its own store: 400000 × 1500 bytes is 0.56 GiB once, 2.2 GiB in 4 threads.
+    // A private --ft_shm: the --workers=1 start goes as far as writing it before the missing tun stops it.
+    const ftShm = nextName();
+    made.push(ftShm);
+    const frag = ['flowlb', '--tun=nfqnone0', '--ft_frag=400000', '--queue=0:3', '--metrics_address=off', `--ft_shm=${ftShm}`];
+    const four = await runInProcess([...frag, '--workers=4']);
+    expect([four.rc, four.stdout]).toEqual([1, '']);
+    expect(four.stderr).toMatch(/^Invalid --ft_frag=400000: 400000 copies of --mtu=1500 bytes in each of 4 packet threads exceed 1 GiB\n$/);
+    const one = await runInProcess([...frag, '--workers=1']);
+    expect(one.stderr).toMatch(/^tun device nfqnone0 does not exist/);
   });
 });

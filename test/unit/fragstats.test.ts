@@ -173,6 +173,15 @@ describeUnless(noShm ?? originalUnavailable())('`nfqlb stats` against the origin
     expect(await runInProcess(['stats', `--ft_shm=${name}`])).toEqual({ rc: 0, stdout: theirs.stdout, stderr: '' });
   });
 
+  it('FragStatsWriter does not follow a symbolic link planted under the --ft_shm name (shm_open in nfqlb refuses it: O_NOFOLLOW)', () => {
+    const victim = shmFile(Buffer.from('not the daemon\'s file, must stay as it is'));
+    const link = `${PREFIX}-link-${++seq}`;
+    fs.symlinkSync(`/dev/shm/${victim}`, `/dev/shm/${link}`);
+    written.push(link);
+    expect(() => new FragStatsWriter(link).write(decodeFragStats(DISTINCT))).toThrow(/is a symbolic link; remove it/);
+    expect(fs.readFileSync(`/dev/shm/${victim}`, 'latin1')).toBe('not the daemon\'s file, must stay as it is');
+  });
+
   it('a missing object: the same words and exit code', async () => {
     const name = `${PREFIX}-missing`;
     const theirs = original(['stats', `--ft_shm=${name}`]);

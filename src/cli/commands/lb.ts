@@ -124,15 +124,21 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
   // nfqlb keeps copies of out-of-order fragments only when it can re-inject them (--tun); else ft_frag is 0.
   const tun = args.tun === undefined ? undefined : String(args.tun);
   const ftFrag = tun === undefined ? 0 : Math.max(0, int(args, 'ft_frag'));
-  if (ftFrag * mtu > 1 << 30) throw new UsageError(`Invalid --ft_frag=${ftFrag}: ${ftFrag} copies of --mtu=${mtu} bytes exceed 1 GiB`);
   const reassembler = int(args, 'reassembler');
-  if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${reassembler}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
+  if (reassembler > MAX_REASSEMBLER) throw new UsageError(`Invalid --reassembler=${String(args.reassembler)}: at most ${MAX_REASSEMBLER} hole descriptors (a few per datagram in flight are enough)`);
   const hashMode = int(args, 'hash_mode');
   let queues: number[];
   try {
     queues = parseQueues(String(args.queue));
   } catch (err) {
     throw new UsageError((err as Error).message, 1, 'NFQLB_ERR_USAGE', { cause: err });
+  }
+  const workers = workerCount(args.workers === undefined ? undefined : String(args.workers), queues.length);
+  // Every packet thread has a store of its own, so the bound is on all of them together.
+  const stores = Math.max(1, Math.min(workers, queues.length));
+  if (ftFrag * mtu * stores > 1 << 30) {
+    const each = stores > 1 ? ` in each of ${stores} packet threads` : '';
+    throw new UsageError(`Invalid --ft_frag=${String(args.ft_frag)}: ${ftFrag} copies of --mtu=${mtu} bytes${each} exceed 1 GiB`);
   }
   const rcvbuf = args.rcvbuf === undefined ? undefined : positiveInt(args, 'rcvbuf', 4096, 1 << 30);
   return {
@@ -168,7 +174,7 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     flowsFile: args.flows_file === undefined || args.flows_file === '' ? undefined : String(args.flows_file),
     tun,
     ftShm: ftShmName(String(args.ft_shm)),
-    workers: workerCount(args.workers === undefined ? undefined : String(args.workers), queues.length),
+    workers,
   };
 }
 
