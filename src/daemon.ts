@@ -373,6 +373,14 @@ export class Daemon {
       },
       'started',
     );
+    if (this.tun !== null && this.threads !== null) {
+      // Each packet thread keeps its own fragment table: a copy re-injected
+      // through the tun must come back on a queue of the thread that kept it.
+      this.log.notice(
+        { tun: this.tun.name, workers: this.threads.size },
+        're-injected fragments must reach the queue their datagram came in on (one --queue-balance rule for the VIPs, also for the tun device); otherwise run with --workers=1',
+      );
+    }
   }
 
   /**
