@@ -108,7 +108,8 @@ export function encodeFragStats(s: FragStats, out: Uint8Array = new Uint8Array(F
 
 /**
  * The daemon's side of `--ft_shm`: creates the object as nfqlb does
- * (O_RDWR|O_CREAT, mode 0600, not truncated) and rewrites its 72 bytes in
+ * (O_RDWR|O_CREAT, mode 0600; a file of another size is cut to 72 bytes, as
+ * nfqlb's ftruncate does) and rewrites its 72 bytes in
  * place on every write(). Each write opens the object again, so one that was
  * deleted meanwhile is created again rather than written into a lost inode.
  * Throws NfqlbError (NFQLB_ERR_SHM_NAME, NFQLB_ERR_SHM_OPEN with what to do)
@@ -129,6 +130,7 @@ export class FragStatsWriter {
       // O_NOFOLLOW as shm_open: a symbolic link planted in the world-writable
       // /dev/shm must not make the daemon write into the file it points at.
       fd = fs.openSync(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+      if (fs.fstatSync(fd).size !== FRAG_STATS_BYTES) fs.ftruncateSync(fd, FRAG_STATS_BYTES);
       fs.writeSync(fd, this.bytes, 0, FRAG_STATS_BYTES, 0);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;

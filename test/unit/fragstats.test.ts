@@ -173,6 +173,13 @@ describeUnless(noShm ?? originalUnavailable())('`nfqlb stats` against the origin
     expect(await runInProcess(['stats', `--ft_shm=${name}`])).toEqual({ rc: 0, stdout: theirs.stdout, stderr: '' });
   });
 
+  it('FragStatsWriter cuts an existing object of another size to the 72 bytes, as nfqlb does', () => {
+    const name = shmFile(new Uint8Array(1 << 20).fill(0xab));
+    new FragStatsWriter(name).write(decodeFragStats(DISTINCT));
+    expect(fs.statSync(`/dev/shm/${name}`).size).toBe(FRAG_STATS_BYTES);
+    expect(decodeFragStats(new Uint8Array(fs.readFileSync(`/dev/shm/${name}`)))).toEqual(decodeFragStats(DISTINCT));
+  });
+
   it('FragStatsWriter does not follow a symbolic link planted under the --ft_shm name (shm_open in nfqlb refuses it: O_NOFOLLOW)', () => {
     const victim = shmFile(Buffer.from('not the daemon\'s file, must stay as it is'));
     const link = `${PREFIX}-link-${++seq}`;
