@@ -401,6 +401,8 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
   const t0 = Date.now();
   const tag = NS_PREFIX.slice('nfqlbts-'.length).replace(/-$/, '');
   const prefix: Record<Impl, string> = { original: `dt-${tag}-O-`, ours: `dt-${tag}-T-` };
+  // Each daemon's fragment statistics under a name of its own, outside the compared tables (not the machine's ftshm).
+  const ftShm: Record<Impl, string> = { original: `dt-${tag}-ft-original`, ours: `dt-${tag}-ft-ours` };
   const workers = {} as Record<Impl, Worker>;
   const daemons = {} as Record<Impl, Partner>;
   const differences: Difference[] = [];
@@ -413,7 +415,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
       let ns: string | undefined;
       if (opts.withFlows) {
         ns = createNetns(`dt-${impl === 'ours' ? 'ts' : 'orig'}`);
-        daemons[impl] = await Partner.start(impl, ns, ['--queue=0:3'], { privateShm: false });
+        daemons[impl] = await Partner.start(impl, ns, ['--queue=0:3', `--ft_shm=${ftShm[impl]}`], { privateShm: false });
       }
       workers[impl] = new Worker(impl, ns);
     }
@@ -462,7 +464,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
           opts.log?.(`difftest: ${deaths[deaths.length - 1]}`);
           for (const other of IMPLS) {
             await daemons[other].stop();
-            daemons[other] = await Partner.start(other, daemons[other].ns, ['--queue=0:3'], { privateShm: false });
+            daemons[other] = await Partner.start(other, daemons[other].ns, ['--queue=0:3', `--ft_shm=${ftShm[other]}`], { privateShm: false });
           }
           break;
         }
@@ -473,6 +475,7 @@ export async function runDifftest(opts: DifftestOptions): Promise<DifftestResult
     for (const impl of IMPLS) await workers[impl]?.close();
     for (const impl of IMPLS) await daemons[impl]?.stop();
     for (const impl of IMPLS) for (const name of tablesOf(prefix[impl]).keys()) fs.rmSync(`/dev/shm/${prefix[impl]}${name}`, { force: true });
+    for (const impl of IMPLS) fs.rmSync(`/dev/shm/${ftShm[impl]}`, { force: true });
     await cleanupAll();
   }
   return { seed: opts.seed, commands: commands.length, flowCommands, tableChecks, differences, deaths, ms: Date.now() - t0 };
