@@ -44,7 +44,7 @@
  * The per-flow test and the compiled Flow come from flowmatch.ts, which
  * flows.ts uses too: the index and the linear walk share one test.
  */
-import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_PROTO, KEY_SPORT } from './hashkey';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, keyDport, keyProto, keySport } from './hashkey';
 import { CIDR_WORDS, flowContains, isPromiscuousPing, loadAddressWords, protoBit, type Flow } from './flowmatch';
 import type { PacketInfo } from './packet';
 
@@ -496,9 +496,9 @@ export class FlowIndex<T> {
     const key = info.key;
     const w = this.addr;
     loadAddressWords(key, w);
-    const proto = key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
-    const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
-    const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
+    const proto = keyProto(key);
+    const sport = keySport(key);
+    const dport = keyDport(key);
     const ping = promiscuousPing && isPromiscuousPing(key, proto);
 
     let best = DIM_DST;

@@ -22,7 +22,7 @@ import type { FlowCmd } from './flowfields';
 import { FlowIndex } from './flowindex';
 import { Flow, inCidrs, inRanges, isPromiscuousPing, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
 import { compileFlow, type FlowDefinition, matchText, portsText } from './flowparse';
-import { KEY_DPORT, KEY_PROTO, KEY_SPORT } from './hashkey';
+import { keyDport, keyProto, keySport } from './hashkey';
 import type { PacketInfo } from './packet';
 
 /** The hidden flow's name is '#' + at most this many characters (strncpy into MAX_CMD_LINE-2). */
@@ -268,9 +268,9 @@ export class FlowSet<T> {
     const key = info.key;
     const w = this.addr;
     loadAddressWords(key, w);
-    const proto = key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
-    const sport = (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
-    const dport = (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
+    const proto = keyProto(key);
+    const sport = keySport(key);
+    const dport = keyDport(key);
     const bit = protoBit(proto);
     const ping = this.promiscuousPing && isPromiscuousPing(key, proto);
     let udpencap = 0;

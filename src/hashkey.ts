@@ -17,6 +17,19 @@ export const KEY_SPORT = 36;
 export const KEY_DPORT = 38;
 export const KEY_ADDR_END = 32;
 
+/** The key's protocol (bytes 34-35, little-endian). */
+export function keyProto(key: Uint8Array): number {
+  return key[KEY_PROTO] | (key[KEY_PROTO + 1] << 8);
+}
+/** The key's source port (bytes 36-37, network order). */
+export function keySport(key: Uint8Array): number {
+  return (key[KEY_SPORT] << 8) | key[KEY_SPORT + 1];
+}
+/** The key's destination port (bytes 38-39, network order). */
+export function keyDport(key: Uint8Array): number {
+  return (key[KEY_DPORT] << 8) | key[KEY_DPORT + 1];
+}
+
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
