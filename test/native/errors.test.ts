@@ -9,22 +9,13 @@ import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/errors';
 import { ADDON_FILES, native } from '../../src/native';
 import { openTable, openTraceShm } from '../../src/shm';
+import { thrown } from '../helpers/thrown';
 
 const PREFIX = `nfqlbts-errs-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
 
 afterAll(() => {
   for (const f of fs.readdirSync('/dev/shm')) if (f.startsWith(PREFIX)) fs.rmSync(`/dev/shm/${f}`, { force: true, recursive: true });
 });
-
-function thrown(fn: () => unknown): NfqlbError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(NfqlbError);
-    return err as NfqlbError;
-  }
-  throw new Error('nothing was thrown');
-}
 
 describe('addon', () => {
   it('shm map of a missing name: NFQLB_ERR_SHM_OPEN, what failed and strerror, errno -2 named ENOENT', () => {

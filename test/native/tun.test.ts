@@ -5,21 +5,11 @@
  * counts its failures instead of throwing. Opening and writing a real tun
  * device happen in network namespaces, in test/e2e/fragments-tun.test.ts.
  */
-import { NfqlbError } from '../../src/errors';
+import { thrown } from '../helpers/thrown';
 import { native } from '../../src/native';
 import { openTun, tunSetupAdvice, tunWriteErrorText } from '../../src/tun';
 
 const MISSING = `nfqx${process.pid % 100000}`;
-
-function thrown(fn: () => unknown): NfqlbError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(NfqlbError);
-    return err as NfqlbError;
-  }
-  throw new Error('nothing was thrown');
-}
 
 describe('tun bindings', () => {
   it('netdevInfo reads a device, and names ENODEV for a missing one', () => {

@@ -13,6 +13,7 @@ import { parsePcap, readPcap, writePcap } from '../../src/pcap';
 import { bindFailure, defaultRcvbuf, PacketQueue, type PacketQueueOptions, type QueueProcEntry } from '../../src/queue';
 import { SocketError } from '../../src/sockets';
 import { runInProcess } from '../helpers/cli';
+import { thrownAsync as thrown } from '../helpers/thrown';
 
 const ROOT = path.join(__dirname, '..', '..');
 
@@ -113,16 +114,6 @@ describe('NfqlbError', () => {
 });
 
 /** What `fn` threw (synchronously or as a rejection). */
-async function thrown(fn: () => unknown): Promise<NfqlbError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(NfqlbError);
-    return err as NfqlbError;
-  }
-  throw new Error('nothing was thrown');
-}
-
 describe('an error from each layer: code, errno (a number), errnoName and cause', () => {
   const PREFIX = `nfqlbts-errs-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
 
