@@ -39,7 +39,7 @@
 import * as crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
-import { hashKey, hashKeyAddresses, KEY_LEN } from '../../src/hashkey';
+import { hashKey, hashKeyAddresses } from '../../src/hashkey';
 import { closeTable, openTable } from '../../src/shm';
 import {
   addAddress,
@@ -61,7 +61,7 @@ import {
   uniqueShmName,
   type QueueRule,
 } from '../../testbed/testbed';
-import { addrBytes, fragments, FrameSender, type Datagram } from '../helpers/fragsend-lbtier';
+import { fragments, FrameSender, udpKey, type Datagram } from '../helpers/fragsend-lbtier';
 import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 import { cli, Partner, type Impl } from '../interop/partners';
@@ -110,16 +110,6 @@ function markRoute(ns: string, mark: number, link: number, side: 1 | 2): void {
   addFwmarkRule(ns, mark, mark);
   addRoute(ns, VIP4, linkAddr(link, side, 4), mark);
   addRoute(ns, VIP6, linkAddr(link, side, 6), mark);
-}
-
-/** The 40-byte key of a UDP 5-tuple as nfqlb builds it (SPEC.md §4). */
-function udpKey(src: string, dst: string, sport: number, dport: number): Uint8Array {
-  const key = new Uint8Array(KEY_LEN);
-  const mapped = (a: string): number[] => (a.includes(':') ? addrBytes(a) : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addrBytes(a)]);
-  key.set(mapped(src), 0);
-  key.set(mapped(dst), 16);
-  key.set([17, 0, sport >> 8, sport & 0xff, dport >> 8, dport & 0xff], 34);
-  return key;
 }
 
 function fwmarkIn(shm: string, hash: number): number {

@@ -11,6 +11,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
+import { KEY_LEN } from '../../src/hashkey';
 import { spawnInNs } from '../../testbed/testbed';
 
 /** An address as 4 (IPv4) or 16 (IPv6) bytes. */
@@ -21,6 +22,16 @@ export function addrBytes(a: string): number[] {
   const t = tail === undefined || tail === '' ? [] : tail.split(':');
   const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t].map((g) => parseInt(g, 16));
   return groups.flatMap((g) => [g >> 8, g & 0xff]);
+}
+
+/** The 40-byte key of a UDP 5-tuple as nfqlb builds it (SPEC.md §4): what decides its target. */
+export function udpKey(src: string, dst: string, sport: number, dport: number): Uint8Array {
+  const key = new Uint8Array(KEY_LEN);
+  const mapped = (a: string): number[] => (a.includes(':') ? addrBytes(a) : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addrBytes(a)]);
+  key.set(mapped(src), 0);
+  key.set(mapped(dst), 16);
+  key.set([17, 0, sport >> 8, sport & 0xff, dport >> 8, dport & 0xff], 34);
+  return key;
 }
 
 /** Internet checksum (ones' complement sum of 16-bit words) of the concatenated parts. */

@@ -27,7 +27,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { hashKey, hashKeyAddresses, KEY_LEN } from '../../src/hashkey';
+import { hashKey, hashKeyAddresses } from '../../src/hashkey';
 import { closeTable, openTable } from '../../src/shm';
 import {
   addAddress,
@@ -44,7 +44,7 @@ import {
   sysctl,
   uniqueShmName,
 } from '../../testbed/testbed';
-import { addrBytes, fragments, FrameSender } from '../helpers/fragsend-lbtier';
+import { fragments, FrameSender, udpKey } from '../helpers/fragsend-lbtier';
 import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 import { cli, ORIGINAL, Partner, type Impl } from './partners';
@@ -158,18 +158,9 @@ function readNflog(file: string): Map<string, number> {
   return out;
 }
 
-function key5(src: string, dst: string, sport: number, dport: number): Uint8Array {
-  const key = new Uint8Array(KEY_LEN);
-  const mapped = (a: string): number[] => (a.includes(':') ? addrBytes(a) : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addrBytes(a)]);
-  key.set(mapped(src), 0);
-  key.set(mapped(dst), 16);
-  key.set([17, 0, sport >> 8, sport & 0xff, dport >> 8, dport & 0xff], 34);
-  return key;
-}
-
 /** The LB the tier table `t` gives `src` → VIP4 to. */
 function ownerOf(t: Snapshot, src: string): number {
-  return t.fwmarkOf(hashKeyAddresses(key5(src, VIP4, 0, 0)));
+  return t.fwmarkOf(hashKeyAddresses(udpKey(src, VIP4, 0, 0)));
 }
 
 /** A source address (198.51.100.100-249, apart from the phases' sources) that `ok` accepts. */
@@ -372,7 +363,7 @@ async function runDaemon(impl: Impl, mode: Mode, withOursOnlyPhases: boolean): P
 /** What a correct LB tier decides for `p`, given the tier and target tables of its phase (`firstChoice`: what first fragments got). */
 function expected(mode: Mode, p: Pkt, tier: Snapshot, targets: Snapshot, firstChoice: Map<string, number | 'drop'>): number | 'drop' {
   const vip = p.family === 4 ? VIP4 : VIP6;
-  const key = key5(p.src, vip, p.sport, p.dport);
+  const key = udpKey(p.src, vip, p.sport, p.dport);
   const dgram = p.label.replace(/:\d+$/, '');
   if (p.frag >= 0) {
     const fw = tier.fwmarkOf(hashKeyAddresses(key));
