@@ -49,7 +49,7 @@
  * BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..." instead of default and
  * meridio in --detail), BENCH_OUT (results directory), BENCH_WORKERS
  * (comparison: this project's variants, comma-separated, `default` = no
- * extra option, N = --workers=N; default "default,1"), BENCH_SWEEP (--sweep
+ * extra option, N = --workers=N; default "default,1,2"), BENCH_SWEEP (--sweep
  * groups; burst-defaults is the queue length / receive buffer / batch sweep
  * on the bursty 100k point).
  *
@@ -850,14 +850,14 @@ function threadGroups(threads) {
 /**
  * The variants of this project's daemon: each `--ours-args="..."` argument
  * of bench/run.js is one (an empty one is the defaults); without any,
- * BENCH_WORKERS (default "default,1") gives one variant per value: `default`
+ * BENCH_WORKERS (default "default,1,2") gives one variant per value: `default`
  * (no extra option) or N (`--workers=N`). A variant whose options the
  * daemon's `flowlb --help` does not list is skipped with one line.
  */
 function oursVariants() {
   const given = argv.filter((a) => a.startsWith('--ours-args=')).map((a) => a.slice('--ours-args='.length).trim().split(/\s+/).filter(Boolean));
   if (given.length > 0) return given;
-  return (process.env.BENCH_WORKERS ?? 'default,1')
+  return (process.env.BENCH_WORKERS ?? 'default,1,2')
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '')

@@ -557,6 +557,10 @@ void NfQueue::ReadRound() {
     }
     if (r == 0) break;
     got += static_cast<uint32_t>(r);
+    // Fewer than asked: the socket was empty a moment ago. Asking again
+    // would almost always cost a syscall that returns EAGAIN; the poll is
+    // level-triggered, so a packet that arrived since wakes us again.
+    if (static_cast<uint32_t>(r) < batchSize_ - (got - static_cast<uint32_t>(r))) break;
   }
   for (uint32_t i = 0; i < got && !closeRequested_ && !closed_; i++) {
     if (addrs_[i].nl_pid != 0) continue;  // only the kernel talks to this socket

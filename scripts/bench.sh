@@ -7,8 +7,8 @@
 # absent, ours only, said in one line) in one run, with steady pacing and
 # trafgen's bursts. NFQLB_BIN=/path/to/nfqlb puts another nfqlb-compatible
 # binary on "our" side; BENCH_QUICK=1 is a short run (about 4 min; the full
-# run about 20 min). This project's daemon runs in each variant of
-# BENCH_WORKERS (default "default,1": the defaults and --workers=1; a variant
+# run about 27 min). This project's daemon runs in each variant of
+# BENCH_WORKERS (default "default,1,2": the defaults, --workers=1 and 2; a variant
 # whose option the daemon lacks is skipped with one line) or of
 # --ours-args="--opt=v ..." (repeatable). Arguments go to bench/run.js
 # (--ours-args, --detail, --sweep, --profile, --queue-memory); see

@@ -159,11 +159,37 @@ export const BATCH_SIZE_BUCKETS: readonly number[] = Object.freeze([1, 2, 4, 8, 
  *   batch); NaN would poison `sum`, a negative one make it go down.
  * - `sum` is the total of the observed sizes, `count` the number of batches.
  *   All only grow.
+ * - The counts may live in memory another thread reads (a packet thread's
+ *   ThreadCounters): give the arrays to the constructor, and observe() writes
+ *   there directly instead of being copied after every batch.
  */
 export class BatchSizeHistogram {
-  readonly bucketCounts = new Float64Array(BATCH_SIZE_BUCKETS.length + 1);
-  sum = 0;
-  count = 0;
+  /** BATCH_SIZE_BUCKETS.length + 1 bucket counts. */
+  static readonly BUCKETS = BATCH_SIZE_BUCKETS.length + 1;
+
+  /** `totals` holds [sum, count]. */
+  constructor(
+    readonly bucketCounts: Float64Array = new Float64Array(BatchSizeHistogram.BUCKETS),
+    private readonly totals: Float64Array = new Float64Array(2),
+  ) {
+    if (bucketCounts.length !== BatchSizeHistogram.BUCKETS || totals.length !== 2) throw new RangeError(`a batch size histogram needs ${BatchSizeHistogram.BUCKETS} buckets and 2 totals`);
+  }
+
+  get sum(): number {
+    return this.totals[0];
+  }
+
+  set sum(v: number) {
+    this.totals[0] = v;
+  }
+
+  get count(): number {
+    return this.totals[1];
+  }
+
+  set count(v: number) {
+    this.totals[1] = v;
+  }
 
   observe(size: number): void {
     // Rounding up keeps `size <= le` true for the bucket chosen (2.5 goes to le=4).
@@ -173,8 +199,8 @@ export class BatchSizeHistogram {
     // on 32 bits and would wrap for huge sizes.
     const i = s > 1024 ? BATCH_SIZE_BUCKETS.length : s <= 1 ? 0 : 32 - Math.clz32(s - 1);
     this.bucketCounts[i]++;
-    this.sum += size;
-    this.count++;
+    this.totals[0] += size;
+    this.totals[1]++;
   }
 }
 

@@ -4,11 +4,11 @@
  * sent: `handleBatch` fills `batch.verdicts`, and the addon sends them all in
  * one message when it returns (see queue.ts).
  *
- * With `workers` < 2 all queues of `--queue=A:B` are served by this one event
+ * With `workers` 0 all queues of `--queue=A:B` are served by this one event
  * loop: decisions are a few hundred nanoseconds of JavaScript, and the kernel
  * work of forwarding an accepted packet happens inside the verdict send, so one
  * thread already keeps a core busy (numbers in docs/performance.md). With
- * `workers` ≥ 2 the queues are served by packet threads (packetthread.ts) and
+ * `workers` ≥ 1 the queues are served by packet threads (packetthread.ts) and
  * this thread keeps control, metrics, trace server, logs and the flows file;
  * every accepted flow change is answered only once every thread uses it.
  */
@@ -148,9 +148,9 @@ export interface DaemonOptions {
   /** --ft_shm: the shm the fragment statistics are written to, in nfqlb's layout (undefined: none). */
   ftShm?: string;
   /**
-   * --workers: packet threads. 0 or 1 (or left out): every queue on this
-   * event loop, as before threads existed. N ≥ 2: min(N, queues) threads,
-   * the queues split round robin.
+   * Packet threads (the CLI's --workers maps onto this, see workerCount()).
+   * 0 (or left out): every queue on this event loop, as before threads
+   * existed. N ≥ 1: min(N, queues) threads, the queues split round robin.
    */
   workers?: number;
 }
@@ -232,7 +232,7 @@ export class Daemon {
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
   private readonly fragmentStoreSum = new Float64Array(FSTORE_FIELDS);
-  /** The packet threads (workers ≥ 2), once started. */
+  /** The packet threads (workers ≥ 1), once started. */
   private threads: PacketThreads | null = null;
   /** Accepted flow changes not yet sent to the threads (before they start: their initial set). */
   private changes: FlowOp[] | null = null;
@@ -277,7 +277,7 @@ export class Daemon {
       fixedTarget: this.fixed,
       lbTier: this.tier,
     });
-    if ((options.workers ?? 0) >= 2) this.changes = [];
+    if ((options.workers ?? 0) >= 1) this.changes = [];
     this.accepted = new Float64Array(options.queues.length);
     this.dropped = new Float64Array(options.queues.length);
     this.failures = new RateLimitedLog((key, count, detail) => {
@@ -373,9 +373,10 @@ export class Daemon {
       },
       'started',
     );
-    if (this.tun !== null && this.threads !== null) {
+    if (this.tun !== null && this.threads !== null && this.threads.size > 1) {
       // Each packet thread keeps its own fragment table: a copy re-injected
-      // through the tun must come back on a queue of the thread that kept it.
+      // through the tun must come back on a queue of the thread that kept it
+      // (with one thread every queue is its own).
       this.log.notice(
         { tun: this.tun.name, workers: this.threads.size },
         're-injected fragments must reach the queue their datagram came in on (one --queue-balance rule for the VIPs, also for the tun device); otherwise run with --workers=1',
@@ -393,7 +394,7 @@ export class Daemon {
     const { fixedTarget: _f, lbTier: _t, fragmentStats: _s, fragmentStoreCounters: _c, ...pipeline } = o.pipeline;
     const initialOps = this.changes!.splice(0);
     this.threads = await PacketThreads.start(
-      Math.min(o.workers ?? 2, o.queues.length),
+      Math.min(o.workers ?? 1, o.queues.length),
       {
         mode: o.mode, queues: o.queues, qlength: o.qlength, mtu: o.mtu, batchSize: o.batchSize, failOpen: o.failOpen, rcvbuf: o.rcvbuf,
         promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tunFd: this.tunFd, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
@@ -701,7 +702,7 @@ export class Daemon {
   private batchHandler(qi: number): (batch: QueueBatch) => void {
     const busFaults = this.busFaults;
     const traceFlows = this.options.mode === 'flowlb' ? this.traceFlows : null;
-    const counters = { accepted: this.accepted, dropped: this.dropped, reasons: this.pipeline.reasonCounts, publishBatchSizes: () => {} };
+    const counters = { accepted: this.accepted, dropped: this.dropped };
     const sink: TraceSink = {
       perPacketMask: () => (this.tracer === null ? 0 : this.tracer.perPacketMask),
       send: (text) => this.tracer?.traceLines(text),

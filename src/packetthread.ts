@@ -70,7 +70,7 @@ export interface PacketThreadData {
   readonly failOpen: boolean;
   readonly rcvbuf?: number;
   readonly promiscuousPing: boolean;
-  readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'fragmentStats' | 'fragmentStoreCounters'>>;
+  readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'fragmentStats' | 'fragmentStoreCounters' | 'reasonCounts'>>;
   readonly tshm?: string;
   readonly lbshm?: string;
   /** The --tun device's fd (opened once by the main thread; fds are valid in every thread), -1: none. */
@@ -127,10 +127,6 @@ export interface BatchCounters {
   /** Packets accepted / dropped, by queue index. */
   readonly accepted: Float64Array;
   readonly dropped: Float64Array;
-  /** A copy of the pipeline's reasonCounts after each batch (nothing is copied when it is that array). */
-  readonly reasons: Float64Array;
-  /** Called after each batch with the handler's histogram (a packet thread copies it to shared memory). */
-  publishBatchSizes(h: BatchSizeHistogram): void;
 }
 
 /**
@@ -156,8 +152,6 @@ export function makeBatchHandler<T extends LookupTable>(
   const last = pipeline.last;
   const accepted = counters.accepted;
   const dropped = counters.dropped;
-  const reasons = counters.reasons;
-  const reasonCounts = pipeline.reasonCounts;
   const store = pipeline.fragmentStore;
   const clock = pipeline.clock;
   return (batch: QueueBatch): void => {
@@ -184,9 +178,7 @@ export function makeBatchHandler<T extends LookupTable>(
     if (store !== null && store.pendingCount > 0) flushReinjections(tunFd, store, tunErrno);
     accepted[qi] += acc;
     dropped[qi] += n - acc;
-    if (reasons !== reasonCounts) reasons.set(reasonCounts);
     batchSizes.observe(n);
-    counters.publishBatchSizes(batchSizes);
     if (text !== '') trace!.send(text);
     afterBatch();
   };
@@ -242,7 +234,7 @@ export class PacketThread {
   readonly pipeline: Pipeline<ServedTable>;
   readonly counters: ThreadCounters;
   readonly queues: { qi: number; queue: PacketQueue }[] = [];
-  readonly batchSizes = new BatchSizeHistogram();
+  readonly batchSizes: BatchSizeHistogram;
   /** The last generation of flows applied. */
   gen = 0;
   private readonly fixed: Target<ServedTable> | null = null;
@@ -261,6 +253,7 @@ export class PacketThread {
   ) {
     this.seenBusFaults = this.busFaults[0];
     this.counters = new ThreadCounters(data.queues.length, data.counters);
+    this.batchSizes = this.counters.batchSizeHistogram();
     this.flows = new FlowSet<Target<ServedTable>>({ targetName: (t) => t.name, promiscuousPing: data.promiscuousPing });
     if (data.mode === 'lb') {
       const name = data.tshm ?? 'nfqlb';
@@ -285,6 +278,7 @@ export class PacketThread {
       lbTier,
       fragmentStats: this.counters.fragmentStats,
       fragmentStoreCounters: this.counters.fragmentStore,
+      reasonCounts: this.counters.reasons,
     });
     for (const op of data.initialOps) this.apply(op);
   }

@@ -57,6 +57,8 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   fragmentTtlMs: number;
   /** Where the fragment table keeps its statistics (FRAG_STATS_FIELDS doubles, e.g. over a SharedArrayBuffer); private when absent. */
   fragmentStats?: Float64Array;
+  /** Where to count packets per REASON_* (REASON_NAMES.length); by default a private array. */
+  reasonCounts?: Float64Array;
   /** --reassembler: hole descriptors for reassembly bookkeeping (0: none). */
   reassemblerSize?: number;
   /**
@@ -117,7 +119,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   /** The time decideNow() decides at (monotonic ms). */
   readonly clock = new Float64Array(1);
   /** Packets per REASON_* since start (folded into metrics at scrape time). */
-  readonly reasonCounts = new Float64Array(REASON_NAMES.length);
+  readonly reasonCounts: Float64Array;
   private readonly opts: PipelineOptions<T>;
 
   constructor(
@@ -125,6 +127,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     options: Partial<PipelineOptions<T>> = {},
   ) {
     this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
+    this.reasonCounts = this.opts.reasonCounts ?? new Float64Array(REASON_NAMES.length);
+    if (this.reasonCounts.length !== REASON_NAMES.length) throw new RangeError(`reasonCounts needs ${REASON_NAMES.length} elements`);
     const capacity = Math.max(1, Math.floor(this.opts.fragmentCapacity));
     const hashSize = Math.min(capacity, Math.max(1, Math.floor(this.opts.fragmentHashSize ?? Math.ceil(capacity / 2))));
     const slots = Math.floor(this.opts.fragmentStoreSlots ?? 0);

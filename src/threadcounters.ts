@@ -39,7 +39,7 @@ export class ThreadCounters {
   /** Packets accepted / dropped, by queue index (daemon-wide, as DaemonOptions.queues). */
   readonly accepted: Float64Array;
   readonly dropped: Float64Array;
-  /** Packets by REASON_* (a copy of the thread's Pipeline.reasonCounts after each batch). */
+  /** Packets by REASON_*: the thread's Pipeline counts here (PipelineOptions.reasonCounts). */
   readonly reasons: Float64Array;
   /** Batch size histogram: bucket counts (not cumulative), then [sum, count]. */
   readonly batchBuckets: Float64Array;
@@ -85,11 +85,9 @@ export class ThreadCounters {
     this.tunErrno = take(1);
   }
 
-  /** Copies a histogram (per batch: a dozen stores, no allocation). */
-  publishBatchSizes(h: BatchSizeHistogram): void {
-    this.batchBuckets.set(h.bucketCounts);
-    this.batchTotals[0] = h.sum;
-    this.batchTotals[1] = h.count;
+  /** The thread's batch size histogram, counting straight into this shared memory. */
+  batchSizeHistogram(): BatchSizeHistogram {
+    return new BatchSizeHistogram(this.batchBuckets, this.batchTotals);
   }
 
   /** Stores the addon's stats of queue index `qi` (off the packet path: stats() allocates). */

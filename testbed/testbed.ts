@@ -379,7 +379,7 @@ export function nfqlbOk(args: string[], opts: { ns?: string; env?: NodeJS.Proces
 // one place: $NFQLB_TEST_WORKERS unset starts the daemon as it is (its own
 // default); `1` (or any N) adds `--workers=N` to every `flowlb`/`lb` that
 // DaemonProcess starts, unless the test passes --workers itself. jest.config.js
-// runs the traffic-path suites a second time with NFQLB_TEST_WORKERS=1.
+// runs the traffic-path suites again with NFQLB_TEST_WORKERS=1 and =2.
 
 /** Environment variable naming the worker mode of the daemons the tests start. */
 export const WORKERS_ENV = 'NFQLB_TEST_WORKERS';

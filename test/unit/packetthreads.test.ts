@@ -49,11 +49,15 @@ function recorder(): { ev: PacketThreadsEvents; traced: string[]; died: Error[];
 }
 
 describe('--workers', () => {
-  it('defaults to one thread per queue, at most the CPUs; 0..1024 as given; anything else is a usage error', () => {
-    expect(workerCount(undefined, 4, 2)).toBe(2);
+  it('defaults to one thread per queue, at most the CPUs less one and at least one; 0 and 1 are the single loop; 2..1024 as given; anything else is a usage error', () => {
+    expect(workerCount(undefined, 4, 2)).toBe(1);
+    expect(workerCount(undefined, 4, 1)).toBe(1);
     expect(workerCount(undefined, 1, 8)).toBe(1);
+    expect(workerCount(undefined, 4, 3)).toBe(2);
     expect(workerCount(undefined, 4, 16)).toBe(4);
     expect(workerCount('0', 4, 2)).toBe(0);
+    expect(workerCount('1', 4, 2)).toBe(0);
+    expect(workerCount('2', 4, 2)).toBe(2);
     expect(workerCount('3', 4, 2)).toBe(3);
     expect(() => workerCount('-1', 4, 2)).toThrow('Invalid --workers=-1: use a number from 0 to 1024');
     expect(() => workerCount('two', 4, 2)).toThrow('Invalid --workers=two');
@@ -80,13 +84,12 @@ describe('sumThreadCounters', () => {
     a.reasons[REASON_TARGET] = 5;
     b.reasons[REASON_TARGET] = 9;
     b.reasons[REASON_NO_FLOW] = 1;
-    const ha = new BatchSizeHistogram();
+    // A thread's histogram counts straight into its shared counters.
+    const ha = a.batchSizeHistogram();
     ha.observe(1);
     ha.observe(3);
-    a.publishBatchSizes(ha);
-    const hb = new BatchSizeHistogram();
+    const hb = b.batchSizeHistogram();
     hb.observe(64);
-    b.publishBatchSizes(hb);
     a.trace[0] = 4;
     const into = { accepted: new Float64Array(3).fill(99), dropped: new Float64Array(3), reasons: new Float64Array(REASON_NAMES.length), batchSizes: new BatchSizeHistogram(), traceDropped: 0 };
     sumThreadCounters([a, b], into);

@@ -42,22 +42,29 @@ const common: Record<string, Options> = {
   batch: ext(str('Most packets handled per receive', '64')),
   rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)')),
   metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS)),
-  workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available)')),
+  workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available less one, and at least one)')),
 };
 
 /**
- * --workers: a number 0..1024, or the default: one thread per queue up to the
- * CPUs the process may use, so each thread can have a core for its queues'
- * decisions and the kernel forwarding done in its verdict sends. Measured on
- * 2 shared cores with --queue=0:3 (bench --detail, BENCH_QUICK): 2 threads
- * delivered 0.92 of the generator's maximum where one loop delivered 0.71
- * (IPv4), at the cost of ~18 MiB RSS and more CPU per packet at low rates.
- * 0 and 1 both mean the single loop.
+ * The packet threads for --workers (DaemonOptions.workers; 0: the single
+ * loop). Given: a number 0..1024, where 0 and 1 both mean the single loop
+ * (kept for comparison) and N ≥ 2 means N threads. Left out: one thread per
+ * queue, up to the CPUs the process may use less one, and at least one.
+ *
+ * Why one CPU is left: a packet thread's cost per packet is mostly the kernel
+ * forwarding done inside its verdict send, plus a fixed cost per wake-up
+ * (epoll, the call into JavaScript, the receive). Threads woken for a share of
+ * the packets each pay that fixed cost on smaller batches: on 2 CPUs at 100k
+ * packets/s, two threads used 8.0 µs per packet, one thread 6.1 µs, nfqlb 7.6
+ * (docs/performance.md). The CPU left over is the main thread's (control,
+ * metrics, trace) and the softirq work of the traffic itself; one thread still
+ * delivers the bench's 200k packets/s point here.
  */
 export function workerCount(text: string | undefined, queues: number, cpus: number = availableParallelism()): number {
-  if (text === undefined) return Math.min(queues, cpus);
+  if (text === undefined) return Math.max(1, Math.min(queues, cpus - 1));
   if (!/^\d+$/.test(text) || Number(text) > 1024) throw new UsageError(`Invalid --workers=${text}: use a number from 0 to 1024`);
-  return Number(text);
+  const n = Number(text);
+  return n < 2 ? 0 : n;
 }
 
 /** nfqlb's option tables, in their order (which decides help lines and getopt's ambiguity messages). */
