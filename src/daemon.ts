@@ -19,7 +19,7 @@ import { bytesToText } from './control';
 import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
 import type { Logger } from './log';
-import { Pipeline, type PipelineOptions } from './pipeline';
+import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
@@ -272,12 +272,18 @@ export class Daemon {
         throw err;
       }
     }
+    const threaded = (options.workers ?? 0) >= 1;
+    // With packet threads every packet is decided in a thread and this
+    // pipeline only holds the sum of their reason counts: no fragment table,
+    // store or reassembler of its own (the threads' are summed instead).
+    const mainOnly = threaded ? { fragmentCapacity: 1, fragmentHashSize: 1, fragmentStoreSlots: 0, reassemblerSize: 0 } : {};
     this.pipeline = new Pipeline(options.mode === 'flowlb' ? this.flows : null, {
       ...options.pipeline,
+      ...mainOnly,
       fixedTarget: this.fixed,
       lbTier: this.tier,
     });
-    if ((options.workers ?? 0) >= 1) this.changes = [];
+    if (threaded) this.changes = [];
     this.accepted = new Float64Array(options.queues.length);
     this.dropped = new Float64Array(options.queues.length);
     this.failures = new RateLimitedLog((key, count, detail) => {
@@ -567,8 +573,8 @@ export class Daemon {
 
   /** The fragment store counters (FSTORE_*), summed over the packet threads' stores; null without a store (no --tun). */
   fragmentStoreCounters(): Float64Array | null {
-    if (this.pipeline.fragmentStore === null) return null;
-    if (this.threads === null) return this.pipeline.fragmentStore.counters;
+    if (this.threads === null) return this.pipeline.fragmentStore?.counters ?? null;
+    if (this.fragmentStoreSlots() === 0) return null;
     const sum = this.fragmentStoreSum.fill(0);
     for (const c of this.threads.counters) for (let i = 0; i < FSTORE_FIELDS; i++) sum[i] += c.fragmentStore[i];
     return sum;
@@ -583,15 +589,20 @@ export class Daemon {
 
   /** nfqlb's fragStats, summed over the fragment tables. */
   fragmentStats(): FragStats {
-    const ft = this.pipeline.fragments;
+    const ft = fragmentGeometry({ ...DEFAULT_PIPELINE_OPTIONS, ...this.options.pipeline });
     return fragStatsOf(sumFragmentStats(this.fragmentStatsArrays(), this.fragmentStatsSum), {
       size: ft.hashSize,
       bucketsMax: ft.extraBuckets,
       ttlMs: ft.ttlMs,
       mtu: this.options.mtu,
       // nfqlb's fragsMax: --ft_frag with --tun, else 0 (lb.ts sets no store then).
-      fragsMax: this.options.pipeline.fragmentStoreSlots ?? 0,
+      fragsMax: this.fragmentStoreSlots(),
     });
+  }
+
+  /** Copies one fragment store keeps (--ft_frag with --tun; each packet thread has a store of this size); 0: no store. */
+  private fragmentStoreSlots(): number {
+    return this.options.pipeline.fragmentStoreSlots ?? 0;
   }
 
   /**
@@ -683,11 +694,10 @@ export class Daemon {
       refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
       fragmentStore: () => {
-        const store = this.pipeline.fragmentStore;
         const c = this.fragmentStoreCounters();
-        if (store === null || c === null) return null;
+        if (c === null) return null;
         // slots is per store (--ft_frag; each packet thread has one), the counts are sums.
-        return { slots: store.slots, inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
+        return { slots: this.fragmentStoreSlots(), inUse: c[FSTORE_IN_USE], events: FSTORE_EVENT_NAMES.map((event, i) => ({ event, count: c[i] })) };
       },
       fragments: () => ({ ...this.fragmentStats(), reassemblerFull: this.fragmentStatsSum[FS_REASSEMBLER_FULL] }),
     };

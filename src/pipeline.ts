@@ -78,6 +78,21 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   lbTier?: { table: LookupTable; ownFwmark: number } | null;
 }
 
+/** A fragment table's shape as the options ask for it: what a Pipeline builds, and what nfqlb's stats report. */
+export interface FragmentGeometry {
+  /** Home slots of the hash (nfqlb's ft_size). */
+  hashSize: number;
+  /** Entries that take collisions (nfqlb's ft_buckets). */
+  extraBuckets: number;
+  ttlMs: number;
+}
+
+export function fragmentGeometry(options: Pick<PipelineOptions, 'fragmentCapacity' | 'fragmentHashSize' | 'fragmentTtlMs'>): FragmentGeometry {
+  const capacity = Math.max(1, Math.floor(options.fragmentCapacity));
+  const hashSize = Math.min(capacity, Math.max(1, Math.floor(options.fragmentHashSize ?? Math.ceil(capacity / 2))));
+  return { hashSize, extraBuckets: capacity - hashSize, ttlMs: options.fragmentTtlMs };
+}
+
 /** The details of the last decision. Reused; copy what you keep. */
 export class Decision<T extends LookupTable = LookupTable> {
   fwmark = -1;
@@ -129,15 +144,14 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
     this.reasonCounts = this.opts.reasonCounts ?? new Float64Array(REASON_NAMES.length);
     if (this.reasonCounts.length !== REASON_NAMES.length) throw new RangeError(`reasonCounts needs ${REASON_NAMES.length} elements`);
-    const capacity = Math.max(1, Math.floor(this.opts.fragmentCapacity));
-    const hashSize = Math.min(capacity, Math.max(1, Math.floor(this.opts.fragmentHashSize ?? Math.ceil(capacity / 2))));
+    const { hashSize, extraBuckets, ttlMs } = fragmentGeometry(this.opts);
     const slots = Math.floor(this.opts.fragmentStoreSlots ?? 0);
     this.fragmentStore = slots > 0 ? new FragmentStore(slots, this.opts.fragmentStoreSlotBytes ?? 1500, this.opts.fragmentStoreCounters) : null;
     this.fragments = new FragmentTable({
       store: this.fragmentStore,
       hashSize,
-      extraBuckets: capacity - hashSize,
-      ttlMs: this.opts.fragmentTtlMs,
+      extraBuckets,
+      ttlMs,
       seed: this.opts.fragmentSeed ?? 0,
       stats: this.opts.fragmentStats,
       reassemblerSize: this.opts.reassemblerSize ?? 0,

@@ -95,6 +95,14 @@ function unixListeners(name: string): string[] {
   return fs.readFileSync('/proc/net/unix', 'utf8').split('\n').filter((l) => l.endsWith(`@${name}`));
 }
 
+/** A daemon with the test options, started; `address` is its control socket. */
+async function startedDaemon(): Promise<{ daemon: Daemon; address: string }> {
+  const opts = options();
+  const daemon = new Daemon(opts, quietLog());
+  await daemon.start();
+  return { daemon, address: opts.flowAddress };
+}
+
 describe('a daemon with no queues', () => {
   it('binds only its control and trace sockets, and stop() releases both', async () => {
     const opts = options();
@@ -117,12 +125,7 @@ describe('requests that are refused or broken', () => {
   let daemon: Daemon;
   let address: string;
 
-  beforeAll(async () => {
-    const opts = options();
-    address = opts.flowAddress;
-    daemon = new Daemon(opts, quietLog());
-    await daemon.start();
-  });
+  beforeAll(async () => ({ daemon, address } = await startedDaemon()));
   afterAll(() => daemon.stop());
 
   it.each([
@@ -167,12 +170,7 @@ describeUnless(noTables)('flows set, listed and deleted over the socket', () => 
   let daemon: Daemon;
   let address: string;
 
-  beforeAll(async () => {
-    const opts = options();
-    address = opts.flowAddress;
-    daemon = new Daemon(opts, quietLog());
-    await daemon.start();
-  });
+  beforeAll(async () => ({ daemon, address } = await startedDaemon()));
   afterAll(() => daemon.stop());
 
   it('the reference scenario: every set is OK\\0, and list / list-names / list NAME are nfqlb 1.2.0 byte for byte', async () => {
@@ -221,12 +219,7 @@ describe('trace-flows over the socket', () => {
   let daemon: Daemon;
   let address: string;
 
-  beforeAll(async () => {
-    const opts = options();
-    address = opts.flowAddress;
-    daemon = new Daemon(opts, quietLog());
-    await daemon.start();
-  });
+  beforeAll(async () => ({ daemon, address } = await startedDaemon()));
   afterAll(() => daemon.stop());
 
   it('trace-set answers OK\\0 (nfqlb answers nothing), needs no table, and lists without a user_ref', async () => {
