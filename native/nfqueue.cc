@@ -6,7 +6,8 @@
 // they carry are copied into buffers shared with JavaScript, ONE JavaScript
 // callback `onBatch(count)` runs for the batch, and then the verdicts of the
 // whole batch go back to the kernel in ONE sendto (one NFQNL_MSG_VERDICT message
-// per packet, each with its own mark).
+// per packet, each with its own mark; one NFQNL_MSG_VERDICT_BATCH for a run of
+// consecutive packets with the same verdict and mark).
 //
 // Buffers shared with JavaScript are ordinary (V8-owned) ArrayBuffers created by
 // this constructor; the object keeps strong references to them and writes
@@ -74,6 +75,35 @@ constexpr int kAckTimeoutMs = 5000;
 // Room for every attribute type libnetfilter_queue may fill, whichever of its
 // header or the kernel's is newer.
 constexpr size_t kAttrSlots = NFQA_MAX + 32;
+
+// The three attributes of a queued packet the batch needs.
+struct PacketAttrs {
+  const struct nlattr* hdr = nullptr;
+  const struct nlattr* payload = nullptr;
+  const struct nlattr* capLen = nullptr;
+};
+
+// Finds them in one pass over the message. Per packet this replaces
+// nfq_nlmsg_parse, which clears a kAttrSlots table and validates every
+// attribute through a callback. As there, a malformed attribute ends the walk
+// and what came before it stays usable.
+void FindPacketAttrs(const struct nlmsghdr* nlh, PacketAttrs* out) {
+  const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct nfgenmsg));
+  if (nlh->nlmsg_len < start) return;
+  const char* p = reinterpret_cast<const char*>(nlh) + start;
+  const char* end = reinterpret_cast<const char*>(nlh) + nlh->nlmsg_len;
+  while (end - p >= static_cast<ptrdiff_t>(sizeof(struct nlattr))) {
+    const struct nlattr* a = reinterpret_cast<const struct nlattr*>(p);
+    if (a->nla_len < sizeof(struct nlattr) || a->nla_len > end - p) return;
+    switch (a->nla_type & NLA_TYPE_MASK) {
+      case NFQA_PACKET_HDR: out->hdr = a; break;
+      case NFQA_PAYLOAD: out->payload = a; break;
+      case NFQA_CAP_LEN: out->capLen = a; break;
+      default: break;
+    }
+    p += NLA_ALIGN(a->nla_len);
+  }
+}
 
 struct Stats {
   double batches = 0;
@@ -600,10 +630,9 @@ void NfQueue::ParseDatagram(const char* buf, size_t len) {
 }
 
 void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
-  struct nlattr* attr[kAttrSlots] = {};
-  nfq_nlmsg_parse(nlh, attr);  // a bad later attribute still leaves the header usable
-  if (attr[NFQA_PACKET_HDR] == nullptr ||
-      mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(struct nfqnl_msg_packet_hdr)) {
+  PacketAttrs attr;
+  FindPacketAttrs(nlh, &attr);  // a bad later attribute still leaves the header usable
+  if (attr.hdr == nullptr || mnl_attr_get_payload_len(attr.hdr) < sizeof(struct nfqnl_msg_packet_hdr)) {
     stats_.parseErrors++;  // no id: cannot be given a verdict
     return;
   }
@@ -611,18 +640,18 @@ void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
     Dispatch();
     if (closeRequested_ || closed_) return;
   }
-  const auto* ph = static_cast<const struct nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr[NFQA_PACKET_HDR]));
+  const auto* ph = static_cast<const struct nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr.hdr));
   const uint32_t i = count_++;
   uint32_t plen = 0;
-  if (attr[NFQA_PAYLOAD] != nullptr) {
-    plen = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+  if (attr.payload != nullptr) {
+    plen = mnl_attr_get_payload_len(attr.payload);
     uint32_t copy = plen < copyRange_ ? plen : copyRange_;
-    memcpy(packets_ + static_cast<size_t>(i) * copyRange_, mnl_attr_get_payload(attr[NFQA_PAYLOAD]), copy);
+    memcpy(packets_ + static_cast<size_t>(i) * copyRange_, mnl_attr_get_payload(attr.payload), copy);
     plen = copy;
   }
   uint32_t orig = plen;
-  if (attr[NFQA_CAP_LEN] != nullptr && mnl_attr_get_payload_len(attr[NFQA_CAP_LEN]) >= sizeof(uint32_t)) {
-    orig = ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN]));
+  if (attr.capLen != nullptr && mnl_attr_get_payload_len(attr.capLen) >= sizeof(uint32_t)) {
+    orig = ntohl(mnl_attr_get_u32(attr.capLen));
   }
   privateIds_[i] = ntohl(ph->packet_id);
   ids_[i] = privateIds_[i];
@@ -662,22 +691,36 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
   if (nl_ == nullptr) return;
   char* buf = verdictBuf_.data();
   size_t off = 0;
-  for (uint32_t i = 0; i < n; i++) {
+  for (uint32_t i = 0; i < n;) {
     const int32_t v = fromJs ? verdicts_[i] : defaultVerdict_;
-    struct nlmsghdr* nlh = nfq_nlmsg_put(buf + off, NFQNL_MSG_VERDICT, queueNum_);
-    const int id = static_cast<int>(privateIds_[i]);
+    // A run of packets with consecutive ids and the same verdict and mark (one
+    // 5-tuple, or one target) gets one NFQNL_MSG_VERDICT_BATCH: the kernel
+    // applies it to every packet of the queue with an id up to the run's last,
+    // so the kernel parses one message for the run instead of one per packet.
+    // The packets before the run had their verdicts in earlier messages of
+    // this send (handled in order) or of earlier batches; consecutive ids
+    // mean no packet the kernel queued in between was left out of the run.
+    uint32_t last = i;
+    while (last + 1 < n && (fromJs ? verdicts_[last + 1] : defaultVerdict_) == v &&
+           privateIds_[last + 1] == privateIds_[last] + 1) {
+      last++;
+    }
+    const uint32_t count = last - i + 1;
+    struct nlmsghdr* nlh = nfq_nlmsg_put(buf + off, count > 1 ? NFQNL_MSG_VERDICT_BATCH : NFQNL_MSG_VERDICT, queueNum_);
+    const int id = static_cast<int>(privateIds_[last]);
     if (v >= 0) {
       nfq_nlmsg_verdict_put(nlh, id, NF_ACCEPT);
       nfq_nlmsg_verdict_put_mark(nlh, static_cast<uint32_t>(v));
-      stats_.accepted++;
+      stats_.accepted += count;
     } else if (v == kVerdictAccept) {
       nfq_nlmsg_verdict_put(nlh, id, NF_ACCEPT);
-      stats_.accepted++;
+      stats_.accepted += count;
     } else {
       nfq_nlmsg_verdict_put(nlh, id, NF_DROP);
-      stats_.dropped++;
+      stats_.dropped += count;
     }
     off += nlh->nlmsg_len;
+    i = last + 1;
   }
   for (int attempt = 0; attempt < 3; attempt++) {
     if (mnl_socket_sendto(nl_, buf, off) >= 0) return;

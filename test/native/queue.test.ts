@@ -161,7 +161,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     addVethPair(sender, 'veth0', lb, 'veth1');
     addAddress(lb, 'veth1', '198.51.100.1/24');
     addAddress(lb, 'veth1', '2001:db8:1::1/64');
-    for (const vip of ['192.0.2.1/32', '192.0.2.2/32', '192.0.2.3/32', '192.0.2.4/32', '192.0.2.5/32', '192.0.2.6/32']) {
+    for (const vip of ['192.0.2.1/32', '192.0.2.2/32', '192.0.2.3/32', '192.0.2.4/32', '192.0.2.5/32', '192.0.2.6/32', '192.0.2.7/32']) {
       addAddress(lb, 'lo', vip);
     }
     addAddress(lb, 'lo', '2001:db8::1/128');
@@ -181,6 +181,8 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     installQueueRule(lb, '192.0.2.5', 5);
     installQueueRule(lb, '2001:db8::1', 6);
     installQueueRule(lb, '192.0.2.6', 7);
+    installQueueRule(lb, '192.0.2.7', 8);
+    for (const m of [102, 103, 104]) addMarkCounter(lb, '192.0.2.7', m);
     for (const m of [102, 103, 104]) addMarkCounter(lb, '192.0.2.1', m);
     for (const m of [105, 106]) addMarkCounter(lb, '192.0.2.2', m);
     addMarkCounter(lb, '192.0.2.4', 102);
@@ -246,6 +248,23 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
       `burst of 2000: ${got} queued, ${after.stats.batches - before.batches} batches, ` +
         `sizes ${JSON.stringify(delta(after.seen.batchSizes, st.seen.batchSizes))}, enobufs ${after.stats.enobufs}`,
     );
+  });
+
+  it('one batch of mixed verdicts: runs of one mark share a batch verdict, and every packet still gets its own verdict and mark', async () => {
+    await wL.ok('open', { key: 'q8', opts: { queueNum: 8, batchSize: 64 }, policy: { base: 100, dropPort: 7999, paused: true } });
+    await wL.ok('listen', { key: 'r8', addr: '192.0.2.7', port: 7000 });
+    await wL.ok('listen', { key: 'r8drop', addr: '192.0.2.7', port: 7999 });
+    // In queue order: 3 × mark 102, 1 × 103, 2 × 102, 1 dropped, 4 × 104, 1 dropped, 1 × 103.
+    const sends = [[2, 7000, 3], [3, 7000, 1], [2, 7000, 2], [4, 7999, 1], [4, 7000, 4], [2, 7999, 1], [3, 7000, 1]];
+    for (const [src, port, count] of sends) await wS.ok('send', { srcs: [SRC(src)], dst: '192.0.2.7', port, count });
+    await waitFor('13 waiting', () => procIn(lb).find((e) => e.queue === 8)?.waiting ?? 0, (w) => w === 13);
+    await wL.ok('resume', { key: 'q8' });
+    await received('r8', 11);
+    const st = await waitFor('13 verdicts', () => wL.ok('stats', { key: 'q8' }), (s) => s.stats.packets >= 13);
+    expect(st.stats).toMatchObject({ packets: 13, batches: 1, accepted: 11, dropped: 2, sendErrors: 0, verdictErrors: 0 });
+    expect([102, 103, 104].map((m) => markCount(lb, '192.0.2.7', m))).toEqual([5, 2, 4]);
+    expect((await wL.ok('received', { key: 'r8drop' })).count).toBe(0);
+    expect(procIn(lb).find((e) => e.queue === 8)?.waiting).toBe(0);
   });
 
   it('serves a --queue-balance range with one PacketQueue per queue', async () => {
