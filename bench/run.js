@@ -1448,7 +1448,7 @@ async function profileMode(bed, impl) {
     if (OURS) {
       // The JS profile: the same daemon under node --cpu-prof.
       const profDir = path.join(dir, 'cpuprof');
-      const child = tb.spawnInNs(bed.lb, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, path.join(ROOT, 'bin', 'nfqlb'), 'flowlb', '--queue=0:3'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = tb.spawnInNs(bed.lb, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, path.join(ROOT, 'bin', 'nfqlb'), 'flowlb', '--queue=0:3', ...impl.daemonArgs.filter((a) => a.startsWith('--ft_shm='))], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout.resume();
       child.stderr.resume();
       const deadline = Date.now() + 15000;
@@ -1614,6 +1614,8 @@ async function main() {
     return;
   }
   const impl = new Implementation(bed);
+  // Its fragment statistics go to a file of its own that cleanup removes, not the machine's /dev/shm/ftshm.
+  if (impl.supports('ft_shm')) impl.daemonArgs.push(`--ft_shm=${tb.uniqueShmName('ft-bench')}`);
   say(`bench: ${impl.label} (${impl.bin}, ${impl.version}); mode ${MODE}${QUICK ? ', quick' : ''}; ${SECONDS} s per run, ${REPEAT} run(s) per point`);
   say(`machine: ${m.nproc} CPUs, ${m.cpu}, kernel ${m.kernel}, node ${m.node}, ${m.trafgen}`);
   if (MODE === 'sweep') await sweepMode(bed, impl);
