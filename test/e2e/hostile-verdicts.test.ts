@@ -130,7 +130,32 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
     ['ours, --workers=1', 'ours', ['--workers=1']],
     ['ours, --workers=2', 'ours', ['--workers=2']],
     ['ours, --workers=2, trace on', 'ours', ['--workers=2']],
+    ['ours, default workers, after SIGHUP SIGUSR1 SIGUSR2 SIGPIPE SIGQUIT', 'ours', []],
+    ['ours, default workers, restarted while a burst was queued', 'ours', []],
   ];
+
+  /** Starts a daemon and gives it nfqlb's table and one UDP flow to FLOW_PORT. */
+  async function startWithFlow(impl: Impl, extra: string[]): Promise<Partner> {
+    // --queue-balance hashes the addresses: the whole burst goes to one queue, as one stream of consecutive ids.
+    const metrics = impl === 'ours' ? [`--metrics_address=127.0.0.1:${METRICS_PORT}`] : [];
+    const d = await Partner.start(impl, tb.lb, ['--queue=0:3', '--qlength=1024', ...metrics, ...extra]);
+    const shm = uniqueShmName('hv');
+    expect(d.cli(impl, ['init', `--shm=${shm}`, '--M=10000', '--N=100']).rc).toBe(0);
+    for (const t of tb.targets) expect(d.cli(impl, ['activate', `--index=${t.id - 1}`, `--shm=${shm}`, `${t.fwmark}`]).rc).toBe(0);
+    const set = d.cli(impl, ['flow-set', '--name=hv', `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32`, `--dports=${FLOW_PORT}`]);
+    expect([set.rc, set.stderr]).toEqual([0, '']);
+    return d;
+  }
+
+  /** The burst, queued while `pid` is stopped. */
+  function burstWhileStopped(pid: number): void {
+    process.kill(pid, 'SIGSTOP');
+    try {
+      nsExec(tb.gw, 'python3', ['-c', SENDER_PY, tb.client4, tb.vip4, `${ROUNDS}`, ROUND.join(','), [...DROPPED].join(',')]);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  }
 
   it.each(runs)('%s', async (name, impl, extra) => {
     if (impl === 'original' && originalUnavailable() !== null) {
@@ -138,26 +163,31 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       return;
     }
     nsExec(tb.lb, 'iptables', ['-t', 'mangle', '-Z', 'FORWARD']);
-    // --queue-balance hashes the addresses: the whole burst goes to one queue, as one stream of consecutive ids.
-    const metrics = impl === 'ours' ? [`--metrics_address=127.0.0.1:${METRICS_PORT}`] : [];
-    const d = await Partner.start(impl, tb.lb, ['--queue=0:3', '--qlength=1024', ...metrics, ...extra]);
+    nsExec(tb.lb, 'iptables', ['-t', 'mangle', '-Z', 'PREROUTING']);
+    if (name.includes('restarted')) {
+      // The first daemon dies (SIGKILL) with the whole burst queued: the kernel drops what it held when its
+      // socket goes; the next daemon's queue instance starts a new id sequence. Only one burst may arrive.
+      const first = await startWithFlow(impl, extra);
+      process.kill(first.pid, 'SIGSTOP');
+      try {
+        nsExec(tb.gw, 'python3', ['-c', SENDER_PY, tb.client4, tb.vip4, `${ROUNDS}`, ROUND.join(','), [...DROPPED].join(',')]);
+      } finally {
+        process.kill(first.pid, 'SIGKILL');
+        process.kill(first.pid, 'SIGCONT');
+      }
+      await first.stop();
+    }
+    const d = await startWithFlow(impl, extra);
     try {
-      const shm = uniqueShmName('hv');
-      expect(d.cli(impl, ['init', `--shm=${shm}`, '--M=10000', '--N=100']).rc).toBe(0);
-      for (const t of tb.targets) expect(d.cli(impl, ['activate', `--index=${t.id - 1}`, `--shm=${shm}`, `${t.fwmark}`]).rc).toBe(0);
-      const set = d.cli(impl, ['flow-set', '--name=hv', `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32`, `--dports=${FLOW_PORT}`]);
-      expect([set.rc, set.stderr]).toEqual([0, '']);
+      if (name.includes('SIGHUP')) {
+        for (const sig of ['SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGPIPE', 'SIGQUIT'] as const) process.kill(d.pid, sig);
+      }
       let trace: ReturnType<typeof d.spawn> | null = null;
       if (name.includes('trace')) {
         expect(d.cli(impl, ['trace-flow-set', '--name=hvt', '--protocols=udp']).rc).toBe(0);
         trace = d.spawn(impl, ['trace', '--selection=flows']);
       }
-      process.kill(d.pid, 'SIGSTOP');
-      try {
-        nsExec(tb.gw, 'python3', ['-c', SENDER_PY, tb.client4, tb.vip4, `${ROUNDS}`, ROUND.join(','), [...DROPPED].join(',')]);
-      } finally {
-        process.kill(d.pid, 'SIGCONT');
-      }
+      burstWhileStopped(d.pid);
       const c = await waitFor(
         `${accepted} forwarded`,
         () => forwardCounts(tb.lb),
@@ -193,6 +223,13 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       expect(new Set(got.values()).size).toBeGreaterThan(1);
       if (marks['original nfqlb'] !== undefined) {
         for (const [run, m] of Object.entries(marks)) expect([run, [...m]]).toEqual([run, [...marks['original nfqlb']]]);
+      }
+      if (impl === 'ours') {
+        // Still running after everything above, and a clean stop.
+        expect(d.running).toBe(true);
+        const exited = new Promise<number | null>((resolve) => d.child.once('exit', (code) => resolve(code)));
+        d.child.kill('SIGTERM');
+        expect(await exited).toBe(0);
       }
     } finally {
       await d.stop();
