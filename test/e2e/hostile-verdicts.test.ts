@@ -235,4 +235,66 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       await d.stop();
     }
   });
+
+  // A queue of 100 and a burst of 240: the kernel queues the first 100 (consecutive ids, given batch verdicts),
+  // and the other 140 are dropped by the kernel, or with --fail_open accepted by it without a mark.
+  const QLENGTH = 100;
+  const queueFullRuns: Array<[string, Impl, boolean]> = [
+    ['original nfqlb, queue full', 'original', false],
+    ['ours, default workers, queue full', 'ours', false],
+    ['ours, --workers=1, queue full, --fail_open', 'ours', true],
+    ['ours, default workers, queue full, --fail_open', 'ours', true],
+  ];
+
+  it.each(queueFullRuns)('%s', async (_name, impl, failOpen) => {
+    if (impl === 'original' && originalUnavailable() !== null) {
+      process.stdout.write(`skipped: ${originalUnavailable()}\n`);
+      return;
+    }
+    nsExec(tb.lb, 'iptables', ['-t', 'mangle', '-Z', 'FORWARD']);
+    const extra = [`--qlength=${QLENGTH}`, ...(failOpen ? ['--fail_open'] : []), ...(_name.includes('workers=1') ? ['--workers=1'] : [])];
+    const metrics = impl === 'ours' ? [`--metrics_address=127.0.0.1:${METRICS_PORT}`] : [];
+    const d = await Partner.start(impl, tb.lb, ['--queue=0:3', ...metrics, ...extra]);
+    try {
+      const shm = uniqueShmName('hq');
+      expect(d.cli(impl, ['init', `--shm=${shm}`, '--M=10000', '--N=100']).rc).toBe(0);
+      for (const t of tb.targets) expect(d.cli(impl, ['activate', `--index=${t.id - 1}`, `--shm=${shm}`, `${t.fwmark}`]).rc).toBe(0);
+      expect(d.cli(impl, ['flow-set', '--name=hq', `--target=${shm}`, '--prio=1', '--protocols=udp', `--dsts=${tb.vip4}/32`, `--dports=${FLOW_PORT}`]).rc).toBe(0);
+      burstWhileStopped(d.pid);
+      const order: number[] = [];
+      for (let r = 0; r < ROUNDS; r++) order.push(...ROUND);
+      const queued = new Map<number, number>();
+      const overflow = new Map<number, number>();
+      order.forEach((p, i) => {
+        const m = i < QLENGTH ? queued : overflow;
+        m.set(p, (m.get(p) ?? 0) + 1);
+      });
+      const expectMarked = [...queued].filter(([p]) => !DROPPED.has(p)).reduce((s, [, n]) => s + n, 0);
+      const expectUnmarked = failOpen ? total - QLENGTH : 0;
+      const c = await waitFor(
+        `${expectMarked + expectUnmarked} forwarded`,
+        () => forwardCounts(tb.lb),
+        (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) + v.dropPort >= expectMarked + expectUnmarked,
+      );
+      for (const sport of SPORTS) {
+        const marked = [...(c.byMark.get(sport) ?? new Map<number, number>())].filter(([, n]) => n > 0);
+        const markedCount = marked.reduce((s, [, n]) => s + n, 0);
+        const want = DROPPED.has(sport) ? 0 : queued.get(sport) ?? 0;
+        expect([sport, markedCount, marked.length]).toEqual([sport, want, want > 0 ? 1 : 0]);
+        if (!DROPPED.has(sport)) {
+          expect([sport, (c.bySport.get(sport) ?? 0) - markedCount]).toEqual([sport, failOpen ? overflow.get(sport) ?? 0 : 0]);
+        }
+      }
+      const overflowDropPort = [...overflow].filter(([p]) => DROPPED.has(p)).reduce((s, [, n]) => s + n, 0);
+      expect(c.dropPort).toBe(failOpen ? overflowDropPort : 0);
+      if (impl === 'ours') {
+        const text = await waitFor('/metrics with every queued packet', () => httpGet(tb.lb, '/metrics'), (t) => sample(t, 'nfqlb_batch_size_sum') >= QLENGTH);
+        expect(sample(text, 'nfqlb_batch_size_sum')).toBe(QLENGTH);
+        expect(sample(text, 'nfqlb_packets_total')).toBe(QLENGTH);
+        expect(sample(text, 'nfqlb_queue_dropped_total')).toBe(failOpen ? 0 : total - QLENGTH);
+      }
+    } finally {
+      await d.stop();
+    }
+  });
 });
