@@ -208,8 +208,8 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   int rcvbufActual_ = 0;
   bool failOpen_ = false;
   int32_t defaultVerdict_ = kVerdictDrop;
-  // A verdict send failed: packets of the kernel's queue were left without a
-  // verdict. A batch verdict would give them the verdict and mark of the
+  // A verdict send failed, or a packet message could not be parsed: packets
+  // of the kernel's queue were left without a verdict. A batch verdict would give them the verdict and mark of the
   // packets of its run (the kernel applies it to every queued id up to the
   // run's last), so from then on every packet gets a message of its own.
   bool verdictsLost_ = false;
@@ -631,7 +631,10 @@ void NfQueue::ParseDatagram(const char* buf, size_t len) {
     }
     nlh = mnl_nlmsg_next(nlh, &remaining);
   }
-  if (remaining > 0) stats_.parseErrors++;
+  if (remaining > 0) {
+    stats_.parseErrors++;
+    verdictsLost_ = true;  // a packet in what was left may now wait without a verdict
+  }
 }
 
 void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
@@ -639,6 +642,7 @@ void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
   FindPacketAttrs(nlh, &attr);  // a bad later attribute still leaves the header usable
   if (attr.hdr == nullptr || mnl_attr_get_payload_len(attr.hdr) < sizeof(struct nfqnl_msg_packet_hdr)) {
     stats_.parseErrors++;  // no id: cannot be given a verdict
+    verdictsLost_ = true;
     return;
   }
   if (count_ == batchSize_) {
