@@ -8,7 +8,9 @@
  * datagrams are forwarded with ONE target's fwmark, none is lost, and none of
  * the dropped ones is forwarded. The same burst through the original nfqlb
  * gives every 5-tuple the same fwmark. Runs for our default worker mode,
- * --workers=1 (single loop) and --workers=2, and the original.
+ * --workers=1 (single loop) and --workers=2, and the original; also after
+ * signals, after a restart with a burst queued, in lb mode, and with a full
+ * queue (with and without --fail_open).
  */
 import { addRoute, cleanupAll, nsExec, Testbed, uniqueShmName } from '../../testbed/testbed';
 import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
@@ -233,6 +235,27 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       }
     } finally {
       await d.stop();
+    }
+  });
+
+  it.each([['default workers', []], ['--workers=2', ['--workers=2']]] as Array<[string, string[]]>)('ours, nfqlb lb, %s: no flows, every datagram of a 5-tuple to one target, the same targets as flowlb', async (_n, extra) => {
+    nsExec(tb.lb, 'iptables', ['-t', 'mangle', '-Z', 'FORWARD']);
+    const shm = uniqueShmName('hvlb');
+    tb.initTable(shm);
+    await tb.startDaemon(['lb', `--tshm=${shm}`, '--queue=0:3', '--qlength=1024', '--metrics_address=off', ...extra]);
+    try {
+      burstWhileStopped(tb.daemon!.pid);
+      // No flows in lb mode: the DROP_PORT datagrams are balanced too.
+      await waitFor(`${total} forwarded`, () => forwardCounts(tb.lb), (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) >= total);
+      const c = forwardCounts(tb.lb);
+      for (const sport of SPORTS) {
+        const nonzero = [...(c.byMark.get(sport) ?? new Map<number, number>())].filter(([, n]) => n > 0);
+        expect([sport, c.bySport.get(sport), nonzero.length, nonzero[0]?.[1]]).toEqual([sport, sent.get(sport), 1, sent.get(sport)]);
+        if (!DROPPED.has(sport) && marks['ours, default workers'] !== undefined) expect([sport, nonzero[0][0]]).toEqual([sport, marks['ours, default workers'].get(sport)]);
+      }
+      expect((await tb.stopDaemon())?.code).toBe(0);
+    } finally {
+      await tb.stopDaemon();
     }
   });
 
