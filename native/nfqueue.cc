@@ -208,6 +208,11 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   int rcvbufActual_ = 0;
   bool failOpen_ = false;
   int32_t defaultVerdict_ = kVerdictDrop;
+  // A verdict send failed, or a packet message could not be parsed: packets
+  // of the kernel's queue were left without a verdict. A batch verdict would give them the verdict and mark of the
+  // packets of its run (the kernel applies it to every queued id up to the
+  // run's last), so from then on every packet gets a message of its own.
+  bool verdictsLost_ = false;
 
   // Socket and loop.
   struct mnl_socket* nl_ = nullptr;
@@ -626,7 +631,10 @@ void NfQueue::ParseDatagram(const char* buf, size_t len) {
     }
     nlh = mnl_nlmsg_next(nlh, &remaining);
   }
-  if (remaining > 0) stats_.parseErrors++;
+  if (remaining > 0) {
+    stats_.parseErrors++;
+    verdictsLost_ = true;  // a packet in what was left may now wait without a verdict
+  }
 }
 
 void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
@@ -634,6 +642,7 @@ void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
   FindPacketAttrs(nlh, &attr);  // a bad later attribute still leaves the header usable
   if (attr.hdr == nullptr || mnl_attr_get_payload_len(attr.hdr) < sizeof(struct nfqnl_msg_packet_hdr)) {
     stats_.parseErrors++;  // no id: cannot be given a verdict
+    verdictsLost_ = true;
     return;
   }
   if (count_ == batchSize_) {
@@ -698,10 +707,11 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
     // applies it to every packet of the queue with an id up to the run's last,
     // so the kernel parses one message for the run instead of one per packet.
     // The packets before the run had their verdicts in earlier messages of
-    // this send (handled in order) or of earlier batches; consecutive ids
-    // mean no packet the kernel queued in between was left out of the run.
+    // this send (handled in order) or of earlier batches (unless a send
+    // failed: verdictsLost_); consecutive ids mean no packet the kernel
+    // queued in between was left out of the run.
     uint32_t last = i;
-    while (last + 1 < n && (fromJs ? verdicts_[last + 1] : defaultVerdict_) == v &&
+    while (!verdictsLost_ && last + 1 < n && (fromJs ? verdicts_[last + 1] : defaultVerdict_) == v &&
            privateIds_[last + 1] == privateIds_[last] + 1) {
       last++;
     }
@@ -730,6 +740,7 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
   }
   stats_.sendErrors++;
   stats_.unsentVerdicts += n;
+  verdictsLost_ = true;
 }
 
 Napi::Value NfQueue::Start(const Napi::CallbackInfo& info) {

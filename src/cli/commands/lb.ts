@@ -4,6 +4,7 @@
  * why on a fatal error.
  */
 import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
@@ -60,11 +61,57 @@ const common: Record<string, Options> = {
  * metrics, trace) and the softirq work of the traffic itself; one thread still
  * delivers the bench's 200k packets/s point here.
  */
-export function workerCount(text: string | undefined, queues: number, cpus: number = availableParallelism()): number {
+export function workerCount(text: string | undefined, queues: number, cpus: number = usableCpus()): number {
   if (text === undefined) return Math.max(1, Math.min(queues, cpus - 1));
   if (!/^\d+$/.test(text) || Number(text) > 1024) throw new UsageError(`Invalid --workers=${text}: use a number from 0 to 1024`);
   const n = Number(text);
   return n < 2 ? 0 : n;
+}
+
+function readOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The CPUs this process may use: the affinity mask (availableParallelism),
+ * capped by a cgroup CPU quota, rounded down (at least 1). Node 20's libuv
+ * reads only the affinity mask, but a container's CPU limit (Kubernetes
+ * `limits.cpu`) is a quota: 4 packet threads beside the main thread on a
+ * 1-CPU quota would be throttled instead of batching. cgroup v2: cpu.max of
+ * the process's cgroup and every parent; v1: the cpu controller's
+ * cpu.cfs_quota_us / cpu.cfs_period_us. Unreadable files mean no limit.
+ */
+export function usableCpus(read: (path: string) => string | null = readOrNull, affinity: number = availableParallelism()): number {
+  let cpus = affinity;
+  const limit = (quota: number, period: number): void => {
+    if (Number.isFinite(quota) && Number.isFinite(period) && quota > 0 && period > 0) cpus = Math.min(cpus, Math.max(1, Math.floor(quota / period)));
+  };
+  for (const line of (read('/proc/self/cgroup') ?? '').split('\n')) {
+    const m = /^\d+:([^:]*):(\/.*)$/.exec(line);
+    if (m === null) continue;
+    const [, controllers, cgroupPath] = m;
+    if (controllers === '') {
+      // v2: every level of the hierarchy can limit.
+      for (let p = cgroupPath; ; p = p.slice(0, p.lastIndexOf('/')) || '/') {
+        const max = (read(`/sys/fs/cgroup${p === '/' ? '' : p}/cpu.max`) ?? '').trim().split(/\s+/);
+        if (max.length === 2 && max[0] !== 'max') limit(Number(max[0]), Number(max[1]));
+        if (p === '/') break;
+      }
+    } else if (controllers.split(',').includes('cpu')) {
+      for (const mount of new Set([controllers, 'cpu'])) {
+        const dir = `/sys/fs/cgroup/${mount}${cgroupPath === '/' ? '' : cgroupPath}`;
+        const quota = read(`${dir}/cpu.cfs_quota_us`);
+        if (quota === null) continue;
+        limit(Number(quota.trim()), Number((read(`${dir}/cpu.cfs_period_us`) ?? '').trim()));
+        break;
+      }
+    }
+  }
+  return cpus;
 }
 
 /** nfqlb's option tables, in their order (which decides help lines and getopt's ambiguity messages). */
