@@ -209,9 +209,10 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   bool failOpen_ = false;
   int32_t defaultVerdict_ = kVerdictDrop;
   // A verdict send failed, or a packet message could not be parsed: packets
-  // of the kernel's queue were left without a verdict. A batch verdict would give them the verdict and mark of the
-  // packets of its run (the kernel applies it to every queued id up to the
-  // run's last), so from then on every packet gets a message of its own.
+  // of the kernel's queue were left without a verdict. A batch verdict would
+  // give them the verdict and mark of the packets of its run (the kernel
+  // applies it to every queued id up to the run's last), so from then on
+  // every packet gets a message of its own.
   bool verdictsLost_ = false;
 
   // Socket and loop.

@@ -24,7 +24,7 @@ quietly() {
   fi
 }
 
-packages=(libnetfilter-queue-dev libmnl-dev iptables nftables iproute2 tcpdump socat netsniff-ng iperf procps python3 make g++)
+packages=(libnetfilter-queue-dev libmnl-dev iptables nftables iproute2 tcpdump socat netsniff-ng iperf procps strace python3 make g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

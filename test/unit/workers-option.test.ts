@@ -1,9 +1,9 @@
 /**
- * Hostile review of the default packet threads (min(queues, CPUs - 1), at
+ * The default packet threads (min(queues, CPUs - 1), at
  * least one). "The CPUs the process may use" must include a cgroup CPU quota
  * (a Kubernetes CPU limit: Meridio's case): Node 20's availableParallelism()
  * (libuv 1.46) reads only the affinity mask, so on a 16-CPU node with a limit
- * of 1 CPU the default was 4 threads. And --workers values a hostile user types.
+ * of 1 CPU the default was 4 threads. And odd --workers values.
  */
 import { spawnSync } from 'node:child_process';
 import { usableCpus, workerCount } from '../../src/cli/commands/lb';
@@ -59,7 +59,7 @@ describe('usableCpus: the affinity mask capped by a cgroup CPU quota', () => {
   });
 });
 
-describe('--workers values a hostile user types', () => {
+describe('odd --workers values', () => {
   it.each(['', ' 2', '2 ', '1e1', '0x2', '2.0', '-0', '+2', '99999999999999999999', '１'])('%j is a usage error', (text) => {
     expect(() => workerCount(text, 4, 2)).toThrow(`Invalid --workers=${text}: use a number from 0 to 1024`);
   });

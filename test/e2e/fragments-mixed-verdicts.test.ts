@@ -1,5 +1,5 @@
 /**
- * Hostile review of batch verdicts with fragments: the fragments of many
+ * Batch verdicts with fragments: the fragments of many
  * datagrams, interleaved so that later fragments that came before their first
  * (kept in the store with --tun, and DROPPED) sit in the middle of runs of
  * accepted fragments, are queued while the daemon is stopped (SIGSTOP) and

@@ -1,5 +1,5 @@
 /**
- * Hostile review of batch verdicts: a verdict send that fails (every retry;
+ * Batch verdicts after a verdict send that fails (every retry;
  * here ENOMEM injected into sendto by strace) leaves that batch's packets
  * queued in the kernel without a verdict. A later NFQNL_MSG_VERDICT_BATCH is
  * applied by the kernel to EVERY queued id up to its last, so without care it

@@ -1,5 +1,5 @@
 /**
- * Hostile review of the batch verdicts (NFQNL_MSG_VERDICT_BATCH for runs of
+ * The batch verdicts (NFQNL_MSG_VERDICT_BATCH for runs of
  * consecutive ids with one verdict and mark): a burst of UDP from several
  * 5-tuples, interleaved, with datagrams that match no flow (dropped) in the
  * middle of runs, is queued while the daemon is stopped (SIGSTOP), so it is

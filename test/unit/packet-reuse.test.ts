@@ -1,5 +1,5 @@
 /**
- * Hostile review of the per-packet key clearing (word stores over the key's
+ * The per-packet key clearing (word stores over the key's
  * buffer instead of fill): one PacketInfo is reused for every packet of a
  * batch, so an IPv4 packet after an IPv6 one (whose key fills all of it) must
  * get exactly the key a fresh PacketInfo gives it, to the last byte.
