@@ -1391,13 +1391,15 @@ async function profileMode(bed, impl) {
   const shm = tb.uniqueShmName('profile');
   const seconds = 6;
   const rate = Number(process.env.BENCH_PROFILE_RATE || 100000);
+  // BENCH_PROFILE_SOURCES=one: one 5-tuple (one queue), as the v4-one-150k point.
+  const sources = process.env.BENCH_PROFILE_SOURCES === 'one' ? 'one' : 'many';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlb-bench-prof-'));
-  const report = { date: new Date().toISOString(), mode: 'profile', rate, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version } };
+  const report = { date: new Date().toISOString(), mode: 'profile', rate, sources, machine: machine(), implementation: { label: impl.label, bin: impl.bin, version: impl.version } };
   try {
     const d = await impl.start(['--queue=0:3']);
     configure(bed, impl, shm);
     tb.setMarking(bed, 'queue', 0, 3);
-    const load = () => tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, 4, 'many'), trafgenOptions(4, rate, rate * seconds));
+    const load = () => tb.runTrafgen(bed.gw, 'lb0', loadConfig(bed, 4, sources), trafgenOptions(4, rate, rate * seconds));
     // Runs `cmd` for the 3 s in the middle of a 6 s load; returns its output and the load's delivered fraction.
     const during = async (cmd, args) => {
       const c0 = tb.loadCounts(bed, 4);
