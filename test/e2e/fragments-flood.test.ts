@@ -24,6 +24,7 @@ import {
 } from '../../testbed/testbed';
 import { fragmentsOf, nfqlbStats, payloadLength, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { Partner } from '../interop/partners';
+import { waitFor } from '../helpers/wait';
 import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(netnsUnavailable());
@@ -45,16 +46,6 @@ function metrics(ns: string): string {
   const text = scrapeMetrics(ns, METRICS_PORT);
   if (text === null) throw new Error('no metrics from the daemon');
   return text;
-}
-
-async function waitFor<T>(what: string, read: () => T, done: (v: T) => boolean, giveUpMs = 20000): Promise<T> {
-  const end = Date.now() + giveUpMs;
-  for (;;) {
-    const v = read();
-    if (done(v)) return v;
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}; last: ${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x))}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describeNs('fragments through a live daemon, no reassembly in the LB namespace', () => {

@@ -9,7 +9,7 @@
  * namespace (raw NOTRACK), so the queue sees single fragments.
  */
 import { cleanupAll, ipn, metricSum, nsExec, scrapeMetrics, Testbed, uniqueShmName, type TargetInfo } from '../../testbed/testbed';
-import { fragmentsOf, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
+import { arrivalsAt, fragmentsOf, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { describeUnless, netnsUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 
@@ -36,19 +36,6 @@ describeNs('interleaved fragments of a queued burst, with --tun: every datagram 
       expected.set(sport, t);
     }
     return t;
-  }
-
-  function arrivals(): Map<number, { targets: string[]; whole: boolean }> {
-    const m = new Map<number, { targets: string[]; whole: boolean }>();
-    for (const s of sinks) {
-      for (const r of s.received) {
-        const e = m.get(r.tag) ?? { targets: [], whole: true };
-        e.targets.push(s.name);
-        e.whole &&= r.ok;
-        m.set(r.tag, e);
-      }
-    }
-    return m;
   }
 
   beforeAll(async () => {
@@ -86,8 +73,8 @@ describeNs('interleaved fragments of a queued burst, with --tun: every datagram 
     } finally {
       process.kill(pid, 'SIGCONT');
     }
-    await until(() => ds.every((d) => arrivals().has(d.tag)), `${ds.length} datagrams at the targets`);
-    const got = arrivals();
+    await until(() => ds.every((d) => arrivalsAt(sinks).has(d.tag)), `${ds.length} datagrams at the targets`);
+    const got = arrivalsAt(sinks);
     for (const d of ds) {
       expect({ tag: d.tag, sport: d.sport, ...got.get(d.tag) }).toEqual({ tag: d.tag, sport: d.sport, targets: [targetFor(d.sport).name], whole: true });
     }

@@ -27,7 +27,7 @@ import {
   type TargetInfo,
 } from '../../testbed/testbed';
 import { readFragStats } from '../../src/fragstats';
-import { fragmentsOf, nfqlbStats, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
+import { arrivalsAt, fragmentsOf, nfqlbStats, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { describeUnless, netnsUnavailable, ORIGINAL, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';
 
@@ -99,20 +99,6 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     return out;
   }
 
-  /** Where each tag arrived (target names), and whether every copy was whole. */
-  function arrivals(): Map<number, { targets: string[]; whole: boolean }> {
-    const m = new Map<number, { targets: string[]; whole: boolean }>();
-    for (const s of sinks) {
-      for (const r of s.received) {
-        const e = m.get(r.tag) ?? { targets: [], whole: true };
-        e.targets.push(s.name);
-        e.whole &&= r.ok;
-        m.set(r.tag, e);
-      }
-    }
-    return m;
-  }
-
   /** Sends every datagram, fragments in order or last to first, one datagram after the other. */
   function send(ds: Datagram[], order: 'in order' | 'reversed'): void {
     const packets = ds.flatMap((d) => {
@@ -124,8 +110,8 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
 
   /** Waits until every datagram arrived, then checks each came whole to exactly its 5-tuple's target. */
   async function expectDelivered(ds: Datagram[]): Promise<void> {
-    await until(() => ds.every((d) => arrivals().has(d.tag)), `${ds.length} datagrams at the targets`);
-    const got = arrivals();
+    await until(() => ds.every((d) => arrivalsAt(sinks).has(d.tag)), `${ds.length} datagrams at the targets`);
+    const got = arrivalsAt(sinks);
     for (const d of ds) {
       const want = targetFor(d.family, d.sport, d.src).name;
       expect({ tag: d.tag, parts: d.parts, ...got.get(d.tag) }).toEqual({ tag: d.tag, parts: d.parts, targets: [want], whole: true });
@@ -289,7 +275,7 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       const marker = datagrams(family, 1);
       send(marker, 'in order');
       await expectDelivered(marker);
-      const got = arrivals();
+      const got = arrivalsAt(sinks);
       expect(lost.filter((d) => got.has(d.tag)).map((d) => d.tag)).toEqual([]);
       expect(decisions('fragment_miss') - misses).toBe(lost.reduce((n, d) => n + d.parts - 1, 0));
       expect(metricSum(metrics(), 'nfqlb_fragment_store_total')).toBe(0);

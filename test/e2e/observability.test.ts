@@ -3,7 +3,7 @@
  * namespaces: a known number of packets is sent and the scraped counters must
  * equal it, per verdict, per flow and per fwmark.
  */
-import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN } from '../../testbed/testbed';
+import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, metricSum } from '../../testbed/testbed';
 import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(e2eUnavailable());
@@ -16,19 +16,6 @@ function httpGet(ns: string, path: string): { status: number; body: string } {
   const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); }, (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })`;
   const r = nsExec(ns, process.execPath, ['-e', script]);
   return JSON.parse(r.stdout) as { status: number; body: string };
-}
-
-/** Sum of the samples of `metric` whose labels include all of `labels`. */
-function sample(text: string, metric: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-    if (m === null || m[1] !== metric) continue;
-    const have: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 describeNs('observing a live daemon', () => {
@@ -72,7 +59,7 @@ describeNs('observing a live daemon', () => {
     tb.sendUdp(tb.vip4, 5002, 9, 40200); // no flow: dropped (nolb_fwmark -1)
     const matched = sports.length * perSport + 5;
     const text = httpGet(tb.lb, '/metrics').body;
-    const delta = (metric: string, labels: Record<string, string> = {}): number => sample(text, metric, labels) - sample(before, metric, labels);
+    const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
 
     expect(delta('nfqlb_packets_total', { verdict: 'accept' })).toBe(matched);
     expect(delta('nfqlb_packets_total', { verdict: 'drop' })).toBe(9);
@@ -85,15 +72,15 @@ describeNs('observing a live daemon', () => {
     for (const [fw, n] of expectedByFwmark) {
       expect(delta('nfqlb_target_packets_total', { target: shm, fwmark: String(fw) })).toBe(n);
     }
-    expect(sample(text, 'nfqlb_flows')).toBe(1);
-    expect(sample(text, 'nfqlb_table_active_targets', { target: shm })).toBe(4);
-    expect(sample(text, 'nfqlb_control_requests_total', { action: 'set', result: 'ok' })).toBeGreaterThanOrEqual(1);
-    expect(sample(text, 'nfqlb_batch_size_count')).toBeGreaterThan(0);
+    expect(metricSum(text, 'nfqlb_flows')).toBe(1);
+    expect(metricSum(text, 'nfqlb_table_active_targets', { target: shm })).toBe(4);
+    expect(metricSum(text, 'nfqlb_control_requests_total', { action: 'set', result: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(metricSum(text, 'nfqlb_batch_size_count')).toBeGreaterThan(0);
     expect(text).toMatch(/^nfqlb_queue_waiting\{queue="0"\} 0$/m);
     expect(text).toMatch(/^process_resident_memory_bytes /m);
     // matches_count in flow-list agrees with the counter.
     const list = JSON.parse(tb.nfqlbOk(['flow-list', '--name=obs-udp']).stdout) as { matches_count: number };
-    expect(list.matches_count).toBe(sample(text, 'nfqlb_flow_matches_total', { flow: 'obs-udp' }));
+    expect(list.matches_count).toBe(metricSum(text, 'nfqlb_flow_matches_total', { flow: 'obs-udp' }));
   });
 
   it('nfqlb loglevel changes the running daemon', async () => {

@@ -12,9 +12,13 @@
  * signals, after a restart with a burst queued, in lb mode, and with a full
  * queue (with and without --fail_open).
  */
-import { addRoute, cleanupAll, nsExec, Testbed, uniqueShmName } from '../../testbed/testbed';
+import { addRoute, cleanupAll, metricSum, nsExec, scrapeMetrics, Testbed, uniqueShmName } from '../../testbed/testbed';
 import { describeUnless, netnsUnavailable, originalUnavailable } from '../helpers/skip';
+import { waitFor } from '../helpers/wait';
 import { Partner, type Impl } from '../interop/partners';
+
+/** How long a wait may take before the test gives up (ms). */
+const GIVE_UP_MS = 15000;
 
 const describeNs = describeUnless(netnsUnavailable());
 jest.setTimeout(120000);
@@ -69,35 +73,6 @@ function forwardCounts(ns: string): Counts {
     } else if (sport !== null) c.bySport.set(Number(sport[1]), packets);
   }
   return c;
-}
-
-function httpGet(ns: string, path: string): string {
-  const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => process.stdout.write(await r.text()), (e) => process.stdout.write(String(e)))`;
-  return nsExec(ns, process.execPath, ['-e', script]).stdout;
-}
-
-/** Sum of the samples of `metric` whose labels include all of `labels`. */
-function sample(text: string, metric: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-    if (m === null || m[1] !== metric) continue;
-    const have: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
-  }
-  return sum;
-}
-
-async function waitFor<T>(what: string, fn: () => T, done: (v: T) => boolean, timeoutMs = 15000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = fn();
-  while (!done(last)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last, (_k, v) => (v instanceof Map ? [...v] : v))}`);
-    await new Promise((r) => setTimeout(r, 50));
-    last = fn();
-  }
-  return last;
 }
 
 describeNs('verdicts of a queued burst: every packet gets its own verdict and fwmark', () => {
@@ -194,6 +169,7 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
         `${accepted} forwarded`,
         () => forwardCounts(tb.lb),
         (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) >= accepted,
+        GIVE_UP_MS,
       );
       if (trace !== null) trace.kill('SIGTERM');
       const got = new Map<number, number>();
@@ -212,14 +188,14 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       expect(c.dropPort).toBe(0);
       marks[name] = got;
       if (impl === 'ours') {
-        const text = await waitFor('/metrics with every packet', () => httpGet(tb.lb, '/metrics'), (t) => sample(t, 'nfqlb_batch_size_sum') >= total);
-        expect(sample(text, 'nfqlb_batch_size_sum')).toBe(total);
+        const text = await waitFor('/metrics with every packet', () => scrapeMetrics(tb.lb, METRICS_PORT) ?? '', (t) => metricSum(t, 'nfqlb_batch_size_sum') >= total, GIVE_UP_MS);
+        expect(metricSum(text, 'nfqlb_batch_size_sum')).toBe(total);
         // The burst waited in the queue: it came in batches of more than one packet (else nothing was batched).
-        expect(sample(text, 'nfqlb_batch_size_count')).toBeLessThan(total / 4);
-        expect(sample(text, 'nfqlb_packets_total', { verdict: 'accept' })).toBe(accepted);
-        expect(sample(text, 'nfqlb_packets_total', { verdict: 'drop' })).toBe(total - accepted);
-        expect(sample(text, 'nfqlb_decisions_total')).toBe(total);
-        expect(sample(text, 'nfqlb_decisions_total', { reason: 'no_flow' })).toBe(total - accepted);
+        expect(metricSum(text, 'nfqlb_batch_size_count')).toBeLessThan(total / 4);
+        expect(metricSum(text, 'nfqlb_packets_total', { verdict: 'accept' })).toBe(accepted);
+        expect(metricSum(text, 'nfqlb_packets_total', { verdict: 'drop' })).toBe(total - accepted);
+        expect(metricSum(text, 'nfqlb_decisions_total')).toBe(total);
+        expect(metricSum(text, 'nfqlb_decisions_total', { reason: 'no_flow' })).toBe(total - accepted);
       }
       // Spread over more than one target, so runs of different marks were interleaved.
       expect(new Set(got.values()).size).toBeGreaterThan(1);
@@ -246,7 +222,7 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
     try {
       burstWhileStopped(tb.daemon!.pid);
       // No flows in lb mode: the DROP_PORT datagrams are balanced too.
-      await waitFor(`${total} forwarded`, () => forwardCounts(tb.lb), (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) >= total);
+      await waitFor(`${total} forwarded`, () => forwardCounts(tb.lb), (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) >= total, GIVE_UP_MS);
       const c = forwardCounts(tb.lb);
       for (const sport of SPORTS) {
         const nonzero = [...(c.byMark.get(sport) ?? new Map<number, number>())].filter(([, n]) => n > 0);
@@ -298,6 +274,7 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
         `${expectMarked + expectUnmarked} forwarded`,
         () => forwardCounts(tb.lb),
         (v) => [...v.bySport.values()].reduce((s, n) => s + n, 0) + v.dropPort >= expectMarked + expectUnmarked,
+        GIVE_UP_MS,
       );
       for (const sport of SPORTS) {
         const marked = [...(c.byMark.get(sport) ?? new Map<number, number>())].filter(([, n]) => n > 0);
@@ -311,10 +288,10 @@ describeNs('verdicts of a queued burst: every packet gets its own verdict and fw
       const overflowDropPort = [...overflow].filter(([p]) => DROPPED.has(p)).reduce((s, [, n]) => s + n, 0);
       expect(c.dropPort).toBe(failOpen ? overflowDropPort : 0);
       if (impl === 'ours') {
-        const text = await waitFor('/metrics with every queued packet', () => httpGet(tb.lb, '/metrics'), (t) => sample(t, 'nfqlb_batch_size_sum') >= QLENGTH);
-        expect(sample(text, 'nfqlb_batch_size_sum')).toBe(QLENGTH);
-        expect(sample(text, 'nfqlb_packets_total')).toBe(QLENGTH);
-        expect(sample(text, 'nfqlb_queue_dropped_total')).toBe(failOpen ? 0 : total - QLENGTH);
+        const text = await waitFor('/metrics with every queued packet', () => scrapeMetrics(tb.lb, METRICS_PORT) ?? '', (t) => metricSum(t, 'nfqlb_batch_size_sum') >= QLENGTH, GIVE_UP_MS);
+        expect(metricSum(text, 'nfqlb_batch_size_sum')).toBe(QLENGTH);
+        expect(metricSum(text, 'nfqlb_packets_total')).toBe(QLENGTH);
+        expect(metricSum(text, 'nfqlb_queue_dropped_total')).toBe(failOpen ? 0 : total - QLENGTH);
       }
     } finally {
       await d.stop();

@@ -5,7 +5,7 @@
  * are decided by the new flow), trace lines of packets decided in threads,
  * the bind error of a busy queue, and a clean stop.
  */
-import { addAddress, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, TESTBED_JS, DaemonProcess } from '../../testbed/testbed';
+import { addAddress, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, TESTBED_JS, DaemonProcess, metricSum } from '../../testbed/testbed';
 import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(netnsUnavailable());
@@ -17,19 +17,6 @@ function httpGet(ns: string, path: string): { status: number; body: string } {
   const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); }, (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })`;
   const r = nsExec(ns, process.execPath, ['-e', script]);
   return JSON.parse(r.stdout) as { status: number; body: string };
-}
-
-/** Sum of the samples of `metric` whose labels include all of `labels`. */
-function sample(text: string, metric: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
-    if (m === null || m[1] !== metric) continue;
-    const have: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)) have[l[1]] = l[2];
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 /** Client addresses on the gateway: --queue-balance hashes addresses (not ports), so many sources reach every queue. */
@@ -74,7 +61,7 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
     sendFromAll(3, 42000);
     const sent = SOURCES.length * 3;
     const text = httpGet(tb.lb, '/metrics').body;
-    const delta = (metric: string, labels: Record<string, string> = {}): number => sample(text, metric, labels) - sample(before, metric, labels);
+    const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
     const perQueue = [0, 1, 2, 3].map((q) => delta('nfqlb_packets_total', { queue: String(q), verdict: 'accept' }));
     // --queue-balance spreads 16 sources over the 4 queues: every queue (so both threads) got some.
     for (const n of perQueue) expect(n).toBeGreaterThan(0);
@@ -83,10 +70,10 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
     expect(delta('nfqlb_decisions_total', { reason: 'target' })).toBe(sent);
     expect(delta('nfqlb_flow_matches_total', { flow: 'wk-udp', target: shm })).toBe(sent);
     expect(delta('nfqlb_target_packets_total', { target: shm })).toBe(sent);
-    expect(sample(text, 'nfqlb_batch_size_count')).toBeGreaterThan(0);
+    expect(metricSum(text, 'nfqlb_batch_size_count')).toBeGreaterThan(0);
     expect(text).toMatch(/^nfqlb_trace_channel_dropped_total 0$/m);
     const list = JSON.parse(tb.nfqlbOk(['flow-list', '--name=wk-udp']).stdout) as { matches_count: number };
-    expect(list.matches_count).toBe(sample(text, 'nfqlb_flow_matches_total', { flow: 'wk-udp' }));
+    expect(list.matches_count).toBe(metricSum(text, 'nfqlb_flow_matches_total', { flow: 'wk-udp' }));
   });
 
   it('decides the packets right after a flow-set OK with the new flow, in every thread', () => {
@@ -96,7 +83,7 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
       const before = httpGet(tb.lb, '/metrics').body;
       sendFromAll(1, 43000 + round);
       const text = httpGet(tb.lb, '/metrics').body;
-      const delta = (metric: string, labels: Record<string, string> = {}): number => sample(text, metric, labels) - sample(before, metric, labels);
+      const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
       expect(delta('nfqlb_flow_matches_total', { flow: 'wk-new' })).toBe(SOURCES.length);
       expect(delta('nfqlb_flow_matches_total', { flow: 'wk-udp' })).toBe(0);
       expect(delta('nfqlb_target_packets_total', { target: shm2, fwmark: String(tb.targets[0].fwmark) })).toBe(SOURCES.length);

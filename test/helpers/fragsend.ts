@@ -208,6 +208,26 @@ export class UdpSink {
   }
 }
 
+/** Where a tagged datagram arrived (sink names, one per copy), and whether every copy was whole. */
+export interface Arrival {
+  targets: string[];
+  whole: boolean;
+}
+
+/** Every tag the sinks received so far, with where it arrived. */
+export function arrivalsAt(sinks: readonly UdpSink[]): Map<number, Arrival> {
+  const m = new Map<number, Arrival>();
+  for (const s of sinks) {
+    for (const r of s.received) {
+      const e = m.get(r.tag) ?? { targets: [], whole: true };
+      e.targets.push(s.name);
+      e.whole &&= r.ok;
+      m.set(r.tag, e);
+    }
+  }
+  return m;
+}
+
 /** Starts a UDP sink in `ns` (registered: cleanupAll kills it) on `port` of `addrs`; resolves once it listens. */
 export async function startUdpSink(name: string, ns: string, port: number, addrs: string[]): Promise<UdpSink> {
   const sink = new UdpSink(name, spawnInNs(ns, process.execPath, ['-e', SINK_JS, `${port}`, ...addrs]));

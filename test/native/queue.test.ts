@@ -27,7 +27,11 @@ import {
   nsExec,
   spawnInNs,
 } from '../helpers/netns';
+import { waitFor } from '../helpers/wait';
 import { describeUnless, netnsUnavailable } from '../helpers/skip';
+
+/** How long a wait may take before the test gives up (ms). */
+const GIVE_UP_MS = 10000;
 
 const WORKER = path.join(__dirname, 'fixtures', 'queue-worker.js');
 
@@ -91,17 +95,6 @@ class Worker {
   }
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 10000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!done(last)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-    last = await fn();
-  }
-  return last;
-}
-
 function delta(now: Record<string, number>, before: Record<string, number>): Record<string, number> {
   const d: Record<string, number> = {};
   for (const [k, v] of Object.entries(now)) if (v - (before[k] ?? 0) > 0) d[k] = v - (before[k] ?? 0);
@@ -152,7 +145,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
   }
 
   async function received(key: string, n: number): Promise<Reply> {
-    return waitFor(`${n} packets on ${key}`, () => wL.ok('received', { key }), (r) => r.count >= n);
+    return waitFor(`${n} packets on ${key}`, () => wL.ok('received', { key }), (r) => r.count >= n, GIVE_UP_MS);
   }
 
   beforeAll(async () => {
@@ -209,7 +202,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     const r = await received('r7000', 60);
     expect(r.bySource).toEqual({ [SRC(2)]: 20, [SRC(3)]: 20, [SRC(4)]: 20 });
     // A verdict is final once counted: a packet dropped then cannot arrive later, so no wait for absence is needed.
-    const st = await waitFor('70 verdicts', () => wL.ok('stats', { key: 'q2' }), (s) => s.stats.packets >= 70 && s.stats.dropped >= 10);
+    const st = await waitFor('70 verdicts', () => wL.ok('stats', { key: 'q2' }), (s) => s.stats.packets >= 70 && s.stats.dropped >= 10, GIVE_UP_MS);
     expect((await wL.ok('received', { key: 'r7999' })).count).toBe(0);
     expect([102, 103, 104].map((m) => markCount(lb, '192.0.2.1', m))).toEqual([20, 20, 20]);
     expect(st.stats).toMatchObject({ packets: 70, accepted: 60, dropped: 10, sendErrors: 0, verdictErrors: 0, parseErrors: 0, lastErrno: null, lastErrnoName: null });
@@ -223,7 +216,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     await wL.ok('listen', { key: 'r2', addr: '192.0.2.2', port: 7000 });
     await wS.ok('send', { srcs: [SRC(5)], dst: '192.0.2.2', port: 7000, count: 200 });
     // Not started: the packets wait in the kernel.
-    await waitFor('200 waiting', () => procIn(lb).find((e) => e.queue === 3)?.waiting ?? 0, (w) => w === 200);
+    await waitFor('200 waiting', () => procIn(lb).find((e) => e.queue === 3)?.waiting ?? 0, (w) => w === 200, GIVE_UP_MS);
     await wL.ok('resume', { key: 'q3' });
     await received('r2', 200);
     const st = (await wL.ok('stats', { key: 'q3' })) as Reply;
@@ -235,13 +228,13 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     // A free-running burst: whatever batches happen, every packet gets its verdict.
     const before = st.stats;
     await wS.ok('send', { srcs: [SRC(6)], dst: '192.0.2.2', port: 7000, count: 2000, burst: true });
-    await waitFor('burst drained', () => procIn(lb).find((e) => e.queue === 3)?.waiting ?? -1, (w) => w === 0);
+    await waitFor('burst drained', () => procIn(lb).find((e) => e.queue === 3)?.waiting ?? -1, (w) => w === 0, GIVE_UP_MS);
     // Nothing waits for a verdict any more, so every packet of the burst that reached the queue is counted.
     const after = (await wL.ok('stats', { key: 'q3' })) as Reply;
     const got = after.stats.packets - before.packets;
     expect(got).toBeGreaterThan(0);
     expect(after.stats.accepted - before.accepted).toBe(got);
-    await waitFor(`${got} packets marked`, () => markCount(lb, '192.0.2.2', 106), (n) => n >= got);
+    await waitFor(`${got} packets marked`, () => markCount(lb, '192.0.2.2', 106), (n) => n >= got, GIVE_UP_MS);
     expect(markCount(lb, '192.0.2.2', 106)).toBe(got);
     // eslint-disable-next-line no-console
     console.log(
@@ -257,10 +250,10 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     // In queue order: 3 × mark 102, 1 × 103, 2 × 102, 1 dropped, 4 × 104, 1 dropped, 1 × 103.
     const sends = [[2, 7000, 3], [3, 7000, 1], [2, 7000, 2], [4, 7999, 1], [4, 7000, 4], [2, 7999, 1], [3, 7000, 1]];
     for (const [src, port, count] of sends) await wS.ok('send', { srcs: [SRC(src)], dst: '192.0.2.7', port, count });
-    await waitFor('13 waiting', () => procIn(lb).find((e) => e.queue === 8)?.waiting ?? 0, (w) => w === 13);
+    await waitFor('13 waiting', () => procIn(lb).find((e) => e.queue === 8)?.waiting ?? 0, (w) => w === 13, GIVE_UP_MS);
     await wL.ok('resume', { key: 'q8' });
     await received('r8', 11);
-    const st = await waitFor('13 verdicts', () => wL.ok('stats', { key: 'q8' }), (s) => s.stats.packets >= 13);
+    const st = await waitFor('13 verdicts', () => wL.ok('stats', { key: 'q8' }), (s) => s.stats.packets >= 13, GIVE_UP_MS);
     expect(st.stats).toMatchObject({ packets: 13, batches: 1, accepted: 11, dropped: 2, sendErrors: 0, verdictErrors: 0 });
     expect([102, 103, 104].map((m) => markCount(lb, '192.0.2.7', m))).toEqual([5, 2, 4]);
     expect((await wL.ok('received', { key: 'r8drop' })).count).toBe(0);
@@ -361,7 +354,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     await wS.ok('send', { srcs: [SRC(2)], dst: '192.0.2.5', port: 7000, count: 1 });
     await received('r5', 1);
     expect(markCount(lb, '192.0.2.5', 102)).toBe(1);
-    await waitFor('queue 5 unbound', () => procIn(lb).some((e) => e.queue === 5), (bound) => !bound);
+    await waitFor('queue 5 unbound', () => procIn(lb).some((e) => e.queue === 5), (bound) => !bound, GIVE_UP_MS);
     const st = await wL.ok('stats', { key: 'q5' });
     expect(st.stats).toMatchObject({ packets: 1, accepted: 1 });
   });

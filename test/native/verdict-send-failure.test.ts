@@ -26,7 +26,11 @@ import {
   nsExec,
   spawnInNs,
 } from '../helpers/netns';
+import { waitFor } from '../helpers/wait';
 import { describeUnless, netnsUnavailable } from '../helpers/skip';
+
+/** How long a wait may take before the test gives up (ms). */
+const GIVE_UP_MS = 10000;
 
 const WORKER = path.join(__dirname, 'fixtures', 'queue-worker.js');
 const STRACE = spawnSync('strace', ['-V']).status === 0;
@@ -73,17 +77,6 @@ class Worker {
   }
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 10000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = await fn();
-  while (!done(last)) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-    last = await fn();
-  }
-  return last;
-}
-
 const VIP = '192.0.2.9';
 const QUEUE = 9;
 
@@ -123,14 +116,14 @@ describeNs('a failed verdict send, then a batch verdict', () => {
     await wL.ok('listen', { key: 'r', addr: VIP, port: 7000 });
     // Batch A: 3 datagrams from .2 (mark 102), whose one verdict send fails every time.
     await wS.ok('send', { srcs: ['198.51.100.2'], dst: VIP, port: 7000, count: 3 });
-    await waitFor('3 waiting', waiting, (w) => w === 3);
+    await waitFor('3 waiting', waiting, (w) => w === 3, GIVE_UP_MS);
     // Attached to the worker's main thread only (no -f): its next sendto calls are the verdict sends.
     strace = spawn('strace', ['-o', '/dev/null', '-p', String(wL.child.pid), '-e', 'trace=sendto', '-e', 'inject=sendto:error=ENOMEM:when=1..3'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let straceErr = '';
     strace.stderr!.on('data', (d: Buffer) => (straceErr += d.toString()));
-    await waitFor('strace attached', () => straceErr, (t) => /attached/.test(t));
+    await waitFor('strace attached', () => straceErr, (t) => /attached/.test(t), GIVE_UP_MS);
     await wL.ok('resume', { key: 'q' });
-    const failed = await waitFor('the failed send', () => wL.ok('stats', { key: 'q' }), (s) => s.stats.sendErrors >= 1);
+    const failed = await waitFor('the failed send', () => wL.ok('stats', { key: 'q' }), (s) => s.stats.sendErrors >= 1, GIVE_UP_MS);
     expect(failed.stats).toMatchObject({ sendErrors: 1, unsentVerdicts: 3 });
     await killProcess(strace);
     strace = null;
@@ -138,10 +131,10 @@ describeNs('a failed verdict send, then a batch verdict', () => {
     // Batch B: 2 datagrams from .4 (mark 104), consecutive ids with one mark: a run.
     await wL.ok('pause', { key: 'q' });
     await wS.ok('send', { srcs: ['198.51.100.4'], dst: VIP, port: 7000, count: 2 });
-    await waitFor('5 waiting', waiting, (w) => w === 5);
+    await waitFor('5 waiting', waiting, (w) => w === 5, GIVE_UP_MS);
     await wL.ok('resume', { key: 'q' });
-    await waitFor('batch B received', () => wL.ok('received', { key: 'r' }), (r) => r.count >= 2);
-    await waitFor('B answered', () => wL.ok('stats', { key: 'q' }), (s) => s.stats.packets >= 5);
+    await waitFor('batch B received', () => wL.ok('received', { key: 'r' }), (r) => r.count >= 2, GIVE_UP_MS);
+    await waitFor('B answered', () => wL.ok('stats', { key: 'q' }), (s) => s.stats.packets >= 5, GIVE_UP_MS);
     // B's two with their own mark; none of A's took B's mark (they are still queued without a verdict).
     expect({ mark102: markCount(lb, VIP, 102), mark104: markCount(lb, VIP, 104), received: (await wL.ok('received', { key: 'r' })).count })
       .toEqual({ mark102: 0, mark104: 2, received: 2 });
