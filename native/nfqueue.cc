@@ -578,7 +578,8 @@ void NfQueue::ReadRound() {
       msgs_[i].msg_hdr.msg_flags = 0;
       msgs_[i].msg_len = 0;
     }
-    int r = recvmmsg(fd_, &msgs_[got], batchSize_ - got, MSG_DONTWAIT, nullptr);
+    const uint32_t asked = batchSize_ - got;
+    int r = recvmmsg(fd_, &msgs_[got], asked, MSG_DONTWAIT, nullptr);
     if (r < 0) {
       int err = errno;
       if (err == EINTR) continue;
@@ -596,7 +597,7 @@ void NfQueue::ReadRound() {
     // Fewer than asked: the socket was empty a moment ago. Asking again
     // would almost always cost a syscall that returns EAGAIN; the poll is
     // level-triggered, so a packet that arrived since wakes us again.
-    if (static_cast<uint32_t>(r) < batchSize_ - (got - static_cast<uint32_t>(r))) break;
+    if (static_cast<uint32_t>(r) < asked) break;
   }
   for (uint32_t i = 0; i < got && !closeRequested_ && !closed_; i++) {
     if (addrs_[i].nl_pid != 0) continue;  // only the kernel talks to this socket
@@ -701,8 +702,9 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
   if (nl_ == nullptr) return;
   char* buf = verdictBuf_.data();
   size_t off = 0;
+  auto verdictOf = [&](uint32_t k) { return fromJs ? verdicts_[k] : defaultVerdict_; };
   for (uint32_t i = 0; i < n;) {
-    const int32_t v = fromJs ? verdicts_[i] : defaultVerdict_;
+    const int32_t v = verdictOf(i);
     // A run of packets with consecutive ids and the same verdict and mark (one
     // 5-tuple, or one target) gets one NFQNL_MSG_VERDICT_BATCH: the kernel
     // applies it to every packet of the queue with an id up to the run's last,
@@ -712,8 +714,7 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
     // failed: verdictsLost_); consecutive ids mean no packet the kernel
     // queued in between was left out of the run.
     uint32_t last = i;
-    while (!verdictsLost_ && last + 1 < n && (fromJs ? verdicts_[last + 1] : defaultVerdict_) == v &&
-           privateIds_[last + 1] == privateIds_[last] + 1) {
+    while (!verdictsLost_ && last + 1 < n && verdictOf(last + 1) == v && privateIds_[last + 1] == privateIds_[last] + 1) {
       last++;
     }
     const uint32_t count = last - i + 1;

@@ -19,7 +19,7 @@ import { bytesToText } from './control';
 import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
 import type { Logger } from './log';
-import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type PipelineOptions } from './pipeline';
+import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type FragmentGeometry, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
@@ -231,6 +231,8 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  /** The shape of every fragment table (the single loop's, or each packet thread's), from the options. */
+  private readonly fragmentShape: FragmentGeometry;
   private readonly fragmentStoreSum = new Float64Array(FSTORE_FIELDS);
   /** The packet threads (workers ≥ 1), once started. */
   private threads: PacketThreads | null = null;
@@ -248,6 +250,7 @@ export class Daemon {
     readonly log: Logger,
   ) {
     this.seenBusFaults = this.busFaults[0];
+    this.fragmentShape = fragmentGeometry({ ...DEFAULT_PIPELINE_OPTIONS, ...options.pipeline });
     const onFault: TableFaultListener = (name, fault, detail) => this.noteTableFault(name, fault, detail);
     this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text), onFault));
     this.flows = new FlowSet<Target<Table>>({ targetName: (t) => t.name, promiscuousPing: options.promiscuousPing });
@@ -589,7 +592,7 @@ export class Daemon {
 
   /** nfqlb's fragStats, summed over the fragment tables. */
   fragmentStats(): FragStats {
-    const ft = fragmentGeometry({ ...DEFAULT_PIPELINE_OPTIONS, ...this.options.pipeline });
+    const ft = this.fragmentShape;
     return fragStatsOf(sumFragmentStats(this.fragmentStatsArrays(), this.fragmentStatsSum), {
       size: ft.hashSize,
       bucketsMax: ft.extraBuckets,

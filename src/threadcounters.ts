@@ -20,7 +20,7 @@
  * daemon (a thread writes only the entries of its own queues), R the decision
  * reasons, B the batch size buckets.
  */
-import { BATCH_SIZE_BUCKETS, BatchSizeHistogram } from './counters';
+import { BatchSizeHistogram } from './counters';
 import { FRAG_STATS_FIELDS } from './fragments';
 import { FSTORE_FIELDS } from './fragstore';
 import { REASON_NAMES } from './pipeline';
@@ -31,8 +31,6 @@ export const QUEUE_STAT_FIELDS = [
   'sendErrors', 'unsentVerdicts', 'verdictErrors', 'parseErrors', 'truncated', 'lastErrno',
 ] as const;
 export type QueueStatField = (typeof QUEUE_STAT_FIELDS)[number];
-
-const BUCKETS = BATCH_SIZE_BUCKETS.length + 1;
 
 export class ThreadCounters {
   readonly buffer: SharedArrayBuffer;
@@ -57,7 +55,7 @@ export class ThreadCounters {
 
   /** Bytes needed for a daemon with `queues` queues. */
   static bytes(queues: number): number {
-    return 8 * (2 * queues + REASON_NAMES.length + BUCKETS + 2 + queues * QUEUE_STAT_FIELDS.length + 1 + FRAG_STATS_FIELDS + FSTORE_FIELDS + 1);
+    return 8 * (2 * queues + REASON_NAMES.length + BatchSizeHistogram.BUCKETS + 2 + queues * QUEUE_STAT_FIELDS.length + 1 + FRAG_STATS_FIELDS + FSTORE_FIELDS + 1);
   }
 
   /** Views over `buffer` (a new zeroed one when left out) for `queues` queues. */
@@ -76,7 +74,7 @@ export class ThreadCounters {
     this.accepted = take(queues);
     this.dropped = take(queues);
     this.reasons = take(REASON_NAMES.length);
-    this.batchBuckets = take(BUCKETS);
+    this.batchBuckets = take(BatchSizeHistogram.BUCKETS);
     this.batchTotals = take(2);
     this.queueStats = take(queues * QUEUE_STAT_FIELDS.length);
     this.trace = take(1);

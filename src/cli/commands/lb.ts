@@ -57,9 +57,9 @@ const common: Record<string, Options> = {
  * (epoll, the call into JavaScript, the receive). Threads woken for a share of
  * the packets each pay that fixed cost on smaller batches: on 2 CPUs at 100k
  * packets/s, two threads used 7.5 µs per packet, one thread 6.2 µs, nfqlb 7.1
- * (docs/performance.md, the run of record). The CPU left over is the main thread's (control,
- * metrics, trace) and the softirq work of the traffic itself; one thread still
- * delivers the bench's 200k packets/s point here.
+ * (docs/performance.md, the run of record). The CPU left over is the main
+ * thread's (control, metrics, trace) and the softirq work of the traffic
+ * itself; one thread still delivers the bench's 200k packets/s point here.
  */
 export function workerCount(text: string | undefined, queues: number, cpus: number = usableCpus()): number {
   if (text === undefined) return Math.max(1, Math.min(queues, cpus - 1));
