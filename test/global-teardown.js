@@ -1,10 +1,12 @@
 'use strict';
 // Jest globalTeardown: says once, after the summary, which suites were skipped
-// and why (one line per reason), then removes the notes.
+// and why (one line per reason), then removes the notes, and the trace shm
+// if the suites' daemons created it (test/global-setup.js).
 const fs = require('node:fs');
 const path = require('node:path');
 
 module.exports = async function globalTeardown() {
+  if (process.env.NFQLB_TEST_TRACE_SHM_EXISTED === '0') fs.rmSync('/dev/shm/nfqlb-trace', { force: true });
   const log = process.env.NFQLB_TEST_SKIPS;
   if (log === undefined) return;
   const byReason = new Map();
