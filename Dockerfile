@@ -3,7 +3,7 @@
 #   podman build -t nfqlb-ts .          (or docker build; README "Running in a container")
 #
 # The daemon needs CAP_NET_ADMIN (NFQUEUE), which the runtime grants
-# (--cap-add=NET_ADMIN), the network namespace with the NFQUEUE rules and the
+# (--cap-add=NET_ADMIN; docs/container.md: as Kubernetes runs it), the network namespace with the NFQUEUE rules and the
 # fwmark routes, and /dev/shm shared with whoever runs `nfqlb init/activate`.
 # The default command is Meridio's stateless-lb line; pass another nfqlb
 # command to run it instead, e.g. `podman run ... nfqlb-ts show --shm=tshm-stream-a`.
@@ -26,6 +26,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libnetfilter-queue-dev libmnl-dev python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# /bin/nfqlb: the launcher that carries the capabilities
+# (native/launcher/nfqlb-launcher.c, docs/container.md). First, so that its
+# layer stays cached while the TypeScript changes.
+COPY native/launcher ./native/launcher
+RUN gcc -O2 -Wall -Wextra -Werror -o /opt/nfqlb-launcher native/launcher/nfqlb-launcher.c
 # Dependencies first, without install scripts: this layer stays cached until
 # the lockfile changes, and the addon is compiled once, below.
 # Behind an intercepting HTTPS proxy, give its CA certificates (PEM) as the
@@ -63,18 +68,31 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old \
  && rm -rf /usr/local/lib/node_modules /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack \
            /usr/local/bin/yarn /usr/local/bin/yarnpkg /opt/yarn-* \
-           /usr/local/include/node /usr/local/share/doc/node /usr/local/share/man/man1/node.1 \
- && ln -s /opt/nfqlb/bin/nfqlb /usr/local/bin/nfqlb
+           /usr/local/include/node /usr/local/share/doc/node /usr/local/share/man/man1/node.1
+# nfqlb at /bin/nfqlb (= /usr/bin/nfqlb, and on PATH), root's, with the file
+# capabilities permitted but not effective: a non-root user gets the ones the
+# runtime's bounding set allows (the pod's capabilities.add), and only when it
+# runs this file; the launcher hands them to node as ambient capabilities.
+# setcap comes and goes in this one step.
+COPY --from=build /opt/nfqlb-launcher /usr/bin/nfqlb
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libcap2-bin \
+ && setcap cap_net_admin,cap_ipc_lock,cap_ipc_owner=p /usr/bin/nfqlb \
+ && apt-get purge -y --auto-remove libcap2-bin \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old
 COPY --from=build /opt/nfqlb /opt/nfqlb
 WORKDIR /opt/nfqlb
 ENV NODE_ENV=production
 # Prometheus metrics (--metrics_address, default 0.0.0.0:9657).
 EXPOSE 9657
 # The base image's `node` user, numeric so that Kubernetes' runAsNonRoot can
-# check it. NET_ADMIN comes from the runtime (--cap-add=NET_ADMIN); the code
-# and the tables' shared memory need no other privilege.
+# check it (Meridio's stateless-lb image on this one sets USER 10002).
+# NET_ADMIN comes from the runtime (--cap-add=NET_ADMIN, capabilities.add) through
+# /bin/nfqlb's file capabilities; the code and the tables' shared memory need
+# no other privilege.
 USER 1000:1000
 # SIGTERM (podman/docker stop) unbinds the queues and exits 0.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["nfqlb"]
+ENTRYPOINT ["/bin/nfqlb"]
 CMD ["flowlb", "--queue=0:3", "--promiscuous_ping", "--hash_mode=0"]
