@@ -16,6 +16,7 @@
  * $NFQLB_IMAGE_TEST_LABEL and is removed in afterAll, with the namespaces.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   canUseNetns,
@@ -25,6 +26,7 @@ import {
   metricSum,
   NS_PREFIX,
   nfqlb,
+  nsExec,
   ports,
   run,
   scrapeMetrics,
@@ -35,6 +37,12 @@ import {
   type ConnectResult,
   type RunResult,
 } from '../../testbed/testbed';
+import { waitFor } from '../helpers/wait';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const standin = require('./standin-lb.js') as {
+  decodeFlowList(text: string): { Name: string; UserRef: string; MatchesCount: number }[];
+  flowSetArgs(f: Record<string, unknown>): string[];
+};
 
 const IMAGE = process.env.NFQLB_IMAGE;
 const BASE = process.env.NFQLB_IMAGE_BASE;
@@ -236,5 +244,250 @@ describeImage('the container image', () => {
       expect(code).toBe(0);
       expect(ms).toBeLessThan(1000);
     });
+  });
+
+  describe("as Meridio's stateless-lb runs it: a supervisor's child, uid 10002, only NET_ADMIN, no ambient capabilities", () => {
+    let tb: Testbed;
+    const SUP = `${NS_PREFIX}stateless-lb`;
+    const CONTROL = 9661; // the stand-in's control port, in this test's LB namespace
+    const SPORTS = ports(21000, 400);
+    const NET_ADMIN = 1n << 12n;
+    const before: Record<4 | 6, Map<number, string>> = { 4: new Map(), 6: new Map() };
+    let nocap = '';
+    const vip = (f: 4 | 6): string => (f === 4 ? tb.vip4 : tb.vip6);
+    const [labelName, labelValue] = LABEL.split('=');
+    const label = `--label=${labelName}=${labelValue ?? ''}`;
+
+    /**
+     * What containerd and CRI-O do for `runAsUser: 10002` with `capabilities:
+     * {drop: [ALL], add: [NET_ADMIN]}`: uid 10002, NET_ADMIN in the bounding set
+     * only, nothing inheritable or ambient. podman's own --user --cap-add gives
+     * the user ambient capabilities (logged below), so a root entry drops to
+     * that state with setpriv before it execs the stand-in.
+     */
+    function supervisor(podmanArgs: string[], setprivArgs: string[] = []): string[] {
+      return [
+        label, '--user=0', '--cap-drop=ALL', '--cap-add=NET_ADMIN,SETUID,SETGID,SETPCAP', '--read-only',
+        '-v', `${path.join(__dirname, 'standin-lb.js')}:/standin-lb.js:ro`, '--entrypoint=/usr/bin/setpriv', ...podmanArgs,
+        image, '--reuid=10002', '--regid=10002', '--clear-groups', '--inh-caps=-all', '--ambient-caps=-all',
+        '--bounding-set=-all,+net_admin', ...setprivArgs, '/usr/local/bin/node', '/standin-lb.js', `--control=127.0.0.1:${CONTROL}`,
+      ];
+    }
+
+    /** One request to the stand-in's control (from inside the LB namespace); its JSON answer. */
+    function control(method: string, where: string, body?: unknown): { status: number; body: { result?: unknown; error?: string; output?: string } } {
+      const script =
+        "const [m, p, b] = process.argv.slice(1); fetch(`http://127.0.0.1:" + CONTROL + "${p}`, { method: m, body: b === '' ? undefined : b })" +
+        '.then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.json() })), () => process.exit(1))';
+      const r = nsExec(tb.lb, process.execPath, ['-e', script, method, where, body === undefined ? '' : JSON.stringify(body)], { allowFail: true, timeoutMs: 60000 });
+      if (r.status !== 0) throw new Error(`the stand-in's control does not answer ${method} ${where}: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    }
+    function change(method: string, where: string, body: unknown): void {
+      const r = control(method, where, body);
+      if (r.status !== 200) throw new Error(`${method} ${where} ${JSON.stringify(body)}: ${r.status} ${r.body.error}`);
+    }
+    const flowA = (): Record<string, unknown> => ({
+      stream: 'a', flow: 'f', prio: 1, protocols: ['tcp'], dsts: [`${tb.vip4}/32`, `${tb.vip6}/128`],
+      srcs: ['0.0.0.0/0', '::/0'], dports: [`${tb.port}`], sports: ['0-65535'],
+    });
+
+    function status(pid: number): Record<string, string> {
+      const out: Record<string, string> = {};
+      for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+        const m = /^(\w+):\s+(.*)$/.exec(line);
+        if (m !== null) out[m[1]] = m[2];
+      }
+      return out;
+    }
+    const caps = (st: Record<string, string>, set: string): bigint => BigInt(`0x${st[set]}`);
+    const supervisorPid = (): number => inspect<number>('container', SUP, '.State.Pid');
+    const daemonPid = (): number => Number(fs.readFileSync(`/proc/${supervisorPid()}/task/${supervisorPid()}/children`, 'utf8').trim());
+
+    function counts(results: ConnectResult[]): Record<string, number> {
+      const d = distribution(results);
+      return Object.fromEntries(tb.targets.map((t) => [t.name, d.get(t.name) ?? 0]));
+    }
+    function spread(f: 4 | 6, what: string): ConnectResult[] {
+      const results = tb.connect(vip(f), SPORTS);
+      log(`stand-in, IPv${f} ${what}:\n${formatDistribution(results, tb.targets.map((t) => t.name))}`);
+      expect(results.filter((r) => r.target === null)).toEqual([]);
+      return results;
+    }
+
+    beforeAll(async () => {
+      const t0 = Date.now();
+      // /bin/nfqlb without its file capabilities: a copy (copying drops extended attributes).
+      const root = podman(['image', 'mount', image]).stdout.trim();
+      try {
+        nocap = fs.mkdtempSync(path.join(os.tmpdir(), `${NS_PREFIX}nocap-`));
+        fs.copyFileSync(path.join(root, 'usr/bin/nfqlb'), path.join(nocap, 'nfqlb'));
+        fs.chmodSync(path.join(nocap, 'nfqlb'), 0o755);
+      } finally {
+        podman(['image', 'unmount', image], { allowFail: true });
+      }
+      tb = Testbed.build();
+      await tb.startServers();
+      podman(['run', '-d', '--name', SUP, `--network=ns:/run/netns/${tb.lb}`, ...supervisor([])]);
+      await waitFor('the daemon under the stand-in to start', () => {
+        if (inspect<string>('container', SUP, '.State.Status') !== 'running') {
+          const logs = podman(['logs', SUP]);
+          throw new Error(`the stand-in's container stopped:\n${logs.stdout}${logs.stderr}`);
+        }
+        try {
+          return control('GET', '/output').body.output ?? '';
+        } catch {
+          return '';
+        }
+      }, (out) => /"msg":"started"/.test(out), 60000);
+      log(`stand-in: set up in ${Date.now() - t0} ms`);
+    });
+
+    afterAll(async () => {
+      podman(['rm', '-f', '-t', '0', SUP], { allowFail: true });
+      if (nocap !== '') fs.rmSync(nocap, { recursive: true, force: true });
+      if (tb !== undefined) await tb.destroy();
+      await cleanupAll();
+    });
+
+    it('has nfqlb at /bin/nfqlb, first on PATH, root\'s, with file capabilities (permitted, not effective)', () => {
+      const where = podman(['exec', SUP, 'sh', '-c', 'command -v nfqlb; readlink -f /bin/nfqlb; stat -c %U:%a /bin/nfqlb']).stdout.trim().split('\n');
+      expect(where).toEqual(['/usr/bin/nfqlb', '/usr/bin/nfqlb', 'root:755']);
+      const root = podman(['image', 'mount', image]).stdout.trim();
+      try {
+        expect(run('getcap', [path.join(root, 'usr/bin/nfqlb')]).stdout).toMatch(/ cap_net_admin,cap_ipc_lock,cap_ipc_owner=p$/m);
+        expect(run('getcap', [path.join(nocap, 'nfqlb')]).stdout).toBe('');
+      } finally {
+        podman(['image', 'unmount', image], { allowFail: true });
+      }
+    });
+
+    it('runs the stand-in as uid 10002 with no capability at all, and the daemon, its child, with NET_ADMIN only', () => {
+      const sup = status(supervisorPid());
+      expect(sup.Uid).toBe('10002\t10002\t10002\t10002');
+      expect(sup.Gid).toBe('10002\t10002\t10002\t10002');
+      for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapAmb']) expect([set, caps(sup, set)]).toEqual([set, 0n]);
+      expect(caps(sup, 'CapBnd')).toBe(NET_ADMIN);
+      const pid = daemonPid();
+      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
+      expect(cmdline).toEqual(['node', '/opt/nfqlb/bin/nfqlb', 'flowlb', '--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0']);
+      const daemon = status(pid);
+      expect(daemon.Uid).toBe('10002\t10002\t10002\t10002');
+      for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapAmb']) expect([set, caps(daemon, set)]).toEqual([set, NET_ADMIN]);
+      // For the record: podman's own way of giving a non-root user a capability.
+      const own = podman(['run', '--rm', label, '--user=10002', '--cap-drop=ALL', '--cap-add=NET_ADMIN', '--entrypoint=/bin/grep', image, '^Cap', '/proc/self/status']);
+      log(`podman --user=10002 --cap-add=NET_ADMIN, without setpriv (not what CRI does when CapAmb is not 0):\n${own.stdout}`);
+    });
+
+    it.each([
+      ['without the file capabilities on /bin/nfqlb', ['-v', '@NOCAP@:/usr/bin/nfqlb:ro'], []],
+      ['with no_new_privs (allowPrivilegeEscalation: false)', [], ['--no-new-privs']],
+    ])('fails to start %s: the supervisor exits non-zero with the daemon\'s start error', (_what, podmanArgs, setprivArgs) => {
+      const args = (podmanArgs as string[]).map((a) => a.replace('@NOCAP@', path.join(nocap, 'nfqlb')));
+      const r = podman(['run', '--rm', '--network=none', ...supervisor(args, setprivArgs as string[])], { allowFail: true });
+      const out = r.stdout + r.stderr;
+      log(`stand-in ${_what}: exit ${r.status}\n${out}`);
+      expect(r.status).toBe(1);
+      expect(out).toMatch(/stateless-lb: nfqlb flowlb ended: exit status [1-9][0-9]*: /);
+      expect(out).toMatch(/CAP_NET_ADMIN/);
+      expect(out).not.toMatch(/"msg":"started"/);
+    });
+
+    it('brings up a stream of 4 targets and a flow, one nfqlb process per change: TCP over IPv4 and IPv6 reaches all 4', () => {
+      change('POST', '/stream', { stream: 'a', maxTargets: 100 });
+      for (const t of tb.targets) change('POST', '/target', { stream: 'a', index: t.id - 1, fwmark: t.fwmark });
+      change('POST', '/flow', flowA());
+      for (const f of [4, 6] as const) {
+        const results = spread(f, 'over 4 targets');
+        for (const t of tb.targets) {
+          expect(counts(results)[t.name]).toBeGreaterThanOrEqual(0.15 * 400);
+          expect(counts(results)[t.name]).toBeLessThanOrEqual(0.35 * 400);
+        }
+        before[f] = targetsByPort(results);
+      }
+    });
+
+    it('removes a target (only its connections move) and adds it back', () => {
+      const gone = tb.targets[3];
+      change('DELETE', '/target', { stream: 'a', index: gone.id - 1 });
+      for (const f of [4, 6] as const) {
+        const results = spread(f, `with ${gone.name} removed`);
+        expect(counts(results)[gone.name]).toBe(0);
+        const { kept, of } = keptTargets(before[f], targetsByPort(results), gone.name);
+        expect(kept / of).toBeGreaterThanOrEqual(0.95);
+      }
+      change('POST', '/target', { stream: 'a', index: gone.id - 1, fwmark: gone.fwmark });
+      for (const f of [4, 6] as const) expect(counts(spread(f, `with ${gone.name} back`))[gone.name]).toBeGreaterThanOrEqual(0.15 * 400);
+    });
+
+    it('changes flows: a second stream\'s flow of higher priority takes the traffic, changed away it gives it back, the stream goes', () => {
+      const t1 = tb.targets[0];
+      change('POST', '/stream', { stream: 'b', maxTargets: 10 });
+      change('POST', '/target', { stream: 'b', index: 0, fwmark: t1.fwmark });
+      const flowB = { ...flowA(), stream: 'b', flow: 'g', prio: 10 };
+      change('POST', '/flow', flowB);
+      for (const f of [4, 6] as const) expect(counts(spread(f, 'with stream b\'s flow first'))[t1.name]).toBe(400);
+      change('POST', '/flow', { ...flowB, dports: [`${tb.port + 1}`] });
+      for (const f of [4, 6] as const) {
+        const c = counts(spread(f, 'with stream b\'s flow on another port'));
+        for (const t of tb.targets) expect(c[t.name]).toBeGreaterThanOrEqual(0.15 * 400);
+      }
+      const flows = control('GET', '/flows');
+      expect(flows.status).toBe(200);
+      expect(flows.body.result).toEqual(expect.arrayContaining([
+        { stream: 'a', flow: 'f', matchesCount: expect.any(Number) },
+        { stream: 'b', flow: 'g', matchesCount: expect.any(Number) },
+      ]));
+      change('DELETE', '/stream', { stream: 'b', targets: [0], flows: ['g'] });
+    });
+
+    it('reads flow-list as Meridio does (stdout, Go encoding/json): one entry per flow with its match count', () => {
+      const r = control('GET', '/flows');
+      log(`stand-in: flow-list decoded: ${JSON.stringify(r.body)}`);
+      expect(r.status).toBe(200);
+      const flows = r.body.result as { stream: string; flow: string; matchesCount: number }[];
+      expect(flows.map((f) => `${f.stream}/${f.flow}`)).toEqual(['a/f']);
+      // Packets of flow a/f: at least one per connection it took (8 rounds of 400; stream b's flow took 2).
+      expect(flows[0].matchesCount).toBeGreaterThanOrEqual(8 * 400);
+    });
+
+    it('ends when the daemon is killed (kill -9): exit non-zero, with the daemon\'s captured output', async () => {
+      process.kill(daemonPid(), 'SIGKILL');
+      await waitFor('the stand-in to exit', () => inspect<string>('container', SUP, '.State.Status'), (s) => s === 'exited', 30000);
+      const logs = podman(['logs', SUP]);
+      const out = logs.stdout + logs.stderr;
+      log(`stand-in after kill -9 of the daemon: exit ${inspect<number>('container', SUP, '.State.ExitCode')}\n${out.slice(-600)}`);
+      expect(inspect<number>('container', SUP, '.State.ExitCode')).toBe(1);
+      expect(out).toMatch(/stateless-lb: nfqlb flowlb ended: signal: killed: .*"msg":"started"/s);
+    });
+  });
+});
+
+describe("the stateless-lb stand-in reads flow-list as Go's encoding/json does", () => {
+  const entry = '{"name":"tshm-a-f","user_ref":"tshm-a","matches_count":3}';
+  it('takes the whole text as one JSON array, keys case-insensitively, other keys ignored', () => {
+    expect(standin.decodeFlowList(`[${entry}]\n`)).toEqual([{ Name: 'tshm-a-f', UserRef: 'tshm-a', MatchesCount: 3 }]);
+    expect(standin.decodeFlowList('[{"NAME":"x","User_Ref":"y","Matches_Count":7,"other":1.5}]')).toEqual([{ Name: 'x', UserRef: 'y', MatchesCount: 7 }]);
+    expect(standin.decodeFlowList('null')).toEqual([]);
+    expect(standin.decodeFlowList(' [] ')).toEqual([]);
+  });
+  it.each([
+    ['a trailing NUL', `[${entry}]\0`],
+    ['two values', `[${entry}][]`],
+    ['an object', entry],
+    ['a fraction', '[{"matches_count":1.0}]'],
+    ['an exponent', '[{"matches_count":1e3}]'],
+    ['beyond int64', '[{"matches_count":9223372036854775808}]'],
+    ['a string count', '[{"matches_count":"3"}]'],
+    ['a number name', '[{"name":3}]'],
+    ['nothing', ''],
+  ])('rejects %s', (_what, text) => {
+    expect(() => standin.decodeFlowList(text)).toThrow(/json|JSON/);
+  });
+  it("builds Meridio's flow-set line: --protocols always, no --srcs for /0, no port range 0-65535", () => {
+    expect(standin.flowSetArgs({ stream: 's', flow: 'f', prio: 2, protocols: [], srcs: ['0.0.0.0/0'], dports: ['0-65535'] }))
+      .toEqual(['flow-set', '--name=tshm-s-f', '--target=tshm-s', '--prio=2', '--protocols=']);
+    expect(standin.flowSetArgs({ stream: 's', flow: 'f', prio: 1, protocols: ['tcp', 'udp'], dsts: ['192.0.2.1/32'], srcs: ['198.51.100.0/24'], dports: ['80', '443'], match: ['tcp[2:2]=80'] }))
+      .toEqual(['flow-set', '--name=tshm-s-f', '--target=tshm-s', '--prio=1', '--protocols=tcp,udp', '--dsts=192.0.2.1/32', '--srcs=198.51.100.0/24', '--dports=80,443', '--match=tcp[2:2]=80']);
   });
 });
