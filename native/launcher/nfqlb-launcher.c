@@ -12,8 +12,10 @@
  * run this file when the pod adds only some of them. This launcher raises each
  * capability it was granted into the inheritable and then the ambient set,
  * which is how a capability survives the exec of node (a file without
- * capabilities), and execs node with the command line. Only processes started
- * through this file gain the capabilities, not every node program.
+ * capabilities), and execs node with the command line: for `flowlb` and `lb`
+ * only, the commands that bind queues; every other command runs without. Only
+ * processes started through this file gain the capabilities, not every node
+ * program.
  *
  * node would let its environment load code with the capabilities
  * (NODE_OPTIONS=--require=..., NODE_PATH, ...): every NODE_* variable but
@@ -49,6 +51,13 @@ static int permitted(const struct __user_cap_data_struct *set, int cap) {
   return (set[cap / 32].permitted >> (cap % 32)) & 1;
 }
 
+/* Only the daemons bind queues; the other commands (tables in /dev/shm, the
+ * control socket) need no capability, and run without. The command is the
+ * first argument (src/cli/main.ts). */
+static int binds_queues(int argc, char **argv) {
+  return argc > 1 && (strcmp(argv[1], "flowlb") == 0 || strcmp(argv[1], "lb") == 0);
+}
+
 static int kept_variable(const char *entry) {
   return strncmp(entry, "NODE_", 5) != 0 || strncmp(entry, "NODE_ENV=", 9) == 0;
 }
@@ -62,7 +71,7 @@ int main(int argc, char **argv) {
     return 126;
   }
   int granted = 0;
-  for (i = 0; i < sizeof passed / sizeof passed[0]; i++) {
+  for (i = 0; binds_queues(argc, argv) && i < sizeof passed / sizeof passed[0]; i++) {
     if (permitted(caps, passed[i].cap)) {
       caps[passed[i].cap / 32].inheritable |= 1u << (passed[i].cap % 32);
       granted = 1;
@@ -70,7 +79,7 @@ int main(int argc, char **argv) {
   }
   if (granted && syscall(SYS_capset, &header, caps) != 0)
     fprintf(stderr, "nfqlb: making the capabilities inheritable failed: %s\n", strerror(errno));
-  for (i = 0; i < sizeof passed / sizeof passed[0]; i++) {
+  for (i = 0; granted && i < sizeof passed / sizeof passed[0]; i++) {
     if (permitted(caps, passed[i].cap) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, passed[i].cap, 0, 0) != 0)
       fprintf(stderr, "nfqlb: passing %s on to node failed: %s\n", passed[i].name, strerror(errno));
   }
