@@ -102,7 +102,7 @@ describeImage('the container image', () => {
         'usr/local/lib/node_modules', 'usr/local/bin/npm', 'usr/local/bin/npx', 'usr/local/bin/corepack',
         'usr/local/bin/yarn', 'usr/local/include/node',
         'usr/bin/gcc', 'usr/bin/g++', 'usr/bin/cc', 'usr/bin/c++', 'usr/bin/make', 'usr/bin/python3', 'usr/bin/ld',
-        'usr/include/libnetfilter_queue', 'run/secrets/extra-ca',
+        'usr/include/libnetfilter_queue', 'run/secrets/extra-ca', 'usr/sbin/setcap', 'usr/sbin/getcap',
         ...['node-addon-api', 'node-gyp', 'typescript', 'jest', 'ts-jest', '@types', '.bin'].map((m) => `opt/nfqlb/node_modules/${m}`),
       ];
       expect(absent.filter((p) => fs.existsSync(path.join(root, p)))).toEqual([]);
