@@ -11,7 +11,7 @@
  */
 import type { Options } from 'yargs';
 import type { CommandParser } from '../config';
-import { shmTableStore, type TableStore } from '../tablestore';
+import type { TableStore } from '../tablestore';
 
 export interface ParsedArgs {
   /** Positional arguments after the command name. */
@@ -53,4 +53,17 @@ export function out(text: string): void {
   process.stdout.write(text);
 }
 
-export const defaultContext: Omit<CommandContext, 'parser'> = { store: shmTableStore, out };
+/**
+ * /dev/shm and stdout. The table store (and with it the shm wrapper) is loaded
+ * when a command first uses it: flow and version commands never do.
+ */
+export function defaultContext(parser: CommandParser): CommandContext {
+  return {
+    get store(): TableStore {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (start-up cost)
+      return (require('../tablestore') as typeof import('../tablestore')).shmTableStore;
+    },
+    out,
+    parser,
+  };
+}

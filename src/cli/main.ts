@@ -5,7 +5,7 @@
  */
 import { NfqlbError, UsageError } from '../errors';
 import { defaultContext, EXTENSION, type NfqlbCommand, type ParsedArgs } from './command';
-import { allCommands } from './commands';
+import { commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
 
 /** nfqlb's command list, in the order it registers (and lists) them; commands it lacks follow. */
@@ -19,13 +19,13 @@ const NFQLB_COMMAND_ORDER = [
  * (process.argv[1] is always an absolute path), so this says `nfqlb`, which
  * is what nfqlb prints when run from PATH.
  */
-function usage(commands: NfqlbCommand[]): string {
-  const rank = (c: NfqlbCommand): number => {
-    const i = NFQLB_COMMAND_ORDER.indexOf(c.name);
+function usage(names: string[]): string {
+  const rank = (name: string): number => {
+    const i = NFQLB_COMMAND_ORDER.indexOf(name);
     return i < 0 ? NFQLB_COMMAND_ORDER.length : i;
   };
-  const sorted = commands.slice().sort((a, b) => rank(a) - rank(b));
-  return `Usage: nfqlb <command> [opt...]\nCommands:\n${sorted.map((c) => `  ${c.name}\n`).join('')}`;
+  const sorted = names.slice().sort((a, b) => rank(a) - rank(b));
+  return `Usage: nfqlb <command> [opt...]\nCommands:\n${sorted.map((name) => `  ${name}\n`).join('')}`;
 }
 
 /** getopt's table for a command: nfqlb puts its "help" flag first, then the command's options in order. */
@@ -83,7 +83,7 @@ export function parseOptions(cmd: NfqlbCommand, argv: readonly string[], env: No
 
 /** The command called `name`, if there is one. */
 export function findCommand(name: string): NfqlbCommand | undefined {
-  return allCommands().find((c) => c.name === name);
+  return loadCommand(name);
 }
 
 /**
@@ -100,12 +100,11 @@ export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs 
 
 /** Runs one command line (without the program name) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const commands = allCommands();
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
-    process.stdout.write(usage(commands));
+    process.stdout.write(usage(commandNames()));
     return 0;
   }
-  const cmd = commands.find((c) => c.name === argv[0]);
+  const cmd = loadCommand(argv[0]);
   if (cmd === undefined) {
     process.stderr.write(`Unknown command [${argv[0]}]\n`);
     return 1;
@@ -120,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   try {
-    const rc = await cmd.run(line.args, { ...defaultContext, parser: { find: findCommand, parse: parseCommandLine } });
+    const rc = await cmd.run(line.args, defaultContext({ find: findCommand, parse: parseCommandLine }));
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {
