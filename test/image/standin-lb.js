@@ -133,28 +133,28 @@ function flowSetArgs(f) {
   return args;
 }
 
-/** One `nfqlb` process; resolves with its combined output, rejects on a non-zero exit. */
-function nfqlb(args) {
+/**
+ * One `nfqlb` process: resolves with its stdout and its combined output (in
+ * arrival order, as CombinedOutput), rejects on a non-zero exit.
+ */
+function run(args) {
   return new Promise((resolve, reject) => {
+    let stdout = '';
+    let output = '';
     const child = execFile('nfqlb', args, { encoding: 'utf8' }, (err) => {
       if (err) reject(new Error(`nfqlb ${args.join(' ')}: ${err.code ?? err.signal}: ${output}`));
-      else resolve(output);
+      else resolve({ stdout, output });
     });
-    let output = '';
-    child.stdout.on('data', (d) => { output += d; });
+    child.stdout.on('data', (d) => { stdout += d; output += d; });
     child.stderr.on('data', (d) => { output += d; });
   });
 }
 
+/** A change: the combined output, as Meridio captures it. */
+const nfqlb = async (args) => (await run(args)).output;
+
 /** `nfqlb flow-list`: stdout only, as Meridio reads it. */
-function flowList() {
-  return new Promise((resolve, reject) => {
-    execFile('nfqlb', ['flow-list'], { encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`nfqlb flow-list: ${err.code ?? err.signal}: ${stdout}${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
+const flowList = async () => (await run(['flow-list'])).stdout;
 
 const routes = {
   'POST /stream': (b) => nfqlb(['init', '--ownfw=0', `--shm=tshm-${b.stream}`, `--M=${100 * b.maxTargets}`, `--N=${b.maxTargets}`]),
