@@ -14,6 +14,7 @@ import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
 import { createLogger } from '../../log';
+import { native } from '../../native';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
 import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
 import { DEFAULT_QLENGTH } from '../../queue';
@@ -234,6 +235,10 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
 
 /** After a stop signal the process is gone within this time, whatever still holds the event loop. */
 const EXIT_DEADLINE_MS = 900;
+/** Until then the JavaScript stop has this long to unbind the queues and close the sockets. */
+const STOP_DEADLINE_MS = 750;
+/** Exit code of a stop that did not finish in time (a thread stuck, or the stop itself): the queues were not unbound cleanly. */
+export const EXIT_STOP_TIMEOUT = 71;
 
 async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
   const options = daemonOptions(mode, args);
@@ -251,6 +256,10 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // After process.on, so libuv's handler is in place to be chained to. This one works even when
+  // every JavaScript thread is stuck in a system call, where no timer below would run.
+  native().armStopWatchdog(EXIT_DEADLINE_MS, EXIT_STOP_TIMEOUT,
+    `nfqlb: stop did not finish within ${EXIT_DEADLINE_MS} ms (a thread is stuck in a system call); exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
   installSignalLogging(log);
   checkInspectorClosed();
 
@@ -295,9 +304,18 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
       if (stopping) return;
       stopping = true;
       log.notice({ signal }, 'stopping');
-      setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_DEADLINE_MS).unref();
+      let stopped = false;
+      setTimeout(() => {
+        // A finished stop whose process lingers (a handle still open) is still a clean one.
+        if (stopped) process.exit(process.exitCode ?? 0);
+        process.stderr.write(`nfqlb: stop did not finish within ${STOP_DEADLINE_MS} ms; exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
+        process.exit(EXIT_STOP_TIMEOUT);
+      }, STOP_DEADLINE_MS).unref();
       daemon.stop().then(
-        () => resolve(0),
+        () => {
+          stopped = true;
+          resolve(0);
+        },
         (err: Error) => {
           log.error({ err: err.message }, 'stop failed');
           resolve(1);
