@@ -171,7 +171,9 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
         return table;
       } catch (err) {
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
-        log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
+        // Something planted under the name is a fault to count, not just a table that is not there yet.
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') onFault(bytesToText(name), 'not_file', err.message);
+        else log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
@@ -218,6 +220,8 @@ export class Daemon {
   private tier: { table: Table; readonly ownFwmark: number } | null = null;
   /** Table faults by (target, fault) (nfqlb_table_faults_total). */
   readonly tableFaults = new LabeledCounter();
+  /** Opens refused because the name was not a regular file, by object (nfqlb_open_refused_total). */
+  readonly openRefused = new KeyCounter();
   /** The addon's count of repaired SIGBUS faults, and the value last handled. */
   private readonly busFaults = shmFaultCounter();
   private seenBusFaults: number;
@@ -310,6 +314,7 @@ export class Daemon {
       this.trace = traceShm.trace;
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
+      if (traceShm.notFile === true) this.openRefused.inc('trace_shm');
       if (this.options.ftShm !== undefined) {
         // As nfqlb, the stats object exists from the start. One that belongs
         // to another user is logged and tried again every second (nfqlb
@@ -504,6 +509,7 @@ export class Daemon {
   /** One line per table fault (each is reported once by ServedTable), and a count. */
   private noteTableFault(name: string, fault: TableFault, detail: string): void {
     this.tableFaults.inc(name, fault);
+    if (fault === 'not_file') this.openRefused.inc('table');
     const fields = { target: name, fault, detail };
     if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table re-created; reopened');
     else this.log.warn(fields, 'table fault');
@@ -621,7 +627,10 @@ export class Daemon {
       this.ftWriter.write(this.fragmentStats());
       this.ftWriteFailed = false;
     } catch (err) {
-      if (!this.ftWriteFailed) this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+      if (!this.ftWriteFailed) {
+        this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') this.openRefused.inc('ft_shm');
+      }
       this.ftWriteFailed = true;
     }
   }
@@ -693,6 +702,7 @@ export class Daemon {
       queueErrors: () => this.queueErrors(),
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
+      openRefused: () => this.openRefused.entries(),
       traceChannelDropped: () => this.traceChannelDropped,
       refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),

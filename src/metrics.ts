@@ -124,6 +124,8 @@ export interface MetricsSource {
   tableFaults?(): readonly { target: string; fault: string; count: number }[];
   /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
   flowsFileErrors?(): number;
+  /** Opens refused because the name was not a regular file, by object (→ nfqlb_open_refused_total{object}). */
+  openRefused?(): readonly { key: string; count: number }[];
   /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them, and ours (→ nfqlb_fragment_*). */
   fragments?(): FragmentStatsReading;
   /** Trace lines the packet threads' bounded trace channel dropped (→ nfqlb_trace_channel_dropped_total). */
@@ -573,10 +575,22 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
+  const openRefused = new MonotonicTotals<'object'>();
+  const openRefusedCounter: Counter<'object'> = new Counter({
+    name: 'nfqlb_open_refused_total',
+    help: 'Opens refused because the name was a FIFO, socket, directory, device node or symbolic link, not a regular file (object: table, trace_shm, ft_shm, flows_file); each is one log line, and the daemon keeps what it had.',
+    labelNames: ['object'],
+    registers,
+    collect() {
+      for (const r of source.openRefused?.() ?? []) openRefused.update(r.key, { object: r.key }, r.count);
+      openRefused.writeTo(openRefusedCounter);
+    },
+  });
+
   const faults = new MonotonicTotals<'target' | 'fault'>();
   const faultsCounter: Counter<'target' | 'fault'> = new Counter({
     name: 'nfqlb_table_faults_total',
-    help: 'Faults of the shm files of open tables (truncated, deleted, recreated, invalid, mapping_fault).',
+    help: 'Faults of the shm files of open tables (truncated, deleted, recreated, invalid, not_file, mapping_fault).',
     labelNames: ['target', 'fault'],
     registers,
     collect() {
