@@ -161,6 +161,17 @@ export class ConnTable {
     this.ttl[CT_LIST_OTHER] = options.otherTtlMs;
   }
 
+  /**
+   * Touches every page of the buffer once, so the memory stated at start is
+   * committed then, not page by page on the packet path (a first-touch page
+   * fault per new connection cost about 3 µs per packet in the bench until
+   * the table was warm). Call once, from the thread that made the buffer.
+   */
+  prefault(): void {
+    const bytes = new Uint8Array(this.buffer);
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 0;
+  }
+
   /** Entries in use. */
   get entries(): number {
     return this.stats[CT_ENTRIES];

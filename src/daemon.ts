@@ -317,7 +317,11 @@ export class Daemon {
     const deciders = threaded ? Math.min(options.workers ?? 1, options.queues.length) : 1;
     if (ct !== undefined && ct.capacity > 0) {
       const perThread = entriesPerTable(ct.capacity, deciders);
-      for (let i = 0; i < deciders; i++) this.connTables.push(new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined));
+      for (let i = 0; i < deciders; i++) {
+        const table = new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined);
+        table.prefault();
+        this.connTables.push(table);
+      }
     }
     this.pipeline = new Pipeline(options.mode === 'flowlb' ? this.flows : null, {
       ...options.pipeline,
