@@ -21,12 +21,13 @@ const web = { action: 'set', name: 'web', target: 'tshm-a', priority: '2', proto
 describe('FlowsRecord', () => {
   it('keeps one request per name in first-set order; deletes remove; other actions change nothing', () => {
     const r = new FlowsRecord();
-    expect(r.apply(web)).toBe(true);
-    expect(r.apply({ action: 'set', name: 'dns', target: 'tshm-b', protocols: 'udp' })).toBe(true);
-    expect(r.apply({ ...web, dports: '8080' })).toBe(true);
-    expect(r.apply({ action: 'trace-set', name: 'tf', protocols: 'udp', dports: '4000' })).toBe(true);
-    expect(r.apply({ action: 'list' })).toBe(false);
-    expect(r.apply({ action: 'delete', name: 'nope' })).toBe(false);
+    expect(r.apply(web)).toEqual({ op: 'set', flow: { name: 'web', target: 'tshm-a', priority: '2', protocols: 'tcp', dsts: '192.0.2.1/32', dports: '80,443' } });
+    expect(r.apply({ action: 'set', name: 'dns', target: 'tshm-b', protocols: 'udp' })).not.toBeNull();
+    expect(r.apply({ ...web, dports: '8080' })).not.toBeNull();
+    expect(r.apply({ action: 'trace-set', name: 'tf', protocols: 'udp', dports: '4000' })).toEqual({ op: 'trace-set', flow: { name: 'tf', protocols: 'udp', dports: '4000' } });
+    expect(r.apply({ action: 'list' })).toBeNull();
+    expect(r.apply({ action: 'list', name: 'web' })).toBeNull();
+    expect(r.apply({ action: 'delete', name: 'nope' })).toBeNull();
     expect(r.content()).toEqual({
       flows: [
         { name: 'web', target: 'tshm-a', priority: '2', protocols: 'tcp', dsts: '192.0.2.1/32', dports: '8080' },
@@ -34,8 +35,8 @@ describe('FlowsRecord', () => {
       ],
       traceFlows: [{ name: 'tf', protocols: 'udp', dports: '4000' }],
     });
-    expect(r.apply({ action: 'delete', name: 'web' })).toBe(true);
-    expect(r.apply({ action: 'trace-delete', name: 'tf' })).toBe(true);
+    expect(r.apply({ action: 'delete', name: 'web' })).toEqual({ op: 'delete', name: 'web' });
+    expect(r.apply({ action: 'trace-delete', name: 'tf' })).toEqual({ op: 'trace-delete', name: 'tf' });
     expect(r.content()).toEqual({ flows: [{ name: 'dns', target: 'tshm-b', protocols: 'udp' }], traceFlows: [] });
   });
 });
