@@ -140,6 +140,8 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /** The journal is compacted once its records pass this many bytes (and COMPACT_FACTOR × the snapshot); tests make it small. */
+  flowsFileCompactBytes?: number;
   /**
    * --tun: the existing tun device kept out-of-order fragments are re-injected
    * through (pipeline.fragmentStoreSlots > 0 keeps them). Opened once by
@@ -656,6 +658,7 @@ export class Daemon {
     }
     this.flowsJournal = new FlowsJournal(file, {
       snapshot: () => this.flowsSnapshot(),
+      minCompactBytes: this.options.flowsFileCompactBytes,
       onError: (err) => {
         this.flowsFileErrors++;
         this.failures.note('flowsfile:write', err.message);
