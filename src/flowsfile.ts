@@ -70,6 +70,8 @@ export interface FlowsFileInfo {
   records: number;
   /** Bytes of a torn last record that were dropped (0: none). */
   tornBytes: number;
+  /** The number of the last record (journal records are numbered on from the snapshot's `seq`). */
+  seq: number;
 }
 
 const FIELDS = new Set<string>(FLOW_FIELDS);
@@ -102,8 +104,9 @@ function journalLine(value: object): string {
   return `${json}\t${lineDigest(json)}\n`;
 }
 
-function snapshotLine(content: FlowsFileContent): string {
-  return journalLine({ format: FLOWS_JOURNAL_FORMAT, flows: content.flows, traceFlows: content.traceFlows });
+/** `seq`: the number of the last record the snapshot includes; the records after it are numbered on from there. */
+function snapshotLine(content: FlowsFileContent, seq: number): string {
+  return journalLine({ format: FLOWS_JOURNAL_FORMAT, seq, flows: content.flows, traceFlows: content.traceFlows });
 }
 
 /** Checks one stored flow's shape (the values are checked by replaying them). */
@@ -128,15 +131,17 @@ function checkList(file: string, what: string, list: unknown): StoredFlow[] {
   });
 }
 
-function checkRecord(file: string, where: string, value: unknown): JournalRecord {
+function checkRecord(file: string, where: string, value: unknown, seq: number): JournalRecord {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw corrupt(file, `${where} is not an object`);
-  const r = value as Record<string, unknown>;
+  const { seq: found, ...r } = value as Record<string, unknown>;
+  // Numbered records: a lost, repeated or moved line is refused, not replayed.
+  if (found !== seq) throw corrupt(file, `${where} is record ${JSON.stringify(found)}, expected ${seq} (a line is missing, repeated or out of place)`);
   if (r.op === 'set' || r.op === 'trace-set') {
-    if (Object.keys(r).length !== 2) throw corrupt(file, `${where} has fields other than "op" and "flow"`);
+    if (Object.keys(r).length !== 2) throw corrupt(file, `${where} has fields other than "seq", "op" and "flow"`);
     return { op: r.op, flow: checkStored(file, `${where}.flow`, r.flow) };
   }
   if (r.op === 'delete' || r.op === 'trace-delete') {
-    if (Object.keys(r).length !== 2 || typeof r.name !== 'string') throw corrupt(file, `${where} needs exactly "op" and a string "name"`);
+    if (Object.keys(r).length !== 2 || typeof r.name !== 'string') throw corrupt(file, `${where} needs exactly "seq", "op" and a string "name"`);
     return { op: r.op, name: r.name };
   }
   throw corrupt(file, `${where} has an unknown op ${JSON.stringify(r.op)}`);
@@ -281,6 +286,7 @@ function readJournal(file: string, buf: Buffer): FlowsFileInfo {
   const lines = buf.subarray(0, end).toString('utf8').split('\n');
   lines.pop();
   const replay = new Replay(file);
+  let seq = 0;
   for (let i = 0; i < lines.length; i++) {
     const where = `line ${i + 1}`;
     const line = lines[i];
@@ -297,15 +303,17 @@ function readJournal(file: string, buf: Buffer): FlowsFileInfo {
     if (i === 0) {
       const d = value as Record<string, unknown>;
       if (d === null || typeof d !== 'object' || d.format !== FLOWS_JOURNAL_FORMAT) throw corrupt(file, `${where} is not a ${FLOWS_JOURNAL_FORMAT} snapshot`);
+      if (!Number.isSafeInteger(d.seq) || (d.seq as number) < 0) throw corrupt(file, `${where} (snapshot) has no record number "seq"`);
+      seq = d.seq as number;
       const flows = checkList(file, 'flows', d.flows);
       const traceFlows = checkList(file, 'traceFlows', d.traceFlows);
       for (const f of flows) replay.apply({ ...f, action: 'set' }, `${where} (snapshot)`);
       for (const f of traceFlows) replay.apply({ ...f, action: 'trace-set' }, `${where} (snapshot)`);
     } else {
-      replay.apply(recordRequest(checkRecord(file, where, value)), where);
+      replay.apply(recordRequest(checkRecord(file, where, value, ++seq)), where);
     }
   }
-  return { content: replay.content(), legacy: false, records: lines.length - 1, tornBytes: buf.length - end };
+  return { content: replay.content(), legacy: false, records: lines.length - 1, tornBytes: buf.length - end, seq };
 }
 
 function readLegacy(file: string, text: string): FlowsFileInfo {
@@ -324,7 +332,7 @@ function readLegacy(file: string, text: string): FlowsFileInfo {
   const replay = new Replay(file);
   stored.flows.forEach((f, i) => replay.apply({ ...f, action: 'set' }, `flows[${i}]`));
   stored.traceFlows.forEach((f, i) => replay.apply({ ...f, action: 'trace-set' }, `traceFlows[${i}]`));
-  return { content: replay.content(), legacy: true, records: 0, tornBytes: 0 };
+  return { content: replay.content(), legacy: true, records: 0, tornBytes: 0, seq: 0 };
 }
 
 function fsyncDir(dir: string): void {
@@ -362,7 +370,7 @@ class CrashHook {
 
 /** Writes `content` to `file` as a fresh journal (snapshot only): temp file, fsync, rename, fsync of the directory; mode 0600. */
 export function writeFlowsFile(file: string, content: FlowsFileContent): void {
-  writeSnapshot(file, Buffer.from(snapshotLine(content)));
+  writeSnapshot(file, Buffer.from(snapshotLine(content, 0)));
 }
 
 function tempName(file: string): string {
@@ -419,6 +427,8 @@ export class FlowsJournal {
   private needsRewrite = true;
   /** Bumped by every synchronous rewrite and failed append: an older background compaction is then dropped. */
   private generation = 0;
+  /** The number of the last record written (or included in the last snapshot). */
+  private seq = 0;
   /** Lines appended while a compaction runs; copied into its file before the rename. */
   private pending: Buffer[] | null = null;
   private compaction: Promise<void> | null = null;
@@ -461,7 +471,7 @@ export class FlowsJournal {
       this.rewrite();
       return;
     }
-    const line = Buffer.from(journalLine(record));
+    const line = Buffer.from(journalLine({ seq: this.seq + 1, ...record }));
     let fd = -1;
     try {
       fd = fs.openSync(this.file, 'a');
@@ -483,6 +493,7 @@ export class FlowsJournal {
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
+    this.seq++;
     this.hook.at('after-append');
     this.bytes += line.length;
     this.pending?.push(line);
@@ -498,7 +509,7 @@ export class FlowsJournal {
   private rewrite(): boolean {
     this.generation++;
     try {
-      const bytes = Buffer.from(snapshotLine(this.options.snapshot()));
+      const bytes = Buffer.from(snapshotLine(this.options.snapshot(), this.seq));
       writeSnapshot(this.file, bytes);
       this.setSizes(bytes.length, bytes.length);
       this.needsRewrite = false;
@@ -525,7 +536,7 @@ export class FlowsJournal {
    */
   private async compact(): Promise<void> {
     const generation = this.generation;
-    const snapshot = Buffer.from(snapshotLine(this.options.snapshot()));
+    const snapshot = Buffer.from(snapshotLine(this.options.snapshot(), this.seq));
     this.pending = [];
     const tmp = tempName(this.file);
     let step = 'writing the new snapshot';
