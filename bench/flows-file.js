@@ -102,7 +102,7 @@ async function main() {
     deleteTable(TABLE);
   }
   fs.mkdirSync(OUT_DIR, { recursive: true });
-  const stamp = new Date().toISOString().slice(0, 16).replace(/[T:]/g, '-');
+  const stamp = new Date().toISOString().slice(0, 16).replace('T', '-').replace(':', '');
   const out = path.join(OUT_DIR, `${stamp}-flows-file.json`);
   fs.writeFileSync(out, `${JSON.stringify({ dir: BASE, node: process.version, results }, null, 1)}\n`);
   process.stdout.write(`written: ${path.relative(process.cwd(), out)}\n`);

@@ -16,11 +16,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
-import type { ControlRequest } from '../../src/control';
+import { parseAddress, type ControlRequest } from '../../src/control';
 import { FLOW_FIELDS } from '../../src/flowfields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
 import { createLogger } from '../../src/log';
 import { createTable, deleteTable } from '../../src/shm';
+import { connectTo } from '../../src/sockets';
 import { describeUnless } from '../helpers/skip';
 import { prng } from '../helpers/prng';
 
@@ -141,6 +142,18 @@ async function send(daemon: Daemon, req: ControlRequest): Promise<string> {
   return 'text' in reply ? reply.text : reply.json;
 }
 
+/** A raw request over the control socket: every byte of the reply. */
+async function raw(address: string, request: string): Promise<string> {
+  const sock = await connectTo(parseAddress(address), 10000);
+  const chunks: Buffer[] = [];
+  sock.on('data', (d: Buffer) => chunks.push(d));
+  sock.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+  sock.end(request, 'latin1');
+  await closed;
+  return Buffer.concat(chunks).toString('latin1');
+}
+
 async function listings(daemon: Daemon): Promise<[string, string]> {
   return [await send(daemon, { action: 'list' }), await send(daemon, { action: 'trace-list' })];
 }
@@ -209,6 +222,9 @@ describeUnless(noTables)('--flows_file restores what the daemon accepted', () =>
     const daemon = new Daemon(options(file), quietLog());
     await daemon.start();
     try {
+      // What `nfqlb flow-set --name= --target=T` sends.
+      expect(await raw(daemon.options.flowAddress, `action:set\nname:\ntarget:${TABLES[0]}\neoc:\n`)).toBe('No name\0');
+      expect(await raw(daemon.options.flowAddress, 'action:trace-set\nname:\neoc:\n')).toBe('FAIL: no name\0');
       expect(await send(daemon, { action: 'set', name: '', target: TABLES[0] })).toBe('No name');
       expect(await send(daemon, { action: 'trace-set', name: '', protocols: 'udp' })).toBe('FAIL: no name');
       expect(await send(daemon, { action: 'set', name: 's', target: TABLES[0], protocols: 'sctp', udpencap: '9899' })).toBe('OK');
@@ -258,4 +274,30 @@ describeUnless(noTables)('--flows_file restores what the daemon accepted', () =>
     expect(ok).toBeGreaterThan(11000);
     expect(compactions).toBeGreaterThan(2);
   }, 600000);
+
+  it('failed writes: counted each, logged rate-limited; once the file can be written again it gets every change', async () => {
+    const sub = path.join(dir, 'failing');
+    fs.mkdirSync(sub);
+    const file = path.join(sub, 'flows.json');
+    const lines: string[] = [];
+    const log = createLogger(undefined, { write: (line: string) => lines.push(line) } as unknown as Parameters<typeof createLogger>[1]);
+    const daemon = new Daemon(options(file), log);
+    await daemon.start();
+    try {
+      fs.rmSync(sub, { recursive: true });
+      for (let i = 0; i < 146; i++) expect(await send(daemon, { action: 'set', name: `w${i}`, target: TABLES[0] })).toBe('OK');
+      expect(daemon.flowsFileErrors).toBe(146);
+      const errorLines = lines.filter((l) => l.includes('flows file not written'));
+      // One at once, the rest as a count when the housekeeping timer flushes (at most one a second).
+      expect(errorLines.length).toBeGreaterThanOrEqual(1);
+      expect(errorLines.length).toBeLessThanOrEqual(3);
+      expect(JSON.parse(errorLines[0])).toMatchObject({ count: 1, err: expect.stringMatching(/^cannot write flows file .*ENOENT/) });
+      fs.mkdirSync(sub);
+      expect(await send(daemon, { action: 'set', name: 'w146', target: TABLES[0] })).toBe('OK');
+      expect(daemon.flowsFileErrors).toBe(146);
+    } finally {
+      await daemon.stop();
+    }
+    expect(loadFlowsFile(file)!.content.flows).toHaveLength(147);
+  });
 });
