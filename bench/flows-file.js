@@ -11,7 +11,8 @@
  * sends them, each re-setting a random existing flow with other ports. Time
  * per flow-set is from connect to the daemon closing after its reply (the
  * reply comes after the change is on disk). Also: how long the start took
- * (reading and restoring the file).
+ * (reading and restoring the file). BENCH_NO_FILE=1: the same, but nothing
+ * is written per change after the start (the baseline without the file).
  *
  * Prints median and p99 per flow count and writes
  * <date>-flows-file.json to BENCH_OUT (default bench/results).
@@ -67,6 +68,8 @@ async function measure(count) {
   const t0 = process.hrtime.bigint();
   await daemon.start();
   const startMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  // BENCH_NO_FILE=1: the same daemon and flows, nothing written per change (the baseline).
+  if (process.env.BENCH_NO_FILE === '1') daemon.flowsJournal = null;
   const times = [];
   let failed = 0;
   try {
