@@ -293,7 +293,7 @@ function readJournal(file: string, buf: Buffer): FlowsFileInfo {
     const tab = line.lastIndexOf('\t');
     if (tab < 0) throw corrupt(file, `${where} has no checksum`);
     const json = line.slice(0, tab);
-    if (lineDigest(json) !== line.slice(tab + 1)) throw corrupt(file, `${where} fails its checksum (damaged, or edited)`);
+    if (lineDigest(json) !== line.slice(tab + 1)) throw corrupt(file, `checksum mismatch in ${where} (damaged, or edited)`);
     let value: unknown;
     try {
       value = JSON.parse(json);
@@ -373,12 +373,17 @@ export function writeFlowsFile(file: string, content: FlowsFileContent): void {
   writeSnapshot(file, Buffer.from(snapshotLine(content, 0)));
 }
 
-function tempName(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+/**
+ * A background compaction and a synchronous rewrite (after a failed write)
+ * can overlap, so each has a temporary file of its own: the rewrite renames
+ * its file over PATH while the compaction may still write to its own.
+ */
+function tempName(file: string, kind: 'rewrite' | 'compact'): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${kind}.tmp`);
 }
 
-function writeSnapshot(file: string, bytes: Buffer, hook?: CrashHook): void {
-  const tmp = tempName(file);
+function writeSnapshot(file: string, bytes: Buffer): void {
+  const tmp = tempName(file, 'rewrite');
   try {
     const fd = fs.openSync(tmp, 'w', 0o600);
     try {
@@ -387,9 +392,7 @@ function writeSnapshot(file: string, bytes: Buffer, hook?: CrashHook): void {
     } finally {
       fs.closeSync(fd);
     }
-    hook?.at('compact-after-temp');
     fs.renameSync(tmp, file);
-    hook?.at('compact-after-rename');
     fsyncDir(path.dirname(file));
   } catch (err) {
     try {
@@ -538,7 +541,7 @@ export class FlowsJournal {
     const generation = this.generation;
     const snapshot = Buffer.from(snapshotLine(this.options.snapshot(), this.seq));
     this.pending = [];
-    const tmp = tempName(this.file);
+    const tmp = tempName(this.file, 'compact');
     let step = 'writing the new snapshot';
     try {
       const fh = await fs.promises.open(tmp, 'w', 0o600);
