@@ -246,4 +246,25 @@ describe('the journal (nfqlb-ts-flows/2)', () => {
     expect(loadFlowsFile(file)).toMatchObject({ records: 0, content: record.content() });
     expect(record.content().flows.map((f) => f.name)).toEqual(['a', 'b', 'c', 'd']);
   });
+
+  it('a compaction overtaken by a failed write and a whole rewrite is dropped, not renamed over the newer file', async () => {
+    const file = path.join(dir, 'flows.json');
+    const { record, j, change, errors } = journal(file, { minCompactBytes: 1000 });
+    let i = 0;
+    // Until a compaction has begun writing its file (the thread pool creates it while this loop runs).
+    while (i < 100000 && fs.readdirSync(dir).every((n) => !n.endsWith('.compact.tmp'))) change(flow(`f${i++}`));
+    expect(i).toBeLessThan(100000);
+    // The next append fails (PATH is a directory for a moment), the one after rewrites the whole file.
+    fs.renameSync(file, `${file}.moved`);
+    fs.mkdirSync(file);
+    change(flow('failed'));
+    fs.rmdirSync(file);
+    change(flow('rewritten'));
+    expect(errors).toHaveLength(1);
+    await j.idle();
+    expect(j.compactions).toBe(0);
+    expect(loadFlowsFile(file)!.content).toEqual(record.content());
+    expect(record.content().flows.map((f) => f.name).slice(-2)).toEqual(['failed', 'rewritten']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['flows.json', 'flows.json.moved']);
+  });
 });
