@@ -77,6 +77,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitNfqueue(env, exports);
   InitUnixSock(env, exports);
   InitTun(env, exports);
+  InitStopWatchdog(env, exports);
   return exports;
 }
 

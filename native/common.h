@@ -18,5 +18,6 @@ void InitShm(Napi::Env env, Napi::Object exports);
 void InitNfqueue(Napi::Env env, Napi::Object exports);
 void InitUnixSock(Napi::Env env, Napi::Object exports);
 void InitTun(Napi::Env env, Napi::Object exports);
+void InitStopWatchdog(Napi::Env env, Napi::Object exports);
 
 }  // namespace nfqlb

@@ -151,6 +151,75 @@ bool GetName(const Napi::CallbackInfo& info, std::string* name) {
   return true;
 }
 
+// What an object in /dev/shm is when it is not a regular file, or nullptr.
+const char* NotRegularKind(mode_t m) {
+  if (S_ISREG(m)) return nullptr;
+  if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device node";
+  if (S_ISLNK(m)) return "a symbolic link";
+  return "not a regular file";
+}
+
+// shm_open that cannot block and opens only regular files. Anyone who can
+// write /dev/shm can put a FIFO, socket or device node under a table's name:
+// a plain open of a FIFO waits for a writer (the daemon froze on it), and
+// opening a device can have effects of its own. So: lstat first (a device is
+// never opened), then O_NONBLOCK (a FIFO swapped in meanwhile returns at
+// once), then fstat of what was really opened. Returns the fd, or -1 with
+// *err = errno, or -1 with *err = 0 and *kind naming what is there.
+int OpenShmRegular(const std::string& name, int flags, mode_t mode, int* err, const char** kind) {
+  *err = 0;
+  *kind = nullptr;
+  std::string file = "/dev/shm/" + name;
+  struct stat st;
+  if (lstat(file.c_str(), &st) == 0) {
+    *kind = NotRegularKind(st.st_mode);
+    if (*kind != nullptr) return -1;
+  } else if (errno != ENOENT || (flags & O_CREAT) == 0) {
+    *err = errno;
+    return -1;
+  }
+  std::string path = "/" + name;
+  int fd = shm_open(path.c_str(), flags | O_NONBLOCK, mode);
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  if (fstat(fd, &st) != 0 || (*kind = NotRegularKind(st.st_mode)) != nullptr) {
+    if (*kind == nullptr) *err = errno;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The errno nfqlb's plain shm_open() (and what follows it) meets on such an
+// object, so the CLI can word the failure as nfqlb does; 0 for a FIFO, on
+// which nfqlb blocks instead, and our own words are clearer.
+int NotRegularErrno(const char* kind) {
+  std::string k = kind;
+  if (k == "a directory") return EISDIR;
+  if (k == "a socket") return ENXIO;
+  if (k == "a symbolic link") return ELOOP;
+  if (k == "a device node") return ENODEV;
+  return 0;
+}
+
+// Throws what OpenShmRegular reported: NFQLB_ERR_NOT_FILE for an object that
+// is not a regular file, else NFQLB_ERR_SHM_OPEN with the errno.
+void ThrowOpenError(Napi::Env env, const std::string& name, int err, const char* kind) {
+  if (kind != nullptr) {
+    ThrowError(env, "NFQLB_ERR_NOT_FILE",
+               "cannot open shared memory '" + name + "' (/dev/shm/" + name + " is " + kind +
+                   ", not a shm object; it was not opened: remove it)",
+               NotRegularErrno(kind));
+    return;
+  }
+  ThrowError(env, "NFQLB_ERR_SHM_OPEN", "cannot open shared memory '" + name + "'", err);
+}
+
 // shmMap(name, mode, size[, fill]): mode 0 = read-only, 1 = read-write, 2 =
 // create or truncate to `size` bytes (read-write, 0600). Returns an
 // ArrayBuffer over the whole object. `fill` (default 0xFF) is what a page
@@ -171,12 +240,12 @@ Napi::Value ShmMap(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "shmMap: bad mode or size").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  std::string path = "/" + name;
   int flags = mode == 0 ? O_RDONLY : (mode == 1 ? O_RDWR : (O_RDWR | O_CREAT));
-  int fd = shm_open(path.c_str(), flags, 0600);
+  int openErr;
+  const char* kind;
+  int fd = OpenShmRegular(name, flags, 0600, &openErr, &kind);
   if (fd < 0) {
-    int err = errno;
-    ThrowError(env, "NFQLB_ERR_SHM_OPEN", "cannot open shared memory '" + name + "'", err);
+    ThrowOpenError(env, name, openErr, kind);
     return env.Undefined();
   }
   if (mode == 2 && ftruncate(fd, size) != 0) {
@@ -306,12 +375,12 @@ Napi::Value ShmSize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name;
   if (!GetName(info, &name)) return env.Undefined();
-  std::string path = "/" + name;
-  int fd = shm_open(path.c_str(), O_RDONLY, 0);
+  int openErr;
+  const char* kind;
+  int fd = OpenShmRegular(name, O_RDONLY, 0, &openErr, &kind);
   if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) return Napi::Number::New(env, -1);
-    ThrowError(env, "NFQLB_ERR_SHM_OPEN", "cannot open shared memory '" + name + "'", err);
+    if (kind == nullptr && openErr == ENOENT) return Napi::Number::New(env, -1);
+    ThrowOpenError(env, name, openErr, kind);
     return env.Undefined();
   }
   struct stat st;

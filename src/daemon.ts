@@ -36,8 +36,11 @@ import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
+import { ConnTable, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
+import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_LEN, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
+import { inetPton6 } from './inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
-import { makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
+import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';
 import type { QueueStats } from './queue';
@@ -128,6 +131,8 @@ export interface DaemonOptions {
   rcvbuf?: number;
   promiscuousPing: boolean;
   pipeline: Partial<PipelineOptions<Table>>;
+  /** --conntrack (off when absent): the connection table's entries in all and idle times. */
+  conntrack?: ConnTrackOptions;
   /** lb: the one table. */
   tshm?: string;
   /** --lbshm: the LB-tier table for fragments. */
@@ -174,7 +179,9 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
         return table;
       } catch (err) {
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
-        log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
+        // Something planted under the name is a fault to count, not just a table that is not there yet.
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') onFault(bytesToText(name), 'not_file', err.message);
+        else log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
@@ -185,8 +192,28 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
   };
 }
 
+/** The 40-byte hash key of a connection named in a `conntrack` request, as classify() would build it; null when a field is missing or wrong. */
+function connectionKey(req: ControlRequest): Uint8Array | null {
+  const proto = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, sctp: IPPROTO_SCTP }[req.protocols ?? ''];
+  const key = new Uint8Array(KEY_LEN);
+  const src = new Uint8Array(16);
+  const dst = new Uint8Array(16);
+  const sport = Number(req.sports);
+  const dport = Number(req.dports);
+  if (proto === undefined || !inetPton6(req.srcs ?? '', src) || !inetPton6(req.dsts ?? '', dst)) return null;
+  if (!(Number.isInteger(sport) && sport >= 0 && sport <= 65535 && Number.isInteger(dport) && dport >= 0 && dport <= 65535)) return null;
+  key.set(src, KEY_SRC);
+  key.set(dst, KEY_DST);
+  key[KEY_PROTO] = proto;
+  key[KEY_SPORT] = sport >> 8;
+  key[KEY_SPORT + 1] = sport & 0xff;
+  key[KEY_DPORT] = dport >> 8;
+  key[KEY_DPORT + 1] = dport & 0xff;
+  return key;
+}
+
 /** Control actions as metric labels; anything a client invents counts as "unknown". */
-const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names']);
+const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names', 'conntrack']);
 
 export class Daemon {
   readonly flows: FlowSet<Target<Table>>;
@@ -223,6 +250,8 @@ export class Daemon {
   private tier: { table: Table; readonly ownFwmark: number } | null = null;
   /** Table faults by (target, fault) (nfqlb_table_faults_total). */
   readonly tableFaults = new LabeledCounter();
+  /** Opens refused because the name was not a regular file, by object (nfqlb_open_refused_total). */
+  readonly openRefused = new KeyCounter();
   /** The addon's count of repaired SIGBUS faults, and the value last handled. */
   private readonly busFaults = shmFaultCounter();
   private seenBusFaults: number;
@@ -236,6 +265,9 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  /** --conntrack's tables: the one the pipeline uses, or one per packet thread (over SharedArrayBuffers). */
+  readonly connTables: ConnTable[] = [];
+  private readonly connStatsSum = new Float64Array(CT_STAT_FIELDS);
   /** The shape of every fragment table (the single loop's, or each packet thread's), from the options. */
   private readonly fragmentShape: FragmentGeometry;
   private readonly fragmentStoreSum = new Float64Array(FSTORE_FIELDS);
@@ -285,11 +317,19 @@ export class Daemon {
     // pipeline only holds the sum of their reason counts: no fragment table,
     // store or reassembler of its own (the threads' are summed instead).
     const mainOnly = threaded ? { fragmentCapacity: 1, fragmentHashSize: 1, fragmentStoreSlots: 0, reassemblerSize: 0 } : {};
+    // --conntrack: one table per thread that decides; this thread reads them all (metrics, `nfqlb conntrack`).
+    const ct = options.conntrack;
+    const deciders = threaded ? Math.min(options.workers ?? 1, options.queues.length) : 1;
+    if (ct !== undefined && ct.capacity > 0) {
+      const perThread = entriesPerTable(ct.capacity, deciders);
+      for (let i = 0; i < deciders; i++) this.connTables.push(new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined));
+    }
     this.pipeline = new Pipeline(options.mode === 'flowlb' ? this.flows : null, {
       ...options.pipeline,
       ...mainOnly,
       fixedTarget: this.fixed,
       lbTier: this.tier,
+      conntrack: threaded ? null : this.connTables[0] ?? null,
     });
     if (threaded) this.changes = [];
     this.accepted = new Float64Array(options.queues.length);
@@ -316,6 +356,7 @@ export class Daemon {
       this.trace = traceShm.trace;
       this.traceShared = traceShm.shared;
       if (!traceShm.shared) this.log.warn({ why: traceShm.why }, 'trace settings are private to this process');
+      if (traceShm.notFile === true) this.openRefused.inc('trace_shm');
       if (this.options.ftShm !== undefined) {
         // As nfqlb, the stats object exists from the start. One that belongs
         // to another user is logged and tried again every second (nfqlb
@@ -385,6 +426,12 @@ export class Daemon {
         tshm: this.fixed?.name,
         workers: this.threads?.size ?? 0,
         tun: this.tun?.name,
+        // Memory of --conntrack, stated at start: entries × bytes, per table (one per packet thread).
+        conntrack: this.connTables.length === 0 ? undefined : {
+          entries: this.connTables.reduce((a, t) => a + t.capacity, 0),
+          tables: this.connTables.length,
+          bytes: this.connTables.reduce((a, t) => a + t.buffer.byteLength, 0),
+        },
       },
       'started',
     );
@@ -414,6 +461,10 @@ export class Daemon {
         mode: o.mode, queues: o.queues, qlength: o.qlength, mtu: o.mtu, batchSize: o.batchSize, failOpen: o.failOpen, rcvbuf: o.rcvbuf,
         promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tunFd: this.tunFd, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
         traceShm: this.traceShared ? this.trace!.name : null, initialOps,
+        conntrack: this.connTables.length === 0 ? null : {
+          perThread: this.connTables[0].capacity, streamTtlMs: o.conntrack!.streamTtlMs, otherTtlMs: o.conntrack!.otherTtlMs,
+          buffers: this.connTables.map((t) => t.buffer as SharedArrayBuffer),
+        },
       },
       {
         trace: (text) => this.tracer?.traceLines(text),
@@ -510,6 +561,7 @@ export class Daemon {
   /** One line per table fault (each is reported once by ServedTable), and a count. */
   private noteTableFault(name: string, fault: TableFault, detail: string): void {
     this.tableFaults.inc(name, fault);
+    if (fault === 'not_file') this.openRefused.inc('table');
     const fields = { target: name, fault, detail };
     if (fault === 'recreated' || fault === 'restored') this.log.notice(fields, 'table re-created; reopened');
     else this.log.warn(fields, 'table fault');
@@ -621,13 +673,19 @@ export class Daemon {
    * until a write succeeds again; the daemon keeps running.
    */
   writeFragmentStats(): void {
-    this.pipeline.fragments.sweep(performance.now());
+    const now = performance.now();
+    this.pipeline.fragments.sweep(now);
+    // The single loop's table only: a packet thread sweeps its own (one writer per table).
+    if (this.threads === null) this.pipeline.conntrack?.sweep(now, CONNTRACK_SWEEP_BUDGET);
     if (this.ftWriter === null) return;
     try {
       this.ftWriter.write(this.fragmentStats());
       this.ftWriteFailed = false;
     } catch (err) {
-      if (!this.ftWriteFailed) this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+      if (!this.ftWriteFailed) {
+        this.log.warn({ ftShm: this.ftWriter.name, err: (err as Error).message }, 'fragment statistics not written');
+        if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') this.openRefused.inc('ft_shm');
+      }
       this.ftWriteFailed = true;
     }
   }
@@ -716,6 +774,11 @@ export class Daemon {
       queueErrors: () => this.queueErrors(),
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
+      openRefused: () => this.openRefused.entries(),
+      conntrack: () => (this.connTables.length === 0 ? null : {
+        capacity: this.connTables.reduce((a, t) => a + t.capacity, 0),
+        stats: sumConnStats(this.connTables, this.connStatsSum),
+      }),
       traceChannelDropped: () => this.traceChannelDropped,
       refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
@@ -830,9 +893,41 @@ export class Daemon {
         return this.listReply(this.traceFlows, req.name);
       case 'trace-list-names':
         return { json: this.traceFlows.listNames() };
+      case 'conntrack':
+        return this.conntrackReply(req);
       default:
         return { text: 'FAIL: action unknown' };
     }
+  }
+
+  /**
+   * `nfqlb conntrack` (an extension): the tables' counters summed and, for a
+   * connection given as protocols/srcs/sports/dsts/dports, its entry in
+   * whichever table holds it. Read from here without stopping the threads
+   * (their tables are shared memory); an entry being rewritten may read old.
+   */
+  private conntrackReply(req: ControlRequest): ControlReply {
+    if (this.connTables.length === 0) return { text: 'FAIL: no connection table (start the daemon with --conntrack=N)' };
+    const s = sumConnStats(this.connTables, this.connStatsSum);
+    const report: Record<string, unknown> = {
+      capacity: this.connTables.reduce((a, t) => a + t.capacity, 0),
+      tables: this.connTables.length,
+    };
+    CT_STAT_NAMES.forEach((name, i) => (report[name] = s[i]));
+    if (req.protocols !== undefined) {
+      const key = connectionKey(req);
+      if (key === null) return { text: 'FAIL: give the connection as protocols (tcp|udp|sctp), srcs, sports, dsts, dports' };
+      const hash = djb2Bits(key, 0, KEY_LEN);
+      const wallNow = performance.timeOrigin + performance.now();
+      let found: Record<string, unknown> = { found: false };
+      this.connTables.forEach((t, i) => {
+        const e = t.peek(key, hash, wallNow - t.clockOrigin[0]);
+        if (e !== null && !e.expired) found = { found: true, table: i, fwmark: e.fwmark, slot: e.slot, idle_ms: Math.round(e.idleMs) };
+      });
+      report.connection = found;
+    }
+    return { json: `${JSON.stringify(report)}
+` };
   }
 
   private listReply<T>(set: FlowSet<T>, name: string | undefined): ControlReply {

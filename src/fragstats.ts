@@ -10,6 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { NfqlbError } from './errors';
+import { openRegularFile } from './regularfile';
 import { SHM_DIR, shmObjectName } from './shm';
 
 export const FRAG_STATS_SHM = 'ftshm';
@@ -56,8 +57,17 @@ export function readFragStats(name: string): FragStats {
   const object = shmObjectName(name);
   let bytes: Buffer;
   try {
-    bytes = fs.readFileSync(`${SHM_DIR}/${object}`);
+    // Only the 72 bytes, and never from a FIFO or device (src/regularfile.ts).
+    const fd = openRegularFile(`${SHM_DIR}/${object}`, fs.constants.O_RDONLY, undefined, `cannot read shared memory '${name}'`,
+      `Remove it (rm ${SHM_DIR}/${object}); the daemon creates it again`);
+    try {
+      const buf = Buffer.alloc(FRAG_STATS_BYTES);
+      bytes = buf.subarray(0, fs.readSync(fd, buf, 0, FRAG_STATS_BYTES, 0));
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch (err) {
+    if (err instanceof NfqlbError) throw err;
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') throw new NfqlbError(`shared memory '${name}' does not exist; start the daemon (nfqlb lb / flowlb) first`, 'NFQLB_ERR_SHM_MISSING', { cause: e });
     throw new NfqlbError(`cannot read shared memory '${name}': ${e.message}`, 'NFQLB_ERR_SHM_OPEN', { cause: e });
@@ -127,13 +137,24 @@ export class FragStatsWriter {
     encodeFragStats(s, this.bytes);
     let fd: number | undefined;
     try {
-      // O_NOFOLLOW as shm_open: a symbolic link planted in the world-writable
-      // /dev/shm must not make the daemon write into the file it points at.
-      fd = fs.openSync(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+      // Not a symbolic link (the daemon must not write into the file it points at), nor a
+      // FIFO, socket or device: this runs every second (src/regularfile.ts).
+      fd = openRegularFile(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600,
+        `cannot write the fragment statistics to shared memory '${this.name}'`, `Remove it (rm ${SHM_DIR}/${this.object}), or give another name with --ft_shm`);
       if (fs.fstatSync(fd).size !== FRAG_STATS_BYTES) fs.ftruncateSync(fd, FRAG_STATS_BYTES);
       fs.writeSync(fd, this.bytes, 0, FRAG_STATS_BYTES, 0);
     } catch (err) {
+      if (err instanceof NfqlbError) throw err;
       const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EMFILE' || e.code === 'ENFILE') {
+        // The name is fine; the process (EMFILE) or the system (ENFILE) is out of descriptors.
+        throw new NfqlbError(
+          `cannot write the fragment statistics to shared memory '${this.name}': ${e.message}; ` +
+            (e.code === 'EMFILE' ? 'the daemon has as many files open as `ulimit -n` allows: raise it (ulimit -n, or the container\'s nofile limit)' : 'the system is out of file descriptors (fs.file-max)'),
+          'NFQLB_ERR_SHM_OPEN',
+          { cause: e },
+        );
+      }
       if (e.code === 'ELOOP') {
         throw new NfqlbError(
           `cannot write the fragment statistics to shared memory '${this.name}': ${SHM_DIR}/${this.object} is a symbolic link; remove it, or give another name with --ft_shm`,

@@ -32,6 +32,11 @@ export interface NativeAddon {
   /** fd of /dev/net/tun attached (IFF_TUN|IFF_NO_PI) to the existing device `name`; throws NfqlbError NFQLB_ERR_TUN with errno. */
   tunOpen(name: string): number;
   tunClose(fd: number): boolean;
+  /**
+   * From now on the first SIGTERM/SIGINT starts a countdown of `ms` in a native thread; a process still
+   * alive at its end writes `line` to stderr and exits with `code` (native/stopwatchdog.cc). False when armed already.
+   */
+  armStopWatchdog(ms: number, code: number, line: string): boolean;
   /** Names the calling OS thread (first 15 bytes; shown as comm in /proc/PID/task/TID/stat, top -H, perf). */
   setThreadName(name: string): boolean;
   /** Writes packet i = bytes[offsets[i], +lengths[i]) for i < count, one write() each; returns how many were written; the errno of a failure goes to errnoOut[0]. */

@@ -21,12 +21,13 @@
  * Per packet the cost is what MaglevTable.fwmarkOf costs: the arrays served
  * are swapped here, never checked per packet.
  */
+import { NfqlbError } from './errors';
 import type { MaglevTable } from './maglev';
 import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from './shm';
 import type { LookupTable } from './targets';
 
 /** What happened to a table's file (label `fault` of nfqlb_table_faults_total). */
-export type TableFault = 'truncated' | 'deleted' | 'recreated' | 'invalid' | 'restored';
+export type TableFault = 'truncated' | 'deleted' | 'recreated' | 'invalid' | 'not_file' | 'restored';
 
 /** Told once per fault, with a one-line detail. */
 export type TableFaultListener = (name: string, fault: TableFault, detail: string) => void;
@@ -71,6 +72,17 @@ export class ServedTable implements LookupTable {
     const slot = this.lookup[(hash >>> 0) % this.M];
     if (!(slot >= 0 && slot < this.N)) return -1;
     return this.active[slot];
+  }
+
+  /** As MaglevTable.slotOf, over whatever is served now. */
+  slotOf(hash: number): number {
+    const slot = this.lookup[(hash >>> 0) % this.M];
+    return slot >= 0 && slot < this.N ? slot : -1;
+  }
+
+  /** As MaglevTable.fwmarkAt, over whatever is served now. */
+  fwmarkAt(slot: number): number {
+    return slot >= 0 && slot < this.N ? this.active[slot] : -1;
   }
 
   /** The LB-tier own fwmark, live or from the copy. */
@@ -141,8 +153,10 @@ export class ServedTable implements LookupTable {
       }
       if (msg === this.invalidReported) return null;
       this.invalidReported = msg;
-      this.onFault(this.name, 'invalid', `${msg} (still deciding with the ${this.live !== null ? 'old table' : 'copy'})`);
-      return 'invalid';
+      // A FIFO, socket or device under the name (openTable never opens one) is told apart from a bad table.
+      const fault: TableFault = err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE' ? 'not_file' : 'invalid';
+      this.onFault(this.name, fault, `${msg} (still deciding with the ${this.live !== null ? 'old table' : 'copy'})`);
+      return fault;
     }
     const old = this.live;
     this.serveLive(table);

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { NfqlbError } from './errors';
 import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from './maglev';
 import { native } from './native';
+import { openRegularFile } from './regularfile';
 
 /** Where shm_open puts objects on Linux; used only to check free space. */
 export const SHM_DIR = '/dev/shm';
@@ -188,10 +189,13 @@ export function openTable(name: string, writable = false): MaglevTable {
   const object = shmObjectName(name);
   let fd: number;
   try {
-    // O_NOFOLLOW as shm_open: a symbolic link planted in /dev/shm must not map another file.
+    // Never blocks, never opens anything but a regular file (src/regularfile.ts): the table
+    // check runs every second in every thread, and a FIFO put under a table's name froze them all.
     const c = fs.constants;
-    fd = fs.openSync(`${SHM_DIR}/${object}`, (writable ? c.O_RDWR : c.O_RDONLY) | c.O_NOFOLLOW);
+    fd = openRegularFile(`${SHM_DIR}/${object}`, writable ? c.O_RDWR : c.O_RDONLY, undefined, `cannot open shared memory '${name}'`,
+      `Remove it (rm ${SHM_DIR}/${object}) and create the table again with \`nfqlb init --shm=${name}\``);
   } catch (err) {
+    if (err instanceof NfqlbError) throw err;
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
       throw new NfqlbError(`shared memory '${name}' does not exist; create it with \`nfqlb init --shm=${name}\``, 'NFQLB_ERR_SHM_MISSING', { cause: err });
@@ -203,7 +207,6 @@ export function openTable(name: string, writable = false): MaglevTable {
   try {
     const st = fs.fstatSync(fd, { bigint: true });
     const size = Number(st.size);
-    if (!st.isFile()) throw new NfqlbError(`cannot open shared memory '${name}': it is not a shm object (a directory?)`, 'NFQLB_ERR_SHM_OPEN', 'EINVAL');
     if (size < TABLE_HEADER_BYTES) throw shmFormatError(name, `it is ${size} bytes, smaller than the ${TABLE_HEADER_BYTES}-byte header (truncated?)`);
     const head = Buffer.alloc(TABLE_HEADER_BYTES);
     fs.readSync(fd, head, 0, TABLE_HEADER_BYTES, 0);
@@ -363,21 +366,25 @@ export function openOrCreateTraceShm(name = TRACE_SHM): TraceShm {
 /**
  * For the daemon: openOrCreateTraceShm(), or, when the object exists but
  * cannot be opened (EACCES: made by root, 0600, while the daemon runs as
- * another user), a private one in process memory with level 5 and mask 0 —
+ * another user; or it is a FIFO, socket or device: `notFile`), a private one in process memory with level 5 and mask 0 —
  * the daemon then runs, but `nfqlb loglevel` and `nfqlb trace` cannot reach
  * it. `why` says so, for one warning line. Other errors are thrown.
  */
-export function openTraceShmForDaemon(name = TRACE_SHM): { trace: TraceShm; shared: boolean; why?: string } {
+export function openTraceShmForDaemon(name = TRACE_SHM): { trace: TraceShm; shared: boolean; why?: string; notFile?: boolean } {
   try {
     return { trace: openOrCreateTraceShm(name), shared: true };
   } catch (err) {
-    if (!(err instanceof NfqlbError) || err.errnoName !== 'EACCES') throw err;
+    const notFile = err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE';
+    if (!(err instanceof NfqlbError) || (err.errnoName !== 'EACCES' && !notFile)) throw err;
     const words = new Int32Array(2);
     words[0] = DEFAULT_LOG_LEVEL;
     return {
       trace: new TraceShm(words.buffer, name),
       shared: false,
-      why: `${SHM_DIR}/${name} belongs to another user (${err.message}); loglevel and trace cannot be changed at run time. Remove it, or run every nfqlb command as the daemon's user`,
+      notFile,
+      why: notFile
+        ? `${err.message}; loglevel and trace cannot be changed at run time until the daemon is restarted without it there`
+        : `${SHM_DIR}/${name} belongs to another user (${err.message}); loglevel and trace cannot be changed at run time. Remove it, or run every nfqlb command as the daemon's user`,
     };
   }
 }

@@ -97,7 +97,7 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
       expect(r.rc).toBe(0);
       expect(r.stdout.slice(0, c.stdout.length)).toBe(c.stdout);
       const extra = r.stdout.slice(c.stdout.length).split('\n').filter((l) => l !== '');
-      expect(extra.map((l) => l.replace(/=.*/, ''))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address', '  --workers']);
+      expect(extra.map((l) => l.replace(/=.*/, ''))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address', '  --workers', '  --conntrack', '  --conntrack_ttl', '  --conntrack_udp_ttl']);
     },
   );
 

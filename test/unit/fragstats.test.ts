@@ -185,7 +185,7 @@ describeUnless(noShm ?? originalUnavailable())('`nfqlb stats` against the origin
     const link = `${PREFIX}-link-${++seq}`;
     fs.symlinkSync(`/dev/shm/${victim}`, `/dev/shm/${link}`);
     written.push(link);
-    expect(() => new FragStatsWriter(link).write(decodeFragStats(DISTINCT))).toThrow(/is a symbolic link; remove it/);
+    expect(() => new FragStatsWriter(link).write(decodeFragStats(DISTINCT))).toThrow(/is a symbolic link, not a regular file; it was not opened\. Remove it/);
     expect(fs.readFileSync(`/dev/shm/${victim}`, 'latin1')).toBe('not the daemon\'s file, must stay as it is');
   });
 

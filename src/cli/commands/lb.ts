@@ -13,7 +13,9 @@ import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
+import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../conntrack';
 import { createLogger } from '../../log';
+import { native } from '../../native';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
 import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
 import { DEFAULT_QLENGTH } from '../../queue';
@@ -44,7 +46,13 @@ const common: Record<string, Options> = {
   rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)')),
   metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS)),
   workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available less one, and at least one)')),
+  conntrack: ext(str(`Remember up to N connections and keep each on its target while that target is active, so a new target moves no open connection (${CT_ENTRY_BYTES} bytes each, allocated at start; 0: off, stateless as nfqlb)`, '0')),
+  conntrack_ttl: ext(str('Seconds a TCP or SCTP connection is remembered without a packet', '3600')),
+  conntrack_udp_ttl: ext(str('Seconds a UDP, ICMP or other connection is remembered without a packet', '120')),
 };
+
+/** --conntrack: at most this many entries (about 8 GiB). */
+const MAX_CONNTRACK = 100_000_000;
 
 /**
  * The packet threads for --workers (DaemonOptions.workers; 0: the single
@@ -229,11 +237,26 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     tun,
     ftShm: ftShmName(String(args.ft_shm)),
     workers,
+    conntrack: conntrackOptions(args),
+  };
+}
+
+function conntrackOptions(args: ParsedArgs): ConnTrackOptions | undefined {
+  const capacity = positiveInt(args, 'conntrack', 0, MAX_CONNTRACK);
+  if (capacity === 0) return undefined;
+  return {
+    capacity,
+    streamTtlMs: 1000 * positiveInt(args, 'conntrack_ttl', 1, 30 * 86400),
+    otherTtlMs: 1000 * positiveInt(args, 'conntrack_udp_ttl', 1, 30 * 86400),
   };
 }
 
 /** After a stop signal the process is gone within this time, whatever still holds the event loop. */
 const EXIT_DEADLINE_MS = 900;
+/** Until then the JavaScript stop has this long to unbind the queues and close the sockets. */
+const STOP_DEADLINE_MS = 750;
+/** Exit code of a stop that did not finish in time (a thread stuck, or the stop itself): the queues were not unbound cleanly. */
+export const EXIT_STOP_TIMEOUT = 71;
 
 async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
   const options = daemonOptions(mode, args);
@@ -251,6 +274,10 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // After process.on, so libuv's handler is in place to be chained to. This one works even when
+  // every JavaScript thread is stuck in a system call, where no timer below would run.
+  native().armStopWatchdog(EXIT_DEADLINE_MS, EXIT_STOP_TIMEOUT,
+    `nfqlb: stop did not finish within ${EXIT_DEADLINE_MS} ms (a thread is stuck in a system call); exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
   installSignalLogging(log);
   checkInspectorClosed();
 
@@ -295,9 +322,18 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
       if (stopping) return;
       stopping = true;
       log.notice({ signal }, 'stopping');
-      setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_DEADLINE_MS).unref();
+      let stopped = false;
+      setTimeout(() => {
+        // A finished stop whose process lingers (a handle still open) is still a clean one.
+        if (stopped) process.exit(process.exitCode ?? 0);
+        process.stderr.write(`nfqlb: stop did not finish within ${STOP_DEADLINE_MS} ms; exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
+        process.exit(EXIT_STOP_TIMEOUT);
+      }, STOP_DEADLINE_MS).unref();
       daemon.stop().then(
-        () => resolve(0),
+        () => {
+          stopped = true;
+          resolve(0);
+        },
         (err: Error) => {
           log.error({ err: err.message }, 'stop failed');
           resolve(1);

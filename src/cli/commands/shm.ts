@@ -50,6 +50,8 @@ const STRERROR: Record<string, string> = {
   ENFILE: 'Too many open files in system',
   ENOMEM: 'Cannot allocate memory',
   ENOTDIR: 'Not a directory',
+  ENXIO: 'No such device or address',
+  ELOOP: 'Too many levels of symbolic links',
 };
 
 /**
@@ -58,7 +60,7 @@ const STRERROR: Record<string, string> = {
  * directory as EINVAL. Other errors (e.g. no room in /dev/shm) keep our text.
  */
 function createFailure(err: unknown): unknown {
-  if (err instanceof NfqlbError && err.errnoName !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK'].includes(err.code)) {
+  if (err instanceof NfqlbError && err.errnoName !== undefined && ['NFQLB_ERR_SHM_NAME', 'NFQLB_ERR_SHM_OPEN', 'NFQLB_ERR_SHM_UNLINK', 'NFQLB_ERR_NOT_FILE'].includes(err.code)) {
     const errno = err.errnoName === 'EISDIR' ? 'EINVAL' : err.errnoName;
     const text = STRERROR[errno];
     if (text !== undefined) return new UsageError(`createSharedData: ${text}`, 1, 'NFQLB_ERR_USAGE', { cause: err });
