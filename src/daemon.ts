@@ -26,7 +26,8 @@ import { ServedTable, type TableFault, type TableFaultListener } from './servedt
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './counters';
-import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
+import { FlowsJournal, FlowsRecord, loadFlowsFile, type FlowsFileContent } from './flowsfile';
+import { applyFlowChange } from './flowchange';
 import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
@@ -144,6 +145,8 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /** The journal is compacted once its records pass this many bytes (and COMPACT_FACTOR × the snapshot); tests make it small. */
+  flowsFileCompactBytes?: number;
   /**
    * --tun: the existing tun device kept out-of-order fragments are re-injected
    * through (pipeline.fragmentStoreSlots > 0 keeps them). Opened once by
@@ -230,6 +233,8 @@ export class Daemon {
   /** At most one line per second per kind of failure, with a count. */
   readonly failures: RateLimitedLog;
   private flowsRecord: FlowsRecord | null = null;
+  /** --flows_file's writer (null without the option, or before start). */
+  flowsJournal: FlowsJournal | null = null;
   private housekeeping: NodeJS.Timeout | null = null;
   /** Last values seen by housekeeping, to log only what is new. */
   private readonly seenReasons = new Float64Array(REASON_NAMES.length);
@@ -338,6 +343,7 @@ export class Daemon {
       const kind = key.slice(0, colon);
       const reason = key.slice(colon + 1);
       if (kind === 'refused') this.log.notice({ reason, count, last: detail }, 'control requests refused');
+      else if (kind === 'flowsfile') this.log.error({ flowsFile: this.options.flowsFile, count, err: detail }, 'flows file not written');
       else if (kind === 'packets') this.log.notice({ reason, count }, 'packets dropped as bad');
       else this.log.warn({ reason, count, queue: detail }, VERDICT_ERROR_REASONS.has(reason) ? 'verdicts not delivered' : 'queue errors');
     });
@@ -688,38 +694,55 @@ export class Daemon {
     }
   }
 
-  /** --flows_file at start: all of it or nothing (a bad file stops the start, untouched). */
+  /**
+   * --flows_file at start: all of it or nothing (a bad file stops the start,
+   * untouched); then the file is rewritten as a fresh journal (an old-format
+   * file migrated, a torn last record dropped) and changes are appended to it.
+   */
   private restoreFlows(file: string): void {
-    const content = readFlowsFile(file);
+    const loaded = loadFlowsFile(file);
+    const content = loaded?.content ?? null;
     this.flowsRecord = new FlowsRecord(content);
-    if (content === null) {
-      this.log.notice({ flowsFile: file }, 'no flows file yet; starting without flows');
-      return;
-    }
     let failed = 0;
-    for (const f of content.flows) {
-      const reply = this.controlReply({ ...f, action: 'set' });
-      if (!('text' in reply) || reply.text !== 'OK') {
-        failed++;
-        // Kept in the file: the table may come back; setting or deleting the flow replaces the entry.
-        this.log.warn({ flow: f.name, target: f.target, reply: 'text' in reply ? reply.text : '' }, 'flow from the flows file not restored');
+    if (content !== null) {
+      for (const f of content.flows) {
+        const reply = this.controlReply({ ...f, action: 'set' });
+        if (!('text' in reply) || reply.text !== 'OK') {
+          failed++;
+          // Kept in the file: the table may come back; setting or deleting the flow replaces the entry.
+          this.log.warn({ flow: f.name, target: f.target, reply: 'text' in reply ? reply.text : '' }, 'flow from the flows file not restored');
+        }
       }
+      for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
     }
-    for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
-    this.log.notice({ flowsFile: file, flows: content.flows.length - failed, failed, traceFlows: content.traceFlows.length }, 'flows restored');
+    if (loaded !== null && loaded.tornBytes > 0) {
+      this.log.warn({ flowsFile: file, tornBytes: loaded.tornBytes }, 'flows file ended in a torn record (a crash while it was written, so never acknowledged); dropped');
+    }
+    this.flowsJournal = new FlowsJournal(file, {
+      snapshot: () => this.flowsSnapshot(),
+      minCompactBytes: this.options.flowsFileCompactBytes,
+      onError: (err) => {
+        this.flowsFileErrors++;
+        this.failures.note('flowsfile:write', err.message);
+      },
+    });
+    this.flowsJournal.open();
+    if (content === null) this.log.notice({ flowsFile: file }, 'no flows file yet; starting without flows');
+    else this.log.notice({ flowsFile: file, flows: content.flows.length - failed, failed, traceFlows: content.traceFlows.length, records: loaded!.records, migrated: loaded!.legacy }, 'flows restored');
   }
 
-  /** After a successful change: the flows file is rewritten before the client gets its OK. */
+  /** What a compaction writes: every stored flow, in the sets' lookup order (so a replay rebuilds that order). */
+  private flowsSnapshot(): FlowsFileContent {
+    return this.flowsRecord!.content({
+      flows: this.flows.flows.filter((f) => f.target !== null).map((f) => f.name),
+      traceFlows: this.traceFlows.flows.map((f) => f.name),
+    });
+  }
+
+  /** After a successful change: one record appended (and synced) before the client gets its OK. */
   private persistFlows(req: ControlRequest): void {
-    const record = this.flowsRecord;
-    const file = this.options.flowsFile;
-    if (record === null || file === undefined || !record.apply(req)) return;
-    try {
-      writeFlowsFile(file, record.content());
-    } catch (err) {
-      this.flowsFileErrors++;
-      this.log.error({ flowsFile: file, err: (err as Error).message }, 'flows file not written');
-    }
+    const record = this.flowsRecord?.apply(req) ?? null;
+    if (record !== null) this.flowsJournal?.append(record);
   }
 
   /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
@@ -845,13 +868,13 @@ export class Daemon {
     const cmd: FlowCmd = flowCmdFromFields(req);
     switch (action) {
       case 'set': {
-        const reply = this.flows.applySet(cmd, this.targets);
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
-        const reply = this.flows.applyDelete(cmd.name, this.targets);
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
         return { text: reply };
@@ -861,18 +884,15 @@ export class Daemon {
       case 'list-names':
         return { json: this.flows.listNames() };
       case 'trace-set': {
-        // nfqlb replies nothing on success (its CLI then exits 255) and
-        // crashes without a name; here: OK, and FAIL: no name.
-        if (cmd.name === undefined) return { text: 'FAIL: no name' };
-        const err = this.traceFlows.define({ ...cmd, name: cmd.name, target: cmd.name, udpencap: 0 });
-        if (err === null) this.changes?.push({ op: 'trace-set', cmd: { ...cmd, name: cmd.name } });
-        return { text: err ?? 'OK' };
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.changes?.push({ op: 'trace-set', cmd: { ...cmd, name: cmd.name! } });
+        return { text: reply };
       }
-      case 'trace-delete':
-        if (cmd.name === undefined) return { text: 'FAIL: no name' };
-        this.traceFlows.delete(cmd.name);
-        this.changes?.push({ op: 'trace-delete', name: cmd.name });
-        return { text: 'OK' };
+      case 'trace-delete': {
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.changes?.push({ op: 'trace-delete', name: cmd.name! });
+        return { text: reply };
+      }
       case 'trace-list':
         return this.listReply(this.traceFlows, req.name);
       case 'trace-list-names':

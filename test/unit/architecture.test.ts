@@ -28,7 +28,7 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
   { name: 'system', modules: ['maglev', 'regularfile', 'shm', 'queue', 'pcap', 'sockets', 'fragstats', 'tun'] },
   // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
-  { name: 'packet/flows', modules: ['packet', 'conntrack', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
+  { name: 'packet/flows', modules: ['packet', 'conntrack', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowchange', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable', 'threadcounters'] },
   // packetthread: the body of a packet thread (--workers); packetthreads: the main thread's side of them.
   { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile', 'packetthread', 'packetthreads'] },
