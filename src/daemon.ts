@@ -212,6 +212,12 @@ function connectionKey(req: ControlRequest): Uint8Array | null {
   return key;
 }
 
+/** An error (or one it wraps) that says a name was not a regular file (src/regularfile.ts). */
+function isNotFile(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof NfqlbError && e.code === 'NFQLB_ERR_NOT_FILE') return true;
+  return false;
+}
+
 /** Control actions as metric labels; anything a client invents counts as "unknown". */
 const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names', 'conntrack']);
 
@@ -723,6 +729,7 @@ export class Daemon {
       minCompactBytes: this.options.flowsFileCompactBytes,
       onError: (err) => {
         this.flowsFileErrors++;
+        if (isNotFile(err)) this.openRefused.inc('flows_file');
         this.failures.note('flowsfile:write', err.message);
       },
     });

@@ -40,6 +40,7 @@ import { NfqlbError } from './errors';
 import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flowchange';
 import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flowfields';
 import { FlowSet } from './flows';
+import { openRegularFile, readRegularFile } from './regularfile';
 
 /** The single-document format of earlier versions; read, and rewritten as a journal. */
 export const FLOWS_FILE_FORMAT = 'nfqlb-ts-flows/1';
@@ -263,8 +264,10 @@ class Replay {
 export function loadFlowsFile(file: string): FlowsFileInfo | null {
   let buf: Buffer;
   try {
-    buf = fs.readFileSync(file);
+    // Never a FIFO (the start would wait for a writer forever), socket or device.
+    buf = readRegularFile(file, `cannot read flows file ${file}`, 'Move it away, or give another --flows_file');
   } catch (err) {
+    if (err instanceof NfqlbError) throw corrupt(file, err.message, err);
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') return null;
     throw corrupt(file, `cannot read it (${e.code ?? e.message})`, e);
@@ -382,10 +385,21 @@ function tempName(file: string, kind: 'rewrite' | 'compact'): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${kind}.tmp`);
 }
 
+/**
+ * Creates a temporary file afresh: whatever is at the name goes first, then
+ * O_EXCL|O_NOFOLLOW, so the open can never land on a FIFO (which would block),
+ * a device or a link someone put there.
+ */
+const TEMP_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+function createTemp(tmp: string): number {
+  fs.rmSync(tmp, { force: true, recursive: true });
+  return fs.openSync(tmp, TEMP_FLAGS, 0o600);
+}
+
 function writeSnapshot(file: string, bytes: Buffer): void {
   const tmp = tempName(file, 'rewrite');
   try {
-    const fd = fs.openSync(tmp, 'w', 0o600);
+    const fd = createTemp(tmp);
     try {
       fs.writeFileSync(fd, bytes);
       fs.fsyncSync(fd);
@@ -477,7 +491,9 @@ export class FlowsJournal {
     const line = Buffer.from(journalLine({ seq: this.seq + 1, ...record }));
     let fd = -1;
     try {
-      fd = fs.openSync(this.file, 'a');
+      // Regular file only, and never blocking (src/regularfile.ts).
+      fd = openRegularFile(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600,
+        `cannot append to flows file ${this.file}`, 'Move it away; the daemon then writes the whole file again');
       fs.writeFileSync(fd, line);
       fs.fdatasyncSync(fd);
     } catch (err) {
@@ -544,7 +560,8 @@ export class FlowsJournal {
     const tmp = tempName(this.file, 'compact');
     let step = 'writing the new snapshot';
     try {
-      const fh = await fs.promises.open(tmp, 'w', 0o600);
+      await fs.promises.rm(tmp, { force: true, recursive: true });
+      const fh = await fs.promises.open(tmp, TEMP_FLAGS, 0o600);
       try {
         await fh.writeFile(snapshot);
         await fh.sync();
@@ -559,7 +576,7 @@ export class FlowsJournal {
       step = 'finishing the new journal';
       const pending = Buffer.concat(this.pending);
       if (pending.length > 0) {
-        const fd = fs.openSync(tmp, 'a');
+        const fd = openRegularFile(tmp, fs.constants.O_WRONLY | fs.constants.O_APPEND, undefined, `cannot finish the compacted flows file ${tmp}`, 'It is made again at the next compaction');
         try {
           fs.writeFileSync(fd, pending);
           fs.fdatasyncSync(fd);
