@@ -560,7 +560,7 @@ export class FlowsJournal {
     const tmp = tempName(this.file, 'compact');
     let step = 'writing the new snapshot';
     try {
-      await fs.promises.rm(tmp, { force: true, recursive: true });
+      fs.rmSync(tmp, { force: true, recursive: true }); // see createTemp
       const fh = await fs.promises.open(tmp, TEMP_FLAGS, 0o600);
       try {
         await fh.writeFile(snapshot);
