@@ -21,7 +21,7 @@ import { FlowSet } from './flows';
 import type { Logger } from './log';
 import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type FragmentGeometry, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
-import { openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, type TraceShm } from './shm';
+import { daemonTableOwners, openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
@@ -36,7 +36,7 @@ import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
-import { ConnTable, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
+import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
 import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_LEN, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
 import { inetPton6 } from './inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
@@ -181,6 +181,7 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
         // Something planted under the name is a fault to count, not just a table that is not there yet.
         if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') onFault(bytesToText(name), 'not_file', err.message);
+        else if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_SHM_OWNER') onFault(bytesToText(name), 'not_owner', err.message);
         else log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
@@ -271,6 +272,8 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  /** True while --flows_file is replayed at start (no line per restored flow). */
+  private restoring = false;
   /** --conntrack's tables: the one the pipeline uses, or one per packet thread (over SharedArrayBuffers). */
   readonly connTables: ConnTable[] = [];
   private readonly connStatsSum = new Float64Array(CT_STAT_FIELDS);
@@ -292,6 +295,8 @@ export class Daemon {
     readonly options: DaemonOptions,
     readonly log: Logger,
   ) {
+    // Tables only from the daemon's own user or root (a table planted in /dev/shm by anyone else is refused).
+    trustTableOwners(daemonTableOwners());
     this.seenBusFaults = this.busFaults[0];
     this.fragmentShape = fragmentGeometry({ ...DEFAULT_PIPELINE_OPTIONS, ...options.pipeline });
     const onFault: TableFaultListener = (name, fault, detail) => this.noteTableFault(name, fault, detail);
@@ -328,10 +333,20 @@ export class Daemon {
     const deciders = threaded ? Math.min(options.workers ?? 1, options.queues.length) : 1;
     if (ct !== undefined && ct.capacity > 0) {
       const perThread = entriesPerTable(ct.capacity, deciders);
-      for (let i = 0; i < deciders; i++) {
-        const table = new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined);
-        table.prefault();
-        this.connTables.push(table);
+      try {
+        for (let i = 0; i < deciders; i++) {
+          const table = new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined);
+          table.prefault();
+          this.connTables.push(table);
+        }
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err;
+        const mib = Math.ceil((deciders * ConnTable.bytes(perThread)) / 2 ** 20);
+        throw new NfqlbError(
+          `cannot allocate ${mib} MiB for --conntrack=${ct.capacity} (${CT_ENTRY_BYTES} bytes per connection): lower --conntrack, or give the daemon more memory`,
+          'NFQLB_ERR_MEMORY',
+          { cause: err },
+        );
       }
     }
     this.pipeline = new Pipeline(options.mode === 'flowlb' ? this.flows : null, {
@@ -711,6 +726,8 @@ export class Daemon {
     this.flowsRecord = new FlowsRecord(content);
     let failed = 0;
     if (content !== null) {
+      // One summary line below, not a flow-set line per restored flow (10,000 of them at 10,000 flows).
+      this.restoring = true;
       for (const f of content.flows) {
         const reply = this.controlReply({ ...f, action: 'set' });
         if (!('text' in reply) || reply.text !== 'OK') {
@@ -720,6 +737,7 @@ export class Daemon {
         }
       }
       for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
+      this.restoring = false;
     }
     if (loaded !== null && loaded.tornBytes > 0) {
       this.log.warn({ flowsFile: file, tornBytes: loaded.tornBytes }, 'flows file ended in a torn record (a crash while it was written, so never acknowledged); dropped');
@@ -877,7 +895,7 @@ export class Daemon {
       case 'set': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
-        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
+        if (!this.restoring) this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {

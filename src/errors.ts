@@ -37,6 +37,8 @@ export const ERROR_CODES = {
   NFQLB_ERR_SHM_MAP: 'a shared-memory object cannot be mapped; errno says why',
   NFQLB_ERR_SHM_UNLINK: 'a shared-memory object cannot be removed; errno says why',
   NFQLB_ERR_SHM_FORMAT: 'a shared-memory object is not what it should be (not a table, too small)',
+  NFQLB_ERR_MEMORY: 'memory asked for at start (--conntrack) cannot be allocated',
+  NFQLB_ERR_SHM_OWNER: 'a table belongs to neither the daemon\'s user nor root; the daemon does not take it (anyone can create files in /dev/shm)',
   NFQLB_ERR_NOT_FILE: 'a name that must be a regular file (a table or other object in /dev/shm, the flows file) is a FIFO, socket, directory, device node or symbolic link; it was not opened',
   NFQLB_ERR_SHM_SPACE: '/dev/shm has no room for the table to be created',
   NFQLB_ERR_QUEUE: 'an NFQUEUE queue cannot be opened, bound or served; errno says why',

@@ -39,7 +39,7 @@ import { FlowSet } from './flows';
 import { Pipeline, REASON_TARGET, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { ServedTable } from './servedtable';
-import { closeTraceShm, openTable, openTraceShm, shmFaultCounter, type TraceShm } from './shm';
+import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
 import { ThreadCounters } from './threadcounters';
 import { formatPacketTrace, TRACE_PER_PACKET } from './trace';
@@ -256,6 +256,7 @@ export class PacketThread {
     readonly data: PacketThreadData,
     private readonly port: Pick<MessagePort, 'postMessage'>,
   ) {
+    trustTableOwners(daemonTableOwners()); // as the main thread: each thread has its own module state
     this.seenBusFaults = this.busFaults[0];
     this.counters = new ThreadCounters(data.queues.length, data.counters);
     this.batchSizes = this.counters.batchSizeHistogram();

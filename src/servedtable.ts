@@ -27,7 +27,7 @@ import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileS
 import type { LookupTable } from './targets';
 
 /** What happened to a table's file (label `fault` of nfqlb_table_faults_total). */
-export type TableFault = 'truncated' | 'deleted' | 'recreated' | 'invalid' | 'not_file' | 'restored';
+export type TableFault = 'truncated' | 'deleted' | 'recreated' | 'invalid' | 'not_file' | 'not_owner' | 'restored';
 
 /** Told once per fault, with a one-line detail. */
 export type TableFaultListener = (name: string, fault: TableFault, detail: string) => void;
@@ -154,7 +154,8 @@ export class ServedTable implements LookupTable {
       if (msg === this.invalidReported) return null;
       this.invalidReported = msg;
       // A FIFO, socket or device under the name (openTable never opens one) is told apart from a bad table.
-      const fault: TableFault = err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE' ? 'not_file' : 'invalid';
+      const code = err instanceof NfqlbError ? err.code : undefined;
+      const fault: TableFault = code === 'NFQLB_ERR_NOT_FILE' ? 'not_file' : code === 'NFQLB_ERR_SHM_OWNER' ? 'not_owner' : 'invalid';
       this.onFault(this.name, fault, `${msg} (still deciding with the ${this.live !== null ? 'old table' : 'copy'})`);
       return fault;
     }

@@ -185,6 +185,25 @@ function shmFormatError(name: string, what: string): NfqlbError {
  * for the M and N in it), NFQLB_ERR_SHM_OPEN/_MAP (with errno) when it cannot
  * be opened or mapped. Close with closeTable().
  */
+let trustedOwners: readonly number[] | null = null;
+
+/**
+ * From now on (in this thread), openTable() takes only tables owned by one
+ * of `uids` (the daemon passes its own uid and root's; the CLI never calls
+ * this). /dev/shm is world-writable: after `nfqlb delete --shm=T` while a
+ * flow still names T, any user could create T again with targets of their
+ * choosing, and the daemon's once-a-second check would take it.
+ */
+export function trustTableOwners(uids: readonly number[]): void {
+  trustedOwners = uids;
+}
+
+/** The owners a daemon takes tables from: its effective uid and root. */
+export function daemonTableOwners(): number[] {
+  const euid = process.geteuid?.() ?? 0;
+  return euid === 0 ? [0] : [euid, 0];
+}
+
 export function openTable(name: string, writable = false): MaglevTable {
   const object = shmObjectName(name);
   let fd: number;
@@ -207,6 +226,14 @@ export function openTable(name: string, writable = false): MaglevTable {
   try {
     const st = fs.fstatSync(fd, { bigint: true });
     const size = Number(st.size);
+    const uid = Number(st.uid);
+    if (trustedOwners !== null && !trustedOwners.includes(uid)) {
+      throw new NfqlbError(
+        `shared memory '${name}' belongs to uid ${uid}, neither the daemon's user nor root: not taken (anyone can create files in ${SHM_DIR}). ` +
+          `Create the table as the daemon's user, or \`chown\` it to that user`,
+        'NFQLB_ERR_SHM_OWNER',
+      );
+    }
     if (size < TABLE_HEADER_BYTES) throw shmFormatError(name, `it is ${size} bytes, smaller than the ${TABLE_HEADER_BYTES}-byte header (truncated?)`);
     const head = Buffer.alloc(TABLE_HEADER_BYTES);
     fs.readSync(fd, head, 0, TABLE_HEADER_BYTES, 0);

@@ -277,7 +277,7 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   // After process.on, so libuv's handler is in place to be chained to. This one works even when
   // every JavaScript thread is stuck in a system call, where no timer below would run.
   native().armStopWatchdog(EXIT_DEADLINE_MS, EXIT_STOP_TIMEOUT,
-    `nfqlb: stop did not finish within ${EXIT_DEADLINE_MS} ms (a thread is stuck in a system call); exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
+    `nfqlb: stop did not finish within ${EXIT_DEADLINE_MS} ms (a thread stuck in a system call, or still busy starting); exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
   installSignalLogging(log);
   checkInspectorClosed();
 
