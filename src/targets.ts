@@ -29,6 +29,8 @@ export class Target<T extends LookupTable = LookupTable> {
   refs = 0;
   /** Packets sent to each fwmark of this table (nfqlb_target_packets_total). */
   readonly fwmarks = new FwmarkCounter();
+  /** Packets with decision no_target through this table (nfqlb_table_no_target_total). */
+  noTarget = 0;
   constructor(
     readonly name: string,
     readonly table: T,
