@@ -396,6 +396,28 @@ class PreaggregatedHistogram {
   reset(): void {}
 }
 
+/**
+ * A gauge without labels that has no sample while `read` gives null (prom-client's
+ * unlabelled Gauge always shows one, 0 after reset()): a family that does not
+ * apply (no --tun, no store) is absent rather than a misleading 0.
+ */
+class OptionalGauge {
+  readonly type = 'gauge';
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => number | null,
+  ) {}
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string>; value: number }[] }> {
+    const v = this.read();
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: v === null ? [] : [{ labels: {}, value: v }] };
+  }
+
+  reset(): void {}
+}
+
 // ---------------------------------------------------------------------------
 // The registry
 
@@ -731,26 +753,12 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       storeEvents.writeTo(storeCounter);
     },
   });
-  const storeInUse: Gauge = new Gauge({
-    name: 'nfqlb_fragment_store_slots_in_use',
-    help: 'Copies of out-of-order fragments the stores hold now (summed over packet threads); absent without --tun.',
-    registers,
-    collect() {
-      storeInUse.reset();
-      const s = source.fragmentStore?.() ?? null;
-      if (s !== null) storeInUse.set(s.inUse);
-    },
-  });
-  const storeMax: Gauge = new Gauge({
-    name: 'nfqlb_fragment_store_slots_max',
-    help: 'Copies of out-of-order fragments one store can hold (--ft_frag; each packet thread has one); absent without --tun.',
-    registers,
-    collect() {
-      storeMax.reset();
-      const s = source.fragmentStore?.() ?? null;
-      if (s !== null) storeMax.set(s.slots);
-    },
-  });
+  registry.registerMetric(
+    new OptionalGauge('nfqlb_fragment_store_slots_in_use', 'Copies of out-of-order fragments the stores hold now (summed over packet threads); absent without --tun.', () => source.fragmentStore?.()?.inUse ?? null) as unknown as Metric,
+  );
+  registry.registerMetric(
+    new OptionalGauge('nfqlb_fragment_store_slots_max', 'Copies of out-of-order fragments one store can hold (--ft_frag; each packet thread has one); absent without --tun.', () => source.fragmentStore?.()?.slots ?? null) as unknown as Metric,
+  );
   const storeSlots: Gauge<'state'> = new Gauge({
     name: 'nfqlb_fragment_store_slots',
     help: 'DEPRECATED (removed in the next release): mixes usage and limit; use nfqlb_fragment_store_slots_in_use and nfqlb_fragment_store_slots_max.',
