@@ -444,6 +444,22 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
   });
   buildInfo.set({ version: PACKAGE_VERSION, nfqlb_compat: NFQLB_COMPAT_VERSION, node: process.version }, 1);
 
+  // /readyz as a series, so an alert can say "up but not serving" (NfqlbNotReady).
+  const readyGauge: Gauge = new Gauge({
+    name: 'nfqlb_ready',
+    help: '1 when the daemon serves packets (queues bound, as /readyz answers 200), else 0.',
+    registers,
+    collect() {
+      let ready = false;
+      try {
+        ready = source.ready();
+      } catch {
+        // Answered as not ready; /readyz logs the error.
+      }
+      readyGauge.set(ready ? 1 : 0);
+    },
+  });
+
   // /proc is read at most once per scrape: every collect() of one
   // registry.metrics() call runs synchronously in the same turn, so a cache
   // cleared by a microtask is shared by the three queue metrics of that scrape
