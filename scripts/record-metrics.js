@@ -5,29 +5,37 @@
 // root), runs `nfqlb flowlb` with two streams, sends UDP from many source
 // ports at a steady rate, and plays a timeline an operator would see: a
 // target goes and comes back, one table loses every target for a while, flows
-// are set and deleted, a bad control line and a failed flow-set. Every
+// are set and deleted, a failed flow-set and a line on the control socket that
+// is not a request. Every
 // STEP_S seconds the daemon is scraped in OpenMetrics; the scrapes are merged
 // into one OpenMetrics file with a timestamp on each sample, families grouped
 // (what `promtool tsdb create-blocks-from openmetrics` reads).
-//   sudo node scripts/record-metrics.js [OUT]   (default test/fixtures/metrics/recorded.om)
+//   sudo node scripts/record-metrics.js [OUT]   (default test/fixtures/metrics/recorded.om.gz)
 // Needs: npx tsc -p . && npx tsc -p testbed.
 const fs = require('node:fs');
 const path = require('node:path');
 const ROOT = path.join(__dirname, '..');
 const tbm = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
 
-const OUT = process.argv[2] ?? path.join(ROOT, 'test', 'fixtures', 'metrics', 'recorded.om');
+const OUT = process.argv[2] ?? path.join(ROOT, 'test', 'fixtures', 'metrics', 'recorded.om.gz');
 const PORT = 19658;
 const STEP_S = 3;
 const DURATION_S = 240;
 /** Families kept in the recording: the daemon's, and the process figures the dashboard shows. */
-const KEEP = /^(nfqlb_|process_cpu_seconds_total|process_resident_memory_bytes|nodejs_heap_size_used_bytes|nodejs_eventloop_lag_p99_seconds|up$)/;
+const KEEP = /^(?!nfqlb_verdict_errors$|nfqlb_fragment_store_slots$)(nfqlb_|process_cpu_seconds(_total)?|process_resident_memory_bytes|nodejs_heap_size_used_bytes|nodejs_eventloop_lag_p99_seconds|up$)/;
 
 function scrape(ns) {
   const script = `fetch('http://127.0.0.1:${PORT}/metrics', { headers: { Accept: 'application/openmetrics-text;version=1.0.0' } })` +
     '.then(async (r) => { if (r.status !== 200) process.exit(1); process.stdout.write(await r.text()); }, () => process.exit(1))';
   const r = tbm.nsExec(ns, process.execPath, ['-e', script], { allowFail: true });
   return r.status === 0 ? r.stdout : null;
+}
+
+/** One line on the control socket that is not a request (counted in nfqlb_control_refused_total), connected as nfqlb connects. */
+function junkControlLine(ns) {
+  const sockets = JSON.stringify(path.join(ROOT, 'dist', 'sockets.js'));
+  const script = `require(${sockets}).connectTo({ unix: Buffer.from('nfqlb') }, 5000).then((s) => { s.end('\\x01junk\\n'); s.on('data', () => {}); s.on('close', () => process.exit(0)); s.on('error', () => process.exit(1)); })`;
+  tbm.nsExec(ns, process.execPath, ['-e', script], { allowFail: true, timeoutMs: 20000 });
 }
 
 /** Traffic: UDP to the VIP from `ports` source ports, one datagram each every `everyMs`. */
@@ -63,6 +71,7 @@ async function main() {
       [165, () => tb.nfqlbOk(['flow-set', '--name=stream-a-extra', `--target=${a}`, '--prio=2', '--protocols=tcp', `--dsts=${tb.vip4}/32`, '--dports=80'])],
       [180, () => tb.nfqlb(['flow-set', '--name=broken', '--target=rec-no-such-table', '--protocols=udp'])],
       [195, () => tb.nfqlbOk(['flow-delete', '--name=stream-a-extra'])],
+      [210, () => junkControlLine(tb.lb)],
     ]);
     const t0 = Math.floor(Date.now() / 1000);
     for (let t = 0; t <= DURATION_S; t += STEP_S) {
@@ -109,7 +118,7 @@ async function main() {
   }
   out += '# EOF\n';
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, out);
+  fs.writeFileSync(OUT, OUT.endsWith('.gz') ? require('node:zlib').gzipSync(out, { level: 9 }) : out);
   process.stderr.write(`\nwrote ${OUT} (${out.length} bytes)\n`);
 }
 

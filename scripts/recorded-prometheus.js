@@ -10,6 +10,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const zlib = require('node:zlib');
 const tbm = require(path.join(__dirname, '..', 'testbed', 'dist', 'testbed', 'testbed.js'));
 
 const PORT = 9090;
@@ -35,7 +36,11 @@ function timeRange(text) {
 async function startRecordedPrometheus(omFile) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlb-recorded-'));
   const data = path.join(dir, 'data');
-  const blocks = spawnSync('promtool', ['tsdb', 'create-blocks-from', 'openmetrics', omFile, data], { encoding: 'utf8' });
+  // The recording is kept gzipped in the repository (it is about 1 MB of text).
+  const text = omFile.endsWith('.gz') ? zlib.gunzipSync(fs.readFileSync(omFile)).toString('utf8') : fs.readFileSync(omFile, 'utf8');
+  const plain = path.join(dir, 'recorded.om');
+  fs.writeFileSync(plain, text);
+  const blocks = spawnSync('promtool', ['tsdb', 'create-blocks-from', 'openmetrics', plain, data], { encoding: 'utf8' });
   if (blocks.status !== 0) throw new Error(`promtool tsdb create-blocks-from openmetrics ${omFile}: ${blocks.stderr}`);
   const config = path.join(dir, 'prometheus.yml');
   fs.writeFileSync(config, 'global:\n  scrape_interval: 15s\n');
@@ -46,7 +51,7 @@ async function startRecordedPrometheus(omFile) {
   ]);
   let log = '';
   server.stderr?.on('data', (d) => (log += d));
-  const { start, end } = timeRange(fs.readFileSync(omFile, 'utf8'));
+  const { start, end } = timeRange(text);
   const close = async () => {
     await tbm.killProcess(server);
     tbm.deleteNetns(ns);

@@ -7,7 +7,7 @@
  * tests, each alert with a runbook entry and a test; the dashboard is what its
  * generator writes, and every PromQL expression in it parses (promtool) and
  * returns series from a real recorded scrape (a Prometheus over
- * test/fixtures/metrics/recorded.om, in a network namespace). promtool
+ * test/fixtures/metrics/recorded.om.gz, in a network namespace). promtool
  * suites skip with one line where promtool is not installed.
  */
 import { spawnSync } from 'node:child_process';
@@ -23,7 +23,7 @@ const yaml = require('js-yaml') as { safeLoadAll(text: string): unknown[] };
 
 const ROOT = path.join(__dirname, '..', '..');
 const DEPLOY = path.join(ROOT, 'deploy');
-const RECORDED = path.join(ROOT, 'test', 'fixtures', 'metrics', 'recorded.om');
+const RECORDED = path.join(ROOT, 'test', 'fixtures', 'metrics', 'recorded.om.gz');
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Doc = any;
