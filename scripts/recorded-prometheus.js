@@ -11,7 +11,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const zlib = require('node:zlib');
-const tbm = require(path.join(__dirname, '..', 'testbed', 'dist', 'testbed', 'testbed.js'));
+/** The compiled test bed, loaded when a server is started (concreteExpr needs none of it). */
+const testbed = () => require(path.join(__dirname, '..', 'testbed', 'dist', 'testbed', 'testbed.js'));
 
 const PORT = 9090;
 
@@ -34,6 +35,7 @@ function timeRange(text) {
  * namespace: each result is { expr, status, error?, series: [{ metric, values: [[t, v], ...] }] }.
  */
 async function startRecordedPrometheus(omFile) {
+  const tbm = testbed();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nfqlb-recorded-'));
   const data = path.join(dir, 'data');
   // The recording is kept gzipped in the repository (it is about 1 MB of text).

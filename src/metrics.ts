@@ -193,6 +193,16 @@ export interface QueueErrorCount {
   count: number;
 }
 
+/** Control request series exported from the start, at 0 (see MonotonicTotals.seed): what Meridio sends and the alerts watch. */
+const SEEDED_CONTROL_REQUESTS: ReadonlyArray<readonly [string, string]> = [
+  ['set', 'ok'],
+  ['set', 'fail'],
+  ['delete', 'ok'],
+  ['delete', 'fail'],
+];
+/** Refusal reasons exported from the start, at 0 (the daemon's refusalReason() vocabulary). */
+const SEEDED_REFUSAL_REASONS = ['timeout', 'too_large', 'line_too_long', 'invalid_param', 'internal_error', 'other'];
+
 /** Reasons of QueueErrorCount that mean a verdict was lost: the packet stayed in the kernel queue or was refused. */
 const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 
@@ -281,6 +291,22 @@ class MonotonicTotals<L extends string> {
     else s.total += current - s.last;
     s.last = current;
     s.instance = instance;
+  }
+
+  /**
+   * Makes sure a series exists, at 0 if the source has not reported it: a
+   * counter that appears only at its first increment starts at 1, and
+   * Prometheus' rate() and increase() never see that first one (an alert on
+   * the first failed flow-set would not fire).
+   */
+  seed(key: string, labels: Labels<L>): void {
+    const s = this.series.get(key);
+    if (s === undefined) this.series.set(key, { labels, instance: undefined, last: 0, total: 0, round: this.round, goneSince: -1, shownGone: false });
+    else if (s.round !== this.round) {
+      s.round = this.round;
+      s.goneSince = -1;
+      s.shownGone = false;
+    }
   }
 
   /**
@@ -649,6 +675,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       for (const c of source.controlRequests()) {
         control.update(labelKey(c.action, c.result), { action: c.action, result: c.result }, c.count);
       }
+      for (const [action, result] of SEEDED_CONTROL_REQUESTS) control.seed(labelKey(action, result), { action, result });
       control.writeTo(controlCounter);
     },
   });
@@ -714,6 +741,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     registers,
     collect() {
       for (const r of source.controlRefused?.() ?? []) refused.update(r.key, { reason: r.key }, r.count);
+      for (const reason of SEEDED_REFUSAL_REASONS) refused.seed(reason, { reason });
       refused.writeTo(refusedCounter);
     },
   });

@@ -139,6 +139,35 @@ describe('families', () => {
     expect(text).toMatch(/^# TYPE nfqlb_build_info gauge$/m);
   });
 
+  it('exports nfqlb_ready as /readyz answers (0 when ready() throws)', async () => {
+    const src = new Source();
+    let state: boolean | Error = true;
+    src.ready = (): boolean => {
+      if (state instanceof Error) throw state;
+      return state;
+    };
+    const reg = createMetricsRegistry(src);
+    expect(sample(await reg.metrics(), 'nfqlb_ready')).toBe(1);
+    state = false;
+    expect(sample(await reg.metrics(), 'nfqlb_ready')).toBe(0);
+    state = new Error('boom');
+    expect(sample(await reg.metrics(), 'nfqlb_ready')).toBe(0);
+  });
+
+  it('exports the control series alerts watch at 0 from the start, so the first failure is an increase', async () => {
+    const src = new Source();
+    const reg = createMetricsRegistry(src);
+    const first = await reg.metrics();
+    expect(sample(first, 'nfqlb_control_requests_total', 'action="set",result="fail"')).toBe(0);
+    expect(sample(first, 'nfqlb_control_requests_total', 'action="delete",result="ok"')).toBe(0);
+    expect(sample(first, 'nfqlb_control_refused_total', 'reason="invalid_param"')).toBe(0);
+    src.control.inc('set', 'fail');
+    const next = await reg.metrics();
+    expect(sample(next, 'nfqlb_control_requests_total', 'action="set",result="fail"')).toBe(1);
+    src.control.inc('set', 'fail');
+    expect(sample(await reg.metrics(), 'nfqlb_control_requests_total', 'action="set",result="fail"')).toBe(2);
+  });
+
   it('splits verdict errors by unit and keeps the old family one release', async () => {
     const src = new Source();
     src.queueErrorList = [
