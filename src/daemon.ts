@@ -320,7 +320,8 @@ export class Daemon {
     });
     this.targetLines = new RateLimitedLog((key, count, detail) => {
       const target = key.slice(key.indexOf(':') + 1);
-      const fields = { target, times: count, activeTargets: Number(detail) };
+      // A held-back line (a flapping table) can come after the opposite one: `now` says which state holds at writing.
+      const fields = { target, times: count, activeTargets: Number(detail), now: this.targetState.get(target) === 'active' ? 'active' : 'no_target' };
       if (key.startsWith('lost:')) this.log.warn(fields, 'table has no active target: packets of its flows are dropped (no_target)');
       else this.log.notice(fields, 'table has active targets again');
     }, TARGETS_LOG_INTERVAL_MS);
@@ -339,13 +340,14 @@ export class Daemon {
       seen.add(name);
       const active = activeCount(t.table);
       const was = this.targetState.get(name) ?? 'never';
+      // The state first: note() may write the line at once, and the line tells the state.
       if (active > 0 && was !== 'active') {
+        this.targetState.set(name, 'active');
         if (was === 'lost') this.targetLines.note(`back:${name}`, String(active));
         else this.log.debug({ target: name, activeTargets: active }, 'table has active targets');
-        this.targetState.set(name, 'active');
       } else if (active === 0 && was === 'active') {
-        this.targetLines.note(`lost:${name}`, '0');
         this.targetState.set(name, 'lost');
+        this.targetLines.note(`lost:${name}`, '0');
       } else if (!this.targetState.has(name)) {
         this.targetState.set(name, 'never');
       }
