@@ -729,12 +729,20 @@ export class Daemon {
   /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
   private followLogLevel(): void {
     if (this.trace === null) return;
-    const level = pinoLevel(this.trace.level);
-    if (this.log.level !== level) {
-      this.log.level = level;
-      this.log.notice({ loglevel: this.trace.level }, 'log level changed');
+    const n = this.trace.level;
+    const level = pinoLevel(n);
+    // nfqlb's level, not pino's: 5 and 6 are both pino's info, and a change between them is still a change.
+    const first = this.seenLogLevel === null;
+    if (this.log.level === level && (first || n === this.seenLogLevel)) {
+      this.seenLogLevel = n;
+      return;
     }
+    this.seenLogLevel = n;
+    this.log.level = level;
+    this.log.notice({ loglevel: n }, 'log level changed');
   }
+  /** The nfqlb log level last followed (null before the first check). */
+  private seenLogLevel: number | null = null;
 
   /** What /metrics reads; everything is read at scrape time, nothing per packet. */
   private metricsSource(): MetricsSource {
