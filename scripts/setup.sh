@@ -24,7 +24,9 @@ quietly() {
   fi
 }
 
-packages=(libnetfilter-queue-dev libmnl-dev iptables nftables iproute2 tcpdump socat netsniff-ng iperf procps strace python3 make g++)
+# prometheus: promtool and the server, for the metrics lint, the alert rule
+# tests and the dashboard checks (test/unit/deploy.test.ts; they skip without it).
+packages=(libnetfilter-queue-dev libmnl-dev iptables nftables iproute2 tcpdump socat netsniff-ng iperf procps strace python3 make g++ prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,6 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   quietly "apt-get update" apt-get update -qq
   quietly "installing ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian's package enables a Prometheus service on :9090; the tests run their own, in a namespace.
+  # Only one this run installed is turned off: an existing Prometheus is left alone.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then
+    quietly "disabling the prometheus service the package started" systemctl disable --now prometheus
+  fi
 fi
 
 # npm ci when node_modules is missing or older than the lockfile.

@@ -176,18 +176,20 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
         const file = bytesToText(name);
         const table = new ServedTable(file, openTable(file), onFault);
         trace(TRACE_TARGET, `Creating LB; ${name}\n`);
+        log.debug({ target: file, activeTargets: activeCount(table) }, 'table opened');
         return table;
       } catch (err) {
         trace(TRACE_TARGET, `Map shm failed; ${name}\n`);
         // Something planted under the name is a fault to count, not just a table that is not there yet.
         if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') onFault(bytesToText(name), 'not_file', err.message);
         else if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_SHM_OWNER') onFault(bytesToText(name), 'not_owner', err.message);
-        else log.notice({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
+        else log.warn({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
         return null;
       }
     },
     close(name, table) {
       trace(TRACE_TARGET, `Delete load-balancer; ${name}\n`);
+      log.debug({ target: bytesToText(name) }, 'table released');
       table.close();
     },
   };
@@ -219,6 +221,17 @@ function isNotFile(err: unknown): boolean {
   return false;
 }
 
+/** Active slots of a table now (a loop over N, at most 10000: per scrape or per second, never per packet). */
+function activeCount(table: Table): number {
+  let active = 0;
+  const slots = table.active;
+  for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
+  return active;
+}
+
+/** How long the lines of one table losing or regaining its targets are held back after one was written (ms). */
+export const TARGETS_LOG_INTERVAL_MS = 10_000;
+
 /** Control actions as metric labels; anything a client invents counts as "unknown". */
 const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names', 'conntrack']);
 
@@ -239,6 +252,10 @@ export class Daemon {
   flowsFileErrors = 0;
   /** At most one line per second per kind of failure, with a count. */
   readonly failures: RateLimitedLog;
+  /** Whether each table had an active target at the last check ('lost': had some, has none now). */
+  private readonly targetState = new Map<string, 'active' | 'lost' | 'never'>();
+  /** Lines of tables losing their last target and getting one back, at most one per table and kind per TARGETS_LOG_INTERVAL_MS. */
+  private readonly targetLines: RateLimitedLog;
   private flowsRecord: FlowsRecord | null = null;
   /** --flows_file's writer (null without the option, or before start). */
   flowsJournal: FlowsJournal | null = null;
@@ -363,11 +380,47 @@ export class Daemon {
       const colon = key.indexOf(':');
       const kind = key.slice(0, colon);
       const reason = key.slice(colon + 1);
-      if (kind === 'refused') this.log.notice({ reason, count, last: detail }, 'control requests refused');
+      if (kind === 'refused') this.log.warn({ reason, count, last: detail }, 'control requests refused');
       else if (kind === 'flowsfile') this.log.error({ flowsFile: this.options.flowsFile, count, err: detail }, 'flows file not written');
       else if (kind === 'packets') this.log.notice({ reason, count }, 'packets dropped as bad');
       else this.log.warn({ reason, count, queue: detail }, VERDICT_ERROR_REASONS.has(reason) ? 'verdicts not delivered' : 'queue errors');
     });
+    this.targetLines = new RateLimitedLog((key, count, detail) => {
+      const target = key.slice(key.indexOf(':') + 1);
+      // A held-back line (a flapping table) can come after the opposite one: `now` says which state holds at writing.
+      const fields = { target, times: count, activeTargets: Number(detail), now: this.targetState.get(target) === 'active' ? 'active' : 'no_target' };
+      if (key.startsWith('lost:')) this.log.warn(fields, 'table has no active target: packets of its flows are dropped (no_target)');
+      else this.log.notice(fields, 'table has active targets again');
+    }, TARGETS_LOG_INTERVAL_MS);
+  }
+
+  /**
+   * Every table check: a line when a table loses its last active target and
+   * when it gets one back (a new table that has none yet is not a loss).
+   * Rate-limited per table, so a flapping target is a count, not a flood.
+   */
+  checkActiveTargets(): void {
+    const all = this.fixed === null ? this.targets.list() : [this.fixed];
+    const seen = new Set<string>();
+    for (const t of all) {
+      const name = this.fixed === null ? bytesToText(t.name) : t.name;
+      seen.add(name);
+      const active = activeCount(t.table);
+      const was = this.targetState.get(name) ?? 'never';
+      // The state first: note() may write the line at once, and the line tells the state.
+      if (active > 0 && was !== 'active') {
+        this.targetState.set(name, 'active');
+        if (was === 'lost') this.targetLines.note(`back:${name}`, String(active));
+        else this.log.debug({ target: name, activeTargets: active }, 'table has active targets');
+      } else if (active === 0 && was === 'active') {
+        this.targetState.set(name, 'lost');
+        this.targetLines.note(`lost:${name}`, '0');
+      } else if (!this.targetState.has(name)) {
+        this.targetState.set(name, 'never');
+      }
+    }
+    for (const name of this.targetState.keys()) if (!seen.has(name)) this.targetState.delete(name);
+    this.targetLines.flush();
   }
 
   /**
@@ -431,6 +484,7 @@ export class Daemon {
       this.tableTimer = setInterval(() => {
         if (this.threads !== null && this.busFaults[0] !== this.seenBusFaults) this.onBusFault();
         this.refreshTables();
+        this.checkActiveTargets();
         this.followLogLevel();
       }, every);
       this.tableTimer.unref();
@@ -552,11 +606,14 @@ export class Daemon {
     const mine = this.fixed === null ? this.targets.list() : [this.fixed];
     for (const t of mine) {
       const sums = new Map<number, number>();
+      let noTarget = 0;
       for (const p of pubs) {
         const pt = p?.targets.find((x) => x.name === t.name);
         if (pt === undefined) continue;
         pt.fwmarks.forEach((fw, i) => sums.set(fw, (sums.get(fw) ?? 0) + pt.counts[i]));
+        noTarget += pt.noTarget;
       }
+      if (noTarget > t.noTarget) t.noTarget = noTarget;
       for (const [fw, n] of sums) {
         const delta = n - t.fwmarks.get(fw);
         if (delta > 0) t.fwmarks.add(fw, delta);
@@ -603,7 +660,7 @@ export class Daemon {
   /** A refused control request: counted by reason, logged at most once a second per reason with the raw bytes escaped and cut. */
   noteRefused(why: string): void {
     const reason = refusalReason(why);
-    this.controlRequests.inc('invalid', 'refused');
+    // Counted here only: nfqlb_control_requests_total counts the requests that were handled.
     this.controlRefused.inc(reason);
     this.failures.note(`refused:${reason}`, escapeBytes(why));
   }
@@ -773,12 +830,20 @@ export class Daemon {
   /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
   private followLogLevel(): void {
     if (this.trace === null) return;
-    const level = pinoLevel(this.trace.level);
-    if (this.log.level !== level) {
-      this.log.level = level;
-      this.log.notice({ loglevel: this.trace.level }, 'log level changed');
+    const n = this.trace.level;
+    const level = pinoLevel(n);
+    // nfqlb's level, not pino's: 5 and 6 are both pino's info, and a change between them is still a change.
+    const first = this.seenLogLevel === null;
+    if (this.log.level === level && (first || n === this.seenLogLevel)) {
+      this.seenLogLevel = n;
+      return;
     }
+    this.seenLogLevel = n;
+    this.log.level = level;
+    this.log.notice({ loglevel: n }, 'log level changed');
   }
+  /** The nfqlb log level last followed (null before the first check). */
+  private seenLogLevel: number | null = null;
 
   /** What /metrics reads; everything is read at scrape time, nothing per packet. */
   private metricsSource(): MetricsSource {
@@ -791,11 +856,9 @@ export class Daemon {
       targets: () => {
         const all = this.fixed === null ? this.targets.list() : [this.fixed];
         return all.map((t) => {
-          let active = 0;
-          const slots = t.table.active;
-          for (let i = 0; i < slots.length; i++) if (slots[i] >= 0) active++;
+          const active = activeCount(t.table);
           // Flow targets are named by request bytes; lb's one table by its (text) option.
-          return { name: this.fixed === null ? bytesToText(t.name) : t.name, activeTargets: active, fwmarks: t.fwmarks };
+          return { name: this.fixed === null ? bytesToText(t.name) : t.name, activeTargets: active, fwmarks: t.fwmarks, noTarget: t.noTarget };
         });
       },
       batchSizes: this.batchSizes,
@@ -881,7 +944,10 @@ export class Daemon {
     const ok = 'json' in reply || reply.text === 'OK';
     this.controlRequests.inc(action, ok ? 'ok' : 'fail');
     if (ok) this.persistFlows(req);
-    if (!ok) this.log.notice({ action: req.action, flow: req.name, reply: 'text' in reply ? reply.text : '' }, 'control request failed');
+    const replyText = 'text' in reply ? reply.text : '';
+    // set and delete have their own line, with the reply, at warn when it is not OK.
+    if (!ok && action !== 'set' && action !== 'delete') this.log.warn({ action: req.action, flow: req.name, reply: replyText }, 'control request failed');
+    this.log.debug({ action, flow: req.name, ok, reply: 'text' in reply ? replyText : 'json' }, 'control request');
     if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
     return reply;
   }
@@ -895,13 +961,17 @@ export class Daemon {
       case 'set': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
-        if (!this.restoring) this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
+        const fields = { action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) };
+        if (reply !== 'OK') this.log.warn(fields, 'flow-set failed');
+        else if (!this.restoring) this.log.notice(fields, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
-        this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
+        const fields = { action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) };
+        if (reply === 'OK') this.log.notice(fields, 'flow-delete');
+        else this.log.warn(fields, 'flow-delete failed');
         return { text: reply };
       }
       case 'list':

@@ -13,16 +13,23 @@
  * Counters never go down while the process lives, even when the source's
  * number does (nfqlb restarts a flow's `matches` at 0 when the flow is set
  * again; a re-bound queue gets fresh kernel counters). See MonotonicTotals.
+ *
+ * Series of things that went away (a deleted flow, a released table, a queue
+ * no longer held) are exported with their last value for SERIES_RETENTION_MS
+ * and at least one more scrape, then removed, so `nfqlb_*` series follow the
+ * configuration instead of growing until restart (docs/metrics.md).
  */
 import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from './conntrack';
 import { isUtf8 } from 'node:buffer';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import * as zlib from 'node:zlib';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './counters';
 import { NfqlbError } from './errors';
 import type { FragStats } from './fragstats';
 import { readQueueProc, type QueueProcEntry } from './queue';
+import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './version';
 
 // ---------------------------------------------------------------------------
 // What the daemon provides
@@ -81,6 +88,8 @@ export interface TargetCounts {
    * the counts restarted (the table was closed and reopened).
    */
   fwmarks: FwmarkCounter;
+  /** Packets through this table with decision no_target since it was opened (→ nfqlb_table_no_target_total{target}). */
+  noTarget?: number;
 }
 
 /** Control socket requests (→ nfqlb_control_requests_total{action,result}); see LabeledCounter.entries(). */
@@ -198,6 +207,16 @@ export interface QueueErrorCount {
   count: number;
 }
 
+/** Control request series exported from the start, at 0 (see MonotonicTotals.seed): what Meridio sends and the alerts watch. */
+const SEEDED_CONTROL_REQUESTS: ReadonlyArray<readonly [string, string]> = [
+  ['set', 'ok'],
+  ['set', 'fail'],
+  ['delete', 'ok'],
+  ['delete', 'fail'],
+];
+/** Refusal reasons exported from the start, at 0 (the daemon's refusalReason() vocabulary). */
+const SEEDED_REFUSAL_REASONS = ['timeout', 'too_large', 'line_too_long', 'invalid_param', 'internal_error', 'other'];
+
 /** Reasons of QueueErrorCount that mean a verdict was lost: the packet stayed in the kernel queue or was refused. */
 const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 
@@ -205,10 +224,25 @@ const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 export interface MetricsLog {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  /** One line per scrape at nfqlb loglevel 7, if given. */
+  debug?(obj: object, msg: string): void;
 }
+
+/**
+ * How long a series whose source went away (deleted flow, released table) is
+ * still exported with its last value, in ms. It is removed at the first scrape
+ * after this time that is not its first scrape since it went away, so each
+ * scraper whose interval is at most this long sees the last value, and a
+ * single scraper sees it whatever its interval.
+ */
+export const SERIES_RETENTION_MS = 60_000;
 
 /** Knobs for tests and embedders; the daemon needs none. */
 export interface MetricsOptions {
+  /** Overrides SERIES_RETENTION_MS (tests). */
+  seriesRetentionMs?: number;
+  /** Clock for the retention, ms (default Date.now). */
+  now?: () => number;
   /** Where to report a failed /proc read (startMetricsServer() passes its `log`). */
   log?: MetricsLog;
   /** Reads the NFQUEUE proc table (default: readQueueProc() of src/queue.ts). */
@@ -227,30 +261,66 @@ interface Series<L extends string> {
   last: number;
   /** What is exported: the sum of all increases seen. */
   total: number;
+  /** The round (scrape) of the last update. */
+  round: number;
+  /** When the source was first seen without this series (ms), or -1 while it is there. */
+  goneSince: number;
+  /** Exported in a scrape after it went away. */
+  shownGone: boolean;
+}
+
+/** The retention of vanished series, shared by the MonotonicTotals of one registry. */
+interface Retention {
+  ms: number;
+  now: () => number;
 }
 
 /**
  * Turns "current value of a source counter" readings into a monotonic total
  * per label set. Increase since the last reading is added; a reading below the
  * last one, or a changed `instance`, means the source counter restarted from 0,
- * so the whole reading is new and is added. Series are kept after their source
- * disappears (a deleted flow): a counter must not vanish and come back lower.
+ * so the whole reading is new and is added. A series whose source is no longer
+ * reported (a deleted flow) keeps its last value for the retention, then is
+ * removed; if it comes back later it starts again from its new reading, which
+ * Prometheus takes as a counter reset (rate() and increase() handle it).
  * Their number is bounded by what the operator configures, not by traffic.
  */
 class MonotonicTotals<L extends string> {
   private readonly series = new Map<string, Series<L>>();
+  private round = 0;
+
+  constructor(private readonly retention: Retention) {}
 
   /** `key` must identify the label set (see labelKey); `labels` is only kept for a new series. */
   update(key: string, labels: Labels<L>, current: number, instance?: unknown): void {
     const s = this.series.get(key);
     if (s === undefined) {
-      this.series.set(key, { labels, instance, last: current, total: current });
+      this.series.set(key, { labels, instance, last: current, total: current, round: this.round, goneSince: -1, shownGone: false });
       return;
     }
+    s.round = this.round;
+    s.goneSince = -1;
+    s.shownGone = false;
     if (s.instance !== instance || current < s.last) s.total += current;
     else s.total += current - s.last;
     s.last = current;
     s.instance = instance;
+  }
+
+  /**
+   * Makes sure a series exists, at 0 if the source has not reported it: a
+   * counter that appears only at its first increment starts at 1, and
+   * Prometheus' rate() and increase() never see that first one (an alert on
+   * the first failed flow-set would not fire).
+   */
+  seed(key: string, labels: Labels<L>): void {
+    const s = this.series.get(key);
+    if (s === undefined) this.series.set(key, { labels, instance: undefined, last: 0, total: 0, round: this.round, goneSince: -1, shownGone: false });
+    else if (s.round !== this.round) {
+      s.round = this.round;
+      s.goneSince = -1;
+      s.shownGone = false;
+    }
   }
 
   /**
@@ -260,7 +330,19 @@ class MonotonicTotals<L extends string> {
    */
   writeTo(counter: Counter<L>): void {
     counter.reset();
-    for (const s of this.series.values()) counter.inc(s.labels, s.total);
+    const now = this.retention.now();
+    for (const [key, s] of this.series) {
+      if (s.round !== this.round) {
+        if (s.goneSince < 0) s.goneSince = now;
+        else if (s.shownGone && now - s.goneSince >= this.retention.ms) {
+          this.series.delete(key);
+          continue;
+        }
+        s.shownGone = true;
+      }
+      counter.inc(s.labels, s.total);
+    }
+    this.round++;
   }
 }
 
@@ -354,6 +436,28 @@ class PreaggregatedHistogram {
   reset(): void {}
 }
 
+/**
+ * A gauge without labels that has no sample while `read` gives null (prom-client's
+ * unlabelled Gauge always shows one, 0 after reset()): a family that does not
+ * apply (no --tun, no store) is absent rather than a misleading 0.
+ */
+class OptionalGauge {
+  readonly type = 'gauge';
+  readonly aggregator = 'sum';
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => number | null,
+  ) {}
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string>; value: number }[] }> {
+    const v = this.read();
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: v === null ? [] : [{ labels: {}, value: v }] };
+  }
+
+  reset(): void {}
+}
+
 // ---------------------------------------------------------------------------
 // The registry
 
@@ -370,6 +474,31 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
   const registers = [registry];
   const readProc = options.readQueueProc ?? readQueueProc;
   const log = options.log;
+  const retention: Retention = { ms: options.seriesRetentionMs ?? SERIES_RETENTION_MS, now: options.now ?? Date.now };
+
+  const buildInfo = new Gauge({
+    name: 'nfqlb_build_info',
+    help: 'Always 1: the version of nfqlb-ts (version), the nfqlb release it is compatible with (nfqlb_compat) and the Node.js it runs on (node).',
+    labelNames: ['version', 'nfqlb_compat', 'node'],
+    registers,
+  });
+  buildInfo.set({ version: PACKAGE_VERSION, nfqlb_compat: NFQLB_COMPAT_VERSION, node: process.version }, 1);
+
+  // /readyz as a series, so an alert can say "up but not serving" (NfqlbNotReady).
+  const readyGauge: Gauge = new Gauge({
+    name: 'nfqlb_ready',
+    help: '1 when the daemon serves packets (queues bound, as /readyz answers 200), else 0.',
+    registers,
+    collect() {
+      let ready = false;
+      try {
+        ready = source.ready();
+      } catch {
+        // Answered as not ready; /readyz logs the error.
+      }
+      readyGauge.set(ready ? 1 : 0);
+    },
+  });
 
   // /proc is read at most once per scrape: every collect() of one
   // registry.metrics() call runs synchronously in the same turn, so a cache
@@ -406,7 +535,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       if (e !== undefined) cb(q, e);
     }
   };
-  const packets = new MonotonicTotals<'queue' | 'verdict'>();
+  const packets = new MonotonicTotals<'queue' | 'verdict'>(retention);
   const packetsCounter: Counter<'queue' | 'verdict'> = new Counter({
     name: 'nfqlb_packets_total',
     help: 'Packets given a verdict, by queue and verdict (accept|drop).',
@@ -422,7 +551,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const decisions = new MonotonicTotals<'reason'>();
+  const decisions = new MonotonicTotals<'reason'>(retention);
   const decisionsCounter: Counter<'reason'> = new Counter({
     name: 'nfqlb_decisions_total',
     help: 'Packets by decision reason (target, no_flow, no_target, invalid, fragment_hit, fragment_miss, ...).',
@@ -434,7 +563,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const flowMatches = new MonotonicTotals<'flow' | 'target'>();
+  const flowMatches = new MonotonicTotals<'flow' | 'target'>(retention);
   const flowMatchesCounter: Counter<'flow' | 'target'> = new Counter({
     name: 'nfqlb_flow_matches_total',
     help: 'Packets matched by each flow.',
@@ -450,7 +579,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const targetPackets = new MonotonicTotals<'target' | 'fwmark'>();
+  const targetPackets = new MonotonicTotals<'target' | 'fwmark'>(retention);
   const targetPacketsCounter: Counter<'target' | 'fwmark'> = new Counter({
     name: 'nfqlb_target_packets_total',
     help: 'Packets sent to each fwmark, by target table.',
@@ -466,6 +595,21 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
         });
       }
       targetPackets.writeTo(targetPacketsCounter);
+    },
+  });
+
+  const noTarget = new MonotonicTotals<'target'>(retention);
+  const noTargetCounter: Counter<'target'> = new Counter({
+    name: 'nfqlb_table_no_target_total',
+    help: 'Packets whose flow chose this target table while it had no active target (decision no_target: dropped, or sent to --notargets_fwmark).',
+    labelNames: ['target'],
+    registers,
+    collect() {
+      for (const t of source.targets()) {
+        const target = labelText(t.name);
+        noTarget.update(target, { target }, t.noTarget ?? 0, t.fwmarks);
+      }
+      noTarget.writeTo(noTargetCounter);
     },
   });
 
@@ -485,7 +629,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const queueDropped = new MonotonicTotals<'queue'>();
+  const queueDropped = new MonotonicTotals<'queue'>(retention);
   const queueDroppedCounter: Counter<'queue'> = new Counter({
     name: 'nfqlb_queue_dropped_total',
     help: 'Packets the kernel dropped because the queue was full (raise --qlength or add queues).',
@@ -500,7 +644,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const userDropped = new MonotonicTotals<'queue'>();
+  const userDropped = new MonotonicTotals<'queue'>(retention);
   const userDroppedCounter: Counter<'queue'> = new Counter({
     name: 'nfqlb_queue_user_dropped_total',
     help: 'Packets the kernel dropped because the netlink socket buffer was full.',
@@ -535,7 +679,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const control = new MonotonicTotals<'action' | 'result'>();
+  const control = new MonotonicTotals<'action' | 'result'>(retention);
   const controlCounter: Counter<'action' | 'result'> = new Counter({
     name: 'nfqlb_control_requests_total',
     help: 'Requests on the control socket, by action and result.',
@@ -545,12 +689,13 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       for (const c of source.controlRequests()) {
         control.update(labelKey(c.action, c.result), { action: c.action, result: c.result }, c.count);
       }
+      for (const [action, result] of SEEDED_CONTROL_REQUESTS) control.seed(labelKey(action, result), { action, result });
       control.writeTo(controlCounter);
     },
   });
 
   const queueErrorMetric = (name: string, help: string, verdicts: boolean): void => {
-    const totals = new MonotonicTotals<'queue' | 'reason'>();
+    const totals = new MonotonicTotals<'queue' | 'reason'>(retention);
     const counter: Counter<'queue' | 'reason'> = new Counter({
       name,
       help,
@@ -566,9 +711,34 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       },
     });
   };
+  // One family per unit: verdict messages that failed, and the packets they carried.
+  const perQueueMetric = (name: string, help: string, reason: string): void => {
+    const totals = new MonotonicTotals<'queue'>(retention);
+    const counter: Counter<'queue'> = new Counter({
+      name,
+      help,
+      labelNames: ['queue'],
+      registers,
+      collect() {
+        for (const e of source.queueErrors?.() ?? []) {
+          if (e.reason !== reason) continue;
+          const queue = String(e.queueNum);
+          totals.update(queue, { queue }, e.count, e.portid);
+        }
+        totals.writeTo(counter);
+      },
+    });
+  };
+  perQueueMetric('nfqlb_verdict_send_errors_total', 'Verdict messages whose send to the kernel failed (each carries the verdicts of one batch).', 'send');
+  perQueueMetric(
+    'nfqlb_verdict_unsent_packets_total',
+    'Packets whose verdict was in a failed send: they stay in the kernel queue until it drops them (fail-open: accepts them).',
+    'unsent',
+  );
+  perQueueMetric('nfqlb_verdict_refused_total', 'Verdicts the kernel refused (an error reply to a verdict message).', 'kernel');
   queueErrorMetric(
     'nfqlb_verdict_errors_total',
-    'Verdicts that did not reach the kernel (send: failed sends; unsent: packets in them, which stay queued until the kernel drops them; kernel: verdicts the kernel refused).',
+    'DEPRECATED (removed in the next release): sums verdict messages (send, kernel) with packets (unsent); use nfqlb_verdict_send_errors_total, nfqlb_verdict_unsent_packets_total and nfqlb_verdict_refused_total.',
     true,
   );
   queueErrorMetric(
@@ -577,7 +747,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     false,
   );
 
-  const refused = new MonotonicTotals<'reason'>();
+  const refused = new MonotonicTotals<'reason'>(retention);
   const refusedCounter: Counter<'reason'> = new Counter({
     name: 'nfqlb_control_refused_total',
     help: 'Control requests refused before they were handled, by reason (timeout, too_large, line_too_long, invalid_param, ...).',
@@ -585,11 +755,12 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     registers,
     collect() {
       for (const r of source.controlRefused?.() ?? []) refused.update(r.key, { reason: r.key }, r.count);
+      for (const reason of SEEDED_REFUSAL_REASONS) refused.seed(reason, { reason });
       refused.writeTo(refusedCounter);
     },
   });
 
-  const openRefused = new MonotonicTotals<'object'>();
+  const openRefused = new MonotonicTotals<'object'>(retention);
   const openRefusedCounter: Counter<'object'> = new Counter({
     name: 'nfqlb_open_refused_total',
     help: 'Opens refused because the name was a FIFO, socket, directory, device node or symbolic link, not a regular file (object: table, trace_shm, ft_shm, flows_file); each is one log line, and the daemon keeps what it had.',
@@ -601,7 +772,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const faults = new MonotonicTotals<'target' | 'fault'>();
+  const faults = new MonotonicTotals<'target' | 'fault'>(retention);
   const faultsCounter: Counter<'target' | 'fault'> = new Counter({
     name: 'nfqlb_table_faults_total',
     help: 'Faults of the shm files of open tables (truncated, deleted, recreated, invalid, not_file, mapping_fault).',
@@ -623,7 +794,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
 
-  const storeEvents = new MonotonicTotals<'event'>();
+  const storeEvents = new MonotonicTotals<'event'>(retention);
   const storeCounter: Counter<'event'> = new Counter({
     name: 'nfqlb_fragment_store_total',
     help:
@@ -640,9 +811,15 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       storeEvents.writeTo(storeCounter);
     },
   });
+  registry.registerMetric(
+    new OptionalGauge('nfqlb_fragment_store_slots_in_use', 'Copies of out-of-order fragments the stores hold now (summed over packet threads); absent without --tun.', () => source.fragmentStore?.()?.inUse ?? null) as unknown as Metric,
+  );
+  registry.registerMetric(
+    new OptionalGauge('nfqlb_fragment_store_slots_max', 'Copies of out-of-order fragments one store can hold (--ft_frag; each packet thread has one); absent without --tun.', () => source.fragmentStore?.()?.slots ?? null) as unknown as Metric,
+  );
   const storeSlots: Gauge<'state'> = new Gauge({
     name: 'nfqlb_fragment_store_slots',
-    help: 'Copies of out-of-order fragments the store holds (state="in_use") and can hold (state="max", --ft_frag); absent without --tun.',
+    help: 'DEPRECATED (removed in the next release): mixes usage and limit; use nfqlb_fragment_store_slots_in_use and nfqlb_fragment_store_slots_max.',
     labelNames: ['state'],
     registers,
     collect() {
@@ -676,7 +853,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     return ctCache;
   };
   for (const [name, help, field] of CONNTRACK_COUNTERS) {
-    const totals = new MonotonicTotals<never>();
+    const totals = new MonotonicTotals<never>(retention);
     const counter: Counter = new Counter({
       name,
       help,
@@ -708,7 +885,7 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
   for (const [name, help, field] of FRAGMENT_COUNTERS) {
-    const totals = new MonotonicTotals<never>();
+    const totals = new MonotonicTotals<never>(retention);
     const counter: Counter = new Counter({
       name,
       help,
@@ -743,6 +920,9 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
   });
 
   collectDefaultMetrics({ register: registry });
+  // Gauges named like counters fail `promtool check metrics`; each is the sum
+  // of its labelled sibling (sum(nodejs_active_handles) is the same number).
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   return registry;
 }
 
@@ -802,6 +982,73 @@ function listenAdvice(code: string | undefined): string {
 
 const TEXT = 'text/plain; charset=utf-8';
 
+/** The OpenMetrics 1.0 media type (what Prometheus asks for first when it may). */
+export const OPENMETRICS_CONTENT_TYPE = 'application/openmetrics-text; version=1.0.0; charset=utf-8';
+
+/** Whether an Accept header asks for OpenMetrics (any q > 0). */
+export function wantsOpenMetrics(accept: string | undefined): boolean {
+  if (accept === undefined) return false;
+  for (const part of accept.split(',')) {
+    const [type, ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+    if (type !== 'application/openmetrics-text') continue;
+    const q = params.find((p) => p.startsWith('q='));
+    if (q === undefined || Number(q.slice(2)) > 0) return true;
+  }
+  return false;
+}
+
+/** Whether an Accept-Encoding header allows gzip (any q > 0). */
+export function acceptsGzip(acceptEncoding: string | undefined): boolean {
+  if (acceptEncoding === undefined) return false;
+  for (const part of acceptEncoding.split(',')) {
+    const [coding, ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+    if (coding !== 'gzip' && coding !== 'x-gzip') continue;
+    const q = params.find((p) => p.startsWith('q='));
+    if (q === undefined || Number(q.slice(2)) > 0) return true;
+  }
+  return false;
+}
+
+function omEscapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function omValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+/**
+ * The registry in OpenMetrics 1.0 text. Written here from getMetricsAsJSON()
+ * because prom-client's own OpenMetrics output needs a registry created for it
+ * and renames the counters it formats (it strips `_total` from each metric
+ * object for good), which would break the next text-format scrape. Counter
+ * families are named without `_total`, their samples with it, as the format
+ * requires; the text ends with `# EOF`.
+ */
+export async function openMetricsText(registry: Registry): Promise<string> {
+  type Family = { name: string; help: string; type: string; values: { value: number; labels: Record<string, string | number | undefined>; metricName?: string }[] };
+  const families = (await registry.getMetricsAsJSON()) as unknown as Family[];
+  let out = '';
+  for (const m of families) {
+    const counter = m.type === 'counter';
+    const family = counter ? m.name.replace(/_total$/, '') : m.name;
+    const type = m.type === 'histogram' || m.type === 'gauge' || counter || m.type === 'summary' ? m.type : 'unknown';
+    out += `# TYPE ${family} ${type}\n# HELP ${family} ${m.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}\n`;
+    for (const v of m.values) {
+      const sample = v.metricName ?? (counter ? `${family}_total` : m.name);
+      const labels = Object.entries(v.labels)
+        .filter(([, lv]) => lv !== undefined)
+        .map(([k, lv]) => `${k}="${omEscapeLabel(String(lv))}"`)
+        .join(',');
+      out += `${sample}${labels === '' ? '' : `{${labels}}`} ${omValue(v.value)}\n`;
+    }
+  }
+  return `${out}# EOF\n`;
+}
+
 /**
  * Starts the metrics HTTP server on `address` (`HOST:PORT`, `[v6]:PORT`; port 0
  * picks a free one) and resolves once it listens.
@@ -858,8 +1105,23 @@ export async function startMetricsServer(
       reply(res, ready ? 200 : 503, ready ? 'ready\n' : 'not ready\n');
       return;
     }
-    (source.refresh === undefined ? Promise.resolve() : source.refresh()).then(() => registry.metrics()).then(
-      (body) => reply(res, 200, body, { 'Content-Type': registry.contentType }),
+    const openMetrics = wantsOpenMetrics(req.headers.accept);
+    const gzip = acceptsGzip(req.headers['accept-encoding']);
+    log?.debug?.({ openMetrics, gzip }, 'metrics: scrape');
+    (source.refresh === undefined ? Promise.resolve() : source.refresh())
+      .then(() => (openMetrics ? openMetricsText(registry) : registry.metrics()))
+      .then(
+      (text) => {
+        const type = openMetrics ? OPENMETRICS_CONTENT_TYPE : registry.contentType;
+        if (!gzip) {
+          reply(res, 200, text, { 'Content-Type': type, Vary: 'Accept, Accept-Encoding' });
+          return;
+        }
+        // Synchronous: a scrape is tens of KB, compressed in well under a millisecond.
+        const body = zlib.gzipSync(text);
+        res.writeHead(200, { 'Content-Type': type, 'Content-Encoding': 'gzip', 'Content-Length': body.length, Vary: 'Accept, Accept-Encoding' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
       (err: unknown) => {
         log?.warn({ err: (err as Error).message }, 'metrics: scrape failed');
         reply(res, 500, 'scrape failed; see the nfqlb log\n');

@@ -36,7 +36,7 @@ import { NfqlbError } from './errors';
 import { native } from './native';
 import type { FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
-import { Pipeline, REASON_TARGET, type PipelineOptions } from './pipeline';
+import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { ServedTable } from './servedtable';
 import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
@@ -109,6 +109,8 @@ export interface PublishedTarget {
   name: string;
   fwmarks: number[];
   counts: number[];
+  /** Packets of this table's flows dropped (or sent to notargets_fwmark) for want of an active target. */
+  noTarget: number;
 }
 
 /** Packet thread → main thread. */
@@ -178,6 +180,8 @@ export function makeBatchHandler<T extends LookupTable>(
       } else {
         verdicts[i] = VERDICT_DROP;
       }
+      // Per table, so an operator sees which table ran out of targets (nfqlb_table_no_target_total).
+      if (last.reason === REASON_NO_TARGET) last.target!.noTarget++;
       if (traceMask !== 0) text += formatPacketTrace(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
     }
     if (store !== null && store.pendingCount > 0) flushReinjections(tunFd, store, tunErrno);
@@ -400,7 +404,7 @@ export class PacketThread {
         fwmarks.push(fw);
         counts.push(c);
       });
-      return { name: t.name, fwmarks, counts };
+      return { name: t.name, fwmarks, counts, noTarget: t.noTarget };
     });
     return { t: 'published', id, gen: this.gen, flowMatches, traceMatches, targets };
   }

@@ -43,6 +43,8 @@ export class Target<T extends LookupTable = LookupTable> {
   readonly serial = nextSerial++ >>> 0;
   /** Packets sent to each fwmark of this table (nfqlb_target_packets_total). */
   readonly fwmarks = new FwmarkCounter();
+  /** Packets with decision no_target through this table (nfqlb_table_no_target_total). */
+  noTarget = 0;
   constructor(
     readonly name: string,
     readonly table: T,

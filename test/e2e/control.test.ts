@@ -172,7 +172,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
     expect(queuesBound()).toEqual([0, 1, 2, 3]);
     // The first line at the default level 5; other runs on this machine may raise the shared level (more lines).
     const started = JSON.parse(daemon.stderr.split('\n').find((l) => l.includes('"msg":"started"')) ?? '{}') as Record<string, unknown>;
-    expect(started).toMatchObject({ level: 35, name: 'nfqlb', msg: 'started', mode: 'flowlb', queues: [0, 1, 2, 3], control: 'unix:nfqlb' });
+    expect(started).toMatchObject({ level: 30, name: 'nfqlb', msg: 'started', mode: 'flowlb', queues: [0, 1, 2, 3], control: 'unix:nfqlb' });
   });
 
   it('answers the flow-set / flow-delete error cases of errors.txt exactly', () => {
@@ -459,7 +459,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
     expect([r.status, r.stdout, r.stderr]).toEqual([1, '', 'Connect failed. Connection refused\n']);
   });
 
-  it('fails to start with one line saying why: queue busy, control socket busy, missing lb table', async () => {
+  it('fails to start with one line saying why (and one fatal JSON line): queue busy, control socket busy, missing lb table', async () => {
     const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
       [['flowlb', '--queue=2:5'], { NFQLB_FLOW_ADDRESS: 'unix:nfqlb-other' }, /^queue 2 is bound by another process \(netlink portid \d+\) \(EBUSY\); stop the other nfqlb or pick another --queue\n$/],
       [['flowlb', '--queue=3'], {}, /^queue 3 is bound by another process/],
@@ -472,10 +472,20 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
     for (const [args, env, why] of cases) {
       const d = DaemonProcess.spawn(ns, args, env);
       const { code } = await d.exited;
-      expect({ args, code, stderr: d.stderr }).toEqual({ args, code: 1, stderr: expect.stringMatching(why) });
-      expect(d.stderr.split('\n').filter((l) => l !== '')).toHaveLength(1);
-      // A bad address is found before anything is bound or printed.
-      if (/Failed to parse address/.test(d.stderr)) expect(d.stdout).toBe('');
+      // nfqlb's one human line, and for log pipelines one JSON line at fatal saying the same.
+      const lines = d.stderr.split('\n').filter((l) => l !== '');
+      const human = lines.filter((l) => !l.startsWith('{'));
+      const json = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string; err: string });
+      expect({ args, code, human: `${human.join('\n')}\n` }).toEqual({ args, code: 1, human: expect.stringMatching(why) });
+      expect(human).toHaveLength(1);
+      // A bad address is a command-line error, found before anything is bound or printed: the human line only.
+      if (/Failed to parse address/.test(d.stderr)) {
+        expect(d.stdout).toBe('');
+        expect(json).toEqual([]);
+      } else {
+        expect({ args, json: json.map((l) => [l.level, l.msg]) }).toEqual({ args, json: [[60, 'start failed']] });
+        expect(human[0]).toContain(json[0].err);
+      }
       // Nothing of it is left bound; the first daemon still is.
       expect(queuesBound()).toEqual([0, 1, 2, 3]);
     }

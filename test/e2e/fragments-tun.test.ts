@@ -158,9 +158,12 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       ['nfqsmall0', /tun device nfqsmall0 has MTU 1280, less than --mtu=1500; raise it: ip link set nfqsmall0 mtu 1500/]] as const) {
       const r = tb.nfqlb(daemonArgs([`--tun=${dev}`]));
       expect(r.status).not.toBe(0);
-      const lines = r.stderr.trim().split('\n');
+      // nfqlb's one human line, beside one fatal JSON line for log pipelines.
+      const all = r.stderr.trim().split('\n');
+      const lines = all.filter((l) => !l.startsWith('{'));
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(words);
+      expect(all.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(['start failed']);
     }
   });
 
@@ -173,7 +176,8 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
       try {
         const r = tb.nfqlb(['flowlb', '--queue=0:3', `--ft_shm=${busyShm}`, '--metrics_address=off', `--tun=${TUN}`]);
         expect(r.status).not.toBe(0);
-        expect(r.stderr.trim()).toBe(`tun device ${TUN} is in use by another process (one daemon per device); create another and give its name: ip tuntap add NAME mode tun; ip link set NAME mtu 1500 up; --tun=NAME`);
+        // nfqlb's one human line (the fatal JSON line beside it is for log pipelines).
+        expect(r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{')).join('\n')).toBe(`tun device ${TUN} is in use by another process (one daemon per device); create another and give its name: ip tuntap add NAME mode tun; ip link set NAME mtu 1500 up; --tun=NAME`);
       } finally {
         nsExec(tb.lb, 'rm', ['-f', `/dev/shm/${busyShm}`]);
       }

@@ -274,7 +274,10 @@ describeNs('reliability of a live daemon', () => {
     const bad = DaemonProcess.spawn(tb.lb, args);
     const exit = await bad.exited;
     expect(exit.code).not.toBe(0);
-    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    // nfqlb's one human line, and one fatal JSON line for log pipelines.
+    const lines = bad.stderr.trim().split('\n');
+    expect(lines.filter((l) => !l.startsWith('{'))).toHaveLength(1);
+    expect(lines.filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(['start failed']);
     expect(bad.stderr).toMatch(/flows file .* is unusable: checksum mismatch/);
     expect(fs.readFileSync(flowsFile, 'utf8')).toBe(damaged);
   });

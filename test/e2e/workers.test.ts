@@ -122,7 +122,10 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
       const d = DaemonProcess.spawn(tb.lb, args(w), env);
       const r = await d.exited;
       expect(r.code).not.toBe(0);
-      lines.push(`${d.stdout}${d.stderr}`);
+      // The fatal JSON line beside the human one carries a time and a pid: compare what it says.
+      const json = d.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; err: string; msg: string });
+      const human = d.stderr.split('\n').filter((l) => !l.startsWith('{')).join('\n');
+      lines.push(`${d.stdout}${human}${json.map((l) => `[${l.level} ${l.msg}: ${l.err}]`).join('')}`);
     }
     expect(lines[0]).toMatch(/queue 2 is bound by another process/);
     expect(lines[0]).toBe(lines[1]);

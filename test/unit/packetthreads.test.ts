@@ -293,7 +293,7 @@ describe('PacketThread: flows swapped between batches', () => {
       const p = t.publish(9);
       expect(p).toMatchObject({ t: 'published', id: 9, gen: 2 });
       expect([...p.flowMatches]).toEqual([6]);
-      expect(p.targets).toEqual([{ name: TA, fwmarks: [11], counts: [6] }]);
+      expect(p.targets).toEqual([{ name: TA, fwmarks: [11], counts: [6], noTarget: 0 }]);
       // A change the thread cannot make the same way is reported, not hidden.
       expect(t.applyGeneration(3, [{ op: 'set', cmd: { name: 'h', target: `${PREFIX}-none`, protocols: 'udp' } }]).failures).toEqual(["FAIL: Couldn't create load-balancer"]);
     } finally {

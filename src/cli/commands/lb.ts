@@ -290,6 +290,8 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   } catch (err) {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    // One JSON line for log pipelines; main() then prints nfqlb's one human line.
+    log.fatal({ err: (err as Error).message, code: (err as { code?: unknown }).code }, 'start failed');
     throw err;
   }
 
