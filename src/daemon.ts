@@ -169,7 +169,7 @@ export type QueueView = Pick<PacketQueue, 'queueNum' | 'portid' | 'closed' | 'st
 type Table = ServedTable;
 
 /** Tables come from /dev/shm, read-only. A table that cannot be opened is logged and reported as missing. */
-function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFault: TableFaultListener): TableSource<Table> {
+function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFault: TableFaultListener, onOpenFailed: (name: string, why: string) => void): TableSource<Table> {
   return {
     open(name) {
       try {
@@ -183,7 +183,7 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
         // Something planted under the name is a fault to count, not just a table that is not there yet.
         if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_NOT_FILE') onFault(bytesToText(name), 'not_file', err.message);
         else if (err instanceof NfqlbError && err.code === 'NFQLB_ERR_SHM_OWNER') onFault(bytesToText(name), 'not_owner', err.message);
-        else log.warn({ target: bytesToText(name), err: (err as Error).message }, 'cannot open table');
+        else onOpenFailed(bytesToText(name), (err as Error).message);
         return null;
       }
     },
@@ -317,7 +317,9 @@ export class Daemon {
     this.seenBusFaults = this.busFaults[0];
     this.fragmentShape = fragmentGeometry({ ...DEFAULT_PIPELINE_OPTIONS, ...options.pipeline });
     const onFault: TableFaultListener = (name, fault, detail) => this.noteTableFault(name, fault, detail);
-    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text), onFault));
+    // Failures a client can cause at will are rate-limited lines with the client's bytes escaped and cut (this.failures).
+    const onOpenFailed = (name: string, why: string): void => this.failures.note('failed:open-table', JSON.stringify({ target: escapeBytes(name), err: escapeBytes(why, 240) }));
+    this.targets = new TargetRegistry(shmTables(log, (bit, text) => this.tracer?.trace(bit, text), onFault, onOpenFailed));
     this.flows = new FlowSet<Target<Table>>({ targetName: (t) => t.name, promiscuousPing: options.promiscuousPing });
     this.traceFlows = new FlowSet<string>({ promiscuousPing: true });
     if (options.mode === 'lb') {
@@ -381,6 +383,11 @@ export class Daemon {
       const kind = key.slice(0, colon);
       const reason = key.slice(colon + 1);
       if (kind === 'refused') this.log.warn({ reason, count, last: detail }, 'control requests refused');
+      else if (kind === 'failed') {
+        const fields = JSON.parse(detail ?? '{}') as Record<string, string>;
+        if (reason === 'open-table') this.log.warn({ ...fields, count }, 'cannot open table');
+        else this.log.warn({ ...fields, count }, `${reason} failed`);
+      }
       else if (kind === 'flowsfile') this.log.error({ flowsFile: this.options.flowsFile, count, err: detail }, 'flows file not written');
       else if (kind === 'packets') this.log.notice({ reason, count }, 'packets dropped as bad');
       else this.log.warn({ reason, count, queue: detail }, VERDICT_ERROR_REASONS.has(reason) ? 'verdicts not delivered' : 'queue errors');
@@ -939,6 +946,17 @@ export class Daemon {
     return text;
   }
 
+  /**
+   * A failed control request: at most one warn line a second per kind, with
+   * the count and the last one's fields escaped and cut to 80 bytes (any
+   * process in the namespace can send as many as it likes).
+   */
+  private noteFailed(what: string, fields: Record<string, string | undefined>): void {
+    const cut: Record<string, string> = {};
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined) cut[k] = escapeBytes(bytesToText(v));
+    this.failures.note(`failed:${what}`, JSON.stringify(cut));
+  }
+
   private finishControl(req: ControlRequest, reply: ControlReply): ControlReply {
     const action = req.action === undefined ? 'none' : CONTROL_ACTIONS.has(req.action) ? req.action : 'unknown';
     const ok = 'json' in reply || reply.text === 'OK';
@@ -946,7 +964,7 @@ export class Daemon {
     if (ok) this.persistFlows(req);
     const replyText = 'text' in reply ? reply.text : '';
     // set and delete have their own line, with the reply, at warn when it is not OK.
-    if (!ok && action !== 'set' && action !== 'delete') this.log.warn({ action: req.action, flow: req.name, reply: replyText }, 'control request failed');
+    if (!ok && action !== 'set' && action !== 'delete') this.noteFailed(`control request (${action})`, { flow: req.name, reply: replyText });
     this.log.debug({ action, flow: req.name, ok, reply: 'text' in reply ? replyText : 'json' }, 'control request');
     if ('text' in reply) this.tracer?.trace(TRACE_FLOW_CONF, `writeReply [${reply.text}]\n`);
     return reply;
@@ -961,17 +979,15 @@ export class Daemon {
       case 'set': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
-        const fields = { action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) };
-        if (reply !== 'OK') this.log.warn(fields, 'flow-set failed');
-        else if (!this.restoring) this.log.notice(fields, 'flow-set');
+        if (reply !== 'OK') this.noteFailed('flow-set', { flow: cmd.name, target: cmd.target, reply });
+        else if (!this.restoring) this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
-        const fields = { action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) };
-        if (reply === 'OK') this.log.notice(fields, 'flow-delete');
-        else this.log.warn(fields, 'flow-delete failed');
+        if (reply === 'OK') this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply }, 'flow-delete');
+        else this.noteFailed('flow-delete', { flow: cmd.name, reply });
         return { text: reply };
       }
       case 'list':

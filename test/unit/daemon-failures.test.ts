@@ -43,6 +43,27 @@ const OPTIONS: DaemonOptions = {
 /** pino writes asynchronously through the stream: wait for the lines to land. */
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+describe('failed control requests', () => {
+  it('are at most one warn line a second per kind, with the count and the client\'s bytes escaped and cut (review: 3,000 junk requests gave 3,000 lines of up to 2.4 KB)', async () => {
+    const { log, lines } = memoryLog();
+    const d = new Daemon(OPTIONS, log);
+    for (let i = 0; i < 3000; i++) {
+      d.handleControl({ action: 'set', name: `\u0001${'n'.repeat(2000)}${i}`, target: `no-such-table-${'t'.repeat(500)}`, protocols: 'udp' });
+      d.handleControl({ action: 'delete', name: `#hidden-${i}` }); // refused: the daemon's hidden udpencap names
+    }
+    await settle();
+    const failed = lines().filter((l) => typeof l.msg === 'string' && /failed$|cannot open table/.test(l.msg as string));
+    expect(failed.map((l) => l.msg).sort()).toEqual(['cannot open table', 'flow-delete failed', 'flow-set failed']);
+    for (const l of failed) {
+      expect(l.level).toBe(40);
+      expect(JSON.stringify(l).length).toBeLessThan(1000);
+    }
+    expect(String(failed.find((l) => l.msg === 'flow-set failed')!.flow)).toMatch(/^\\x01n+/);
+    d.logFailures();
+    await settle();
+  });
+});
+
 describe('refused control requests', () => {
   it('map to bounded reasons', () => {
     expect(refusalReason('timeout: no complete request')).toBe('timeout');
