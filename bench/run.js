@@ -98,7 +98,10 @@ const ECHO_PORT = 4001;
 const CHURN_RATE = 50000;
 const CHURN_PER_SECOND = 100;
 
+/** Meridio v1.2.8's stateless-lb: `nfqlb flowlb --promiscuous_ping --queue=0:3 --qlength=1024 --hash_mode=0`. */
 const MERIDIO = ['--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0'];
+/** The same without its queue range, for the comparison, where every daemon has its own. */
+const MERIDIO_FLOWLB = MERIDIO.filter((a) => !a.startsWith('--queue='));
 
 const say = (text = '') => process.stdout.write(`${text}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -206,6 +209,90 @@ class Implementation {
   scrape(d) {
     return d.metricsPort === null ? null : tb.scrapeMetrics(this.bed.lb, d.metricsPort);
   }
+}
+
+/**
+ * The floor (issue 21): ../shared/reference/nullq, a minimal C consumer that
+ * binds the queues and marks every packet from a cheap hash, nothing else.
+ * It has no CLI, tables or flows: start() takes only the queue range and
+ * --qlength from a point's options (plus the variant's own nullq options,
+ * BENCH_FLOOR), and marks 1..4, which the bench routes like the targets'
+ * fwmarks (floorRoutes). Built by buildFloor() into /tmp (shared/ is
+ * read-only).
+ */
+class Floor {
+  constructor(bed, bin, { key, extra = [] }) {
+    this.bed = bed;
+    this.bin = bin;
+    this.key = key;
+    this.isFloor = true;
+    this.env = {};
+    this.daemonArgs = [];
+    this.extraArgs = extra;
+    this.version = 'nullq';
+    this.label = `nullq (floor)${extra.length ? ` ${extra.join(' ')}` : ''}`;
+  }
+
+  supports() {
+    return false;
+  }
+
+  scrape() {
+    return null;
+  }
+
+  /** `nullq --queue=A:B [--qlength=N] extra...`; waits for `nullq ready` and its queues in the kernel's table. */
+  async start(args) {
+    const keep = args.filter((a) => a.startsWith('--queue=') || a.startsWith('--qlength='));
+    const all = [...keep, ...this.extraArgs];
+    const child = tb.spawnInNs(this.bed.lb, this.bin, all, { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const d = { child, args: all, env: {}, pid: child.pid, log: '', metricsPort: null, queues: queueRange(args) };
+    const keepLog = (buf) => {
+      d.log = (d.log + buf.toString()).slice(-20000);
+    };
+    child.stdout.on('data', keepLog);
+    child.stderr.on('data', keepLog);
+    const [first, last] = d.queues;
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`nullq ${all.join(' ')} exited: ${d.log}`);
+      const bound = new Set(tb.queueProcIn(this.bed.lb).map((e) => e.queue));
+      let allBound = d.log.includes('nullq ready');
+      for (let q = first; q <= last; q++) allBound = allBound && bound.has(q);
+      if (allBound) break;
+      if (Date.now() > deadline) {
+        await tb.killProcess(child);
+        throw new Error(`nullq ${all.join(' ')} did not bind its queues in 15 s: ${d.log}`);
+      }
+      await sleep(50);
+    }
+    return d;
+  }
+
+  async stop(d) {
+    return Implementation.prototype.stop.call(this, d);
+  }
+}
+
+const NULLQ_SRC = process.env.NULLQ_SRC ? path.resolve(process.env.NULLQ_SRC) : path.resolve(ROOT, '..', 'shared', 'reference', 'nullq', 'nullq.c');
+
+/** gcc -O2 nullq.c into /tmp (NULLQ_BIN: a built one instead); null with one line when neither is there. */
+function buildFloor() {
+  if (process.env.NULLQ_BIN) return path.resolve(process.env.NULLQ_BIN);
+  if (!fs.existsSync(NULLQ_SRC)) {
+    say(`bench: the floor's source is not at ${NULLQ_SRC} (set NULLQ_SRC or NULLQ_BIN): measuring without the floor`);
+    return null;
+  }
+  const out = path.join(os.tmpdir(), `nfqlb-bench-nullq-${process.pid}`);
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, NULLQ_SRC, '-lnetfilter_queue', '-lmnl', '-lpthread'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`building the floor failed: gcc -O2 -Wall -o ${out} ${NULLQ_SRC} -lnetfilter_queue -lmnl -lpthread: ${r.stderr}${r.error ?? ''}`);
+  process.on('exit', () => fs.rmSync(out, { force: true }));
+  return out;
+}
+
+/** nullq marks 1..N (N = 4 targets): these marks are routed to the targets like their own fwmarks. */
+function floorRoutes(bed) {
+  bed.targets.forEach((t, i) => tb.addFwmarkRule(bed.lb, i + 1, t.table));
 }
 
 /** nfqlb_decisions_total of `reason` and drop verdicts from Prometheus text (null without). */
@@ -728,10 +815,21 @@ const COMPARE_POINTS = [
     flows: 10000,
     beside: besideClients({ scrapers: 3, traceClients: 16, idle: 1000 }),
   },
-  // Meridio's --qlength=1024 (nfqlb's default) on both sides.
-  { id: 'v4-bursts-q1024', label: 'IPv4, bursts 100k, --qlength=1024', family: 4, sources: 'many', rate: 100000, pacing: 'bursts', daemonArgs: ['--qlength=1024'] },
-  { id: 'v4-steady-200k-q1024', label: 'IPv4, steady 200k, --qlength=1024', family: 4, sources: 'many', rate: 200000, pacing: 'steady', daemonArgs: ['--qlength=1024'] },
+  // Meridio's own flowlb line (its --qlength=1024 is nfqlb's default) for this project and nfqlb alike (issue 19 point 3);
+  // the floor gets its --qlength=1024. The bench gives each daemon its own queue range in place of Meridio's 0:3.
+  { id: 'v4-meridio-steady-100k', label: 'Meridio\'s line, IPv4, steady 100k', family: 4, sources: 'many', rate: 100000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-steady-200k', label: 'Meridio\'s line, IPv4, steady 200k', family: 4, sources: 'many', rate: 200000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-bursts-100k', label: 'Meridio\'s line, IPv4, bursts 100k', family: 4, sources: 'many', rate: 100000, pacing: 'bursts', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-one-150k', label: 'Meridio\'s line, IPv4, one 5-tuple, steady 150k', family: 4, sources: 'one', rate: 150000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
 ];
+
+/**
+ * Rounds of a point: REPEAT, and at least BENCH_BURST_REPEAT (default 5, 1
+ * with BENCH_QUICK) for trafgen's bursts, whose result swings from round to
+ * round (reported as min/median/max).
+ */
+const BURST_REPEAT = Number(process.env.BENCH_BURST_REPEAT || (QUICK ? 1 : 5));
+const roundsOf = (pt) => (pt.pacing === 'bursts' ? Math.max(REPEAT, BURST_REPEAT) : REPEAT);
 
 const CLIENTS_JS = path.join(__dirname, 'clients.js');
 
@@ -864,6 +962,21 @@ function oursVariants() {
     .map((x) => (x === 'default' ? [] : [`--workers=${x}`]));
 }
 
+/**
+ * The floor's variants (BENCH_FLOOR, comma-separated: `default` = nullq's
+ * own defaults, else nullq options separated by spaces, e.g.
+ * "default,--sockets=queue"; `off` = no floor). Default: `default`.
+ */
+function floorVariants() {
+  const spec = (process.env.BENCH_FLOOR ?? 'default').trim();
+  if (spec === 'off' || spec === '') return [];
+  return spec
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
+    .map((x) => (x === 'default' ? [] : x.split(/\s+/)));
+}
+
 /** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN, each variant), and the original when it is there. */
 function compareImplementations(bed) {
   const tag = `${process.pid}`;
@@ -896,6 +1009,17 @@ function compareImplementations(bed) {
   }
   if (fs.existsSync(ORIGINAL)) make('original', ORIGINAL, (i) => `nfqlb ${i.version} (original)`);
   else say(`bench: the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL): measuring ${impls.map((i) => i.label).join(', ')} only`);
+  const floors = floorVariants();
+  const floorBin = floors.length > 0 ? buildFloor() : null;
+  if (floorBin !== null) {
+    floorRoutes(bed);
+    for (const extra of floors) {
+      const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
+      const f = new Floor(bed, floorBin, { key: `floor${suffix}`, extra });
+      f.queues = [4 * impls.length, 4 * impls.length + 3];
+      impls.push(f);
+    }
+  }
   if (impls.length === 0) throw new Error('nothing to measure: every variant was skipped and the original is absent');
   return impls;
 }
@@ -923,7 +1047,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
     for (let attempt = 0; attempt <= RETRIES; attempt++) {
       await drained(bed);
       await quiet();
-      const beside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
+      const beside = pt.beside && !impl.isFloor ? await pt.beside({ bed, impl, daemon: d }) : null;
       // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
       const idle = daemons.filter((x) => x !== d);
       const idle0 = idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0);
@@ -1016,6 +1140,8 @@ function compareCell(runs, pt, impl) {
     impl: impl.key,
     ratio,
     ratios: rs.map((r) => r.ratio),
+    ratioMin: Math.min(...rs.map((r) => r.ratio)),
+    ratioMax: Math.max(...rs.map((r) => r.ratio)),
     offeredPps: median(rs.map((r) => r.offeredPps)),
     baselineDeliveredFraction: median(rs.map((r) => r.baseline.delivered / r.baseline.offered)),
     deliveredFraction: median(rs.map((r) => r.deliveredFraction)),
@@ -1099,7 +1225,7 @@ function printCompare(result, impls, points) {
   }
   // Issue 11's targets, as read from this run.
   const original = impls.find((i) => i.key === 'original');
-  const ours = impls.filter((i) => i !== original);
+  const ours = impls.filter((i) => i !== original && !i.isFloor);
   const lines = [];
   for (const impl of ours) {
     for (const t of TARGETS) {
@@ -1125,6 +1251,88 @@ function printCompare(result, impls, points) {
   }
 }
 
+/**
+ * Issue 21 and issue 19 point 3, as this run reads them: for each of this
+ * project's variants at each point, its delivered ratio beside the floor's
+ * and nfqlb's, and its CPU per packet ÷ the floor's and ÷ nfqlb's; then the
+ * targets met or not. Bursts: min/median/max over the rounds.
+ */
+function printFloor(result, impls, points) {
+  const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
+  const floor = impls.find((i) => i.key === 'floor');
+  const original = impls.find((i) => i.key === 'original');
+  const ours = impls.filter((i) => !i.isFloor && i !== original);
+  if (!floor) return;
+  const K = Math.max(...impls.map((i) => i.key.length)) + 1;
+  const spread = (c) => (c.ratios.length > 1 ? `${c.ratioMin.toFixed(3)}/${c.ratio.toFixed(3)}/${c.ratioMax.toFixed(3)}` : c.ratio.toFixed(3));
+  say(`\n== against the floor (nullq) and nfqlb, same run: ratio (min/median/max when several rounds), CPU µs per delivered packet, ÷ floor, ÷ nfqlb`);
+  for (const pt of points) {
+    const f = cellOf(pt, floor);
+    const o = original ? cellOf(pt, original) : null;
+    say(`  ${pt.id}`);
+    for (const impl of [...ours, ...impls.filter((i) => i.isFloor && i !== floor), ...(original ? [original] : []), floor]) {
+      const c = cellOf(pt, impl);
+      say(`    ${impl.key.padEnd(K)} ${spread(c).padEnd(19)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs  ${fmt(c.cpuUsPerPacket / f.cpuUsPerPacket, 5, 2)}× floor  ${o ? `${fmt(c.cpuUsPerPacket / o.cpuUsPerPacket, 5, 2)}× nfqlb` : ''}`);
+    }
+  }
+  say('\nMarkdown (ratio min/median/max; CPU µs per delivered packet; ÷ floor, ÷ nfqlb):\n');
+  const shown = [...ours, ...(original ? [original] : []), ...impls.filter((i) => i.isFloor)];
+  say(`| point | ${shown.map((i) => i.label).join(' | ')} |`);
+  say(`|---|${shown.map(() => '---|').join('')}`);
+  for (const pt of points) {
+    const f = cellOf(pt, floor);
+    const o = original ? cellOf(pt, original) : null;
+    const cells = shown.map((impl) => {
+      const c = cellOf(pt, impl);
+      const rel = impl === floor ? '' : `, ${(c.cpuUsPerPacket / f.cpuUsPerPacket).toFixed(2)}× floor${o && impl !== original ? `, ${(c.cpuUsPerPacket / o.cpuUsPerPacket).toFixed(2)}× nfqlb` : ''}`;
+      return `${spread(c)}; ${c.cpuUsPerPacket.toFixed(2)} µs${rel}`;
+    });
+    say(`| ${pt.label} | ${cells.join(' | ')} |`);
+  }
+  const lines = [];
+  const dflt = ours.find((i) => i.key === 'ours');
+  const isMeridio = (pt) => pt.id.startsWith('v4-meridio-');
+  if (dflt) {
+    // Issue 21 point 2: the issue's table points, the default options.
+    const issue21 = ['v4-steady-100k', 'v4-steady-200k', 'v4-bursts-100k', 'v4-one-150k', 'v4-meridio-bursts-100k'];
+    for (const id of issue21) {
+      const pt = points.find((p) => p.id === id);
+      if (!pt) continue;
+      const c = cellOf(pt, dflt);
+      const f = cellOf(pt, floor);
+      const x = c.cpuUsPerPacket / f.cpuUsPerPacket;
+      lines.push(`  21.2 ${id.padEnd(24)} CPU ≤ 1.10× floor: ${x <= 1.1 ? 'met' : 'NOT met'} (${x.toFixed(2)}×); ratio ≥ floor's: ${c.ratio >= f.ratio ? 'met' : 'NOT met'} (${c.ratio.toFixed(3)} vs ${f.ratio.toFixed(3)})`);
+    }
+    for (const id of ['v6-steady-100k', 'v6-bursts-100k']) {
+      const pt = points.find((p) => p.id === id);
+      if (!pt) continue;
+      const c = cellOf(pt, dflt);
+      const f = cellOf(pt, floor);
+      lines.push(`  21.2 ${id.padEnd(24)} IPv6: ${(c.cpuUsPerPacket / f.cpuUsPerPacket).toFixed(2)}× floor, ratio ${c.ratio.toFixed(3)} vs floor ${f.ratio.toFixed(3)}`);
+    }
+  }
+  // Issue 19 point 3: Meridio's line.
+  for (const impl of ours) {
+    for (const pt of points.filter(isMeridio)) {
+      const c = cellOf(pt, impl);
+      const o = original ? cellOf(pt, original) : null;
+      const f = cellOf(pt, floor);
+      const cpu = o ? `; CPU ≤ nfqlb's: ${c.cpuUsPerPacket <= o.cpuUsPerPacket ? 'met' : 'NOT met'} (${c.cpuUsPerPacket.toFixed(2)} vs ${o.cpuUsPerPacket.toFixed(2)} µs)` : '';
+      if (pt.pacing === 'bursts') {
+        const ok = c.ratio >= f.ratio && (!o || c.ratio >= o.ratio);
+        lines.push(`  19.3 ${impl.key.padEnd(K)} ${pt.id.padEnd(24)} median ≥ nfqlb's and floor's: ${ok ? 'met' : 'NOT met'} (${spread(c)} vs nfqlb ${o ? spread(o) : '-'}, floor ${spread(f)})${cpu}`);
+      } else {
+        const low = Math.min(...c.ratios);
+        lines.push(`  19.3 ${impl.key.padEnd(K)} ${pt.id.padEnd(24)} ≥ 0.99 every round: ${low >= 0.99 ? 'met' : 'NOT met'} (lowest ${low.toFixed(3)})${cpu}`);
+      }
+    }
+  }
+  if (lines.length > 0) {
+    say('\nissue 21 / issue 19.3 targets, as this run reads them:');
+    for (const l of lines) say(l);
+  }
+}
+
 async function compareMode(bed) {
   const wanted = process.env.BENCH_POINTS ? process.env.BENCH_POINTS.split(',').map((x) => x.trim()) : null;
   for (const id of wanted ?? []) {
@@ -1139,6 +1347,7 @@ async function compareMode(bed) {
     quick: QUICK,
     secondsPerRun: SECONDS,
     rounds: REPEAT,
+    burstRounds: Math.max(REPEAT, BURST_REPEAT),
     method:
       'trafgen in a generator namespace sends 60-byte UDP (IPv6: 66) to the VIP; the LB namespace queues it to the daemon (-j NFQUEUE --queue-balance) or marks it in the kernel (-j HMARK) for the baseline; 4 targets count. Each round of each point: one HMARK run, then each implementation (order turning by round); ratio = delivered through the daemon / delivered by HMARK. steady: tc tbf on the generator link paces evenly (bursts of at most 32 frames); bursts: trafgen --rate Npps alone (each second the N packets back to back, then idle).',
     machine: machine(),
@@ -1164,24 +1373,26 @@ async function compareMode(bed) {
     const daemons = [];
     const startFor = async (impl) => {
       const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
+      if (impl.isFloor) return d; // no table, no flows: the floor marks from a hash
       impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
       configure(bed, impl, impl.shm);
       return d;
     };
     const revive = async (i) => {
       daemons[i] = await startFor(impls[i]);
-      if (flows > 0) await setManyFlows(bed, impls[i], impls[i].shm, flows);
+      if (flows > 0 && !impls[i].isFloor) await setManyFlows(bed, impls[i], impls[i].shm, flows);
     };
     try {
       for (const impl of impls) daemons.push(await startFor(impl));
       // All daemons at once (each its own socket): the wall time is the slowest one's.
-      if (flows > 0) await Promise.all(impls.map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
+      if (flows > 0) await Promise.all(impls.filter((impl) => !impl.isFloor).map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
       for (const pt of groupPoints) {
-        if (pt.setup) for (const impl of impls) await pt.setup({ bed, impl, shm: impl.shm });
+        if (pt.setup) for (const impl of impls) if (!impl.isFloor) await pt.setup({ bed, impl, shm: impl.shm });
       }
       say(`\npoint                round impl          offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}${flows ? `   (${flows} more flows)` : ''}`);
-      for (let round = 0; round < REPEAT; round++) {
-        for (const pt of groupPoints) {
+      const rounds = Math.max(...groupPoints.map(roundsOf));
+      for (let round = 0; round < rounds; round++) {
+        for (const pt of groupPoints.filter((p) => round < roundsOf(p))) {
           for (const r of await comparePoint(bed, impls, daemons, pt, round, revive)) {
             result.runs.push(r);
             say(
@@ -1197,6 +1408,7 @@ async function compareMode(bed) {
   result.loadAverage.end = os.loadavg();
   for (const pt of points) for (const impl of impls) result.summary.push(compareCell(result.runs, pt, impl));
   printCompare(result, impls, points);
+  printFloor(result, impls, points);
   say(`\nmachine: other processes used ${median(result.runs.map((r) => r.foreignCores)).toFixed(2)} cores (median over the daemon runs); ${quietLog.disturbedRuns} run(s) disturbed (> ${DISTURBED_CORES}), ${quietLog.retries} repeated; load average ${result.loadAverage.start.map((x) => x.toFixed(2)).join(' ')} at the start, ${result.loadAverage.end.map((x) => x.toFixed(2)).join(' ')} at the end`);
   writeResults(result, `compare${QUICK ? '-quick' : ''}`);
 }
