@@ -94,6 +94,10 @@ const ORIGINAL = process.env.NFQLB_ORIGINAL
   : path.resolve(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
 const TCP_JS = path.join(__dirname, 'tcp.js');
+const PROBE_JS = path.join(__dirname, 'probe.js');
+/** The latency probe (bench/probe.js): its UDP port (in the load's flow) and packets/s beside every comparison run (0: off). */
+const PROBE_PORT = 5003;
+const PROBE_RATE = Number(process.env.BENCH_PROBE_RATE ?? 500);
 const ECHO_PORT = 4001;
 const CHURN_RATE = 50000;
 const CHURN_PER_SECOND = 100;
@@ -341,7 +345,7 @@ function configure(bed, impl, shm, env = {}) {
 
 function setFlows(bed, impl, shm, env = {}) {
   const dsts = `--dsts=${bed.vip4}/32,${bed.vip6}/128`;
-  impl.cliOk(['flow-set', `--name=${shm}-udp`, `--target=${shm}`, '--prio=1', '--protocols=udp', dsts, `--dports=${tb.LOAD_PORT}`], env);
+  impl.cliOk(['flow-set', `--name=${shm}-udp`, `--target=${shm}`, '--prio=1', '--protocols=udp', dsts, `--dports=${tb.LOAD_PORT},${PROBE_PORT}`], env);
   impl.cliOk(['flow-set', `--name=${shm}-tcp`, `--target=${shm}`, '--prio=1', '--protocols=tcp', dsts, `--dports=${bed.port},${ECHO_PORT}`], env);
 }
 
@@ -959,7 +963,7 @@ function oursVariants() {
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '')
-    .map((x) => (x === 'default' ? [] : [`--workers=${x}`]));
+    .map((x) => (x === 'default' ? [] : x === 'cores' ? [`--workers=${Math.max(1, os.cpus().length - 1)}`] : [`--workers=${x}`]));
 }
 
 /**
@@ -977,16 +981,28 @@ function floorVariants() {
     .map((x) => (x === 'default' ? [] : x.split(/\s+/)));
 }
 
+/**
+ * Queues per daemon in the comparison (its --queue range and the NFQUEUE
+ * rule's --queue-balance): BENCH_QUEUES, default 4 (Meridio's 0:3); `cores`
+ * = one per CPU, at least 4 — the mode for checking the projection of
+ * docs/performance.md ("More cores") on a larger machine, with
+ * BENCH_WORKERS=default,cores (`cores` there = --workers=<CPUs - 1>).
+ */
+const QUEUES = process.env.BENCH_QUEUES === 'cores' ? Math.max(4, os.cpus().length) : Number(process.env.BENCH_QUEUES || 4);
+
 /** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN, each variant), and the original when it is there. */
 function compareImplementations(bed) {
   const tag = `${process.pid}`;
   const impls = [];
-  const make = (key, bin, label, extra = []) => {
+  const make = (key, bin, label, extraAndEnv = []) => {
+    // `env:NAME=value` words of a variant are the daemon's environment (e.g. env:NFQLB_QUEUE_SOCKETS=queue), not options.
+    const extra = extraAndEnv.filter((a) => !a.startsWith('env:'));
+    const varEnv = Object.fromEntries(extraAndEnv.filter((a) => a.startsWith('env:')).map((a) => [a.slice(4, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]));
     // All daemons run at once in the LB namespace: each has its own control and trace sockets and queues.
     const impl = new Implementation(bed, {
       bin,
       key,
-      env: { NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
+      env: { ...varEnv, NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
       daemonArgs: [`--trace_address=unix:nfqlb-trace-bench-${key}-${tag}`],
     });
     const missing = extra.map((a) => /^--([^=]+)/.exec(a)?.[1]).filter((name) => name !== undefined && !impl.supports(name));
@@ -995,15 +1011,15 @@ function compareImplementations(bed) {
       return;
     }
     impl.daemonArgs.push(...extra);
-    impl.extraArgs = extra;
+    impl.extraArgs = extraAndEnv;
     if (impl.supports('ft_shm')) impl.daemonArgs.push(`--ft_shm=${tb.uniqueShmName(`ft-${key}`)}`);
     impl.label = label(impl);
-    impl.queues = [4 * impls.length, 4 * impls.length + 3];
+    impl.queues = [QUEUES * impls.length, QUEUES * impls.length + QUEUES - 1];
     impls.push(impl);
   };
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   for (const extra of oursVariants()) {
-    const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
+    const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--|^env:NFQLB_/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
     const base = (i) => (OURS ? `nfqlb-ts ${pkg.version}` : `${path.basename(BIN)} ${i.version} (NFQLB_BIN)`);
     make(`ours${suffix}`, BIN, (i) => `${base(i)}${extra.length ? ` ${extra.join(' ')}` : ''}`, extra);
   }
@@ -1016,12 +1032,72 @@ function compareImplementations(bed) {
     for (const extra of floors) {
       const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
       const f = new Floor(bed, floorBin, { key: `floor${suffix}`, extra });
-      f.queues = [4 * impls.length, 4 * impls.length + 3];
+      f.queues = [QUEUES * impls.length, QUEUES * impls.length + QUEUES - 1];
       impls.push(f);
     }
   }
   if (impls.length === 0) throw new Error('nothing to measure: every variant was skipped and the original is absent');
   return impls;
+}
+
+/**
+ * The probe's receivers, one per target (bench/probe.js recv), started once
+ * for the comparison; null when BENCH_PROBE_RATE=0.
+ */
+async function startProbeReceivers(bed) {
+  if (!(PROBE_RATE > 0)) return null;
+  const receivers = [];
+  for (const t of bed.targets) {
+    const child = tb.spawnInNs(t.ns, process.execPath, [PROBE_JS, 'recv', `--port=${PROBE_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = { child, out: '' };
+    child.stdout.on('data', (b) => (r.out += b.toString()));
+    child.stderr.on('data', (b) => (r.out += b.toString()));
+    const deadline = Date.now() + 10000;
+    while (!r.out.includes('ready\n') && child.exitCode === null && Date.now() < deadline) await sleep(20);
+    if (!r.out.includes('ready\n')) throw new Error(`probe receiver in ${t.name} did not start: ${r.out}`);
+    r.out = '';
+    receivers.push(r);
+  }
+  return receivers;
+}
+
+/**
+ * Runs `run(companionPids)` (a loadRun) with the probe sending beside it
+ * (PROBE_RATE packets/s for the load's `seconds`, to the VIP of `family`);
+ * returns [its result, the probe's delays: { count, sent, p50Us, p90Us, p99Us, maxUs } or null].
+ */
+async function withProbe(bed, receivers, family, seconds, run) {
+  if (receivers === null) return [await run([]), null];
+  const dst = family === 6 ? bed.vip6 : bed.vip4;
+  const sender = tb.spawnInNs(bed.gw, process.execPath, [PROBE_JS, 'send', `--dst=${dst}`, `--port=${PROBE_PORT}`, `--rate=${PROBE_RATE}`, `--seconds=${seconds}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let sout = '';
+  sender.stdout.on('data', (b) => (sout += b.toString()));
+  const senderDone = new Promise((r) => sender.once('exit', r));
+  const result = await run([sender.pid]);
+  await Promise.race([senderDone, sleep(5000)]);
+  if (sender.exitCode === null) await tb.killProcess(sender);
+  const delays = [];
+  for (const r of receivers) {
+    r.child.kill('SIGUSR1');
+    const deadline = Date.now() + 3000;
+    while (!r.out.includes('\n') && Date.now() < deadline) await sleep(10);
+    const line = r.out.slice(0, r.out.indexOf('\n'));
+    r.out = r.out.slice(r.out.indexOf('\n') + 1);
+    try {
+      delays.push(...JSON.parse(line).delaysUs);
+    } catch {
+      // A receiver that did not answer: its delays are missing from the figure.
+    }
+  }
+  delays.sort((a, b) => a - b);
+  const q = (p) => (delays.length === 0 ? NaN : delays[Math.min(delays.length - 1, Math.floor(p * delays.length))]);
+  let sent = NaN;
+  try {
+    sent = JSON.parse(sout.trim().split('\n').pop()).sent;
+  } catch {
+    // No count from the sender.
+  }
+  return [result, { count: delays.length, sent, p50Us: q(0.5), p90Us: q(0.9), p99Us: q(0.99), maxUs: delays.length ? delays[delays.length - 1] : NaN }];
 }
 
 /** Waits (at most 10 s) until no packet waits in any queue: what a previous run left must not reach the targets during the next one. */
@@ -1031,13 +1107,13 @@ async function drained(bed) {
 }
 
 /** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
-async function comparePoint(bed, impls, daemons, pt, round, revive) {
+async function comparePoint(bed, impls, daemons, pt, round, revive, probes) {
   const seconds = pt.seconds ?? SECONDS;
   const count = Math.round(pt.rate * seconds);
   const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
   await drained(bed);
   await quiet();
-  const base = await loadRun(bed, { ...opts, marking: 'hmark' });
+  const [base, baseProbe] = await withProbe(bed, probes, pt.family, seconds, (companions) => loadRun(bed, { ...opts, marking: 'hmark', companions }));
   const rows = [];
   for (let k = 0; k < impls.length; k++) {
     const i = (k + round) % impls.length;
@@ -1057,6 +1133,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       let besideStats = null;
       let stopped = false;
       let tAtSend = null;
+      let probe = null;
       const stopBeside = async () => {
         if (beside && !stopped) {
           stopped = true;
@@ -1066,7 +1143,9 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       };
       try {
         t0 = threadCpu(d.pid);
-        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: beside ? [beside.pid] : [], afterSend: stopBeside });
+        [lb, probe] = await withProbe(bed, probes, pt.family, seconds, (companions) =>
+          loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: [...companions, ...(beside ? [beside.pid] : [])], afterSend: stopBeside }),
+        );
         t1 = threadCpu(d.pid);
       } finally {
         await stopBeside();
@@ -1086,7 +1165,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
         lb.queueDropped = NaN;
         lb.userDropped = NaN;
       }
-      const run = { lb, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
+      const run = { lb, probe, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
       if (ended) {
         best = run;
         break;
@@ -1102,7 +1181,11 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       impl: impl.key,
       round,
       order: k,
-      baseline: { offered: base.offered, delivered: base.delivered, seconds: base.seconds, offeredPps: base.offeredPps, foreignCores: base.foreignCores },
+      baseline: { offered: base.offered, delivered: base.delivered, seconds: base.seconds, offeredPps: base.offeredPps, foreignCores: base.foreignCores, probe: baseProbe ?? undefined },
+      probe: best.probe ?? undefined,
+      // What the daemon adds to a packet's way: the probe's median delay through it minus through HMARK in the same round.
+      addedLatencyUs: best.probe && baseProbe ? best.probe.p50Us - baseProbe.p50Us : undefined,
+      addedLatencyP99Us: best.probe && baseProbe ? best.probe.p99Us - baseProbe.p99Us : undefined,
       offered: lb.offered,
       offeredPps: lb.offeredPps,
       delivered: lb.delivered,
@@ -1149,6 +1232,10 @@ function compareCell(runs, pt, impl) {
     userDropped: median(rs.map((r) => r.userDropped)),
     cpuUsPerPacket: median(rs.map((r) => r.cpuUsPerPacket)),
     cpuCores: median(rs.map((r) => r.cpuCores)),
+    addedLatencyUs: median(rs.map((r) => r.addedLatencyUs ?? NaN)),
+    addedLatencyP99Us: median(rs.map((r) => r.addedLatencyP99Us ?? NaN)),
+    probeP50Us: median(rs.map((r) => r.probe?.p50Us ?? NaN)),
+    baseProbeP50Us: median(rs.map((r) => r.baseline.probe?.p50Us ?? NaN)),
     threads: kept?.threads ?? [],
     threadGroups: kept?.threadGroups ?? [],
     beside: kept?.beside,
@@ -1265,14 +1352,14 @@ function printFloor(result, impls, points) {
   if (!floor) return;
   const K = Math.max(...impls.map((i) => i.key.length)) + 1;
   const spread = (c) => (c.ratios.length > 1 ? `${c.ratioMin.toFixed(3)}/${c.ratio.toFixed(3)}/${c.ratioMax.toFixed(3)}` : c.ratio.toFixed(3));
-  say(`\n== against the floor (nullq) and nfqlb, same run: ratio (min/median/max when several rounds), CPU µs per delivered packet, ÷ floor, ÷ nfqlb`);
+  say(`\n== against the floor (nullq) and nfqlb, same run: ratio (min/median/max when several rounds), CPU µs per delivered packet, ÷ floor, ÷ nfqlb; latency added per packet (probe median and p99 through the daemon minus through HMARK, µs)`);
   for (const pt of points) {
     const f = cellOf(pt, floor);
     const o = original ? cellOf(pt, original) : null;
     say(`  ${pt.id}`);
     for (const impl of [...ours, ...impls.filter((i) => i.isFloor && i !== floor), ...(original ? [original] : []), floor]) {
       const c = cellOf(pt, impl);
-      say(`    ${impl.key.padEnd(K)} ${spread(c).padEnd(19)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs  ${fmt(c.cpuUsPerPacket / f.cpuUsPerPacket, 5, 2)}× floor  ${o ? `${fmt(c.cpuUsPerPacket / o.cpuUsPerPacket, 5, 2)}× nfqlb` : ''}`);
+      say(`    ${impl.key.padEnd(K)} ${spread(c).padEnd(19)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs  ${fmt(c.cpuUsPerPacket / f.cpuUsPerPacket, 5, 2)}× floor  ${o ? `${fmt(c.cpuUsPerPacket / o.cpuUsPerPacket, 5, 2)}× nfqlb` : '           '}  +${fmt(c.addedLatencyUs, 1, 0)} µs (p99 +${fmt(c.addedLatencyP99Us, 1, 0)})`);
     }
   }
   say('\nMarkdown (ratio min/median/max; CPU µs per delivered packet; ÷ floor, ÷ nfqlb):\n');
@@ -1285,7 +1372,8 @@ function printFloor(result, impls, points) {
     const cells = shown.map((impl) => {
       const c = cellOf(pt, impl);
       const rel = impl === floor ? '' : `, ${(c.cpuUsPerPacket / f.cpuUsPerPacket).toFixed(2)}× floor${o && impl !== original ? `, ${(c.cpuUsPerPacket / o.cpuUsPerPacket).toFixed(2)}× nfqlb` : ''}`;
-      return `${spread(c)}; ${c.cpuUsPerPacket.toFixed(2)} µs${rel}`;
+      const lat = Number.isFinite(c.addedLatencyUs) ? `; +${c.addedLatencyUs.toFixed(0)} µs latency` : '';
+      return `${spread(c)}; ${c.cpuUsPerPacket.toFixed(2)} µs${rel}${lat}`;
     });
     say(`| ${pt.label} | ${cells.join(' | ')} |`);
   }
@@ -1347,6 +1435,7 @@ async function compareMode(bed) {
     quick: QUICK,
     secondsPerRun: SECONDS,
     rounds: REPEAT,
+    queuesPerDaemon: QUEUES,
     burstRounds: Math.max(REPEAT, BURST_REPEAT),
     method:
       'trafgen in a generator namespace sends 60-byte UDP (IPv6: 66) to the VIP; the LB namespace queues it to the daemon (-j NFQUEUE --queue-balance) or marks it in the kernel (-j HMARK) for the baseline; 4 targets count. Each round of each point: one HMARK run, then each implementation (order turning by round); ratio = delivered through the daemon / delivered by HMARK. steady: tc tbf on the generator link paces evenly (bursts of at most 32 frames); bursts: trafgen --rate Npps alone (each second the N packets back to back, then idle).',
@@ -1360,6 +1449,8 @@ async function compareMode(bed) {
   };
   // trafgen's bursts leave at the generator's own speed: measured once, for reading the burst points.
   await calibrate(bed);
+  const probes = await startProbeReceivers(bed);
+  result.probe = probes === null ? null : { port: PROBE_PORT, rate: PROBE_RATE };
   result.generatorMaxPps = generatorMax;
   // Points that need other daemon options or another number of flows run with their own daemons.
   const groups = new Map();
@@ -1393,7 +1484,7 @@ async function compareMode(bed) {
       const rounds = Math.max(...groupPoints.map(roundsOf));
       for (let round = 0; round < rounds; round++) {
         for (const pt of groupPoints.filter((p) => round < roundsOf(p))) {
-          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive)) {
+          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive, probes)) {
             result.runs.push(r);
             say(
               `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}${r.daemonEnded ? `  (the daemon ended: ${r.daemonEnded}; started again)` : ''}`,
@@ -1405,6 +1496,7 @@ async function compareMode(bed) {
       for (const d of daemons) await impls[daemons.indexOf(d)].stop(d);
     }
   }
+  for (const r of probes ?? []) r.child.kill('SIGTERM');
   result.loadAverage.end = os.loadavg();
   for (const pt of points) for (const impl of impls) result.summary.push(compareCell(result.runs, pt, impl));
   printCompare(result, impls, points);
