@@ -94,8 +94,8 @@ const ORIGINAL = process.env.NFQLB_ORIGINAL
   : path.resolve(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
 const TCP_JS = path.join(__dirname, 'tcp.js');
-const PROBE_JS = path.join(__dirname, 'probe.js');
-/** The latency probe (bench/probe.js): its UDP port (in the load's flow) and packets/s beside every comparison run (0: off). */
+const PROBE_PY = path.join(__dirname, 'probe.py');
+/** The latency probe (bench/probe.py): its UDP port (in the load's flow) and packets/s beside every comparison run (0: off). */
 const PROBE_PORT = 5003;
 const PROBE_RATE = Number(process.env.BENCH_PROBE_RATE ?? 500);
 const ECHO_PORT = 4001;
@@ -1041,14 +1041,14 @@ function compareImplementations(bed) {
 }
 
 /**
- * The probe's receivers, one per target (bench/probe.js recv), started once
+ * The probe's receivers, one per target (bench/probe.py recv), started once
  * for the comparison; null when BENCH_PROBE_RATE=0.
  */
 async function startProbeReceivers(bed) {
   if (!(PROBE_RATE > 0)) return null;
   const receivers = [];
   for (const t of bed.targets) {
-    const child = tb.spawnInNs(t.ns, process.execPath, [PROBE_JS, 'recv', `--port=${PROBE_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = tb.spawnInNs(t.ns, 'python3', [PROBE_PY, 'recv', `${PROBE_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     const r = { child, out: '' };
     child.stdout.on('data', (b) => (r.out += b.toString()));
     child.stderr.on('data', (b) => (r.out += b.toString()));
@@ -1069,7 +1069,7 @@ async function startProbeReceivers(bed) {
 async function withProbe(bed, receivers, family, seconds, run) {
   if (receivers === null) return [await run([]), null];
   const dst = family === 6 ? bed.vip6 : bed.vip4;
-  const sender = tb.spawnInNs(bed.gw, process.execPath, [PROBE_JS, 'send', `--dst=${dst}`, `--port=${PROBE_PORT}`, `--rate=${PROBE_RATE}`, `--seconds=${seconds}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const sender = tb.spawnInNs(bed.gw, 'python3', [PROBE_PY, 'send', dst, `${PROBE_PORT}`, `${PROBE_RATE}`, `${seconds}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   let sout = '';
   sender.stdout.on('data', (b) => (sout += b.toString()));
   const senderDone = new Promise((r) => sender.once('exit', r));
