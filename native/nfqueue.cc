@@ -1,7 +1,8 @@
 // NFQUEUE binding (libmnl + libnetfilter_queue's nlmsg helpers).
 //
-// One `NfQueue` object = one netlink socket bound to one queue. The socket is
-// non-blocking and watched by a uv_poll_t on the env's loop. When it becomes
+// One `NfQueue` object = one netlink socket bound to one queue, or to several
+// (queueNums, below). The socket is non-blocking and watched by a uv_poll_t
+// on the env's loop. When it becomes
 // readable, up to `batchSize` datagrams are received with recvmmsg, the packets
 // they carry are copied into buffers shared with JavaScript, ONE JavaScript
 // callback `onBatch(count)` runs for the batch, and then the verdicts of the
@@ -25,6 +26,7 @@
 //                            other negative value DROP. Before each callback
 //                            every entry is preset to `defaultVerdict`.
 //   hwProtocol  Uint16Array  ETH_P_* of packet i in host order (0x0800, 0x86dd)
+//   queueIndex  Uint16Array  packet i came from queueNums[queueIndex[i]]
 // The metadata arrays share one ArrayBuffer, `packets` has its own.
 //
 // Exceptions thrown by onBatch: the verdicts stay as the callback left them

@@ -1,7 +1,8 @@
 /**
  * A packet thread (`--workers=N`, N ≥ 2): the body of one worker_threads
  * Worker that serves some of the daemon's queues with its own event loop,
- * its own netlink sockets and batches, and its own Pipeline, built here from
+ * its own netlink socket (one for all its queues; one per queue with
+ * NFQLB_QUEUE_SOCKETS=queue) and batches, and its own Pipeline, built here from
  * the plain options in workerData. The main thread (packetthreads.ts, used by
  * daemon.ts) keeps the control socket, metrics, trace server, logs,
  * configuration and the flows file.

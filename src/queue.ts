@@ -1,6 +1,6 @@
 /**
  * NFQUEUE access: `PacketQueue` wraps the addon's `NfQueue` (native/nfqueue.cc),
- * one netlink socket bound to one queue, read in batches.
+ * one netlink socket bound to one queue (or to several: `queueNums`), read in batches.
  *
  * Per batch the addon copies up to `batchSize` packets into buffers shared with
  * JavaScript and calls the handler ONCE with a reusable `QueueBatch` (no

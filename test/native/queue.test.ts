@@ -372,6 +372,24 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     expect(procIn(lb).find((e) => e.queue === 20)).toBeUndefined();
   });
 
+  it('one socket for several queues: a busy queue among them fails the bind naming that queue, and none of them stays bound', async () => {
+    const holder = await wL.ok('open', { key: 'q22', opts: { queueNum: 22 }, policy: {} });
+    const other = new Worker(lb);
+    try {
+      const r = await other.request('open', { key: 'q21', opts: { queueNum: 21, queueNums: [21, 22, 23] } });
+      expect(r.ok).toBe(false);
+      expect(r.error).toMatchObject({ code: 'NFQLB_ERR_QUEUE_BUSY' });
+      expect(r.error.message).toBe(
+        `queue 22 is bound by another process (netlink portid ${holder.info.portid}) (EBUSY); stop the other nfqlb or pick another --queue`,
+      );
+      // Queue 21 was bound on the failed socket before 22 failed: closing it unbound it.
+      expect(procIn(lb).filter((e) => [21, 22, 23].includes(e.queue)).map((e) => [e.queue, e.portid])).toEqual([[22, holder.info.portid]]);
+    } finally {
+      await killProcess(other.child);
+      await wL.ok('close', { key: 'q22' });
+    }
+  });
+
   it('fails with NFQLB_ERR_QUEUE_PERM without CAP_NET_ADMIN', async () => {
     const w = new Worker(lb, ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin']);
     const r = await w.request('open', { key: 'q21', opts: { queueNum: 21 } });

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { BatchSizeHistogram } from '../../src/counters';
 import { NfqlbError } from '../../src/errors';
 import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/packetthread';
-import { PacketThreads, type PacketThreadsEvents } from '../../src/packetthreads';
+import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/pipeline';
 import type { QueueBatch } from '../../src/queue';
 import { createTable, deleteTable, openTable } from '../../src/shm';
@@ -270,6 +270,14 @@ describe('PacketThread: flows swapped between batches', () => {
     } finally {
       t.close();
     }
+  });
+
+  it('NFQLB_QUEUE_SOCKETS picks one socket per thread or per queue; anything else is the default (one per thread)', () => {
+    expect(DEFAULT_QUEUE_SOCKETS).toBe('thread');
+    expect(queueSocketsFromEnv({})).toBe('thread');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'queue' })).toBe('queue');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'thread' })).toBe('thread');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'Queue' })).toBe('thread');
   });
 
   it('with one socket for several queues, counts each packet for the queue it came from (queueIndex)', () => {
