@@ -19,7 +19,9 @@
  *              bursts at 100k, one 5-tuple at 150k, IPv6, 5,000 and 10,000
  *              flows checked before the packets' flow, 10,000 flows with
  *              metrics scrapers + trace clients + idle control connections
- *              (bench/clients.js), and --qlength=1024 on both sides); daemon
+ *              (bench/clients.js), and Meridio's flowlb line on both sides);
+ *              beside them the floor (../shared/reference/nullq, built into
+ *              /tmp), and a latency probe (bench/probe.py) beside every run; daemon
  *              CPU µs per delivered packet in total and per thread (from
  *              /proc/PID/task/*\/stat, grouped by thread name). Without the
  *              original: ours only, said in one line. BENCH_QUICK=1: 1 s per
@@ -49,7 +51,12 @@
  * BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..." instead of default and
  * meridio in --detail), BENCH_OUT (results directory), BENCH_WORKERS
  * (comparison: this project's variants, comma-separated, `default` = no
- * extra option, N = --workers=N; default "default,1,2"), BENCH_SWEEP (--sweep
+ * extra option, N = --workers=N, `cores` = --workers=<CPUs - 1>; default
+ * "default,1,2"), BENCH_FLOOR (the floor's variants: `default`, nullq
+ * options, `off`), NULLQ_SRC / NULLQ_BIN (the floor's source or a built
+ * binary), BENCH_BURST_REPEAT (rounds of the burst points, default 5),
+ * BENCH_PROBE_RATE (latency probe packets/s, default 500, 0 = off),
+ * BENCH_QUEUES (queues per daemon, default 4, `cores`), BENCH_SWEEP (--sweep
  * groups; burst-defaults is the queue length / receive buffer / batch sweep
  * on the bursty 100k point).
  *
