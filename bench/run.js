@@ -19,7 +19,9 @@
  *              bursts at 100k, one 5-tuple at 150k, IPv6, 5,000 and 10,000
  *              flows checked before the packets' flow, 10,000 flows with
  *              metrics scrapers + trace clients + idle control connections
- *              (bench/clients.js), and --qlength=1024 on both sides); daemon
+ *              (bench/clients.js), and Meridio's flowlb line on both sides);
+ *              beside them the floor (../shared/reference/nullq, built into
+ *              /tmp), and a latency probe (bench/probe.py) beside every run; daemon
  *              CPU µs per delivered packet in total and per thread (from
  *              /proc/PID/task/*\/stat, grouped by thread name). Without the
  *              original: ours only, said in one line. BENCH_QUICK=1: 1 s per
@@ -49,7 +51,12 @@
  * BENCH_SETTINGS ("name=--opt=v --opt2=v;name2=..." instead of default and
  * meridio in --detail), BENCH_OUT (results directory), BENCH_WORKERS
  * (comparison: this project's variants, comma-separated, `default` = no
- * extra option, N = --workers=N; default "default,1,2"), BENCH_SWEEP (--sweep
+ * extra option, N = --workers=N, `cores` = --workers=<CPUs - 1>; default
+ * "default,1,2"), BENCH_FLOOR (the floor's variants: `default`, nullq
+ * options, `off`), NULLQ_SRC / NULLQ_BIN (the floor's source or a built
+ * binary), BENCH_BURST_REPEAT (rounds of the burst points, default 5),
+ * BENCH_PROBE_RATE (latency probe packets/s, default 500, 0 = off),
+ * BENCH_QUEUES (queues per daemon, default 4, `cores`), BENCH_SWEEP (--sweep
  * groups; burst-defaults is the queue length / receive buffer / batch sweep
  * on the bursty 100k point).
  *
@@ -94,11 +101,18 @@ const ORIGINAL = process.env.NFQLB_ORIGINAL
   : path.resolve(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
 const TCP_JS = path.join(__dirname, 'tcp.js');
+const PROBE_PY = path.join(__dirname, 'probe.py');
+/** The latency probe (bench/probe.py): its UDP port (in the load's flow) and packets/s beside every comparison run (0: off). */
+const PROBE_PORT = 5003;
+const PROBE_RATE = Number(process.env.BENCH_PROBE_RATE ?? 500);
 const ECHO_PORT = 4001;
 const CHURN_RATE = 50000;
 const CHURN_PER_SECOND = 100;
 
+/** Meridio v1.2.8's stateless-lb: `nfqlb flowlb --promiscuous_ping --queue=0:3 --qlength=1024 --hash_mode=0`. */
 const MERIDIO = ['--promiscuous_ping', '--queue=0:3', '--qlength=1024', '--hash_mode=0'];
+/** The same without its queue range, for the comparison, where every daemon has its own. */
+const MERIDIO_FLOWLB = MERIDIO.filter((a) => !a.startsWith('--queue='));
 
 const say = (text = '') => process.stdout.write(`${text}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -208,6 +222,90 @@ class Implementation {
   }
 }
 
+/**
+ * The floor (issue 21): ../shared/reference/nullq, a minimal C consumer that
+ * binds the queues and marks every packet from a cheap hash, nothing else.
+ * It has no CLI, tables or flows: start() takes only the queue range and
+ * --qlength from a point's options (plus the variant's own nullq options,
+ * BENCH_FLOOR), and marks 1..4, which the bench routes like the targets'
+ * fwmarks (floorRoutes). Built by buildFloor() into /tmp (shared/ is
+ * read-only).
+ */
+class Floor {
+  constructor(bed, bin, { key, extra = [] }) {
+    this.bed = bed;
+    this.bin = bin;
+    this.key = key;
+    this.isFloor = true;
+    this.env = {};
+    this.daemonArgs = [];
+    this.extraArgs = extra;
+    this.version = 'nullq';
+    this.label = `nullq (floor)${extra.length ? ` ${extra.join(' ')}` : ''}`;
+  }
+
+  supports() {
+    return false;
+  }
+
+  scrape() {
+    return null;
+  }
+
+  /** `nullq --queue=A:B [--qlength=N] extra...`; waits for `nullq ready` and its queues in the kernel's table. */
+  async start(args) {
+    const keep = args.filter((a) => a.startsWith('--queue=') || a.startsWith('--qlength='));
+    const all = [...keep, ...this.extraArgs];
+    const child = tb.spawnInNs(this.bed.lb, this.bin, all, { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const d = { child, args: all, env: {}, pid: child.pid, log: '', metricsPort: null, queues: queueRange(args) };
+    const keepLog = (buf) => {
+      d.log = (d.log + buf.toString()).slice(-20000);
+    };
+    child.stdout.on('data', keepLog);
+    child.stderr.on('data', keepLog);
+    const [first, last] = d.queues;
+    const deadline = Date.now() + 15000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`nullq ${all.join(' ')} exited: ${d.log}`);
+      const bound = new Set(tb.queueProcIn(this.bed.lb).map((e) => e.queue));
+      let allBound = d.log.includes('nullq ready');
+      for (let q = first; q <= last; q++) allBound = allBound && bound.has(q);
+      if (allBound) break;
+      if (Date.now() > deadline) {
+        await tb.killProcess(child);
+        throw new Error(`nullq ${all.join(' ')} did not bind its queues in 15 s: ${d.log}`);
+      }
+      await sleep(50);
+    }
+    return d;
+  }
+
+  async stop(d) {
+    return Implementation.prototype.stop.call(this, d);
+  }
+}
+
+const NULLQ_SRC = process.env.NULLQ_SRC ? path.resolve(process.env.NULLQ_SRC) : path.resolve(ROOT, '..', 'shared', 'reference', 'nullq', 'nullq.c');
+
+/** gcc -O2 nullq.c into /tmp (NULLQ_BIN: a built one instead); null with one line when neither is there. */
+function buildFloor() {
+  if (process.env.NULLQ_BIN) return path.resolve(process.env.NULLQ_BIN);
+  if (!fs.existsSync(NULLQ_SRC)) {
+    say(`bench: the floor's source is not at ${NULLQ_SRC} (set NULLQ_SRC or NULLQ_BIN): measuring without the floor`);
+    return null;
+  }
+  const out = path.join(os.tmpdir(), `nfqlb-bench-nullq-${process.pid}`);
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, NULLQ_SRC, '-lnetfilter_queue', '-lmnl', '-lpthread'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`building the floor failed: gcc -O2 -Wall -o ${out} ${NULLQ_SRC} -lnetfilter_queue -lmnl -lpthread: ${r.stderr}${r.error ?? ''}`);
+  process.on('exit', () => fs.rmSync(out, { force: true }));
+  return out;
+}
+
+/** nullq marks 1..N (N = 4 targets): these marks are routed to the targets like their own fwmarks. */
+function floorRoutes(bed) {
+  bed.targets.forEach((t, i) => tb.addFwmarkRule(bed.lb, i + 1, t.table));
+}
+
 /** nfqlb_decisions_total of `reason` and drop verdicts from Prometheus text (null without). */
 function decisions(text) {
   if (text === null) return null;
@@ -254,7 +352,7 @@ function configure(bed, impl, shm, env = {}) {
 
 function setFlows(bed, impl, shm, env = {}) {
   const dsts = `--dsts=${bed.vip4}/32,${bed.vip6}/128`;
-  impl.cliOk(['flow-set', `--name=${shm}-udp`, `--target=${shm}`, '--prio=1', '--protocols=udp', dsts, `--dports=${tb.LOAD_PORT}`], env);
+  impl.cliOk(['flow-set', `--name=${shm}-udp`, `--target=${shm}`, '--prio=1', '--protocols=udp', dsts, `--dports=${tb.LOAD_PORT},${PROBE_PORT}`], env);
   impl.cliOk(['flow-set', `--name=${shm}-tcp`, `--target=${shm}`, '--prio=1', '--protocols=tcp', dsts, `--dports=${bed.port},${ECHO_PORT}`], env);
 }
 
@@ -728,10 +826,21 @@ const COMPARE_POINTS = [
     flows: 10000,
     beside: besideClients({ scrapers: 3, traceClients: 16, idle: 1000 }),
   },
-  // Meridio's --qlength=1024 (nfqlb's default) on both sides.
-  { id: 'v4-bursts-q1024', label: 'IPv4, bursts 100k, --qlength=1024', family: 4, sources: 'many', rate: 100000, pacing: 'bursts', daemonArgs: ['--qlength=1024'] },
-  { id: 'v4-steady-200k-q1024', label: 'IPv4, steady 200k, --qlength=1024', family: 4, sources: 'many', rate: 200000, pacing: 'steady', daemonArgs: ['--qlength=1024'] },
+  // Meridio's own flowlb line (its --qlength=1024 is nfqlb's default) for this project and nfqlb alike (issue 19 point 3);
+  // the floor gets its --qlength=1024. The bench gives each daemon its own queue range in place of Meridio's 0:3.
+  { id: 'v4-meridio-steady-100k', label: 'Meridio\'s line, IPv4, steady 100k', family: 4, sources: 'many', rate: 100000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-steady-200k', label: 'Meridio\'s line, IPv4, steady 200k', family: 4, sources: 'many', rate: 200000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-bursts-100k', label: 'Meridio\'s line, IPv4, bursts 100k', family: 4, sources: 'many', rate: 100000, pacing: 'bursts', daemonArgs: MERIDIO_FLOWLB },
+  { id: 'v4-meridio-one-150k', label: 'Meridio\'s line, IPv4, one 5-tuple, steady 150k', family: 4, sources: 'one', rate: 150000, pacing: 'steady', daemonArgs: MERIDIO_FLOWLB },
 ];
+
+/**
+ * Rounds of a point: REPEAT, and at least BENCH_BURST_REPEAT (default 5, 1
+ * with BENCH_QUICK) for trafgen's bursts, whose result swings from round to
+ * round (reported as min/median/max).
+ */
+const BURST_REPEAT = Number(process.env.BENCH_BURST_REPEAT || (QUICK ? 1 : 5));
+const roundsOf = (pt) => (pt.pacing === 'bursts' ? Math.max(REPEAT, BURST_REPEAT) : REPEAT);
 
 const CLIENTS_JS = path.join(__dirname, 'clients.js');
 
@@ -861,19 +970,46 @@ function oursVariants() {
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '')
-    .map((x) => (x === 'default' ? [] : [`--workers=${x}`]));
+    .map((x) => (x === 'default' ? [] : x === 'cores' ? [`--workers=${Math.max(1, os.cpus().length - 1)}`] : [`--workers=${x}`]));
 }
+
+/**
+ * The floor's variants (BENCH_FLOOR, comma-separated: `default` = nullq's
+ * own defaults, else nullq options separated by spaces, e.g.
+ * "default,--sockets=queue"; `off` = no floor). Default: `default`.
+ */
+function floorVariants() {
+  const spec = (process.env.BENCH_FLOOR ?? 'default').trim();
+  if (spec === 'off' || spec === '') return [];
+  return spec
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
+    .map((x) => (x === 'default' ? [] : x.split(/\s+/)));
+}
+
+/**
+ * Queues per daemon in the comparison (its --queue range and the NFQUEUE
+ * rule's --queue-balance): BENCH_QUEUES, default 4 (Meridio's 0:3); `cores`
+ * = one per CPU, at least 4 — the mode for checking the projection of
+ * docs/performance.md ("More cores") on a larger machine, with
+ * BENCH_WORKERS=default,cores (`cores` there = --workers=<CPUs - 1>).
+ */
+const QUEUES = process.env.BENCH_QUEUES === 'cores' ? Math.max(4, os.cpus().length) : Number(process.env.BENCH_QUEUES || 4);
 
 /** The implementations of the comparison: ours (bin/nfqlb or NFQLB_BIN, each variant), and the original when it is there. */
 function compareImplementations(bed) {
   const tag = `${process.pid}`;
   const impls = [];
-  const make = (key, bin, label, extra = []) => {
+  const make = (key, bin, label, extraAndEnv = []) => {
+    // `env:NAME=value` words of a variant are the daemon's environment (e.g. env:NFQLB_QUEUE_SOCKETS=queue), not options.
+    const extra = extraAndEnv.filter((a) => !a.startsWith('env:'));
+    const varEnv = Object.fromEntries(extraAndEnv.filter((a) => a.startsWith('env:')).map((a) => [a.slice(4, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]));
     // All daemons run at once in the LB namespace: each has its own control and trace sockets and queues.
     const impl = new Implementation(bed, {
       bin,
       key,
-      env: { NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
+      env: { ...varEnv, NFQLB_FLOW_ADDRESS: `unix:nfqlb-bench-${key}-${tag}` },
       daemonArgs: [`--trace_address=unix:nfqlb-trace-bench-${key}-${tag}`],
     });
     const missing = extra.map((a) => /^--([^=]+)/.exec(a)?.[1]).filter((name) => name !== undefined && !impl.supports(name));
@@ -882,22 +1018,93 @@ function compareImplementations(bed) {
       return;
     }
     impl.daemonArgs.push(...extra);
-    impl.extraArgs = extra;
+    impl.extraArgs = extraAndEnv;
     if (impl.supports('ft_shm')) impl.daemonArgs.push(`--ft_shm=${tb.uniqueShmName(`ft-${key}`)}`);
     impl.label = label(impl);
-    impl.queues = [4 * impls.length, 4 * impls.length + 3];
+    impl.queues = [QUEUES * impls.length, QUEUES * impls.length + QUEUES - 1];
     impls.push(impl);
   };
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   for (const extra of oursVariants()) {
-    const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
+    const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--|^env:NFQLB_/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
     const base = (i) => (OURS ? `nfqlb-ts ${pkg.version}` : `${path.basename(BIN)} ${i.version} (NFQLB_BIN)`);
     make(`ours${suffix}`, BIN, (i) => `${base(i)}${extra.length ? ` ${extra.join(' ')}` : ''}`, extra);
   }
   if (fs.existsSync(ORIGINAL)) make('original', ORIGINAL, (i) => `nfqlb ${i.version} (original)`);
   else say(`bench: the original nfqlb is not at ${ORIGINAL} (set NFQLB_ORIGINAL): measuring ${impls.map((i) => i.label).join(', ')} only`);
+  const floors = floorVariants();
+  const floorBin = floors.length > 0 ? buildFloor() : null;
+  if (floorBin !== null) {
+    floorRoutes(bed);
+    for (const extra of floors) {
+      const suffix = extra.length === 0 ? '' : `-${extra.map((a) => a.replace(/^--/, '').replace(/[^A-Za-z0-9]+/g, '')).join('-')}`;
+      const f = new Floor(bed, floorBin, { key: `floor${suffix}`, extra });
+      f.queues = [QUEUES * impls.length, QUEUES * impls.length + QUEUES - 1];
+      impls.push(f);
+    }
+  }
   if (impls.length === 0) throw new Error('nothing to measure: every variant was skipped and the original is absent');
   return impls;
+}
+
+/**
+ * The probe's receivers, one per target (bench/probe.py recv), started once
+ * for the comparison; null when BENCH_PROBE_RATE=0.
+ */
+async function startProbeReceivers(bed) {
+  if (!(PROBE_RATE > 0)) return null;
+  const receivers = [];
+  for (const t of bed.targets) {
+    const child = tb.spawnInNs(t.ns, 'python3', [PROBE_PY, 'recv', `${PROBE_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = { child, out: '' };
+    child.stdout.on('data', (b) => (r.out += b.toString()));
+    child.stderr.on('data', (b) => (r.out += b.toString()));
+    const deadline = Date.now() + 10000;
+    while (!r.out.includes('ready\n') && child.exitCode === null && Date.now() < deadline) await sleep(20);
+    if (!r.out.includes('ready\n')) throw new Error(`probe receiver in ${t.name} did not start: ${r.out}`);
+    r.out = '';
+    receivers.push(r);
+  }
+  return receivers;
+}
+
+/**
+ * Runs `run(companionPids)` (a loadRun) with the probe sending beside it
+ * (PROBE_RATE packets/s for the load's `seconds`, to the VIP of `family`);
+ * returns [its result, the probe's delays: { count, sent, p50Us, p90Us, p99Us, maxUs } or null].
+ */
+async function withProbe(bed, receivers, family, seconds, run) {
+  if (receivers === null) return [await run([]), null];
+  const dst = family === 6 ? bed.vip6 : bed.vip4;
+  const sender = tb.spawnInNs(bed.gw, 'python3', [PROBE_PY, 'send', dst, `${PROBE_PORT}`, `${PROBE_RATE}`, `${seconds}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let sout = '';
+  sender.stdout.on('data', (b) => (sout += b.toString()));
+  const senderDone = new Promise((r) => sender.once('exit', r));
+  const result = await run([sender.pid]);
+  await Promise.race([senderDone, sleep(5000)]);
+  if (sender.exitCode === null) await tb.killProcess(sender);
+  const delays = [];
+  for (const r of receivers) {
+    r.child.kill('SIGUSR1');
+    const deadline = Date.now() + 3000;
+    while (!r.out.includes('\n') && Date.now() < deadline) await sleep(10);
+    const line = r.out.slice(0, r.out.indexOf('\n'));
+    r.out = r.out.slice(r.out.indexOf('\n') + 1);
+    try {
+      delays.push(...JSON.parse(line).delaysUs);
+    } catch {
+      // A receiver that did not answer: its delays are missing from the figure.
+    }
+  }
+  delays.sort((a, b) => a - b);
+  const q = (p) => (delays.length === 0 ? NaN : delays[Math.min(delays.length - 1, Math.floor(p * delays.length))]);
+  let sent = NaN;
+  try {
+    sent = JSON.parse(sout.trim().split('\n').pop()).sent;
+  } catch {
+    // No count from the sender.
+  }
+  return [result, { count: delays.length, sent, p50Us: q(0.5), p90Us: q(0.9), p99Us: q(0.99), maxUs: delays.length ? delays[delays.length - 1] : NaN }];
 }
 
 /** Waits (at most 10 s) until no packet waits in any queue: what a previous run left must not reach the targets during the next one. */
@@ -907,13 +1114,13 @@ async function drained(bed) {
 }
 
 /** One round of one point: the kernel's path, then every implementation (their order turns with the round). */
-async function comparePoint(bed, impls, daemons, pt, round, revive) {
+async function comparePoint(bed, impls, daemons, pt, round, revive, probes) {
   const seconds = pt.seconds ?? SECONDS;
   const count = Math.round(pt.rate * seconds);
   const opts = { family: pt.family, sources: pt.sources, rate: pt.rate, count, size: pt.size, pacing: pt.pacing };
   await drained(bed);
   await quiet();
-  const base = await loadRun(bed, { ...opts, marking: 'hmark' });
+  const [base, baseProbe] = await withProbe(bed, probes, pt.family, seconds, (companions) => loadRun(bed, { ...opts, marking: 'hmark', companions }));
   const rows = [];
   for (let k = 0; k < impls.length; k++) {
     const i = (k + round) % impls.length;
@@ -923,7 +1130,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
     for (let attempt = 0; attempt <= RETRIES; attempt++) {
       await drained(bed);
       await quiet();
-      const beside = pt.beside ? await pt.beside({ bed, impl, daemon: d }) : null;
+      const beside = pt.beside && !impl.isFloor ? await pt.beside({ bed, impl, daemon: d }) : null;
       // The daemons not under test idle meanwhile; what they use is recorded, to show it is nothing.
       const idle = daemons.filter((x) => x !== d);
       const idle0 = idle.reduce((sum, x) => sum + tb.cpuSeconds(x.pid), 0);
@@ -933,6 +1140,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       let besideStats = null;
       let stopped = false;
       let tAtSend = null;
+      let probe = null;
       const stopBeside = async () => {
         if (beside && !stopped) {
           stopped = true;
@@ -942,7 +1150,9 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       };
       try {
         t0 = threadCpu(d.pid);
-        lb = await loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: beside ? [beside.pid] : [], afterSend: stopBeside });
+        [lb, probe] = await withProbe(bed, probes, pt.family, seconds, (companions) =>
+          loadRun(bed, { ...opts, marking: 'queue', daemons: [d], queues: impl.queues, companions: [...companions, ...(beside ? [beside.pid] : [])], afterSend: stopBeside }),
+        );
         t1 = threadCpu(d.pid);
       } finally {
         await stopBeside();
@@ -962,7 +1172,7 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
         lb.queueDropped = NaN;
         lb.userDropped = NaN;
       }
-      const run = { lb, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
+      const run = { lb, probe, idleCores, threads, besideStats, ended, disturbed: lb.foreignCores > DISTURBED_CORES };
       if (ended) {
         best = run;
         break;
@@ -978,7 +1188,11 @@ async function comparePoint(bed, impls, daemons, pt, round, revive) {
       impl: impl.key,
       round,
       order: k,
-      baseline: { offered: base.offered, delivered: base.delivered, seconds: base.seconds, offeredPps: base.offeredPps, foreignCores: base.foreignCores },
+      baseline: { offered: base.offered, delivered: base.delivered, seconds: base.seconds, offeredPps: base.offeredPps, foreignCores: base.foreignCores, probe: baseProbe ?? undefined },
+      probe: best.probe ?? undefined,
+      // What the daemon adds to a packet's way: the probe's median delay through it minus through HMARK in the same round.
+      addedLatencyUs: best.probe && baseProbe ? best.probe.p50Us - baseProbe.p50Us : undefined,
+      addedLatencyP99Us: best.probe && baseProbe ? best.probe.p99Us - baseProbe.p99Us : undefined,
       offered: lb.offered,
       offeredPps: lb.offeredPps,
       delivered: lb.delivered,
@@ -1016,6 +1230,8 @@ function compareCell(runs, pt, impl) {
     impl: impl.key,
     ratio,
     ratios: rs.map((r) => r.ratio),
+    ratioMin: Math.min(...rs.map((r) => r.ratio)),
+    ratioMax: Math.max(...rs.map((r) => r.ratio)),
     offeredPps: median(rs.map((r) => r.offeredPps)),
     baselineDeliveredFraction: median(rs.map((r) => r.baseline.delivered / r.baseline.offered)),
     deliveredFraction: median(rs.map((r) => r.deliveredFraction)),
@@ -1023,6 +1239,10 @@ function compareCell(runs, pt, impl) {
     userDropped: median(rs.map((r) => r.userDropped)),
     cpuUsPerPacket: median(rs.map((r) => r.cpuUsPerPacket)),
     cpuCores: median(rs.map((r) => r.cpuCores)),
+    addedLatencyUs: median(rs.map((r) => r.addedLatencyUs ?? NaN)),
+    addedLatencyP99Us: median(rs.map((r) => r.addedLatencyP99Us ?? NaN)),
+    probeP50Us: median(rs.map((r) => r.probe?.p50Us ?? NaN)),
+    baseProbeP50Us: median(rs.map((r) => r.baseline.probe?.p50Us ?? NaN)),
     threads: kept?.threads ?? [],
     threadGroups: kept?.threadGroups ?? [],
     beside: kept?.beside,
@@ -1099,7 +1319,7 @@ function printCompare(result, impls, points) {
   }
   // Issue 11's targets, as read from this run.
   const original = impls.find((i) => i.key === 'original');
-  const ours = impls.filter((i) => i !== original);
+  const ours = impls.filter((i) => i !== original && !i.isFloor);
   const lines = [];
   for (const impl of ours) {
     for (const t of TARGETS) {
@@ -1125,6 +1345,89 @@ function printCompare(result, impls, points) {
   }
 }
 
+/**
+ * Issue 21 and issue 19 point 3, as this run reads them: for each of this
+ * project's variants at each point, its delivered ratio beside the floor's
+ * and nfqlb's, and its CPU per packet ÷ the floor's and ÷ nfqlb's; then the
+ * targets met or not. Bursts: min/median/max over the rounds.
+ */
+function printFloor(result, impls, points) {
+  const cellOf = (pt, impl) => result.summary.find((s) => s.point === pt.id && s.impl === impl.key);
+  const floor = impls.find((i) => i.key === 'floor');
+  const original = impls.find((i) => i.key === 'original');
+  const ours = impls.filter((i) => !i.isFloor && i !== original);
+  if (!floor) return;
+  const K = Math.max(...impls.map((i) => i.key.length)) + 1;
+  const spread = (c) => (c.ratios.length > 1 ? `${c.ratioMin.toFixed(3)}/${c.ratio.toFixed(3)}/${c.ratioMax.toFixed(3)}` : c.ratio.toFixed(3));
+  say(`\n== against the floor (nullq) and nfqlb, same run: ratio (min/median/max when several rounds), CPU µs per delivered packet, ÷ floor, ÷ nfqlb; latency added per packet (probe median and p99 through the daemon minus through HMARK, µs)`);
+  for (const pt of points) {
+    const f = cellOf(pt, floor);
+    const o = original ? cellOf(pt, original) : null;
+    say(`  ${pt.id}`);
+    for (const impl of [...ours, ...impls.filter((i) => i.isFloor && i !== floor), ...(original ? [original] : []), floor]) {
+      const c = cellOf(pt, impl);
+      say(`    ${impl.key.padEnd(K)} ${spread(c).padEnd(19)} ${fmt(c.cpuUsPerPacket, 5, 2)} µs  ${fmt(c.cpuUsPerPacket / f.cpuUsPerPacket, 5, 2)}× floor  ${o ? `${fmt(c.cpuUsPerPacket / o.cpuUsPerPacket, 5, 2)}× nfqlb` : '           '}  +${fmt(c.addedLatencyUs, 1, 0)} µs (p99 +${fmt(c.addedLatencyP99Us, 1, 0)})`);
+    }
+  }
+  say('\nMarkdown (ratio min/median/max; CPU µs per delivered packet; ÷ floor, ÷ nfqlb):\n');
+  const shown = [...ours, ...(original ? [original] : []), ...impls.filter((i) => i.isFloor)];
+  say(`| point | ${shown.map((i) => i.label).join(' | ')} |`);
+  say(`|---|${shown.map(() => '---|').join('')}`);
+  for (const pt of points) {
+    const f = cellOf(pt, floor);
+    const o = original ? cellOf(pt, original) : null;
+    const cells = shown.map((impl) => {
+      const c = cellOf(pt, impl);
+      const rel = impl === floor ? '' : `, ${(c.cpuUsPerPacket / f.cpuUsPerPacket).toFixed(2)}× floor${o && impl !== original ? `, ${(c.cpuUsPerPacket / o.cpuUsPerPacket).toFixed(2)}× nfqlb` : ''}`;
+      const lat = Number.isFinite(c.addedLatencyUs) ? `; +${c.addedLatencyUs.toFixed(0)} µs latency` : '';
+      return `${spread(c)}; ${c.cpuUsPerPacket.toFixed(2)} µs${rel}${lat}`;
+    });
+    say(`| ${pt.label} | ${cells.join(' | ')} |`);
+  }
+  const lines = [];
+  const dflt = ours.find((i) => i.key === 'ours');
+  const isMeridio = (pt) => pt.id.startsWith('v4-meridio-');
+  if (dflt) {
+    // Issue 21 point 2: the issue's table points, the default options.
+    const issue21 = ['v4-steady-100k', 'v4-steady-200k', 'v4-bursts-100k', 'v4-one-150k', 'v4-meridio-bursts-100k'];
+    for (const id of issue21) {
+      const pt = points.find((p) => p.id === id);
+      if (!pt) continue;
+      const c = cellOf(pt, dflt);
+      const f = cellOf(pt, floor);
+      const x = c.cpuUsPerPacket / f.cpuUsPerPacket;
+      lines.push(`  21.2 ${id.padEnd(24)} CPU ≤ 1.10× floor: ${x <= 1.1 ? 'met' : 'NOT met'} (${x.toFixed(2)}×); ratio ≥ floor's: ${c.ratio >= f.ratio ? 'met' : 'NOT met'} (${c.ratio.toFixed(3)} vs ${f.ratio.toFixed(3)})`);
+    }
+    for (const id of ['v6-steady-100k', 'v6-bursts-100k']) {
+      const pt = points.find((p) => p.id === id);
+      if (!pt) continue;
+      const c = cellOf(pt, dflt);
+      const f = cellOf(pt, floor);
+      lines.push(`  21.2 ${id.padEnd(24)} IPv6: ${(c.cpuUsPerPacket / f.cpuUsPerPacket).toFixed(2)}× floor, ratio ${c.ratio.toFixed(3)} vs floor ${f.ratio.toFixed(3)}`);
+    }
+  }
+  // Issue 19 point 3: Meridio's line.
+  for (const impl of ours) {
+    for (const pt of points.filter(isMeridio)) {
+      const c = cellOf(pt, impl);
+      const o = original ? cellOf(pt, original) : null;
+      const f = cellOf(pt, floor);
+      const cpu = o ? `; CPU ≤ nfqlb's: ${c.cpuUsPerPacket <= o.cpuUsPerPacket ? 'met' : 'NOT met'} (${c.cpuUsPerPacket.toFixed(2)} vs ${o.cpuUsPerPacket.toFixed(2)} µs)` : '';
+      if (pt.pacing === 'bursts') {
+        const ok = c.ratio >= f.ratio && (!o || c.ratio >= o.ratio);
+        lines.push(`  19.3 ${impl.key.padEnd(K)} ${pt.id.padEnd(24)} median ≥ nfqlb's and floor's: ${ok ? 'met' : 'NOT met'} (${spread(c)} vs nfqlb ${o ? spread(o) : '-'}, floor ${spread(f)})${cpu}`);
+      } else {
+        const low = Math.min(...c.ratios);
+        lines.push(`  19.3 ${impl.key.padEnd(K)} ${pt.id.padEnd(24)} ≥ 0.99 every round: ${low >= 0.99 ? 'met' : 'NOT met'} (lowest ${low.toFixed(3)})${cpu}`);
+      }
+    }
+  }
+  if (lines.length > 0) {
+    say('\nissue 21 / issue 19.3 targets, as this run reads them:');
+    for (const l of lines) say(l);
+  }
+}
+
 async function compareMode(bed) {
   const wanted = process.env.BENCH_POINTS ? process.env.BENCH_POINTS.split(',').map((x) => x.trim()) : null;
   for (const id of wanted ?? []) {
@@ -1139,6 +1442,8 @@ async function compareMode(bed) {
     quick: QUICK,
     secondsPerRun: SECONDS,
     rounds: REPEAT,
+    queuesPerDaemon: QUEUES,
+    burstRounds: Math.max(REPEAT, BURST_REPEAT),
     method:
       'trafgen in a generator namespace sends 60-byte UDP (IPv6: 66) to the VIP; the LB namespace queues it to the daemon (-j NFQUEUE --queue-balance) or marks it in the kernel (-j HMARK) for the baseline; 4 targets count. Each round of each point: one HMARK run, then each implementation (order turning by round); ratio = delivered through the daemon / delivered by HMARK. steady: tc tbf on the generator link paces evenly (bursts of at most 32 frames); bursts: trafgen --rate Npps alone (each second the N packets back to back, then idle).',
     machine: machine(),
@@ -1151,6 +1456,8 @@ async function compareMode(bed) {
   };
   // trafgen's bursts leave at the generator's own speed: measured once, for reading the burst points.
   await calibrate(bed);
+  const probes = await startProbeReceivers(bed);
+  result.probe = probes === null ? null : { port: PROBE_PORT, rate: PROBE_RATE };
   result.generatorMaxPps = generatorMax;
   // Points that need other daemon options or another number of flows run with their own daemons.
   const groups = new Map();
@@ -1164,25 +1471,27 @@ async function compareMode(bed) {
     const daemons = [];
     const startFor = async (impl) => {
       const d = await impl.start([`--queue=${impl.queues[0]}:${impl.queues[1]}`, ...extra]);
+      if (impl.isFloor) return d; // no table, no flows: the floor marks from a hash
       impl.shm = impl.shm ?? tb.uniqueShmName(`cmp-${impl.key}`);
       configure(bed, impl, impl.shm);
       return d;
     };
     const revive = async (i) => {
       daemons[i] = await startFor(impls[i]);
-      if (flows > 0) await setManyFlows(bed, impls[i], impls[i].shm, flows);
+      if (flows > 0 && !impls[i].isFloor) await setManyFlows(bed, impls[i], impls[i].shm, flows);
     };
     try {
       for (const impl of impls) daemons.push(await startFor(impl));
       // All daemons at once (each its own socket): the wall time is the slowest one's.
-      if (flows > 0) await Promise.all(impls.map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
+      if (flows > 0) await Promise.all(impls.filter((impl) => !impl.isFloor).map((impl) => setManyFlows(bed, impl, impl.shm, flows)));
       for (const pt of groupPoints) {
-        if (pt.setup) for (const impl of impls) await pt.setup({ bed, impl, shm: impl.shm });
+        if (pt.setup) for (const impl of impls) if (!impl.isFloor) await pt.setup({ bed, impl, shm: impl.shm });
       }
       say(`\npoint                round impl          offered/s  base.deliv  lb.deliv  ratio  q.drop  u.drop  µs/pkt  cores  other${extra.length ? `   (flowlb ${extra.join(' ')})` : ''}${flows ? `   (${flows} more flows)` : ''}`);
-      for (let round = 0; round < REPEAT; round++) {
-        for (const pt of groupPoints) {
-          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive)) {
+      const rounds = Math.max(...groupPoints.map(roundsOf));
+      for (let round = 0; round < rounds; round++) {
+        for (const pt of groupPoints.filter((p) => round < roundsOf(p))) {
+          for (const r of await comparePoint(bed, impls, daemons, pt, round, revive, probes)) {
             result.runs.push(r);
             say(
               `${pt.id.padEnd(20)} ${String(round).padStart(5)} ${r.impl.padEnd(12)} ${fmt(r.offeredPps, 10)}  ${fmt(r.baseline.delivered, 10)} ${fmt(r.delivered, 9)}  ${fmt(r.ratio, 5, 3)} ${fmt(r.queueDropped, 7)} ${fmt(r.userDropped, 7)}  ${fmt(r.cpuUsPerPacket, 6, 1)}  ${fmt(r.cpuCores, 5, 2)}  ${fmt(r.foreignCores, 5, 2)}${r.disturbed ? '!' : ''}${r.leftWaiting > 0 ? `  (${r.leftWaiting} still queued after 10 s: counted as lost)` : ''}${r.daemonEnded ? `  (the daemon ended: ${r.daemonEnded}; started again)` : ''}`,
@@ -1194,9 +1503,11 @@ async function compareMode(bed) {
       for (const d of daemons) await impls[daemons.indexOf(d)].stop(d);
     }
   }
+  for (const r of probes ?? []) r.child.kill('SIGTERM');
   result.loadAverage.end = os.loadavg();
   for (const pt of points) for (const impl of impls) result.summary.push(compareCell(result.runs, pt, impl));
   printCompare(result, impls, points);
+  printFloor(result, impls, points);
   say(`\nmachine: other processes used ${median(result.runs.map((r) => r.foreignCores)).toFixed(2)} cores (median over the daemon runs); ${quietLog.disturbedRuns} run(s) disturbed (> ${DISTURBED_CORES}), ${quietLog.retries} repeated; load average ${result.loadAverage.start.map((x) => x.toFixed(2)).join(' ')} at the start, ${result.loadAverage.end.map((x) => x.toFixed(2)).join(' ')} at the end`);
   writeResults(result, `compare${QUICK ? '-quick' : ''}`);
 }

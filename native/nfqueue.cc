@@ -1,7 +1,8 @@
 // NFQUEUE binding (libmnl + libnetfilter_queue's nlmsg helpers).
 //
-// One `NfQueue` object = one netlink socket bound to one queue. The socket is
-// non-blocking and watched by a uv_poll_t on the env's loop. When it becomes
+// One `NfQueue` object = one netlink socket bound to one queue, or to several
+// (queueNums, below). The socket is non-blocking and watched by a uv_poll_t
+// on the env's loop. When it becomes
 // readable, up to `batchSize` datagrams are received with recvmmsg, the packets
 // they carry are copied into buffers shared with JavaScript, ONE JavaScript
 // callback `onBatch(count)` runs for the batch, and then the verdicts of the
@@ -25,6 +26,7 @@
 //                            other negative value DROP. Before each callback
 //                            every entry is preset to `defaultVerdict`.
 //   hwProtocol  Uint16Array  ETH_P_* of packet i in host order (0x0800, 0x86dd)
+//   queueIndex  Uint16Array  packet i came from queueNums[queueIndex[i]]
 // The metadata arrays share one ArrayBuffer, `packets` has its own.
 //
 // Exceptions thrown by onBatch: the verdicts stay as the callback left them
@@ -37,6 +39,15 @@
 // is collected (only possible while not started: start() holds a reference) and
 // at env teardown through an async cleanup hook, so worker threads end cleanly.
 // On process.exit() the kernel unbinds the queue when the socket is closed.
+//
+// Several queues on one socket (option queueNums): the kernel lets one
+// portid own several queue instances, and every packet message and verdict
+// carries its queue number (nfgenmsg.res_id). One socket then serves all the
+// queues of a thread: one readiness wake-up, one recvmmsg and one send per
+// round for all of them, where one socket per queue costs each of these per
+// queue (docs/performance.md, "Receive shape"). Packet i came from
+// queueNums[queueIndex[i]]; a run of one batch verdict never crosses queues
+// (packet ids are counted per queue).
 //
 // Only moves bytes: no IP parsing and no balancing decision is made here.
 #include "common.h"
@@ -185,7 +196,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   Napi::Value GetRunning(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), running_); }
 
   bool Open(Napi::Env env);
-  int Configure(uint8_t command, bool withParams);
+  int Configure(uint16_t queue, uint8_t command, bool withParams);
   void RepeatEarlyPacket(const struct nlmsghdr* nlh);
   void CloseNow(bool teardown);
   void StopPolling();
@@ -200,7 +211,10 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   static void OnPoll(uv_poll_t* handle, int status, int events);
 
   // Options.
-  uint32_t queueNum_ = 0;
+  uint32_t queueNum_ = 0;  // queueNums_[0]
+  std::vector<uint16_t> queueNums_;
+  // Queue number -> index in queueNums_ (-1: not ours), for the packet path.
+  std::vector<int16_t> queueIndexOf_;
   uint32_t copyRange_ = 1500;
   uint32_t qlength_ = 1024;
   uint32_t batchSize_ = 64;
@@ -240,10 +254,12 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   uint32_t* ids_ = nullptr;
   int32_t* verdicts_ = nullptr;
   uint16_t* hwProtocol_ = nullptr;
+  uint16_t* queueIndex_ = nullptr;
 
   // Batch state.
   uint32_t count_ = 0;
   std::vector<uint32_t> privateIds_;
+  std::vector<uint16_t> privateQueues_;
   size_t slotSize_ = 0;
   std::vector<char> recvBufs_;
   std::vector<struct mmsghdr> msgs_;
@@ -276,6 +292,37 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
   int64_t v = 0;
   if (!IntOption(opts, "queueNum", 0, 65535, &v)) return;
   queueNum_ = static_cast<uint32_t>(v);
+  queueNums_.assign(1, static_cast<uint16_t>(queueNum_));
+  Napi::Value qs = opts.Get("queueNums");
+  if (env.IsExceptionPending()) return;
+  if (!qs.IsUndefined()) {
+    // src/queue.ts checks them (distinct, in range, first = queueNum); this guards the arithmetic.
+    if (!qs.IsArray() || qs.As<Napi::Array>().Length() < 1 || qs.As<Napi::Array>().Length() > 1024) {
+      ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(): option queueNums");
+      return;
+    }
+    Napi::Array a = qs.As<Napi::Array>();
+    queueNums_.clear();
+    for (uint32_t k = 0; k < a.Length(); k++) {
+      Napi::Value e = a.Get(k);
+      if (env.IsExceptionPending()) return;
+      double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1;
+      if (d < 0 || d > 65535 || d != static_cast<double>(static_cast<int64_t>(d))) {
+        ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(): option queueNums");
+        return;
+      }
+      queueNums_.push_back(static_cast<uint16_t>(d));
+    }
+    queueNum_ = queueNums_[0];
+  }
+  queueIndexOf_.assign(65536, -1);
+  for (size_t k = 0; k < queueNums_.size(); k++) {
+    if (queueIndexOf_[queueNums_[k]] != -1) {
+      ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(): option queueNums has a queue twice");
+      return;
+    }
+    queueIndexOf_[queueNums_[k]] = static_cast<int16_t>(k);
+  }
   if (!IntOption(opts, "copyRange", 1, 65535, &v)) return;
   copyRange_ = static_cast<uint32_t>(v);
   if (!IntOption(opts, "qlength", 1, INT32_MAX, &v)) return;
@@ -297,7 +344,7 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
   // Buffers: created once, kept alive by this object.
   const size_t n = batchSize_;
   Napi::ArrayBuffer packetsAb = Napi::ArrayBuffer::New(env, n * copyRange_);
-  const size_t metaBytes = n * (5 * sizeof(uint32_t) + sizeof(uint16_t));
+  const size_t metaBytes = n * (5 * sizeof(uint32_t) + 2 * sizeof(uint16_t));
   Napi::ArrayBuffer metaAb = Napi::ArrayBuffer::New(env, metaBytes);
   if (env.IsExceptionPending()) return;
   packetsRef_ = Napi::Persistent(packetsAb);
@@ -311,8 +358,10 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
   ids_ = origLengths_ + n;
   verdicts_ = reinterpret_cast<int32_t*>(ids_ + n);
   hwProtocol_ = reinterpret_cast<uint16_t*>(verdicts_ + n);
+  queueIndex_ = hwProtocol_ + n;
   for (uint32_t i = 0; i < batchSize_; i++) offsets_[i] = i * copyRange_;
   privateIds_.assign(n, 0);
+  privateQueues_.assign(n, 0);
 
   slotSize_ = (copyRange_ + kHeadroom + 7) & ~static_cast<size_t>(7);
   recvBufs_.assign(n * slotSize_, 0);
@@ -339,6 +388,7 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
       Napi::PropertyDescriptor::Value("ids", Napi::Uint32Array::New(env, n, metaAb, 12 * n), ro),
       Napi::PropertyDescriptor::Value("verdicts", Napi::Int32Array::New(env, n, metaAb, 16 * n), ro),
       Napi::PropertyDescriptor::Value("hwProtocol", Napi::Uint16Array::New(env, n, metaAb, 20 * n), ro),
+      Napi::PropertyDescriptor::Value("queueIndex", Napi::Uint16Array::New(env, n, metaAb, 22 * n), ro),
   });
   if (env.IsExceptionPending()) return;
 
@@ -346,6 +396,7 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
 
   self.DefineProperties({
       Napi::PropertyDescriptor::Value("queueNum", Napi::Number::New(env, queueNum_), ro),
+      Napi::PropertyDescriptor::Value("queueCount", Napi::Number::New(env, static_cast<double>(queueNums_.size())), ro),
       Napi::PropertyDescriptor::Value("copyRange", Napi::Number::New(env, copyRange_), ro),
       Napi::PropertyDescriptor::Value("qlength", Napi::Number::New(env, qlength_), ro),
       Napi::PropertyDescriptor::Value("batchSize", Napi::Number::New(env, batchSize_), ro),
@@ -386,15 +437,18 @@ bool NfQueue::Open(Napi::Env env) {
   socklen_t len = sizeof(rcvbufActual_);
   getsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbufActual_, &len);
 
-  int err = Configure(NFQNL_CFG_CMD_BIND, true);
-  if (err != 0) {
-    mnl_socket_close(nl_);
-    nl_ = nullptr;
-    fd_ = -1;
-    // src/queue.ts tells the user what EPERM/EBUSY (held by another socket or
-    // no CAP_NET_ADMIN) and ETIMEDOUT mean for this bind.
-    ThrowError(env, "NFQLB_ERR_QUEUE", "cannot bind " + q, err);
-    return false;
+  for (uint16_t queue : queueNums_) {
+    int err = Configure(queue, NFQNL_CFG_CMD_BIND, true);
+    if (err != 0) {
+      // Closing the socket unbinds the queues bound so far.
+      mnl_socket_close(nl_);
+      nl_ = nullptr;
+      fd_ = -1;
+      // src/queue.ts tells the user what EPERM/EBUSY (held by another socket or
+      // no CAP_NET_ADMIN) and ETIMEDOUT mean for this bind.
+      ThrowError(env, "NFQLB_ERR_QUEUE", "cannot bind queue " + std::to_string(queue), err);
+      return false;
+    }
   }
 
   uv_loop_t* loop = nullptr;
@@ -422,9 +476,9 @@ bool NfQueue::Open(Napi::Env env) {
 // that reach the socket before the answer go back to the kernel with NF_REPEAT,
 // which runs the hook again and so re-queues them to the now configured queue.
 // Returns 0 or an errno value.
-int NfQueue::Configure(uint8_t command, bool withParams) {
+int NfQueue::Configure(uint16_t queue, uint8_t command, bool withParams) {
   alignas(8) char buf[512];
-  struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queueNum_);
+  struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue);
   nlh->nlmsg_flags |= NLM_F_ACK;
   nlh->nlmsg_seq = ++seq_;
   const uint32_t seq = nlh->nlmsg_seq;
@@ -481,8 +535,9 @@ void NfQueue::RepeatEarlyPacket(const struct nlmsghdr* nlh) {
     return;
   }
   const auto* ph = static_cast<const struct nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr[NFQA_PACKET_HDR]));
+  const auto* gen = static_cast<const struct nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
   alignas(8) char buf[kVerdictMsgMax];
-  struct nlmsghdr* v = nfq_nlmsg_put(buf, NFQNL_MSG_VERDICT, queueNum_);
+  struct nlmsghdr* v = nfq_nlmsg_put(buf, NFQNL_MSG_VERDICT, ntohs(gen->res_id));
   nfq_nlmsg_verdict_put(v, static_cast<int>(ntohl(ph->packet_id)), NF_REPEAT);
   if (mnl_socket_sendto(nl_, v, v->nlmsg_len) < 0) {
     stats_.sendErrors++;
@@ -521,10 +576,12 @@ void NfQueue::CloseNow(bool teardown) {
   }
   if (nl_ != nullptr) {
     // Unbind explicitly (closing the socket would do it too); no answer needed.
-    alignas(8) char buf[128];
-    struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queueNum_);
-    nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_UNBIND);
-    mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+    for (uint16_t queue : queueNums_) {
+      alignas(8) char buf[128];
+      struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue);
+      nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_UNBIND);
+      mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+    }
     mnl_socket_close(nl_);
     nl_ = nullptr;
     fd_ = -1;
@@ -647,6 +704,18 @@ void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
     verdictsLost_ = true;
     return;
   }
+  if (nlh->nlmsg_len < NLMSG_HDRLEN + sizeof(struct nfgenmsg)) {
+    stats_.parseErrors++;
+    verdictsLost_ = true;
+    return;
+  }
+  const uint16_t queue = ntohs(static_cast<const struct nfgenmsg*>(mnl_nlmsg_get_payload(nlh))->res_id);
+  const int16_t qidx = queueIndexOf_[queue];
+  if (qidx < 0) {
+    // Not a queue of this socket (cannot happen: the kernel only sends bound queues): no verdict can be meant here.
+    stats_.parseErrors++;
+    return;
+  }
   if (count_ == batchSize_) {
     Dispatch();
     if (closeRequested_ || closed_) return;
@@ -665,6 +734,8 @@ void NfQueue::HandlePacket(const struct nlmsghdr* nlh) {
     orig = ntohl(mnl_attr_get_u32(attr.capLen));
   }
   privateIds_[i] = ntohl(ph->packet_id);
+  privateQueues_[i] = queue;
+  queueIndex_[i] = static_cast<uint16_t>(qidx);
   ids_[i] = privateIds_[i];
   lengths_[i] = plen;
   origLengths_[i] = orig;
@@ -714,11 +785,13 @@ void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
     // failed: verdictsLost_); consecutive ids mean no packet the kernel
     // queued in between was left out of the run.
     uint32_t last = i;
-    while (!verdictsLost_ && last + 1 < n && verdictOf(last + 1) == v && privateIds_[last + 1] == privateIds_[last] + 1) {
+    while (!verdictsLost_ && last + 1 < n && verdictOf(last + 1) == v && privateQueues_[last + 1] == privateQueues_[i] &&
+           privateIds_[last + 1] == privateIds_[last] + 1) {
       last++;
     }
     const uint32_t count = last - i + 1;
-    struct nlmsghdr* nlh = nfq_nlmsg_put(buf + off, count > 1 ? NFQNL_MSG_VERDICT_BATCH : NFQNL_MSG_VERDICT, queueNum_);
+    struct nlmsghdr* nlh =
+        nfq_nlmsg_put(buf + off, count > 1 ? NFQNL_MSG_VERDICT_BATCH : NFQNL_MSG_VERDICT, privateQueues_[i]);
     const int id = static_cast<int>(privateIds_[last]);
     if (v >= 0) {
       nfq_nlmsg_verdict_put(nlh, id, NF_ACCEPT);

@@ -4,8 +4,10 @@
 # LB (a daemon behind NFQUEUE, or the kernel alone with HMARK) → 4 targets.
 # Needs root. By default it compares this project's daemon with the original
 # nfqlb (NFQLB_ORIGINAL, default ../shared/reference/nfqlb-1.2.0/nfqlb; when
-# absent, ours only, said in one line) in one run, with steady pacing and
-# trafgen's bursts. NFQLB_BIN=/path/to/nfqlb puts another nfqlb-compatible
+# absent, ours only, said in one line) and the floor (../shared/reference/nullq,
+# built into /tmp; BENCH_FLOOR=off leaves it out) in one run, with steady
+# pacing and trafgen's bursts, Meridio's own flowlb line, and the latency each
+# daemon adds (bench/probe.py). NFQLB_BIN=/path/to/nfqlb puts another nfqlb-compatible
 # binary on "our" side; BENCH_QUICK=1 is a short run (about 4 min; the full
 # run about 27 min). This project's daemon runs in each variant of
 # BENCH_WORKERS (default "default,1,2": the defaults, --workers=1 and 2; a variant

@@ -1,7 +1,8 @@
 /**
  * A packet thread (`--workers=N`, N ≥ 2): the body of one worker_threads
  * Worker that serves some of the daemon's queues with its own event loop,
- * its own netlink sockets and batches, and its own Pipeline, built here from
+ * its own netlink socket (one for all its queues; one per queue with
+ * NFQLB_QUEUE_SOCKETS=queue) and batches, and its own Pipeline, built here from
  * the plain options in workerData. The main thread (packetthreads.ts, used by
  * daemon.ts) keeps the control socket, metrics, trace server, logs,
  * configuration and the flows file.
@@ -72,6 +73,11 @@ export interface PacketThreadData {
   readonly batchSize: number;
   readonly failOpen: boolean;
   readonly rcvbuf?: number;
+  /**
+   * One netlink socket for all the queues this thread serves (else one per
+   * queue). NFQLB_QUEUE_SOCKETS=queue|thread picks it (queueSocketsFromEnv).
+   */
+  readonly socketPerThread?: boolean;
   readonly promiscuousPing: boolean;
   readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'fragmentStats' | 'fragmentStoreCounters' | 'reasonCounts'>>;
   readonly tshm?: string;
@@ -149,7 +155,7 @@ export function makeBatchHandler<T extends LookupTable>(
   pipeline: Pipeline<T>,
   counters: BatchCounters,
   batchSizes: BatchSizeHistogram,
-  qi: number,
+  qi: number | readonly number[],
   trace: TraceSink | null,
   traceFlows: FlowSet<string> | null,
   afterBatch: () => void,
@@ -161,6 +167,14 @@ export function makeBatchHandler<T extends LookupTable>(
   const dropped = counters.dropped;
   const store = pipeline.fragmentStore;
   const clock = pipeline.clock;
+  // One socket for several queues: packet i counts for queue index qis[queueIndex[i]].
+  const qis = typeof qi === 'number' ? [qi] : qi;
+  const multi = qis.length > 1;
+  const qi0 = qis[0];
+  // Per batch here, added to the shared counters once per batch: a store per packet into the
+  // SharedArrayBuffer the main thread reads cost measurably more than this.
+  const accBy = new Float64Array(qis.length);
+  const pktBy = new Float64Array(qis.length);
   return (batch: QueueBatch): void => {
     clock[0] = performance.now();
     const n = batch.count;
@@ -168,14 +182,17 @@ export function makeBatchHandler<T extends LookupTable>(
     const offsets = batch.offsets;
     const lengths = batch.lengths;
     const verdicts = batch.verdicts;
+    const queueIndex = batch.queueIndex;
     const traceMask = trace === null ? 0 : trace.perPacketMask();
     let text = '';
     let acc = 0;
     for (let i = 0; i < n; i++) {
       const fw = pipeline.decideNow(packets, offsets[i] | 0, lengths[i] | 0);
+      if (multi) pktBy[queueIndex[i]]++;
       if (fw >= 0) {
         verdicts[i] = fw;
         acc++;
+        if (multi) accBy[queueIndex[i]]++;
         if (last.reason === REASON_TARGET) last.target!.fwmarks.add(fw);
       } else {
         verdicts[i] = VERDICT_DROP;
@@ -185,8 +202,17 @@ export function makeBatchHandler<T extends LookupTable>(
       if (traceMask !== 0) text += formatPacketTrace(traceMask, traceFlows, pipeline.info, packets, offsets[i], lengths[i], last);
     }
     if (store !== null && store.pendingCount > 0) flushReinjections(tunFd, store, tunErrno);
-    accepted[qi] += acc;
-    dropped[qi] += n - acc;
+    if (!multi) {
+      accepted[qi0] += acc;
+      dropped[qi0] += n - acc;
+    } else {
+      for (let k = 0; k < qis.length; k++) {
+        accepted[qis[k]] += accBy[k];
+        dropped[qis[k]] += pktBy[k] - accBy[k];
+        accBy[k] = 0;
+        pktBy[k] = 0;
+      }
+    }
     batchSizes.observe(n);
     if (text !== '') trace!.send(text);
     afterBatch();
@@ -242,7 +268,8 @@ export class PacketThread {
   readonly traceFlows = new FlowSet<string>({ promiscuousPing: true });
   readonly pipeline: Pipeline<ServedTable>;
   readonly counters: ThreadCounters;
-  readonly queues: { qi: number; queue: PacketQueue }[] = [];
+  /** The sockets: each serves the queue indexes `qis` (qi = qis[0]). */
+  readonly queues: { qi: number; qis: number[]; queue: PacketQueue }[] = [];
   readonly batchSizes: BatchSizeHistogram;
   /** The last generation of flows applied. */
   gen = 0;
@@ -297,10 +324,12 @@ export class PacketThread {
   /** Binds this thread's queues (throws NfqlbError as PacketQueue does; nothing stays bound then). */
   bind(): FromThread {
     const d = this.data;
+    const groups = d.socketPerThread ? [d.serve] : d.serve.map((qi) => [qi]);
     try {
-      for (const qi of d.serve) {
+      for (const qis of groups) {
         const queue = new PacketQueue({
-          queueNum: d.queues[qi],
+          queueNum: d.queues[qis[0]],
+          queueNums: qis.map((qi) => d.queues[qi]),
           copyRange: d.mtu,
           qlength: d.qlength,
           batchSize: d.batchSize,
@@ -308,7 +337,7 @@ export class PacketThread {
           rcvbuf: d.rcvbuf,
           defaultVerdict: VERDICT_DROP,
         });
-        this.queues.push({ qi, queue });
+        this.queues.push({ qi: qis[0], qis, queue });
       }
     } catch (err) {
       this.close();
@@ -316,9 +345,13 @@ export class PacketThread {
     }
     return {
       t: 'bound',
-      queues: this.queues.map(({ qi, queue: q }) => ({
-        qi, queueNum: q.queueNum, portid: q.portid, qlength: q.qlength, copyRange: q.copyRange, rcvbuf: q.rcvbuf, rcvbufActual: q.rcvbufActual,
-      })),
+      queues: this.queues.flatMap(({ qis, queue: q }) =>
+        // nfqlb's line is per queue: a shared socket's buffer shows as its share per queue.
+        qis.map((qi, k) => ({
+          qi, queueNum: q.queueNums[k], portid: q.portid, qlength: q.qlength, copyRange: q.copyRange,
+          rcvbuf: q.rcvbuf / qis.length, rcvbufActual: Math.floor(q.rcvbufActual / qis.length),
+        })),
+      ),
     };
   }
 
@@ -344,7 +377,7 @@ export class PacketThread {
         this.refreshTables();
       }
     };
-    for (const { qi, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qi, sink, traceFlows, afterBatch, d.tunFd, tunErrno));
+    for (const { qis, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qis, sink, traceFlows, afterBatch, d.tunFd, tunErrno));
     this.publishQueueStats();
     // As the single loop's housekeeping: expired entries are freed without traffic, so the active count falls back.
     this.sweepTimer = setInterval(() => {
@@ -409,6 +442,7 @@ export class PacketThread {
     return { t: 'published', id, gen: this.gen, flowMatches, traceMatches, targets };
   }
 
+  /** A socket's counters go to its first queue index (the socket's, not one queue's, when it serves several). */
   publishQueueStats(): void {
     for (const { qi, queue } of this.queues) {
       if (!queue.closed) this.counters.publishQueueStats(qi, queue.stats());

@@ -17,6 +17,19 @@ import { QUEUE_STAT_FIELDS, queuesOfThread, ThreadCounters, type QueueStatField 
 export const ACK_TIMEOUT_MS = 1000;
 /** How long a publish (scrape, flow-list) waits for the threads' counts; the last ones are used after that. */
 export const PUBLISH_TIMEOUT_MS = 1000;
+/**
+ * How a packet thread reads its queues: `thread` = one netlink socket bound
+ * to all of them, `queue` = one socket per queue (the shape before; kept
+ * selectable for measuring). NFQLB_QUEUE_SOCKETS=thread|queue; default
+ * DEFAULT_QUEUE_SOCKETS, chosen by measurement (docs/performance.md,
+ * "Receive shape"). Anything else is the default.
+ */
+export const DEFAULT_QUEUE_SOCKETS: 'thread' | 'queue' = 'thread';
+export function queueSocketsFromEnv(env: NodeJS.ProcessEnv = process.env): 'thread' | 'queue' {
+  const v = env.NFQLB_QUEUE_SOCKETS;
+  return v === 'thread' || v === 'queue' ? v : DEFAULT_QUEUE_SOCKETS;
+}
+
 /** How long stop() lets a thread unbind its queues before it is terminated. */
 const STOP_TIMEOUT_MS = 400;
 
@@ -98,6 +111,7 @@ export class PacketThreads {
         kind: 'nfqlb-packet-thread',
         index: i,
         serve: queuesOfThread(data.queues.length, threads, i),
+        socketPerThread: data.socketPerThread ?? queueSocketsFromEnv() === 'thread',
         counters: counters.buffer,
         traceState: pool.traceState.buffer as SharedArrayBuffer,
       };

@@ -1,6 +1,6 @@
 /**
  * NFQUEUE access: `PacketQueue` wraps the addon's `NfQueue` (native/nfqueue.cc),
- * one netlink socket bound to one queue, read in batches.
+ * one netlink socket bound to one queue (or to several: `queueNums`), read in batches.
  *
  * Per batch the addon copies up to `batchSize` packets into buffers shared with
  * JavaScript and calls the handler ONCE with a reusable `QueueBatch` (no
@@ -25,13 +25,20 @@ export const VERDICT_DROP = -1;
 export const VERDICT_ACCEPT = -2;
 
 export interface PacketQueueOptions {
-  /** Queue number, 0..65535. */
+  /** Queue number, 0..65535 (with queueNums: its first). */
   queueNum: number;
+  /**
+   * Every queue this one socket binds (distinct, 0..65535; the first is
+   * queueNum). One socket serves them all: one wake-up, one receive and one
+   * verdict send per round for all of them (docs/performance.md, "Receive
+   * shape"). Packet i came from queueNums[queueIndex[i]]. Default [queueNum].
+   */
+  queueNums?: number[];
   /** Bytes copied per packet (nfqlb's --mtu), 1..65535; default 1500. */
   copyRange?: number;
   /** Kernel queue length (NFQA_CFG_QUEUE_MAXLEN), default 1024. */
   qlength?: number;
-  /** SO_RCVBUF in bytes; default qlength*copyRange/2 rounded down to 4 KiB (min 4096). */
+  /** SO_RCVBUF in bytes per queue of the socket (the socket gets it times queueNums.length); default qlength*copyRange/2 rounded down to 4 KiB (min 4096). */
   rcvbuf?: number;
   /** Most packets handed to one handler call, 1..1024; default 64. */
   batchSize?: number;
@@ -82,6 +89,8 @@ export interface QueueBatch {
   readonly ids: Uint32Array;
   /** ETH_P_* in host order: 0x0800 IPv4, 0x86dd IPv6. */
   readonly hwProtocol: Uint16Array;
+  /** Packet i came from queueNums[queueIndex[i]] (always 0 with one queue). */
+  readonly queueIndex: Uint16Array;
   readonly verdicts: Int32Array;
 }
 
@@ -96,6 +105,7 @@ interface NativeNfQueue {
   readonly ids: Uint32Array;
   readonly verdicts: Int32Array;
   readonly hwProtocol: Uint16Array;
+  readonly queueIndex: Uint16Array;
   readonly queueNum: number;
   readonly copyRange: number;
   readonly qlength: number;
@@ -116,7 +126,7 @@ interface NativeNfQueue {
 
 interface NfQueueAddon {
   /** Every option given, checked by validateQueueOptions (the addon does no range checks of its own). */
-  NfQueue: new (options: Required<PacketQueueOptions>) => NativeNfQueue;
+  NfQueue: new (options: Required<Omit<PacketQueueOptions, 'queueNums'>> & { queueNums: number[] }) => NativeNfQueue;
 }
 
 export const DEFAULT_COPY_RANGE = 1500;
@@ -162,6 +172,18 @@ export function validateQueueOptions(options: PacketQueueOptions): void {
     throw new NfqlbError('queue options must be an object with at least queueNum', 'NFQLB_ERR_QUEUE_OPTION');
   }
   checkInt(options, 'queueNum', 0, 65535, true);
+  if (options.queueNums !== undefined) {
+    const qs = options.queueNums;
+    if (
+      !Array.isArray(qs) || qs.length < 1 || qs.length > 1024 || qs[0] !== options.queueNum ||
+      new Set(qs).size !== qs.length || !qs.every((q) => Number.isInteger(q) && q >= 0 && q <= 65535)
+    ) {
+      throw new NfqlbError(
+        `invalid queue option queueNums=${String(qs)}: must be 1 to 1024 distinct queue numbers (0 to 65535), the first being queueNum`,
+        'NFQLB_ERR_QUEUE_OPTION',
+      );
+    }
+  }
   checkInt(options, 'copyRange', 1, 65535);
   checkInt(options, 'qlength', 1, 2 ** 31 - 1);
   checkInt(options, 'rcvbuf', 4096, MAX_RCVBUF);
@@ -183,6 +205,8 @@ export function validateQueueOptions(options: PacketQueueOptions): void {
  */
 export class PacketQueue {
   readonly queueNum: number;
+  /** Every queue of the socket (queueNum first). */
+  readonly queueNums: readonly number[];
   readonly copyRange: number;
   readonly qlength: number;
   readonly batchSize: number;
@@ -199,6 +223,7 @@ export class PacketQueue {
   readonly origLengths: Uint32Array;
   readonly ids: Uint32Array;
   readonly hwProtocol: Uint16Array;
+  readonly queueIndex: Uint16Array;
   readonly verdicts: Int32Array;
 
   private readonly nq: NativeNfQueue;
@@ -209,21 +234,28 @@ export class PacketQueue {
     const addon = native() as unknown as NfQueueAddon;
     const copyRange = options.copyRange ?? DEFAULT_COPY_RANGE;
     const qlength = options.qlength ?? DEFAULT_QLENGTH;
+    const queueNums = options.queueNums ?? [options.queueNum];
     try {
       this.nq = new addon.NfQueue({
         queueNum: options.queueNum,
+        queueNums,
         copyRange,
         qlength,
-        rcvbuf: options.rcvbuf ?? defaultRcvbuf(qlength, copyRange),
+        // Per queue of the socket (nfqlb's rule is per queue, and so is --rcvbuf): room for every
+        // queue of the socket to be full, so loss shows as the queue's drops, never as a full socket.
+        rcvbuf: Math.min((options.rcvbuf ?? defaultRcvbuf(qlength, copyRange)) * queueNums.length, MAX_RCVBUF - (MAX_RCVBUF % 4096)),
         batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
         failOpen: options.failOpen ?? false,
         defaultVerdict: options.defaultVerdict ?? VERDICT_DROP,
       });
     } catch (err) {
-      throw bindFailure(options.queueNum, err);
+      // With several queues, the one whose bind failed is in the addon's message.
+      const failed = err instanceof Error ? /^cannot bind queue (\d+)/.exec(err.message) : null;
+      throw bindFailure(failed !== null ? Number(failed[1]) : options.queueNum, err);
     }
     const nq = this.nq;
     this.queueNum = nq.queueNum;
+    this.queueNums = Object.freeze([...queueNums]);
     this.copyRange = nq.copyRange;
     this.qlength = nq.qlength;
     this.batchSize = nq.batchSize;
@@ -238,6 +270,7 @@ export class PacketQueue {
     this.origLengths = nq.origLengths;
     this.ids = nq.ids;
     this.hwProtocol = nq.hwProtocol;
+    this.queueIndex = nq.queueIndex;
     this.verdicts = nq.verdicts;
     this.batch = {
       count: 0,
@@ -248,6 +281,7 @@ export class PacketQueue {
       origLengths: this.origLengths,
       ids: this.ids,
       hwProtocol: this.hwProtocol,
+      queueIndex: this.queueIndex,
       verdicts: this.verdicts,
     };
   }

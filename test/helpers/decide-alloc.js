@@ -101,7 +101,7 @@ if (batches) {
       lengths[i] = x.length;
       off += x.length;
     });
-    const batch = { count: BATCH, queueNum: 0, packets: bytes, offsets, lengths, origLengths: lengths, ids: new Uint32Array(BATCH), hwProtocol: new Uint16Array(BATCH), verdicts: new Int32Array(BATCH) };
+    const batch = { count: BATCH, queueNum: 0, packets: bytes, offsets, lengths, origLengths: lengths, ids: new Uint32Array(BATCH), hwProtocol: new Uint16Array(BATCH), queueIndex: new Uint16Array(BATCH), verdicts: new Int32Array(BATCH) };
     batchRuns.push({ batch, handler: makeBatchHandler(pipeline, counters, new BatchSizeHistogram(), 0, sink, null, () => {}) });
   });
 }

@@ -154,7 +154,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     addVethPair(sender, 'veth0', lb, 'veth1');
     addAddress(lb, 'veth1', '198.51.100.1/24');
     addAddress(lb, 'veth1', '2001:db8:1::1/64');
-    for (const vip of ['192.0.2.1/32', '192.0.2.2/32', '192.0.2.3/32', '192.0.2.4/32', '192.0.2.5/32', '192.0.2.6/32', '192.0.2.7/32']) {
+    for (const vip of ['192.0.2.1/32', '192.0.2.2/32', '192.0.2.3/32', '192.0.2.4/32', '192.0.2.5/32', '192.0.2.6/32', '192.0.2.7/32', '192.0.2.8/32']) {
       addAddress(lb, 'lo', vip);
     }
     addAddress(lb, 'lo', '2001:db8::1/128');
@@ -175,6 +175,8 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     installQueueRule(lb, '2001:db8::1', 6);
     installQueueRule(lb, '192.0.2.6', 7);
     installQueueRule(lb, '192.0.2.7', 8);
+    installQueueRule(lb, '192.0.2.8', 12, 13);
+    for (let m = 102; m <= 117; m++) addMarkCounter(lb, '192.0.2.8', m);
     for (const m of [102, 103, 104]) addMarkCounter(lb, '192.0.2.7', m);
     for (const m of [102, 103, 104]) addMarkCounter(lb, '192.0.2.1', m);
     for (const m of [105, 106]) addMarkCounter(lb, '192.0.2.2', m);
@@ -275,6 +277,38 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     expect(s11.packets).toBeGreaterThan(0);
   });
 
+  it('serves a --queue-balance range with one socket bound to every queue of it: each packet tells its queue, each verdict goes to it', async () => {
+    const o = await wL.ok('open', { key: 'q12', opts: { queueNum: 12, queueNums: [12, 13] }, policy: { base: 100 } });
+    expect(o.info.queueNums).toEqual([12, 13]);
+    // One portid owns both queue instances.
+    expect(procIn(lb).filter((e) => e.queue === 12 || e.queue === 13).map((e) => e.portid)).toEqual([o.info.portid, o.info.portid]);
+    await wL.ok('listen', { key: 'r8', addr: '192.0.2.8', port: 7000 });
+    const srcs = Array.from({ length: 16 }, (_, i) => SRC(i + 2));
+    await wS.ok('send', { srcs, dst: '192.0.2.8', port: 7000, count: 5 });
+    const r = await received('r8', 80);
+    expect(r.count).toBe(80);
+    const st = await wL.ok('stats', { key: 'q12' });
+    expect(st.stats).toMatchObject({ packets: 80, accepted: 80, dropped: 0, verdictErrors: 0 });
+    // What the handler saw per queue is what the kernel queued per queue (its own counters: last packet id).
+    const seen = st.seen.byQueue;
+    expect(seen[12] + seen[13]).toBe(80);
+    expect(seen[12]).toBeGreaterThan(0); // 16 flows over 2 queues: all on one has p = 2^-15
+    expect(seen[13]).toBeGreaterThan(0);
+    const ids = Object.fromEntries(procIn(lb).filter((e) => e.queue === 12 || e.queue === 13).map((e) => [e.queue, e.lastId]));
+    expect({ 12: seen[12], 13: seen[13] }).toEqual(ids);
+    // Marks: base 100 + last byte of the source (2..17): each source's 5 packets left with its own mark, whichever queue they took.
+    const marks = Array.from({ length: 16 }, (_, i) => markCount(lb, '192.0.2.8', 102 + i));
+    expect(marks).toEqual(new Array(16).fill(5));
+  });
+
+  it('refuses queueNums that repeat a queue or do not start with queueNum', async () => {
+    for (const queueNums of [[14, 14], [15, 14]]) {
+      const r = await wL.request('open', { key: `bad${queueNums.join('-')}`, opts: { queueNum: 14, queueNums }, policy: {} });
+      expect(r.ok).toBe(false);
+      expect(r.error).toMatchObject({ code: 'NFQLB_ERR_QUEUE_OPTION', message: expect.stringContaining('queueNums') });
+    }
+  });
+
   it('sends the verdicts of a batch whose handler throws, and reports the exception as uncaught', async () => {
     await wL.ok('open', { key: 'q4', opts: { queueNum: 4 }, policy: { base: 100, throwOnce: true } });
     await wL.ok('listen', { key: 'r4', addr: '192.0.2.4', port: 7000 });
@@ -336,6 +370,24 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     // A killed process leaves nothing bound.
     await killProcess(other.child);
     expect(procIn(lb).find((e) => e.queue === 20)).toBeUndefined();
+  });
+
+  it('one socket for several queues: a busy queue among them fails the bind naming that queue, and none of them stays bound', async () => {
+    const holder = await wL.ok('open', { key: 'q22', opts: { queueNum: 22 }, policy: {} });
+    const other = new Worker(lb);
+    try {
+      const r = await other.request('open', { key: 'q21', opts: { queueNum: 21, queueNums: [21, 22, 23] } });
+      expect(r.ok).toBe(false);
+      expect(r.error).toMatchObject({ code: 'NFQLB_ERR_QUEUE_BUSY' });
+      expect(r.error.message).toBe(
+        `queue 22 is bound by another process (netlink portid ${holder.info.portid}) (EBUSY); stop the other nfqlb or pick another --queue`,
+      );
+      // Queue 21 was bound on the failed socket before 22 failed: closing it unbound it.
+      expect(procIn(lb).filter((e) => [21, 22, 23].includes(e.queue)).map((e) => [e.queue, e.portid])).toEqual([[22, holder.info.portid]]);
+    } finally {
+      await killProcess(other.child);
+      await wL.ok('close', { key: 'q22' });
+    }
   });
 
   it('fails with NFQLB_ERR_QUEUE_PERM without CAP_NET_ADMIN', async () => {

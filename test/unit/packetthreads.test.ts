@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { BatchSizeHistogram } from '../../src/counters';
 import { NfqlbError } from '../../src/errors';
 import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/packetthread';
-import { PacketThreads, type PacketThreadsEvents } from '../../src/packetthreads';
+import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/pipeline';
 import type { QueueBatch } from '../../src/queue';
 import { createTable, deleteTable, openTable } from '../../src/shm';
@@ -250,7 +250,7 @@ describe('PacketThread: flows swapped between batches', () => {
       offsets[i] = i * pkt.length;
       lengths[i] = pkt.length;
     }
-    return { count: n, queueNum: 7, packets, offsets, lengths, origLengths: lengths, ids: new Uint32Array(n), hwProtocol: new Uint16Array(n), verdicts: new Int32Array(n) };
+    return { count: n, queueNum: 7, packets, offsets, lengths, origLengths: lengths, ids: new Uint32Array(n), hwProtocol: new Uint16Array(n), queueIndex: new Uint16Array(n), verdicts: new Int32Array(n) };
   }
 
   it('counts fragments straight into its shared counters: table statistics and store counters, which the main thread sums', () => {
@@ -261,12 +261,36 @@ describe('PacketThread: flows swapped between batches', () => {
       expect(t.pipeline.fragmentStore!.counters).toBe(t.counters.fragmentStore);
       // A later fragment before its first: kept in the store.
       const later = ipv4('198.51.100.1', '192.0.2.1', 17, new Array<number>(16).fill(0), { id: 77, fragOffset: 1 });
-      const b = { count: 1, queueNum: 7, packets: later, offsets: new Uint32Array([0]), lengths: new Uint32Array([later.length]), origLengths: new Uint32Array([later.length]), ids: new Uint32Array(1), hwProtocol: new Uint16Array(1), verdicts: new Int32Array(1) };
+      const b = { count: 1, queueNum: 7, packets: later, offsets: new Uint32Array([0]), lengths: new Uint32Array([later.length]), origLengths: new Uint32Array([later.length]), ids: new Uint32Array(1), hwProtocol: new Uint16Array(1), queueIndex: new Uint16Array(1), verdicts: new Int32Array(1) };
       makeBatchHandler(t.pipeline, t.counters, t.batchSizes, 0, null, null, () => {})(b);
       const seen = new ThreadCounters(1, d.counters);
       expect(seen.fragmentStats[FS_LOOKUPS]).toBeGreaterThan(0);
       expect(seen.fragmentStore[FSTORE_STORED]).toBe(1);
       expect(seen.fragmentStore[FSTORE_IN_USE]).toBe(1);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('NFQLB_QUEUE_SOCKETS picks one socket per thread or per queue; anything else is the default (one per thread)', () => {
+    expect(DEFAULT_QUEUE_SOCKETS).toBe('thread');
+    expect(queueSocketsFromEnv({})).toBe('thread');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'queue' })).toBe('queue');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'thread' })).toBe('thread');
+    expect(queueSocketsFromEnv({ NFQLB_QUEUE_SOCKETS: 'Queue' })).toBe('thread');
+  });
+
+  it('with one socket for several queues, counts each packet for the queue it came from (queueIndex)', () => {
+    const d = { ...data(), queues: [7, 8, 9], counters: new ThreadCounters(3).buffer };
+    const t = new PacketThread(d, { postMessage: () => {} } as never);
+    try {
+      const b = batch(5);
+      b.queueIndex.set([0, 2, 2, 1, 2]);
+      // Queue indexes 0, 1, 2 of the daemon; the socket's queueIndex k is qis[k].
+      makeBatchHandler(t.pipeline, t.counters, t.batchSizes, [2, 0, 1], null, null, () => {})(b);
+      expect([...b.verdicts]).toEqual([11, 11, 11, 11, 11]);
+      expect([...t.counters.accepted]).toEqual([1, 3, 1]);
+      expect([...t.counters.dropped]).toEqual([0, 0, 0]);
     } finally {
       t.close();
     }
