@@ -64,7 +64,7 @@ function outside() {
     process.exit(1);
   }
   if (!fs.existsSync(ORIGINAL)) process.stderr.write(`bench:cli: no original nfqlb at ${ORIGINAL} (NFQLB_ORIGINAL): its columns are left out\n`);
-  const nodes = [process.env.NODE20 || process.execPath, findNode24()];
+  const nodes = [process.env.NODE20 || process.execPath, findNode24()].filter((n, i) => !process.env.ONLY || process.env.ONLY === String([20, 24][i]));
   if (nodes[1] === null) process.stderr.write('bench:cli: no Node 24 (set NODE24, or run `npm exec -p node@24 -- node --version` once to cache it): its run is left out\n');
   const ns = TAG;
   const results = [];

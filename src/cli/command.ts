@@ -12,6 +12,7 @@
 import type { Options } from 'yargs';
 import type { CommandParser } from '../config';
 import type { TableStore } from '../tablestore';
+import { writeOut } from './output';
 
 export interface ParsedArgs {
   /** Positional arguments after the command name. */
@@ -50,7 +51,7 @@ export interface CommandContext {
 
 /** Writes text to stdout; kept in one place so commands never call console.log. */
 export function out(text: string): void {
-  process.stdout.write(text);
+  writeOut(text);
 }
 
 /**

@@ -7,6 +7,7 @@ import { NfqlbError, UsageError } from '../errors';
 import { defaultContext, EXTENSION, type NfqlbCommand, type ParsedArgs } from './command';
 import { commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
+import { writeErr, writeOut } from './output';
 
 /** nfqlb's command list, in the order it registers (and lists) them; commands it lacks follow. */
 const NFQLB_COMMAND_ORDER = [
@@ -101,21 +102,21 @@ export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs 
 /** Runs one command line (without the program name) and returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
-    process.stdout.write(usage(commandNames()));
+    writeOut(usage(commandNames()));
     return 0;
   }
   const cmd = loadCommand(argv[0]);
   if (cmd === undefined) {
-    process.stderr.write(`Unknown command [${argv[0]}]\n`);
+    writeErr(`Unknown command [${argv[0]}]\n`);
     return 1;
   }
   const line = parseOptions(cmd, argv.slice(1));
   if (line.kind === 'help') {
-    process.stdout.write(line.text);
+    writeOut(line.text);
     return 0;
   }
   if (line.kind === 'error') {
-    process.stderr.write(`${line.message}\n`);
+    writeErr(`${line.message}\n`);
     return 1;
   }
   try {
@@ -123,11 +124,11 @@ export async function main(argv: string[]): Promise<number> {
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {
-      if (err.message !== '') process.stderr.write(`${err.message}\n`);
+      if (err.message !== '') writeErr(`${err.message}\n`);
       return err.exitCode;
     }
     if (err instanceof NfqlbError) {
-      process.stderr.write(`${err.message}\n`);
+      writeErr(`${err.message}\n`);
       return 1;
     }
     throw err;
