@@ -46,15 +46,21 @@ function code(err: unknown): string | undefined {
 /** Sends `req` over the connected socket `fd` and reads until the server closes. */
 function exchange(fd: number, address: string, req: ControlRequest, timeoutMs: number): Buffer {
   let idleSince = Date.now();
+  // Short waits first: a reply (a long flow-list too) usually follows within
+  // microseconds of the last bytes; waiting a whole millisecond each time
+  // made a 1,000-flow listing twice as slow as a short one.
+  let wait = 0.02;
   const waited = (): void => {
     if (Date.now() - idleSince >= timeoutMs) throw new NfqlbError(`No reply from ${address} within ${timeoutMs} ms`, 'NFQLB_ERR_TIMEOUT');
-    sleep(1);
+    sleep(wait);
+    wait = Math.min(1, wait * 2);
   };
   let out = Buffer.from(encodeRequest(req), 'utf8');
   while (out.length > 0) {
     try {
       out = out.subarray(writeSync(fd, out));
       idleSince = Date.now();
+      wait = 0.02;
     } catch (err) {
       if (code(err) === 'EAGAIN') {
         waited();
@@ -65,7 +71,7 @@ function exchange(fd: number, address: string, req: ControlRequest, timeoutMs: n
     }
   }
   const chunks: Buffer[] = [];
-  const buf = Buffer.allocUnsafe(64 * 1024);
+  const buf = Buffer.allocUnsafe(256 * 1024);
   for (;;) {
     let n: number;
     try {
@@ -81,6 +87,7 @@ function exchange(fd: number, address: string, req: ControlRequest, timeoutMs: n
     if (n === 0) break;
     chunks.push(Buffer.from(buf.subarray(0, n)));
     idleSince = Date.now();
+    wait = 0.02;
   }
   return Buffer.concat(chunks);
 }

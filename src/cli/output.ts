@@ -31,12 +31,23 @@ function writeAll(fd: number, data: string | Uint8Array): void {
   }
 }
 
+/** Where output goes instead of the descriptors (tests running main() in-process), or null. */
+export type OutputSink = (fd: 1 | 2, data: string | Uint8Array) => void;
+let sink: OutputSink | null = null;
+
+/** Sends what writeOut/writeErr get to `to` instead (null: back to descriptors 1 and 2). */
+export function captureOutput(to: OutputSink | null): void {
+  sink = to;
+}
+
 /** Writes to stdout. */
 export function writeOut(data: string | Uint8Array): void {
-  writeAll(1, data);
+  if (sink !== null) sink(1, data);
+  else writeAll(1, data);
 }
 
 /** Writes to stderr. */
 export function writeErr(data: string | Uint8Array): void {
-  writeAll(2, data);
+  if (sink !== null) sink(2, data);
+  else writeAll(2, data);
 }
