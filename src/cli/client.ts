@@ -2,8 +2,8 @@
  * One control request from a command line, for `unix:` addresses without
  * Node's event loop or node:net: the addon connects (non-blocking, as the
  * daemon's clients in sockets.ts), the request is written and the reply read
- * with plain read/write calls, waiting a millisecond when the socket has
- * nothing. Loading node:net is a good part of a flow command's start-up, and
+ * with plain read/write calls, waiting briefly when the socket has nothing
+ * (only in a process of its own: bin/nfqlb). Loading node:net is a good part of a flow command's start-up, and
  * Meridio runs one on every metrics scrape. Same bytes, errors and timeouts
  * as control.ts sendRequest, which `tcp:` addresses still use.
  */
@@ -12,6 +12,7 @@ import { getSystemErrorMap } from 'node:util';
 import { NfqlbError } from '../errors';
 import { native } from '../native';
 import { encodeRequest, type ControlRequest } from '../controlwire';
+import { isOwnProcess } from './command';
 
 const CONNECT_RETRY_MS = 20;
 const pause = new Int32Array(new SharedArrayBuffer(4));
@@ -99,8 +100,10 @@ function exchange(fd: number, address: string, req: ControlRequest, timeoutMs: n
  * NFQLB_ERR_TIMEOUT, as control.ts sendRequest.
  */
 export async function request(address: string, req: ControlRequest, timeoutMs = 10000): Promise<Buffer> {
-  if (!address.startsWith('unix:')) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:net only for tcp: addresses
+  // Blocking is for a process of its own: main() called inside a program (a test with its server in
+  // the same event loop) would wait for itself.
+  if (!address.startsWith('unix:') || !isOwnProcess()) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:net only where it is needed
     return (require('../control') as typeof import('../control')).sendRequest(address, req, timeoutMs);
   }
   const name = Buffer.from(address.slice(5), 'utf8');

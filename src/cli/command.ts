@@ -67,6 +67,22 @@ export interface CommandContext {
   parser: CommandParser;
 }
 
+let ownProcess = false;
+
+/**
+ * Says that this process is the command line (bin/nfqlb), not a program
+ * that calls main() (tests): only then may a command block the event loop,
+ * as src/cli/client.ts does for a control request.
+ */
+export function setOwnProcess(): void {
+  ownProcess = true;
+}
+
+/** True after setOwnProcess(). */
+export function isOwnProcess(): boolean {
+  return ownProcess;
+}
+
 /** Writes text to stdout; kept in one place so commands never call console.log. */
 export function out(text: string): void {
   writeOut(text);

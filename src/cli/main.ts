@@ -4,7 +4,7 @@
  * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
  */
 import { NfqlbError, UsageError } from '../errors';
-import { defaultContext, EXTENSION, OPTIONS_ENV, type NfqlbCommand, type ParsedArgs } from './command';
+import { defaultContext, EXTENSION, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
 import { commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
 import { writeErr, writeOut } from './output';
@@ -137,8 +137,13 @@ export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs 
   return line.args;
 }
 
-/** Runs one command line (without the program name) and returns the exit code. */
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs one command line (without the program name) and returns the exit
+ * code. `ownProcess`: this process is the command line (bin/nfqlb), so a
+ * command may block it (command.ts setOwnProcess).
+ */
+export async function main(argv: string[], opts: { ownProcess?: boolean } = {}): Promise<number> {
+  if (opts.ownProcess === true) setOwnProcess();
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
     writeOut(usage(commandNames()));
     return 0;
