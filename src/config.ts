@@ -13,6 +13,7 @@
 import * as fs from 'node:fs';
 import { NfqlbError, UsageError } from './errors';
 import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flowfields';
+import { applyFlowChange } from './flowchange';
 import { FlowSet } from './flows';
 import { MemoryTableStore, type TableStore } from './tablestore';
 import type { MaglevTable } from './maglev';
@@ -88,6 +89,8 @@ function configError(where: string, message: string, cause?: unknown): NfqlbErro
 export function applyConfig(text: string, file: string, commands: CommandParser): ReplayConfig {
   const store = new MemoryTableStore();
   const targets = registryOver(store);
+  // Replay takes no trace-flow lines; the rule wants a set for them.
+  const noTraceFlows = new FlowSet<string>();
   const config: ReplayConfig = {
     store,
     targets,
@@ -117,10 +120,12 @@ export function applyConfig(text: string, file: string, commands: CommandParser)
         const fa = flowArgs(args);
         const clientError = checkFlowSetArgs(fa);
         if (clientError !== null) throw new UsageError(clientError);
-        const reply = config.flows.applySet(flowCmdFromArgs(fa), targets);
+        // The daemon's rule (flowchange.ts), so a replay refuses what the daemon refuses.
+        const reply = applyFlowChange<Target<MaglevTable>>(config.flows, noTraceFlows, targets, 'set', flowCmdFromArgs(fa));
         if (reply !== 'OK') throw configError(where, reply);
       } else if (name === 'flow-delete') {
-        config.flows.applyDelete(String(args.name), targets);
+        const reply = applyFlowChange<Target<MaglevTable>>(config.flows, noTraceFlows, targets, 'delete', { name: String(args.name) });
+        if (reply !== 'OK') throw configError(where, reply);
       } else {
         if (daemonLine !== 0) throw configError(where, `a second daemon line (the first is line ${daemonLine}); keep one ${name} line`);
         daemonLine = n + 1;

@@ -26,7 +26,8 @@ import { ServedTable, type TableFault, type TableFaultListener } from './servedt
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
 import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './counters';
-import { FlowsRecord, readFlowsFile, writeFlowsFile } from './flowsfile';
+import { FlowsJournal, FlowsRecord, loadFlowsFile, type FlowsFileContent } from './flowsfile';
+import { applyFlowChange } from './flowchange';
 import { RateLimitedLog, escapeBytes } from './ratelog';
 import { pinoLevel } from './log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
@@ -35,8 +36,11 @@ import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
+import { ConnTable, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
+import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_LEN, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
+import { inetPton6 } from './inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
-import { makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
+import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';
 import type { QueueStats } from './queue';
@@ -127,6 +131,8 @@ export interface DaemonOptions {
   rcvbuf?: number;
   promiscuousPing: boolean;
   pipeline: Partial<PipelineOptions<Table>>;
+  /** --conntrack (off when absent): the connection table's entries in all and idle times. */
+  conntrack?: ConnTrackOptions;
   /** lb: the one table. */
   tshm?: string;
   /** --lbshm: the LB-tier table for fragments. */
@@ -139,6 +145,8 @@ export interface DaemonOptions {
   tableCheckMs?: number;
   /** --flows_file: where flows and trace-flows are kept across restarts (undefined: nowhere, as nfqlb). */
   flowsFile?: string;
+  /** The journal is compacted once its records pass this many bytes (and COMPACT_FACTOR × the snapshot); tests make it small. */
+  flowsFileCompactBytes?: number;
   /**
    * --tun: the existing tun device kept out-of-order fragments are re-injected
    * through (pipeline.fragmentStoreSlots > 0 keeps them). Opened once by
@@ -184,8 +192,34 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
   };
 }
 
+/** The 40-byte hash key of a connection named in a `conntrack` request, as classify() would build it; null when a field is missing or wrong. */
+function connectionKey(req: ControlRequest): Uint8Array | null {
+  const proto = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, sctp: IPPROTO_SCTP }[req.protocols ?? ''];
+  const key = new Uint8Array(KEY_LEN);
+  const src = new Uint8Array(16);
+  const dst = new Uint8Array(16);
+  const sport = Number(req.sports);
+  const dport = Number(req.dports);
+  if (proto === undefined || !inetPton6(req.srcs ?? '', src) || !inetPton6(req.dsts ?? '', dst)) return null;
+  if (!(Number.isInteger(sport) && sport >= 0 && sport <= 65535 && Number.isInteger(dport) && dport >= 0 && dport <= 65535)) return null;
+  key.set(src, KEY_SRC);
+  key.set(dst, KEY_DST);
+  key[KEY_PROTO] = proto;
+  key[KEY_SPORT] = sport >> 8;
+  key[KEY_SPORT + 1] = sport & 0xff;
+  key[KEY_DPORT] = dport >> 8;
+  key[KEY_DPORT + 1] = dport & 0xff;
+  return key;
+}
+
+/** An error (or one it wraps) that says a name was not a regular file (src/regularfile.ts). */
+function isNotFile(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof NfqlbError && e.code === 'NFQLB_ERR_NOT_FILE') return true;
+  return false;
+}
+
 /** Control actions as metric labels; anything a client invents counts as "unknown". */
-const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names']);
+const CONTROL_ACTIONS = new Set(['set', 'delete', 'list', 'list-names', 'trace-set', 'trace-delete', 'trace-list', 'trace-list-names', 'conntrack']);
 
 export class Daemon {
   readonly flows: FlowSet<Target<Table>>;
@@ -205,6 +239,8 @@ export class Daemon {
   /** At most one line per second per kind of failure, with a count. */
   readonly failures: RateLimitedLog;
   private flowsRecord: FlowsRecord | null = null;
+  /** --flows_file's writer (null without the option, or before start). */
+  flowsJournal: FlowsJournal | null = null;
   private housekeeping: NodeJS.Timeout | null = null;
   /** Last values seen by housekeeping, to log only what is new. */
   private readonly seenReasons = new Float64Array(REASON_NAMES.length);
@@ -235,6 +271,9 @@ export class Daemon {
   private ftWriter: FragStatsWriter | null = null;
   private ftWriteFailed = false;
   private readonly fragmentStatsSum = new Float64Array(FRAG_STATS_FIELDS);
+  /** --conntrack's tables: the one the pipeline uses, or one per packet thread (over SharedArrayBuffers). */
+  readonly connTables: ConnTable[] = [];
+  private readonly connStatsSum = new Float64Array(CT_STAT_FIELDS);
   /** The shape of every fragment table (the single loop's, or each packet thread's), from the options. */
   private readonly fragmentShape: FragmentGeometry;
   private readonly fragmentStoreSum = new Float64Array(FSTORE_FIELDS);
@@ -284,11 +323,23 @@ export class Daemon {
     // pipeline only holds the sum of their reason counts: no fragment table,
     // store or reassembler of its own (the threads' are summed instead).
     const mainOnly = threaded ? { fragmentCapacity: 1, fragmentHashSize: 1, fragmentStoreSlots: 0, reassemblerSize: 0 } : {};
+    // --conntrack: one table per thread that decides; this thread reads them all (metrics, `nfqlb conntrack`).
+    const ct = options.conntrack;
+    const deciders = threaded ? Math.min(options.workers ?? 1, options.queues.length) : 1;
+    if (ct !== undefined && ct.capacity > 0) {
+      const perThread = entriesPerTable(ct.capacity, deciders);
+      for (let i = 0; i < deciders; i++) {
+        const table = new ConnTable(perThread, ct, threaded ? new SharedArrayBuffer(ConnTable.bytes(perThread)) : undefined);
+        table.prefault();
+        this.connTables.push(table);
+      }
+    }
     this.pipeline = new Pipeline(options.mode === 'flowlb' ? this.flows : null, {
       ...options.pipeline,
       ...mainOnly,
       fixedTarget: this.fixed,
       lbTier: this.tier,
+      conntrack: threaded ? null : this.connTables[0] ?? null,
     });
     if (threaded) this.changes = [];
     this.accepted = new Float64Array(options.queues.length);
@@ -298,6 +349,7 @@ export class Daemon {
       const kind = key.slice(0, colon);
       const reason = key.slice(colon + 1);
       if (kind === 'refused') this.log.notice({ reason, count, last: detail }, 'control requests refused');
+      else if (kind === 'flowsfile') this.log.error({ flowsFile: this.options.flowsFile, count, err: detail }, 'flows file not written');
       else if (kind === 'packets') this.log.notice({ reason, count }, 'packets dropped as bad');
       else this.log.warn({ reason, count, queue: detail }, VERDICT_ERROR_REASONS.has(reason) ? 'verdicts not delivered' : 'queue errors');
     });
@@ -384,6 +436,12 @@ export class Daemon {
         tshm: this.fixed?.name,
         workers: this.threads?.size ?? 0,
         tun: this.tun?.name,
+        // Memory of --conntrack, stated at start: entries × bytes, per table (one per packet thread).
+        conntrack: this.connTables.length === 0 ? undefined : {
+          entries: this.connTables.reduce((a, t) => a + t.capacity, 0),
+          tables: this.connTables.length,
+          bytes: this.connTables.reduce((a, t) => a + t.buffer.byteLength, 0),
+        },
       },
       'started',
     );
@@ -413,6 +471,10 @@ export class Daemon {
         mode: o.mode, queues: o.queues, qlength: o.qlength, mtu: o.mtu, batchSize: o.batchSize, failOpen: o.failOpen, rcvbuf: o.rcvbuf,
         promiscuousPing: o.promiscuousPing, pipeline, tshm: o.tshm, lbshm: o.lbshm, tunFd: this.tunFd, tableCheckMs: o.tableCheckMs ?? TABLE_CHECK_INTERVAL_MS,
         traceShm: this.traceShared ? this.trace!.name : null, initialOps,
+        conntrack: this.connTables.length === 0 ? null : {
+          perThread: this.connTables[0].capacity, streamTtlMs: o.conntrack!.streamTtlMs, otherTtlMs: o.conntrack!.otherTtlMs,
+          buffers: this.connTables.map((t) => t.buffer as SharedArrayBuffer),
+        },
       },
       {
         trace: (text) => this.tracer?.traceLines(text),
@@ -621,7 +683,10 @@ export class Daemon {
    * until a write succeeds again; the daemon keeps running.
    */
   writeFragmentStats(): void {
-    this.pipeline.fragments.sweep(performance.now());
+    const now = performance.now();
+    this.pipeline.fragments.sweep(now);
+    // The single loop's table only: a packet thread sweeps its own (one writer per table).
+    if (this.threads === null) this.pipeline.conntrack?.sweep(now, CONNTRACK_SWEEP_BUDGET);
     if (this.ftWriter === null) return;
     try {
       this.ftWriter.write(this.fragmentStats());
@@ -635,38 +700,56 @@ export class Daemon {
     }
   }
 
-  /** --flows_file at start: all of it or nothing (a bad file stops the start, untouched). */
+  /**
+   * --flows_file at start: all of it or nothing (a bad file stops the start,
+   * untouched); then the file is rewritten as a fresh journal (an old-format
+   * file migrated, a torn last record dropped) and changes are appended to it.
+   */
   private restoreFlows(file: string): void {
-    const content = readFlowsFile(file);
+    const loaded = loadFlowsFile(file);
+    const content = loaded?.content ?? null;
     this.flowsRecord = new FlowsRecord(content);
-    if (content === null) {
-      this.log.notice({ flowsFile: file }, 'no flows file yet; starting without flows');
-      return;
-    }
     let failed = 0;
-    for (const f of content.flows) {
-      const reply = this.controlReply({ ...f, action: 'set' });
-      if (!('text' in reply) || reply.text !== 'OK') {
-        failed++;
-        // Kept in the file: the table may come back; setting or deleting the flow replaces the entry.
-        this.log.warn({ flow: f.name, target: f.target, reply: 'text' in reply ? reply.text : '' }, 'flow from the flows file not restored');
+    if (content !== null) {
+      for (const f of content.flows) {
+        const reply = this.controlReply({ ...f, action: 'set' });
+        if (!('text' in reply) || reply.text !== 'OK') {
+          failed++;
+          // Kept in the file: the table may come back; setting or deleting the flow replaces the entry.
+          this.log.warn({ flow: f.name, target: f.target, reply: 'text' in reply ? reply.text : '' }, 'flow from the flows file not restored');
+        }
       }
+      for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
     }
-    for (const f of content.traceFlows) this.controlReply({ ...f, action: 'trace-set' });
-    this.log.notice({ flowsFile: file, flows: content.flows.length - failed, failed, traceFlows: content.traceFlows.length }, 'flows restored');
+    if (loaded !== null && loaded.tornBytes > 0) {
+      this.log.warn({ flowsFile: file, tornBytes: loaded.tornBytes }, 'flows file ended in a torn record (a crash while it was written, so never acknowledged); dropped');
+    }
+    this.flowsJournal = new FlowsJournal(file, {
+      snapshot: () => this.flowsSnapshot(),
+      minCompactBytes: this.options.flowsFileCompactBytes,
+      onError: (err) => {
+        this.flowsFileErrors++;
+        if (isNotFile(err)) this.openRefused.inc('flows_file');
+        this.failures.note('flowsfile:write', err.message);
+      },
+    });
+    this.flowsJournal.open();
+    if (content === null) this.log.notice({ flowsFile: file }, 'no flows file yet; starting without flows');
+    else this.log.notice({ flowsFile: file, flows: content.flows.length - failed, failed, traceFlows: content.traceFlows.length, records: loaded!.records, migrated: loaded!.legacy }, 'flows restored');
   }
 
-  /** After a successful change: the flows file is rewritten before the client gets its OK. */
+  /** What a compaction writes: every stored flow, in the sets' lookup order (so a replay rebuilds that order). */
+  private flowsSnapshot(): FlowsFileContent {
+    return this.flowsRecord!.content({
+      flows: this.flows.flows.filter((f) => f.target !== null).map((f) => f.name),
+      traceFlows: this.traceFlows.flows.map((f) => f.name),
+    });
+  }
+
+  /** After a successful change: one record appended (and synced) before the client gets its OK. */
   private persistFlows(req: ControlRequest): void {
-    const record = this.flowsRecord;
-    const file = this.options.flowsFile;
-    if (record === null || file === undefined || !record.apply(req)) return;
-    try {
-      writeFlowsFile(file, record.content());
-    } catch (err) {
-      this.flowsFileErrors++;
-      this.log.error({ flowsFile: file, err: (err as Error).message }, 'flows file not written');
-    }
+    const record = this.flowsRecord?.apply(req) ?? null;
+    if (record !== null) this.flowsJournal?.append(record);
   }
 
   /** `nfqlb loglevel N` writes the shm; the daemon follows it here. */
@@ -703,6 +786,10 @@ export class Daemon {
       controlRefused: () => this.controlRefused.entries(),
       flowsFileErrors: () => this.flowsFileErrors,
       openRefused: () => this.openRefused.entries(),
+      conntrack: () => (this.connTables.length === 0 ? null : {
+        capacity: this.connTables.reduce((a, t) => a + t.capacity, 0),
+        stats: sumConnStats(this.connTables, this.connStatsSum),
+      }),
       traceChannelDropped: () => this.traceChannelDropped,
       refresh: () => this.refreshFromThreads(),
       tableFaults: () => this.tableFaults.entries().map((e) => ({ target: e.action, fault: e.result, count: e.count })),
@@ -788,13 +875,13 @@ export class Daemon {
     const cmd: FlowCmd = flowCmdFromFields(req);
     switch (action) {
       case 'set': {
-        const reply = this.flows.applySet(cmd, this.targets);
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply: bytesToText(reply) }, 'flow-set');
         return { text: reply };
       }
       case 'delete': {
-        const reply = this.flows.applyDelete(cmd.name, this.targets);
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
         this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply: bytesToText(reply) }, 'flow-delete');
         return { text: reply };
@@ -804,25 +891,54 @@ export class Daemon {
       case 'list-names':
         return { json: this.flows.listNames() };
       case 'trace-set': {
-        // nfqlb replies nothing on success (its CLI then exits 255) and
-        // crashes without a name; here: OK, and FAIL: no name.
-        if (cmd.name === undefined) return { text: 'FAIL: no name' };
-        const err = this.traceFlows.define({ ...cmd, name: cmd.name, target: cmd.name, udpencap: 0 });
-        if (err === null) this.changes?.push({ op: 'trace-set', cmd: { ...cmd, name: cmd.name } });
-        return { text: err ?? 'OK' };
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.changes?.push({ op: 'trace-set', cmd: { ...cmd, name: cmd.name! } });
+        return { text: reply };
       }
-      case 'trace-delete':
-        if (cmd.name === undefined) return { text: 'FAIL: no name' };
-        this.traceFlows.delete(cmd.name);
-        this.changes?.push({ op: 'trace-delete', name: cmd.name });
-        return { text: 'OK' };
+      case 'trace-delete': {
+        const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.changes?.push({ op: 'trace-delete', name: cmd.name! });
+        return { text: reply };
+      }
       case 'trace-list':
         return this.listReply(this.traceFlows, req.name);
       case 'trace-list-names':
         return { json: this.traceFlows.listNames() };
+      case 'conntrack':
+        return this.conntrackReply(req);
       default:
         return { text: 'FAIL: action unknown' };
     }
+  }
+
+  /**
+   * `nfqlb conntrack` (an extension): the tables' counters summed and, for a
+   * connection given as protocols/srcs/sports/dsts/dports, its entry in
+   * whichever table holds it. Read from here without stopping the threads
+   * (their tables are shared memory); an entry being rewritten may read old.
+   */
+  private conntrackReply(req: ControlRequest): ControlReply {
+    if (this.connTables.length === 0) return { text: 'FAIL: no connection table (start the daemon with --conntrack=N)' };
+    const s = sumConnStats(this.connTables, this.connStatsSum);
+    const report: Record<string, unknown> = {
+      capacity: this.connTables.reduce((a, t) => a + t.capacity, 0),
+      tables: this.connTables.length,
+    };
+    CT_STAT_NAMES.forEach((name, i) => (report[name] = s[i]));
+    if (req.protocols !== undefined) {
+      const key = connectionKey(req);
+      if (key === null) return { text: 'FAIL: give the connection as protocols (tcp|udp|sctp), srcs, sports, dsts, dports' };
+      const hash = djb2Bits(key, 0, KEY_LEN);
+      const wallNow = performance.timeOrigin + performance.now();
+      let found: Record<string, unknown> = { found: false };
+      this.connTables.forEach((t, i) => {
+        const e = t.peek(key, hash, wallNow - t.clockOrigin[0]);
+        if (e !== null && !e.expired) found = { found: true, table: i, fwmark: e.fwmark, slot: e.slot, idle_ms: Math.round(e.idleMs) };
+      });
+      report.connection = found;
+    }
+    return { json: `${JSON.stringify(report)}
+` };
   }
 
   private listReply<T>(set: FlowSet<T>, name: string | undefined): ControlReply {

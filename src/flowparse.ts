@@ -37,11 +37,14 @@ export function protoName(proto: number): string {
 }
 
 /**
- * Why a flow name cannot be used, or null: longer than MAX_NAME_BYTES (nfqlb
- * would cut it), or with a NUL byte (nfqlb's C strings end there, so `a\0b`
- * would be the flow `a`). `name` is a byte string or text (UTF-8 counted).
+ * Why a flow name cannot be used, or null: empty ("No name", nfqlb's text for
+ * a missing one; nfqlb takes `name:` with no value and lists a flow `""`),
+ * longer than MAX_NAME_BYTES (nfqlb would cut it), or with a NUL byte (nfqlb's
+ * C strings end there, so `a\0b` would be the flow `a`). `name` is a byte
+ * string or text (UTF-8 counted).
  */
 export function checkFlowName(name: string): string | null {
+  if (name === '') return 'No name';
   if (name.includes('\0')) return 'Invalid name: it contains a NUL byte';
   if (byteLength(name) > MAX_NAME_BYTES) return `Name too long: at most ${MAX_NAME_BYTES} bytes`;
   return null;

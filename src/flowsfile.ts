@@ -3,28 +3,53 @@
  * restart (even after `kill -9`) comes back with the configuration it had,
  * instead of waiting for a controller to notice and send it again.
  *
- * What is kept is the control requests themselves, one per flow name, in the
- * order the names were first set: replaying them through the same code that
- * served them rebuilds the same flow set (same order among equal priorities,
- * same hidden '#' flows), hence the same decisions for the same packets.
+ * What is kept is the control requests themselves: replaying them through
+ * the code that served them (flowchange.ts applyFlowChange) rebuilds the same
+ * flow set — same order among equal priorities, same hidden '#' flows —
+ * hence the same decisions for the same packets.
  *
- * Writes are atomic: a temporary file in the same directory is written and
- * fsynced, renamed over PATH, and the directory fsynced; a crash leaves either
- * the old file or the new one. A file that cannot be read as a whole is
- * reported and left untouched, and nothing of it is loaded (the daemon then
- * refuses to start: starting without the flows would silently make other
- * decisions).
+ * The file is a journal (format nfqlb-ts-flows/2), one line per record, each
+ * line `JSON<TAB>checksum`: first a snapshot of every flow and trace-flow
+ * (in lookup order), then one record per accepted change (set, delete,
+ * trace-set, trace-delete), appended and fdatasynced before the client gets
+ * its OK. A change therefore costs one small write and one fdatasync,
+ * whatever the number of flows. When the records outgrow the snapshot
+ * (COMPACT_FACTOR times, at least MIN_COMPACT_BYTES), the journal is
+ * compacted in the background: a new snapshot is written to a temporary file
+ * in the same directory and synced (off the event loop), the records
+ * appended meanwhile are copied after it, and it is renamed over PATH and
+ * the directory synced — a crash at any point leaves either the old journal
+ * or the new one, each holding every acknowledged change.
+ *
+ * Reading: every complete line must pass its checksum, parse, and replay
+ * cleanly, or nothing is loaded (the daemon refuses to start: starting
+ * without the flows would silently make other decisions). The one exception
+ * is a torn last line — bytes after the last newline, what a crash in the
+ * middle of an append leaves: that record's fdatasync never returned, so its
+ * change was never acknowledged, and it is dropped (and reported).
+ *
+ * The single-document format of earlier versions (nfqlb-ts-flows/1, one
+ * pretty-printed JSON object) is still read; the daemon rewrites it as a
+ * journal at start.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ControlRequest } from './control';
 import { NfqlbError } from './errors';
+import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flowchange';
 import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flowfields';
 import { FlowSet } from './flows';
+import { openRegularFile, readRegularFile } from './regularfile';
 
-/** The `format` field of the file; another value is refused. */
+/** The single-document format of earlier versions; read, and rewritten as a journal. */
 export const FLOWS_FILE_FORMAT = 'nfqlb-ts-flows/1';
+/** The journal's format, in its first (snapshot) line. */
+export const FLOWS_JOURNAL_FORMAT = 'nfqlb-ts-flows/2';
+/** Compact when the records appended since the snapshot exceed this many times its size... */
+export const COMPACT_FACTOR = 4;
+/** ...and at least this many bytes (so a small set is not rewritten every few changes). */
+export const MIN_COMPACT_BYTES = 64 * 1024;
 
 /** A stored request: the fields of a `set` / `trace-set`, without `action`. */
 export type StoredFlow = FlowFieldTexts & { name: string };
@@ -32,6 +57,22 @@ export type StoredFlow = FlowFieldTexts & { name: string };
 export interface FlowsFileContent {
   flows: StoredFlow[];
   traceFlows: StoredFlow[];
+}
+
+/** One journal record after the snapshot: a change the daemon accepted. */
+export type JournalRecord = { op: 'set' | 'trace-set'; flow: StoredFlow } | { op: 'delete' | 'trace-delete'; name: string };
+
+/** What a read found besides the content. */
+export interface FlowsFileInfo {
+  content: FlowsFileContent;
+  /** The file was the single-document format (nfqlb-ts-flows/1). */
+  legacy: boolean;
+  /** Records after the snapshot. */
+  records: number;
+  /** Bytes of a torn last record that were dropped (0: none). */
+  tornBytes: number;
+  /** The number of the last record (journal records are numbered on from the snapshot's `seq`). */
+  seq: number;
 }
 
 const FIELDS = new Set<string>(FLOW_FIELDS);
@@ -45,109 +86,77 @@ function corrupt(file: string, why: string, cause?: unknown): NfqlbError {
   );
 }
 
-function digest(content: FlowsFileContent): string {
+function writeError(file: string, e: NodeJS.ErrnoException): NfqlbError {
+  return new NfqlbError(`cannot write flows file ${file}: ${e.message}; the flows are set but would not survive a restart`, 'NFQLB_ERR_FLOWS_FILE_WRITE', { cause: e });
+}
+
+function legacyDigest(content: FlowsFileContent): string {
   return createHash('sha256').update(JSON.stringify({ flows: content.flows, traceFlows: content.traceFlows })).digest('hex');
+}
+
+/** The checksum of one journal line's JSON. */
+function lineDigest(json: string): string {
+  return createHash('sha256').update(json).digest('hex').slice(0, 32);
+}
+
+/** One journal line. JSON.stringify escapes a tab inside strings, so the line's only raw tab is the separator. */
+function journalLine(value: object): string {
+  const json = JSON.stringify(value);
+  return `${json}\t${lineDigest(json)}\n`;
+}
+
+/** `seq`: the number of the last record the snapshot includes; the records after it are numbered on from there. */
+function snapshotLine(content: FlowsFileContent, seq: number): string {
+  return journalLine({ format: FLOWS_JOURNAL_FORMAT, seq, flows: content.flows, traceFlows: content.traceFlows });
+}
+
+/** Checks one stored flow's shape (the values are checked by replaying them). */
+function checkStored(file: string, where: string, entry: unknown): StoredFlow {
+  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw corrupt(file, `${where} is not an object`);
+  for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+    if (!FIELDS.has(k)) throw corrupt(file, `${where} has an unknown field "${k}"`);
+    if (typeof v !== 'string') throw corrupt(file, `${where}.${k} is not a string`);
+  }
+  if (typeof (entry as { name?: unknown }).name !== 'string') throw corrupt(file, `${where} has no name`);
+  return entry as StoredFlow;
 }
 
 function checkList(file: string, what: string, list: unknown): StoredFlow[] {
   if (!Array.isArray(list)) throw corrupt(file, `"${what}" is not a list`);
   const names = new Set<string>();
   return list.map((entry, i) => {
-    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw corrupt(file, `${what}[${i}] is not an object`);
-    for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-      if (!FIELDS.has(k)) throw corrupt(file, `${what}[${i}] has an unknown field "${k}"`);
-      if (typeof v !== 'string') throw corrupt(file, `${what}[${i}].${k} is not a string`);
-    }
-    const name = (entry as { name?: unknown }).name;
-    if (typeof name !== 'string' || name === '') throw corrupt(file, `${what}[${i}] has no name`);
-    if (names.has(name)) throw corrupt(file, `${what} has "${name}" twice`);
-    names.add(name);
-    return entry as StoredFlow;
+    const f = checkStored(file, `${what}[${i}]`, entry);
+    if (names.has(f.name)) throw corrupt(file, `${what} has "${f.name}" twice`);
+    names.add(f.name);
+    return f;
   });
 }
 
-/**
- * Reads and checks `file`. Returns null when it does not exist (first start).
- * Throws NfqlbError NFQLB_ERR_FLOWS_FILE (one line, the file untouched) when
- * it cannot be read, is not this format, fails its checksum, or holds a flow
- * the daemon would refuse (checked by defining every flow in a scratch set
- * first, so nothing is ever half-loaded).
- */
-export function readFlowsFile(file: string): FlowsFileContent | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') return null;
-    throw corrupt(file, `cannot read it (${e.code ?? e.message})`, e);
+function checkRecord(file: string, where: string, value: unknown, seq: number): JournalRecord {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw corrupt(file, `${where} is not an object`);
+  const { seq: found, ...r } = value as Record<string, unknown>;
+  // Numbered records: a lost, repeated or moved line is refused, not replayed.
+  if (found !== seq) throw corrupt(file, `${where} is record ${JSON.stringify(found)}, expected ${seq} (a line is missing, repeated or out of place)`);
+  if (r.op === 'set' || r.op === 'trace-set') {
+    if (Object.keys(r).length !== 2) throw corrupt(file, `${where} has fields other than "seq", "op" and "flow"`);
+    return { op: r.op, flow: checkStored(file, `${where}.flow`, r.flow) };
   }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    throw corrupt(file, `not JSON (${(err as Error).message})`, err);
+  if (r.op === 'delete' || r.op === 'trace-delete') {
+    if (Object.keys(r).length !== 2 || typeof r.name !== 'string') throw corrupt(file, `${where} needs exactly "seq", "op" and a string "name"`);
+    return { op: r.op, name: r.name };
   }
-  if (doc === null || typeof doc !== 'object') throw corrupt(file, 'not a JSON object');
-  const d = doc as Record<string, unknown>;
-  if (d.format !== FLOWS_FILE_FORMAT) throw corrupt(file, `format is ${JSON.stringify(d.format)}, expected "${FLOWS_FILE_FORMAT}"`);
-  const content: FlowsFileContent = { flows: checkList(file, 'flows', d.flows), traceFlows: checkList(file, 'traceFlows', d.traceFlows) };
-  // A hand-written file may leave the checksum out; a present one must match.
-  if (d.sha256 !== undefined && d.sha256 !== digest(content)) throw corrupt(file, 'checksum mismatch (damaged, or edited without removing "sha256")');
-  const flows = new FlowSet<string>({ targetName: (t) => t });
-  const anyTarget = { acquire: (name: string): string => name, release: (): void => {} };
-  for (const f of content.flows) {
-    const reply = flows.applySet(flowCmdFromFields(f), anyTarget);
-    if (reply !== 'OK') throw corrupt(file, `flow "${f.name}" would be refused (${reply})`);
-  }
-  const traceFlows = new FlowSet<string>();
-  for (const f of content.traceFlows) {
-    const cmd = flowCmdFromFields(f);
-    const err = traceFlows.define({ ...cmd, name: f.name, target: f.name, udpencap: 0 });
-    if (err !== null) throw corrupt(file, `trace-flow "${f.name}" would be refused (${err})`);
-  }
-  return content;
+  throw corrupt(file, `${where} has an unknown op ${JSON.stringify(r.op)}`);
+}
+
+function recordRequest(r: JournalRecord): ControlRequest & { action: FlowChangeAction } {
+  if ('flow' in r) return { ...r.flow, action: r.op };
+  return { action: r.op, name: r.name };
 }
 
 /**
- * Writes `content` to `file` atomically (temp file, fsync, rename, fsync of
- * the directory), mode 0600. Throws NfqlbError NFQLB_ERR_FLOWS_FILE_WRITE
- * with the errno when any step fails; the old file is then still in place.
- */
-export function writeFlowsFile(file: string, content: FlowsFileContent): void {
-  const doc = { format: FLOWS_FILE_FORMAT, sha256: digest(content), flows: content.flows, traceFlows: content.traceFlows };
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  try {
-    const fd = fs.openSync(tmp, 'w', 0o600);
-    try {
-      fs.writeFileSync(fd, `${JSON.stringify(doc, null, 1)}\n`);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // Not created, or already renamed.
-    }
-    throw new NfqlbError(`cannot write flows file ${file}: ${e.message}; the flows are set but would not survive a restart`, 'NFQLB_ERR_FLOWS_FILE_WRITE', { cause: e });
-  }
-}
-
-/**
- * The daemon's record of what is configured: one stored request per flow
- * name, in first-set order (a Map keeps a re-set name in its place, as the
- * flow set does).
+ * The daemon's record of what is configured: the stored request of every
+ * flow and trace-flow by name. The order a snapshot is written in comes from
+ * the sets themselves (content()), so a replay rebuilds their lookup order.
  */
 export class FlowsRecord {
   readonly flows = new Map<string, StoredFlow>();
@@ -160,34 +169,440 @@ export class FlowsRecord {
   }
 
   /**
-   * Notes a request that succeeded. Returns true when the record changed
-   * (set, trace-set, delete or trace-delete of a name), false otherwise.
+   * Notes a request that succeeded. Returns the journal record when the
+   * record changed (set, trace-set, delete or trace-delete of a name), null
+   * otherwise.
    */
-  apply(req: ControlRequest): boolean {
+  apply(req: ControlRequest): JournalRecord | null {
     const name = req.name;
-    if (name === undefined) return false;
+    if (name === undefined || !isFlowChangeAction(req.action)) return null;
     const stored = (): StoredFlow => {
       const s: Record<string, string> = {};
       for (const [k, v] of Object.entries(req)) if (k !== 'action' && FIELDS.has(k) && typeof v === 'string') s[k] = v;
       return s as StoredFlow;
     };
     switch (req.action) {
-      case 'set':
-        this.flows.set(name, stored());
-        return true;
-      case 'trace-set':
-        this.traceFlows.set(name, stored());
-        return true;
+      case 'set': {
+        const flow = stored();
+        this.flows.set(name, flow);
+        return { op: 'set', flow };
+      }
+      case 'trace-set': {
+        const flow = stored();
+        this.traceFlows.set(name, flow);
+        return { op: 'trace-set', flow };
+      }
       case 'delete':
-        return this.flows.delete(name);
+        return this.flows.delete(name) ? { op: 'delete', name } : null;
       case 'trace-delete':
-        return this.traceFlows.delete(name);
-      default:
-        return false;
+        return this.traceFlows.delete(name) ? { op: 'trace-delete', name } : null;
     }
   }
 
+  /**
+   * Every stored flow; with `order` (names in lookup order, as the sets hold
+   * them) in that order, then those the sets lack (a flow whose table was
+   * missing at start) in first-set order. Without it, first-set order.
+   */
+  content(order?: { flows: Iterable<string>; traceFlows: Iterable<string> }): FlowsFileContent {
+    const ordered = (map: Map<string, StoredFlow>, names: Iterable<string> | undefined): StoredFlow[] => {
+      if (names === undefined) return [...map.values()];
+      const out: StoredFlow[] = [];
+      const seen = new Set<string>();
+      for (const n of names) {
+        const f = map.get(n);
+        if (f !== undefined && !seen.has(n)) {
+          out.push(f);
+          seen.add(n);
+        }
+      }
+      if (out.length < map.size) for (const [n, f] of map) if (!seen.has(n)) out.push(f);
+      return out;
+    };
+    return { flows: ordered(this.flows, order?.flows), traceFlows: ordered(this.traceFlows, order?.traceFlows) };
+  }
+}
+
+/**
+ * Scratch sets a file is replayed into before anything of it is used:
+ * applyFlowChange with a target source that has every table, so a change is
+ * refused exactly when the daemon's control server would refuse it with
+ * every table present.
+ */
+class Replay {
+  private readonly flows = new FlowSet<string>({ targetName: (t) => t });
+  private readonly traceFlows = new FlowSet<string>();
+  private readonly anyTarget = { acquire: (name: string): string => name, release: (): void => {} };
+  readonly record = new FlowsRecord();
+
+  constructor(private readonly file: string) {}
+
+  apply(req: ControlRequest & { action: FlowChangeAction }, where: string): void {
+    const reply = applyFlowChange(this.flows, this.traceFlows, this.anyTarget, req.action, flowCmdFromFields(req));
+    if (reply !== 'OK') {
+      const what = req.action.startsWith('trace-') ? 'trace-flow' : 'flow';
+      throw corrupt(this.file, `${where}: ${req.action} of ${what} ${JSON.stringify(req.name)} would be refused (${reply})`);
+    }
+    this.record.apply(req);
+  }
+
   content(): FlowsFileContent {
-    return { flows: [...this.flows.values()], traceFlows: [...this.traceFlows.values()] };
+    return this.record.content({
+      flows: this.flows.flows.filter((f) => f.target !== null).map((f) => f.name),
+      traceFlows: this.traceFlows.flows.map((f) => f.name),
+    });
+  }
+}
+
+/**
+ * Reads and checks `file`. Returns null when it does not exist (first start).
+ * Throws NfqlbError NFQLB_ERR_FLOWS_FILE (one line, the file untouched) when
+ * it cannot be read, is not a known format, fails a checksum, or holds a
+ * change the daemon would refuse (replayed into scratch sets first, so
+ * nothing is ever half-loaded). A torn last record is dropped (tornBytes).
+ */
+export function loadFlowsFile(file: string): FlowsFileInfo | null {
+  let buf: Buffer;
+  try {
+    // Never a FIFO (the start would wait for a writer forever), socket or device.
+    buf = readRegularFile(file, `cannot read flows file ${file}`, 'Move it away, or give another --flows_file');
+  } catch (err) {
+    if (err instanceof NfqlbError) throw corrupt(file, err.message, err);
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') return null;
+    throw corrupt(file, `cannot read it (${e.code ?? e.message})`, e);
+  }
+  const journalStart = Buffer.from(`{"format":${JSON.stringify(FLOWS_JOURNAL_FORMAT)}`);
+  if (buf.subarray(0, journalStart.length).equals(journalStart)) return readJournal(file, buf);
+  return readLegacy(file, buf.toString('utf8'));
+}
+
+/** loadFlowsFile's content only (null: no file). */
+export function readFlowsFile(file: string): FlowsFileContent | null {
+  return loadFlowsFile(file)?.content ?? null;
+}
+
+function readJournal(file: string, buf: Buffer): FlowsFileInfo {
+  const end = buf.lastIndexOf(0x0a) + 1;
+  if (end === 0) throw corrupt(file, 'its snapshot line is incomplete');
+  // UTF-8 never has a 0x0a byte inside a character, so splitting the text is splitting the bytes.
+  const lines = buf.subarray(0, end).toString('utf8').split('\n');
+  lines.pop();
+  const replay = new Replay(file);
+  let seq = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const where = `line ${i + 1}`;
+    const line = lines[i];
+    const tab = line.lastIndexOf('\t');
+    if (tab < 0) throw corrupt(file, `${where} has no checksum`);
+    const json = line.slice(0, tab);
+    if (lineDigest(json) !== line.slice(tab + 1)) throw corrupt(file, `checksum mismatch in ${where} (damaged, or edited)`);
+    let value: unknown;
+    try {
+      value = JSON.parse(json);
+    } catch (err) {
+      throw corrupt(file, `${where} is not JSON (${(err as Error).message})`, err);
+    }
+    if (i === 0) {
+      const d = value as Record<string, unknown>;
+      if (d === null || typeof d !== 'object' || d.format !== FLOWS_JOURNAL_FORMAT) throw corrupt(file, `${where} is not a ${FLOWS_JOURNAL_FORMAT} snapshot`);
+      if (!Number.isSafeInteger(d.seq) || (d.seq as number) < 0) throw corrupt(file, `${where} (snapshot) has no record number "seq"`);
+      seq = d.seq as number;
+      const flows = checkList(file, 'flows', d.flows);
+      const traceFlows = checkList(file, 'traceFlows', d.traceFlows);
+      for (const f of flows) replay.apply({ ...f, action: 'set' }, `${where} (snapshot)`);
+      for (const f of traceFlows) replay.apply({ ...f, action: 'trace-set' }, `${where} (snapshot)`);
+    } else {
+      replay.apply(recordRequest(checkRecord(file, where, value, ++seq)), where);
+    }
+  }
+  return { content: replay.content(), legacy: false, records: lines.length - 1, tornBytes: buf.length - end, seq };
+}
+
+function readLegacy(file: string, text: string): FlowsFileInfo {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw corrupt(file, `not JSON (${(err as Error).message})`, err);
+  }
+  if (doc === null || typeof doc !== 'object') throw corrupt(file, 'not a JSON object');
+  const d = doc as Record<string, unknown>;
+  if (d.format !== FLOWS_FILE_FORMAT) throw corrupt(file, `format is ${JSON.stringify(d.format)}, expected "${FLOWS_JOURNAL_FORMAT}" or "${FLOWS_FILE_FORMAT}"`);
+  const stored: FlowsFileContent = { flows: checkList(file, 'flows', d.flows), traceFlows: checkList(file, 'traceFlows', d.traceFlows) };
+  // A hand-written file may leave the checksum out; a present one must match.
+  if (d.sha256 !== undefined && d.sha256 !== legacyDigest(stored)) throw corrupt(file, 'checksum mismatch (damaged, or edited without removing "sha256")');
+  const replay = new Replay(file);
+  stored.flows.forEach((f, i) => replay.apply({ ...f, action: 'set' }, `flows[${i}]`));
+  stored.traceFlows.forEach((f, i) => replay.apply({ ...f, action: 'trace-set' }, `traceFlows[${i}]`));
+  return { content: replay.content(), legacy: true, records: 0, tornBytes: 0, seq: 0 };
+}
+
+function fsyncDir(dir: string): void {
+  const dfd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+}
+
+/**
+ * Test hook: NFQLB_TEST_FLOWS_FILE_CRASH=POINT[:N] makes the process SIGKILL
+ * itself the Nth time (default 1st) it reaches POINT — `after-append` (a
+ * record synced, before the OK), `compact-after-temp` (new snapshot synced,
+ * not yet renamed), `compact-after-rename` (renamed, directory not synced).
+ * Read once per journal; unset, it costs one comparison.
+ */
+class CrashHook {
+  private readonly point: string | null;
+  private left: number;
+
+  constructor() {
+    const spec = process.env.NFQLB_TEST_FLOWS_FILE_CRASH;
+    const m = spec === undefined ? null : /^([a-z-]+)(?::(\d+))?$/.exec(spec);
+    this.point = m === null ? null : m[1];
+    this.left = m === null ? 0 : Number(m[2] ?? 1);
+  }
+
+  at(point: string): void {
+    if (this.point !== point) return;
+    if (--this.left === 0) process.kill(process.pid, 'SIGKILL');
+  }
+}
+
+/** Writes `content` to `file` as a fresh journal (snapshot only): temp file, fsync, rename, fsync of the directory; mode 0600. */
+export function writeFlowsFile(file: string, content: FlowsFileContent): void {
+  writeSnapshot(file, Buffer.from(snapshotLine(content, 0)));
+}
+
+/**
+ * A background compaction and a synchronous rewrite (after a failed write)
+ * can overlap, so each has a temporary file of its own: the rewrite renames
+ * its file over PATH while the compaction may still write to its own.
+ */
+function tempName(file: string, kind: 'rewrite' | 'compact'): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${kind}.tmp`);
+}
+
+/**
+ * Creates a temporary file afresh: whatever is at the name goes first, then
+ * O_EXCL|O_NOFOLLOW, so the open can never land on a FIFO (which would block),
+ * a device or a link someone put there.
+ */
+const TEMP_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+function createTemp(tmp: string): number {
+  fs.rmSync(tmp, { force: true, recursive: true });
+  return fs.openSync(tmp, TEMP_FLAGS, 0o600);
+}
+
+function writeSnapshot(file: string, bytes: Buffer): void {
+  const tmp = tempName(file, 'rewrite');
+  try {
+    const fd = createTemp(tmp);
+    try {
+      fs.writeFileSync(fd, bytes);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    fsyncDir(path.dirname(file));
+  } catch (err) {
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      // Not created, or already renamed.
+    }
+    throw writeError(file, err as NodeJS.ErrnoException);
+  }
+}
+
+export interface FlowsJournalOptions {
+  /** The live content, in lookup order, for a snapshot. */
+  snapshot(): FlowsFileContent;
+  /** A write failed (the change is applied, but not on disk): count and log it. */
+  onError(err: NfqlbError): void;
+  compactFactor?: number;
+  minCompactBytes?: number;
+}
+
+/**
+ * The writer of a journal (see the top of this file). append() is called
+ * after a change was accepted and before its OK; it never throws. After a
+ * failed write the journal is not appended to again (a partial record in the
+ * middle would make the file unreadable): each following change rewrites the
+ * whole file until that succeeds.
+ */
+export class FlowsJournal {
+  /** The file's size as written by this journal. */
+  private bytes = 0;
+  /** The size of its snapshot line. */
+  private snapshotBytes = 0;
+  /** Compact once `bytes` passes this. */
+  private compactAt = 0;
+  private needsRewrite = true;
+  /** Bumped by every synchronous rewrite and failed append: an older background compaction is then dropped. */
+  private generation = 0;
+  /** The number of the last record written (or included in the last snapshot). */
+  private seq = 0;
+  /** Lines appended while a compaction runs; copied into its file before the rename. */
+  private pending: Buffer[] | null = null;
+  private compaction: Promise<void> | null = null;
+  private readonly hook = new CrashHook();
+  private readonly factor: number;
+  private readonly minBytes: number;
+  /** Completed compactions (for tests and logs). */
+  compactions = 0;
+
+  constructor(
+    readonly file: string,
+    private readonly options: FlowsJournalOptions,
+  ) {
+    this.factor = options.compactFactor ?? COMPACT_FACTOR;
+    this.minBytes = options.minCompactBytes ?? MIN_COMPACT_BYTES;
+  }
+
+  /**
+   * At start: writes a fresh snapshot (which also rewrites an old-format file
+   * as a journal and drops a torn tail, so nothing is ever appended after
+   * one) and removes temporary files a killed daemon left. False when that
+   * failed (reported through onError; the next change tries again).
+   */
+  open(): boolean {
+    const dir = path.dirname(this.file);
+    const prefix = `.${path.basename(this.file)}.`;
+    try {
+      for (const name of fs.readdirSync(dir)) {
+        if (name.startsWith(prefix) && name.endsWith('.tmp')) fs.rmSync(path.join(dir, name), { force: true });
+      }
+    } catch {
+      // The rewrite below reports what is wrong with the directory.
+    }
+    return this.rewrite();
+  }
+
+  /** Records one accepted change on disk before its OK. */
+  append(record: JournalRecord): void {
+    if (this.needsRewrite) {
+      this.rewrite();
+      return;
+    }
+    const line = Buffer.from(journalLine({ seq: this.seq + 1, ...record }));
+    let fd = -1;
+    try {
+      // Regular file only, and never blocking (src/regularfile.ts).
+      fd = openRegularFile(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600,
+        `cannot append to flows file ${this.file}`, 'Move it away; the daemon then writes the whole file again');
+      fs.writeFileSync(fd, line);
+      fs.fdatasyncSync(fd);
+    } catch (err) {
+      if (fd >= 0) {
+        try {
+          // Best effort: no partial record left in the middle once the next change is appended.
+          fs.ftruncateSync(fd, this.bytes);
+        } catch {
+          // needsRewrite below makes the next change replace the file anyway.
+        }
+      }
+      this.needsRewrite = true;
+      this.generation++;
+      this.options.onError(writeError(this.file, err as NodeJS.ErrnoException));
+      return;
+    } finally {
+      if (fd >= 0) fs.closeSync(fd);
+    }
+    this.seq++;
+    this.hook.at('after-append');
+    this.bytes += line.length;
+    this.pending?.push(line);
+    if (this.bytes >= this.compactAt && this.compaction === null) this.compaction = this.compact().finally(() => (this.compaction = null));
+  }
+
+  /** Resolves when no compaction is running (tests, benchmarks). */
+  async idle(): Promise<void> {
+    while (this.compaction !== null) await this.compaction;
+  }
+
+  /** A full snapshot now, synchronously. */
+  private rewrite(): boolean {
+    this.generation++;
+    try {
+      const bytes = Buffer.from(snapshotLine(this.options.snapshot(), this.seq));
+      writeSnapshot(this.file, bytes);
+      this.setSizes(bytes.length, bytes.length);
+      this.needsRewrite = false;
+      return true;
+    } catch (err) {
+      this.needsRewrite = true;
+      this.options.onError(err instanceof NfqlbError ? err : writeError(this.file, err as NodeJS.ErrnoException));
+      return false;
+    }
+  }
+
+  private setSizes(snapshotBytes: number, bytes: number): void {
+    this.snapshotBytes = snapshotBytes;
+    this.bytes = bytes;
+    this.compactAt = bytes + Math.max(this.minBytes, this.factor * snapshotBytes);
+  }
+
+  /**
+   * The new snapshot is serialised here (on the event loop) and written and
+   * synced in the thread pool; appends go on meanwhile, to the old file and
+   * to `pending`. The last step — copy `pending`, sync, rename, sync the
+   * directory — is synchronous, so no change is acknowledged between the
+   * rename and the directory sync (it could be lost with the rename).
+   */
+  private async compact(): Promise<void> {
+    const generation = this.generation;
+    const snapshot = Buffer.from(snapshotLine(this.options.snapshot(), this.seq));
+    this.pending = [];
+    const tmp = tempName(this.file, 'compact');
+    let step = 'writing the new snapshot';
+    try {
+      fs.rmSync(tmp, { force: true, recursive: true }); // see createTemp
+      const fh = await fs.promises.open(tmp, TEMP_FLAGS, 0o600);
+      try {
+        await fh.writeFile(snapshot);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (generation !== this.generation) {
+        fs.rmSync(tmp, { force: true });
+        return;
+      }
+      this.hook.at('compact-after-temp');
+      step = 'finishing the new journal';
+      const pending = Buffer.concat(this.pending);
+      if (pending.length > 0) {
+        const fd = openRegularFile(tmp, fs.constants.O_WRONLY | fs.constants.O_APPEND, undefined, `cannot finish the compacted flows file ${tmp}`, 'It is made again at the next compaction');
+        try {
+          fs.writeFileSync(fd, pending);
+          fs.fdatasyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      fs.renameSync(tmp, this.file);
+      this.hook.at('compact-after-rename');
+      step = 'syncing the directory';
+      fsyncDir(path.dirname(this.file));
+      this.setSizes(snapshot.length, snapshot.length + pending.length);
+      this.compactions++;
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      // Renamed but the directory not synced: the old name might come back, so the next change rewrites.
+      if (step === 'syncing the directory') {
+        this.needsRewrite = true;
+        this.generation++;
+      }
+      // Try again after as many bytes again, not at every change.
+      this.compactAt = this.bytes + Math.max(this.minBytes, this.factor * this.snapshotBytes);
+      const e = err as NodeJS.ErrnoException;
+      this.options.onError(new NfqlbError(`cannot compact flows file ${this.file} (${step}): ${e.message}; changes are still appended`, 'NFQLB_ERR_FLOWS_FILE_WRITE', { cause: e }));
+    } finally {
+      this.pending = null;
+    }
   }
 }

@@ -350,6 +350,17 @@ export class MaglevTable {
     return this.active[slot];
   }
 
+  /** The slot (target index) for a packet hash, or -1 (see fwmarkOf). */
+  slotOf(hash: number): number {
+    const slot = this.lookup[(hash >>> 0) % this.M];
+    return slot >= 0 && slot < this.N ? slot : -1;
+  }
+
+  /** The fwmark in `slot` now, or -1 (inactive, or no such slot). */
+  fwmarkAt(slot: number): number {
+    return slot >= 0 && slot < this.N ? this.active[slot] : -1;
+  }
+
   /** Slot of a lookup index, or -1 (also for an index outside the table). */
   slotAt(index: number): number {
     const slot = this.lookup[index];

@@ -14,6 +14,7 @@
  * number does (nfqlb restarts a flow's `matches` at 0 when the flow is set
  * again; a re-bound queue gets fresh kernel counters). See MonotonicTotals.
  */
+import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from './conntrack';
 import { isUtf8 } from 'node:buffer';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -124,6 +125,8 @@ export interface MetricsSource {
   tableFaults?(): readonly { target: string; fault: string; count: number }[];
   /** Failed writes of --flows_file (→ nfqlb_flows_file_errors_total). */
   flowsFileErrors?(): number;
+  /** --conntrack's tables, summed (→ nfqlb_conntrack_*); null or absent when it is off. */
+  conntrack?(): { capacity: number; stats: Float64Array } | null;
   /** Opens refused because the name was not a regular file, by object (→ nfqlb_open_refused_total{object}). */
   openRefused?(): readonly { key: string; count: number }[];
   /** The fragment tables' statistics, summed, as nfqlb's ftshm holds them, and ours (→ nfqlb_fragment_*). */
@@ -173,6 +176,17 @@ const FRAGMENT_GAUGES: ReadonlyArray<readonly [string, string, keyof FragStats]>
   ['nfqlb_fragment_buckets_used', 'Overflow buckets in use now (nfqlb bucketsUsed; at most --ft_buckets per table).', 'bucketsUsed'],
   ['nfqlb_fragment_table_size', 'Home slots of each fragment table (--ft_size).', 'size'],
   ['nfqlb_fragment_buckets_max', 'Overflow buckets of each fragment table (--ft_buckets).', 'bucketsMax'],
+];
+
+/** nfqlb_conntrack_*_total counters: metric name, help, CT_* index. */
+const CONNTRACK_COUNTERS: ReadonlyArray<readonly [string, string, number]> = [
+  ['nfqlb_conntrack_hits_total', 'Packets of known connections sent to their remembered target (--conntrack).', CT_HITS],
+  ['nfqlb_conntrack_misses_total', 'Packets of connections not in the table: decided by Maglev and remembered.', CT_MISSES],
+  ['nfqlb_conntrack_inserts_total', 'Connections added to the table.', CT_INSERTS],
+  ['nfqlb_conntrack_expired_total', 'Connections forgotten after --conntrack_ttl / --conntrack_udp_ttl idle.', CT_EXPIRED],
+  ['nfqlb_conntrack_evicted_total', 'Connections forgotten because the table was full (least recently used first; raise --conntrack).', CT_EVICTED],
+  ['nfqlb_conntrack_saved_total', 'Hits whose remembered target is not the one Maglev would choose now: packets of connections the table kept in place.', CT_SAVED],
+  ['nfqlb_conntrack_moved_total', 'Packets of known connections whose target had gone (deactivated, or the flow names another table): decided again.', CT_MOVED],
 ];
 
 /** One failure count of one queue. */
@@ -651,6 +665,48 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     }
     return fragCache;
   };
+  let ctCache: { capacity: number; stats: Float64Array } | null | undefined;
+  const ctStats = (): { capacity: number; stats: Float64Array } | null => {
+    if (ctCache === undefined) {
+      ctCache = source.conntrack?.() ?? null;
+      queueMicrotask(() => {
+        ctCache = undefined;
+      });
+    }
+    return ctCache;
+  };
+  for (const [name, help, field] of CONNTRACK_COUNTERS) {
+    const totals = new MonotonicTotals<never>();
+    const counter: Counter = new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const s = ctStats();
+        if (s === null) return;
+        totals.update('', {} as Labels<never>, s.stats[field]);
+        totals.writeTo(counter);
+      },
+    });
+  }
+  const ctEntries: Gauge = new Gauge({
+    name: 'nfqlb_conntrack_entries',
+    help: 'Connections in the table now (--conntrack; at most nfqlb_conntrack_capacity).',
+    registers,
+    collect() {
+      const s = ctStats();
+      if (s !== null) ctEntries.set(s.stats[CT_ENTRIES]);
+    },
+  });
+  const ctCapacity: Gauge = new Gauge({
+    name: 'nfqlb_conntrack_capacity',
+    help: 'Entries of the connection table (--conntrack, split over the packet threads).',
+    registers,
+    collect() {
+      const s = ctStats();
+      if (s !== null) ctCapacity.set(s.capacity);
+    },
+  });
   for (const [name, help, field] of FRAGMENT_COUNTERS) {
     const totals = new MonotonicTotals<never>();
     const counter: Counter = new Counter({

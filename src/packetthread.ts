@@ -31,6 +31,7 @@ import { isMainThread, parentPort, workerData, type MessagePort } from 'node:wor
 import { performance } from 'node:perf_hooks';
 import { bytesToText } from './control';
 import { BatchSizeHistogram } from './counters';
+import { ConnTable, type ConnTableOptions } from './conntrack';
 import { NfqlbError } from './errors';
 import { native } from './native';
 import type { FlowCmd } from './flowfields';
@@ -49,6 +50,8 @@ export const TRACE_CHANNEL_BYTES = 4 * 1024 * 1024;
 
 /** How often a thread frees the expired entries of its fragment table (ms). */
 export const FRAGMENT_SWEEP_MS = 1000;
+/** Expired --conntrack entries freed per sweep at most, so a mass expiry never stalls a thread (the rest go next time, or as new connections need room). */
+export const CONNTRACK_SWEEP_BUDGET = 65536;
 
 /** Words of the Int32Array over PacketThreadData.traceState. */
 export const TRACE_STATE_ACTIVE = 0; // 1 while a trace client listens (main thread writes)
@@ -83,6 +86,8 @@ export interface PacketThreadData {
   readonly traceShm: string | null;
   /** Flow changes accepted before this thread started (e.g. from --flows_file), in order. */
   readonly initialOps: FlowOp[];
+  /** --conntrack: this thread's table is over buffers[index] (the main thread reads it for metrics and `nfqlb conntrack`). */
+  readonly conntrack: (ConnTableOptions & { perThread: number; buffers: SharedArrayBuffer[] }) | null;
 }
 
 /** One accepted flow change, as the main thread applied it. */
@@ -279,6 +284,7 @@ export class PacketThread {
       fragmentStats: this.counters.fragmentStats,
       fragmentStoreCounters: this.counters.fragmentStore,
       reasonCounts: this.counters.reasons,
+      conntrack: data.conntrack === null ? null : new ConnTable(data.conntrack.perThread, data.conntrack, data.conntrack.buffers[data.index]),
     });
     for (const op of data.initialOps) this.apply(op);
   }
@@ -336,7 +342,11 @@ export class PacketThread {
     for (const { qi, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qi, sink, traceFlows, afterBatch, d.tunFd, tunErrno));
     this.publishQueueStats();
     // As the single loop's housekeeping: expired entries are freed without traffic, so the active count falls back.
-    this.sweepTimer = setInterval(() => this.pipeline.fragments.sweep(performance.now()), FRAGMENT_SWEEP_MS);
+    this.sweepTimer = setInterval(() => {
+      const now = performance.now();
+      this.pipeline.fragments.sweep(now);
+      this.pipeline.conntrack?.sweep(now, CONNTRACK_SWEEP_BUDGET);
+    }, FRAGMENT_SWEEP_MS);
     this.timer = setInterval(() => {
       this.refreshTables();
       this.publishQueueStats();

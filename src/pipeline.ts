@@ -8,6 +8,7 @@
  *              (with a fragment store, --tun: keep a copy to re-inject, drop)
  *   flow lookup (SCTP over UDP: re-classify with the flow's port, look up again)
  *            → no flow: nolb_fwmark
+ *   (--conntrack) a known connection whose target is still active: that target
  *   Maglev lookup in the flow's table
  *            → no target: notargets_fwmark
  *   first fragment: remember the choice for the later ones
@@ -17,6 +18,7 @@
  * strings; details of the last decision are left in `last` for callers that
  * want them (replay, trace, counters).
  */
+import { CT_HITS, CT_MISSES, CT_MOVED, CT_SAVED, type ConnTable } from './conntrack';
 import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments';
 import { FragmentStore } from './fragstore';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
@@ -76,6 +78,8 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   sctpEncap?: number;
   /** LB tier (--lbshm): fragments are first hashed on addresses over this table. */
   lbTier?: { table: LookupTable; ownFwmark: number } | null;
+  /** --conntrack: the connections seen and their targets (src/conntrack.ts); null: stateless, as nfqlb. */
+  conntrack?: ConnTable | null;
 }
 
 /** A fragment table's shape as the options ask for it: what a Pipeline builds, and what nfqlb's stats report. */
@@ -135,6 +139,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   readonly clock = new Float64Array(1);
   /** Packets per REASON_* since start (folded into metrics at scrape time). */
   readonly reasonCounts: Float64Array;
+  /** --conntrack's table, or null. */
+  readonly conntrack: ConnTable | null;
   private readonly opts: PipelineOptions<T>;
 
   constructor(
@@ -143,6 +149,9 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   ) {
     this.opts = { ...DEFAULT_PIPELINE_OPTIONS, ...options };
     this.reasonCounts = this.opts.reasonCounts ?? new Float64Array(REASON_NAMES.length);
+    this.conntrack = this.opts.conntrack ?? null;
+    // The batch handler decides at this thread's performance.now(): readers elsewhere convert with its origin.
+    if (this.conntrack !== null) this.conntrack.clockOrigin[0] = performance.timeOrigin;
     if (this.reasonCounts.length !== REASON_NAMES.length) throw new RangeError(`reasonCounts needs ${REASON_NAMES.length} elements`);
     const { hashSize, extraBuckets, ttlMs } = fragmentGeometry(this.opts);
     const slots = Math.floor(this.opts.fragmentStoreSlots ?? 0);
@@ -240,7 +249,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     last.target = target;
     const hash = hashKeyBits(key, opts.hashMode); // int32 bits: see djb2Bits
     last.hashSlot[0] = hash >>> 0;
-    const fw = target.table.fwmarkOf(hash);
+    const ct = this.conntrack;
+    const fw = ct === null ? target.table.fwmarkOf(hash) : this.trackedFwmark(ct, target, key, hash);
     if (fw < 0) return this.finish(REASON_NO_TARGET, opts.notargetsFwmark);
     if ((rc & RC_FIRST_FRAGMENT) !== 0) {
       if (!this.fragments.store(key, info.fragId, fw, this.clock[0])) {
@@ -249,5 +259,37 @@ export class Pipeline<T extends LookupTable = LookupTable> {
       this.fragments.fragmentSeen(info.fragOffset, info.fragLength, info.fragMore, this.clock[0]);
     }
     return this.finish(REASON_TARGET, fw);
+  }
+
+  /**
+   * --conntrack: the remembered fwmark of a known connection while its slot
+   * of the same Target still holds it; else Maglev's choice, remembered.
+   */
+  private trackedFwmark(ct: ConnTable, target: Target<T>, key: Uint8Array, hash: number): number {
+    const table = target.table;
+    if (table.slotOf === undefined || table.fwmarkAt === undefined) return table.fwmarkOf(hash);
+    const now = this.clock[0];
+    // The full 40-byte key (hash mode 0), whatever --hash_mode gives Maglev: an entry is one connection.
+    const keyHash = this.opts.hashMode === 0 ? hash : hashKeyBits(key, 0);
+    const slot = table.slotOf(hash);
+    const maglev = slot < 0 ? -1 : table.fwmarkAt(slot);
+    const e = ct.find(key, keyHash, now);
+    if (e < 0) {
+      ct.stats[CT_MISSES]++;
+      if (maglev >= 0) ct.insert(key, keyHash, maglev, slot, target.serial, now);
+      return maglev;
+    }
+    const kept = ct.fwmarks[e];
+    if (ct.serials[e] === target.serial && kept >= 0 && table.fwmarkAt(ct.slots[e]) === kept) {
+      ct.touch(e, now);
+      ct.stats[CT_HITS]++;
+      if (kept !== maglev) ct.stats[CT_SAVED]++;
+      return kept;
+    }
+    // Its target is gone (deactivated, or the flow names another table now): decided again.
+    ct.stats[CT_MOVED]++;
+    if (maglev < 0) ct.remove(e);
+    else ct.update(e, maglev, slot, target.serial, now);
+    return maglev;
   }
 }

@@ -74,6 +74,17 @@ export class ServedTable implements LookupTable {
     return this.active[slot];
   }
 
+  /** As MaglevTable.slotOf, over whatever is served now. */
+  slotOf(hash: number): number {
+    const slot = this.lookup[(hash >>> 0) % this.M];
+    return slot >= 0 && slot < this.N ? slot : -1;
+  }
+
+  /** As MaglevTable.fwmarkAt, over whatever is served now. */
+  fwmarkAt(slot: number): number {
+    return slot >= 0 && slot < this.N ? this.active[slot] : -1;
+  }
+
   /** The LB-tier own fwmark, live or from the copy. */
   get ownFwmark(): number {
     return this.live !== null ? this.live.ownFwmark : this.copyOwnFwmark;

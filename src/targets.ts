@@ -11,7 +11,15 @@ import { FwmarkCounter } from './counters';
 /** What the pipeline needs from a table: the fwmark for a hash, or -1. */
 export interface LookupTable {
   fwmarkOf(hash: number): number;
+  /**
+   * For --conntrack: the slot (target index) a hash maps to, or -1; and the
+   * fwmark in a slot now, or -1. Tables without them are never tracked.
+   */
+  slotOf?(hash: number): number;
+  fwmarkAt?(slot: number): number;
 }
+
+let nextSerial = 1;
 
 export interface TableSource<T extends LookupTable = LookupTable> {
   /** Opens the named table; null when it does not exist or is not a valid table. */
@@ -27,6 +35,12 @@ export interface TableSource<T extends LookupTable = LookupTable> {
  */
 export class Target<T extends LookupTable = LookupTable> {
   refs = 0;
+  /**
+   * Tells this Target from any earlier one of the same name (a table released
+   * with its last flow and opened again): --conntrack entries remember it, so
+   * a connection is never sent on by a table it was not decided with.
+   */
+  readonly serial = nextSerial++ >>> 0;
   /** Packets sent to each fwmark of this table (nfqlb_target_packets_total). */
   readonly fwmarks = new FwmarkCounter();
   constructor(

@@ -284,7 +284,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
       out += d.toString();
     });
     stalled.stdin?.end('action:list\n'); // no eoc:
-    const done = new Promise<void>((resolve) => stalled.once('exit', () => resolve()));
+    const done = new Promise<void>((resolve) => stalled.once('close', () => resolve()));
     await new Promise((r) => setTimeout(r, 500));
     // A client that leaves early.
     nsExec(ns, process.execPath, [TESTBED_JS, 'raw', '--address=unix:nfqlb', '--leave'], { input: 'action:set\nname:x\n' });
@@ -300,7 +300,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
           o += d.toString();
         });
         c.stdin?.end(`action:set\nname:c${i}\ntarget:${shm}\neoc:\n`);
-        return new Promise<string>((resolve) => c.once('exit', () => resolve(o)));
+        return new Promise<string>((resolve) => c.once('close', () => resolve(o))); // 'close': stdout drained ('exit' may come first)
       }),
     );
     expect(many.map((o) => (JSON.parse(o) as RawReply).text)).toEqual(Array(16).fill('OK\0'));
@@ -499,7 +499,7 @@ describeNs('control socket and life cycle of nfqlb flowlb', () => {
     stalled.stdout?.on('data', (d: Buffer) => {
       stalledOut += d.toString();
     });
-    const stalledExit = new Promise<void>((resolve) => stalled.once('exit', () => resolve()));
+    const stalledExit = new Promise<void>((resolve) => stalled.once('close', () => resolve()));
     stalled.stdin?.end('action:list\n');
     await new Promise((r2) => setTimeout(r2, 300));
     const st2 = await daemon.stop('SIGINT');

@@ -332,13 +332,19 @@ export function allowedDivergence(d: Difference): string | undefined {
   }
   // The command list: nfqlb's, in its order, then the commands nfqlb-ts adds.
   if (/^(-h|--help|-help)?$/.test(d.command.trim()) && d.original.rc === d.ours.rc && d.original.stderr === d.ours.stderr
-    && d.ours.stdout === `${d.original.stdout}  trace-flow-list-names\n  replay\n`) {
-    return 'the command list adds trace-flow-list-names and replay after nfqlb\'s commands';
+    && d.ours.stdout === `${d.original.stdout}  trace-flow-list-names\n  replay\n  conntrack\n`) {
+    return 'the command list adds trace-flow-list-names, replay and conntrack after nfqlb\'s commands';
   }
   // A CIDR with a negative prefix length (1.2.3.4/-1) means nothing; nfqlb's atoi takes it (and its daemon
   // sends no reply to a trace-flow-set at all), nfqlb-ts refuses it as it refuses any other bad CIDR.
   if (/^(trace-)?flow-set /.test(d.command) && / -?-(ds|sr)[a-z]*=.*\/-\d/.test(d.command) && d.ours.rc === 255 && /^Invalid (dsts|srcs)\n$/.test(d.ours.stdout)) {
     return 'a CIDR with a negative prefix length is refused (nfqlb accepts it)';
+  }
+  // The hidden '#name' flows of --udpencap are the daemon's own: nfqlb lets flow-set replace one (a delete of
+  // its owner then removes the user's flow) and flow-delete remove one; nfqlb-ts refuses both, so that what it
+  // keeps in --flows_file replays to what it has.
+  if (/^flow-(set|delete) /.test(d.command) && / (-?-n[a-z]*[= ])#/.test(d.command) && d.ours.rc === 255 && d.ours.stdout.startsWith("FAIL: names starting with '#'")) {
+    return "flow-set and flow-delete of a name starting with '#' (a hidden udpencap flow) are refused (nfqlb takes them)";
   }
   // nfqlb's daemon sends no reply to a valid trace-flow-set (its own CLI then exits 255 although the trace-flow is set).
   if (/^trace-flow-set /.test(d.command) && d.original.rc === 255 && d.original.stdout === '' && d.original.stderr === '' && d.ours.rc === 0 && d.ours.stdout === 'OK\n' && d.ours.stderr === '') {

@@ -65,6 +65,19 @@ describe.each(Object.keys(KINDS))('a %s in /dev/shm', (kind) => {
   });
 });
 
+describe('the flows file', () => {
+  it.each(Object.keys(KINDS))('a %s at --flows_file refuses the start at once, in one line that says what is there', (kind) => {
+    const file = `/dev/shm/${PREFIX}-flows-${kind.replace(/ /g, '')}`;
+    fs.rmSync(file, { recursive: true, force: true });
+    made.push(file);
+    KINDS[kind](file);
+    const out = inChild(`return require(dist + '/flowsfile').loadFlowsFile(name)`, file);
+    expect(out).toMatch(/^NFQLB_ERR_FLOWS_FILE flows file .* is unusable: /);
+    expect(out).toContain(`${file} is a`);
+    expect(fs.lstatSync(file).isFile()).toBe(false);
+  });
+});
+
 describe('a regular file', () => {
   it('still opens, and O_CREAT still creates one', () => {
     const name = `${PREFIX}-regular`;

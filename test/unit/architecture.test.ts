@@ -29,7 +29,7 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   // controlwire: the client's side of the control protocol (address, request bytes), without node:net.
   { name: 'system', modules: ['maglev', 'regularfile', 'shm', 'queue', 'pcap', 'sockets', 'controlwire', 'fragstats', 'tun'] },
   // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
-  { name: 'packet/flows', modules: ['packet', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowindex', 'targets', 'tablestore'] },
+  { name: 'packet/flows', modules: ['packet', 'conntrack', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowchange', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable', 'threadcounters'] },
   // packetthread: the body of a packet thread (--workers); packetthreads: the main thread's side of them.
   { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile', 'packetthread', 'packetthreads'] },

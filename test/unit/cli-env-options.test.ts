@@ -56,12 +56,12 @@ describe('NFQLB_OPTIONS', () => {
   it('refuses nfqlb\'s own options, saying which may be given there', () => {
     expect(errorOf('--metrics_address=off --queue=1')).toBe(
       "NFQLB_OPTIONS: --queue=1 is one of nfqlb's own options of flowlb; only the options nfqlb-ts adds may be given here"
-      + ' (--fail_open, --batch, --rcvbuf, --metrics_address, --workers, --flows_file): put it on the command line',
+      + ' (--fail_open, --batch, --rcvbuf, --metrics_address, --workers, --conntrack, --conntrack_ttl, --conntrack_udp_ttl, --flows_file): put it on the command line',
     );
     expect(errorOf('-qlength=10')).toMatch(/^NFQLB_OPTIONS: -qlength=10 is one of nfqlb's own options of flowlb;/);
-    expect(errorOf('--tshm=x', 'lb', [])).toMatch(/^NFQLB_OPTIONS: --tshm=x is one of nfqlb's own options of lb; .*\(--fail_open, --batch, --rcvbuf, --metrics_address, --workers\)/);
+    expect(errorOf('--tshm=x', 'lb', [])).toMatch(/^NFQLB_OPTIONS: --tshm=x is one of nfqlb's own options of lb; .*\(--fail_open, --batch, --rcvbuf, --metrics_address, --workers, --conntrack, --conntrack_ttl, --conntrack_udp_ttl\)/);
     // flows_file is flowlb's only.
-    expect(errorOf('--flows_file=/x', 'lb', [])).toBe("NFQLB_OPTIONS: unrecognized option '--flows_file=/x' (NFQLB_OPTIONS may hold only --fail_open, --batch, --rcvbuf, --metrics_address, --workers)");
+    expect(errorOf('--flows_file=/x', 'lb', [])).toBe("NFQLB_OPTIONS: unrecognized option '--flows_file=/x' (NFQLB_OPTIONS may hold only --fail_open, --batch, --rcvbuf, --metrics_address, --workers, --conntrack, --conntrack_ttl, --conntrack_udp_ttl)");
   });
 
   it('refuses unknown options, words that are no option, and a missing value, in one line', () => {

@@ -110,6 +110,9 @@ describe('one rule for errors: FILE:LINE: message, one line, for the first line 
     ['a flow the daemon refuses (no table)', 'flow-set --name=x --target=t-missing', "FAIL: Couldn't create load-balancer"],
     ['a flow the daemon refuses (bad field)', 'flow-set --name=x --target=t1 --protocols=tcp --dsts=192.0.2.300/32', 'Invalid dsts'],
     ['a flow the CLI refuses before sending', 'flow-set --name=x --target=t1 --dports=80', 'ports specified without protocols'],
+    ['a flow with an empty name (nfqlb takes it; the daemon does not)', 'flow-set --name= --target=t1', 'No name'],
+    ['a flow named like a hidden udpencap flow', 'flow-set --name=#x --target=t1', "FAIL: names starting with '#' are the daemon's hidden udpencap flows; use another name"],
+    ['a delete of a hidden udpencap flow', 'flow-delete --name=#all', "FAIL: names starting with '#' are the daemon's hidden udpencap flows; use another name"],
     ['a second daemon line', 'lb --tshm=t1', 'a second daemon line (the first is line 3); keep one lb line'],
   ])('%s', (_what, bad, message) => {
     const [code, text] = failure([...good, 'flowlb --queue=0:3', bad, 'flow-set --name=later --target=t1']);

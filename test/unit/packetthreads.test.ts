@@ -23,7 +23,7 @@ import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragstore';
 import { workerCount } from '../../src/cli/commands/lb';
 
 const FAKE = path.join(__dirname, '..', 'fixtures', 'threads', 'fake-thread.js');
-const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tunFd: -1, tableCheckMs: 0, traceShm: null, initialOps: [] };
+const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tunFd: -1, tableCheckMs: 0, traceShm: null, initialOps: [], conntrack: null };
 
 async function startFake(threads: number, fake: string, ev: PacketThreadsEvents): Promise<PacketThreads> {
   return PacketThreads.start(threads, { ...BASE, fake } as never, ev, FAKE);

@@ -33,7 +33,7 @@ const PROTOCOLS: Record<string, number> = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, 
  * `[::ffff:v4]:port`. Returns the 16 address bytes and the port; throws
  * UsageError with nfqlb's texts.
  */
-function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
+export function parseAddrPort(text: string): { addr: Uint8Array; port: number } {
   if (text.length > 60) throw new UsageError(`Address too long [${text}]`);
   let host: string;
   let port: string;

@@ -19,6 +19,7 @@ const FILES: ReadonlyArray<{ names: readonly string[]; load: () => NfqlbCommand[
   { names: ['stats'], load: () => (require('./stats') as typeof import('./stats')).statsCommands },
   { names: ['trace', 'loglevel'], load: () => (require('./trace') as typeof import('./trace')).traceCommands },
   { names: ['replay'], load: () => (require('./replay') as typeof import('./replay')).replayCommands },
+  { names: ['conntrack'], load: () => (require('./conntrack') as typeof import('./conntrack')).conntrackCommands },
   { names: ['version'], load: () => (require('./version') as typeof import('./version')).versionCommands },
 ];
 /* eslint-enable @typescript-eslint/no-require-imports */

@@ -13,6 +13,7 @@ import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { parseAddress } from '../../control';
 import { atoi } from '../../catoi';
+import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../conntrack';
 import { createLogger } from '../../log';
 import { native } from '../../native';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
@@ -45,7 +46,13 @@ const common: Record<string, Options> = {
   rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)')),
   metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS)),
   workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available less one, and at least one)')),
+  conntrack: ext(str(`Remember up to N connections and keep each on its target while that target is active, so a new target moves no open connection (${CT_ENTRY_BYTES} bytes each, allocated at start; 0: off, stateless as nfqlb)`, '0')),
+  conntrack_ttl: ext(str('Seconds a TCP or SCTP connection is remembered without a packet', '3600')),
+  conntrack_udp_ttl: ext(str('Seconds a UDP, ICMP or other connection is remembered without a packet', '120')),
 };
+
+/** --conntrack: at most this many entries (about 8 GiB). */
+const MAX_CONNTRACK = 100_000_000;
 
 /**
  * The packet threads for --workers (DaemonOptions.workers; 0: the single
@@ -230,6 +237,17 @@ function daemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
     tun,
     ftShm: ftShmName(String(args.ft_shm)),
     workers,
+    conntrack: conntrackOptions(args),
+  };
+}
+
+function conntrackOptions(args: ParsedArgs): ConnTrackOptions | undefined {
+  const capacity = positiveInt(args, 'conntrack', 0, MAX_CONNTRACK);
+  if (capacity === 0) return undefined;
+  return {
+    capacity,
+    streamTtlMs: 1000 * positiveInt(args, 'conntrack_ttl', 1, 30 * 86400),
+    otherTtlMs: 1000 * positiveInt(args, 'conntrack_udp_ttl', 1, 30 * 86400),
   };
 }
 
