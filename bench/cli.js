@@ -30,7 +30,8 @@ const BIN = path.join(ROOT, 'bin', 'nfqlb');
 const ORIGINAL = process.env.NFQLB_ORIGINAL || path.join(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const ROUNDS = Number(process.env.ROUNDS || 30);
 const BRINGUP_ROUNDS = Number(process.env.BRINGUP_ROUNDS || 1);
-const TAG = `nfqlbcli-${process.pid}`;
+// The outer process's tag, handed to the runs inside, so that its clean-up finds what they made.
+const TAG = process.env.NFQLB_BENCH_CLI_TAG || `nfqlbcli-${process.pid}`;
 
 // ---------------------------------------------------------------------------
 // Outside: find the Nodes, make the namespace, run the inside once per Node.
@@ -74,7 +75,7 @@ function outside() {
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     for (const node of nodes.filter((n) => n !== null)) {
       const file = path.join(os.tmpdir(), `${TAG}-${path.basename(path.dirname(path.dirname(node)))}-${Date.now()}.json`);
-      const r = spawnSync('ip', ['netns', 'exec', ns, node, __filename, '--inside', file], { stdio: 'inherit' });
+      const r = spawnSync('ip', ['netns', 'exec', ns, node, __filename, '--inside', file], { stdio: 'inherit', env: { ...process.env, NFQLB_BENCH_CLI_TAG: TAG } });
       if (r.status !== 0) {
         failed = true;
         process.stderr.write(`bench:cli: the run on ${node} failed (exit ${r.status})\n`);
