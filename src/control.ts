@@ -18,14 +18,15 @@
  * closing the oldest unfinished one: idle, slow or hostile clients cost only
  * their own connection and cannot lock out a good client.
  */
-import * as net from 'node:net';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import net = require('node:net');
 import { NfqlbError } from './errors';
-import { FLOW_FIELDS, type FlowFieldTexts } from './flowfields';
+import { encodeRequest, KNOWN_KEYS, type ControlRequest } from './controlwire';
 import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './sockets';
 
 export type { SocketAddress } from './sockets';
+export { DEFAULT_FLOW_ADDRESS, encodeRequest, flowAddress, type ControlRequest } from './controlwire';
 
-export const DEFAULT_FLOW_ADDRESS = 'unix:nfqlb';
 export const DEFAULT_TRACE_ADDRESS = 'unix:nfqlb-trace';
 /** nfqlb reads lines into 1024-byte buffers; a request is a handful of lines. */
 export const MAX_LINE = 1024;
@@ -46,12 +47,6 @@ export const MAX_CONNECTIONS = 4096;
 /** Listen backlog asked for (the kernel caps it at net.core.somaxconn, 4096 by default). */
 export const LISTEN_BACKLOG = 4096;
 
-/** The keys nfqlb's readFlowCmd knows (`action` and the flow fields); anything else in a request is ignored. */
-export interface ControlRequest extends FlowFieldTexts {
-  action?: string;
-}
-/** In nfqlb's order, which is also the order encodeRequest() writes them in. */
-const KNOWN_KEYS = new Set<string>(['action', ...FLOW_FIELDS]);
 
 /**
  * Parses nfqlb's address syntax: `unix:NAME` (abstract socket "\0NAME", the
@@ -80,23 +75,7 @@ export function parseAddress(address: string): SocketAddress {
   throw new NfqlbError(`Failed to parse address [${address}]: use unix:NAME, tcp:IPv4:PORT or tcp:[IPv6]:PORT`, 'NFQLB_ERR_ADDRESS');
 }
 
-/** The flow server address from NFQLB_FLOW_ADDRESS, as nfqlb reads it. */
-export function flowAddress(): string {
-  return process.env.NFQLB_FLOW_ADDRESS ?? DEFAULT_FLOW_ADDRESS;
-}
 
-/**
- * Serialises a request in the order nfqlb's CLI writes it (as text; the CLI
- * sends it as UTF-8).
- */
-export function encodeRequest(req: ControlRequest): string {
-  let text = '';
-  for (const key of KNOWN_KEYS) {
-    const value = req[key as keyof ControlRequest];
-    if (value !== undefined) text += `${key}:${value}\n`;
-  }
-  return `${text}eoc:\n`;
-}
 
 /** What a request handler answers: a NUL-terminated text reply, or JSON as is. */
 export type ControlReply = { text: string } | { json: string };

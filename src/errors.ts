@@ -11,8 +11,9 @@
  * error is kept as `cause`.
  * Library code throws these; only the CLI layer turns them into exit codes.
  */
-import * as os from 'node:os';
-import * as util from 'node:util';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import os = require('node:os');
+import util = require('node:util');
 
 /** Every code an NfqlbError can have, with what it means. Codes are API: add, do not rename. */
 export const ERROR_CODES = {

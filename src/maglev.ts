@@ -29,8 +29,12 @@ export const TABLE_HEADER_BYTES = 16;
 const MAX_LEN = 0xffffffff;
 
 // Trial division by the primes up to 997 decides primality for every n ≤ 997²,
-// which is all primeBelow ever sees because of the cap.
-const SMALL_PRIMES: number[] = (() => {
+// which is all primeBelow ever sees because of the cap. Made on first use:
+// most command lines (activate, show, ...) never ask, and at load time it
+// was a measurable part of their start-up (interpreted, before any JIT).
+let smallPrimes: number[] | null = null;
+
+function primesTo997(): number[] {
   const primes: number[] = [];
   for (let n = 3; n <= 997; n += 2) {
     let prime = true;
@@ -44,12 +48,13 @@ const SMALL_PRIMES: number[] = (() => {
     if (prime) primes.push(n);
   }
   return primes;
-})();
+}
 
 function isPrime(n: number): boolean {
   if (n === 2) return true;
   if (n < 2 || n % 2 === 0) return false;
-  for (const p of SMALL_PRIMES) {
+  smallPrimes ??= primesTo997();
+  for (const p of smallPrimes) {
     if (p * p > n) return true;
     if (n % p === 0) return false;
   }

@@ -8,8 +8,9 @@
  * a shared library it needs is not installed, it was built for another Node.js,
  * or it loaded and failed to initialise. The original error is the `cause`.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import fs = require('node:fs');
+import path = require('node:path');
 import { NfqlbError } from './errors';
 
 export interface NativeAddon {

@@ -8,7 +8,8 @@
  * between returns at once or fails), then fstat of what was really opened.
  * The addon's shmMap/shmSize do the same in C++ (native/shm.cc).
  */
-import * as fs from 'node:fs';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import fs = require('node:fs');
 import { NfqlbError } from './errors';
 
 /**

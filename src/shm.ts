@@ -4,7 +4,8 @@
  * a running daemon in another (SPEC.md §3). Pure TypeScript over the addon's
  * shmMap/shmUnmap/shmUnlink/shmSize.
  */
-import * as fs from 'node:fs';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import fs = require('node:fs');
 import { NfqlbError } from './errors';
 import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from './maglev';
 import { native } from './native';

@@ -10,10 +10,11 @@
  * sockets and Node is handed the descriptor; from then on the net.Server or
  * net.Socket owns it and closes it, once. `tcp:` addresses use Node as is.
  */
-import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
-import * as util from 'node:util';
+// Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
+import fs = require('node:fs');
+import net = require('node:net');
+import os = require('node:os');
+import util = require('node:util');
 import { NfqlbError } from './errors';
 import { native } from './native';
 

@@ -12,12 +12,27 @@
 import type { Options } from 'yargs';
 import type { CommandParser } from '../config';
 import type { TableStore } from '../tablestore';
+import { writeOut } from './output';
 
 export interface ParsedArgs {
   /** Positional arguments after the command name. */
   _: string[];
+  /**
+   * The options taken from $NFQLB_OPTIONS (not on the command line), each
+   * with the value it would have had without it (its default, or undefined).
+   */
+  fromEnv?: Record<string, unknown>;
   [option: string]: unknown;
 }
+
+/**
+ * The environment variable that carries options this project adds to a
+ * daemon's command line (`--metrics_address=... --flows_file=...`), for
+ * those who cannot change the command line: Meridio's is fixed in its code,
+ * and a pod spec can only set the environment. Not NODE_*: the image's
+ * launcher drops those. Options on the command line win.
+ */
+export const OPTIONS_ENV = 'NFQLB_OPTIONS';
 
 /** `group` of the options this project adds to nfqlb's: listed after nfqlb's in the help, matched by prefix last. */
 export const EXTENSION = 'nfqlb-ts';
@@ -32,6 +47,10 @@ export interface NfqlbCommand {
    */
   usage?: string;
   options: Record<string, Options>;
+  /** Lines the help prints after the option lines (the daemons: their real defaults, $NFQLB_OPTIONS). */
+  helpTail?: () => string;
+  /** True: the EXTENSION options may also come from $NFQLB_OPTIONS (OPTIONS_ENV). */
+  envOptions?: boolean;
   /** Returns the exit code (0 when it returns nothing). Throw UsageError for user mistakes. */
   run(args: ParsedArgs, ctx: CommandContext): number | void | Promise<number | void>;
 }
@@ -48,9 +67,25 @@ export interface CommandContext {
   parser: CommandParser;
 }
 
+let ownProcess = false;
+
+/**
+ * Says that this process is the command line (bin/nfqlb), not a program
+ * that calls main() (tests): only then may a command block the event loop,
+ * as src/cli/client.ts does for a control request.
+ */
+export function setOwnProcess(): void {
+  ownProcess = true;
+}
+
+/** True after setOwnProcess(). */
+export function isOwnProcess(): boolean {
+  return ownProcess;
+}
+
 /** Writes text to stdout; kept in one place so commands never call console.log. */
 export function out(text: string): void {
-  process.stdout.write(text);
+  writeOut(text);
 }
 
 /**

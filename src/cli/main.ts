@@ -4,9 +4,10 @@
  * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
  */
 import { NfqlbError, UsageError } from '../errors';
-import { defaultContext, EXTENSION, type NfqlbCommand, type ParsedArgs } from './command';
+import { defaultContext, EXTENSION, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
 import { commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
+import { writeErr, writeOut } from './output';
 
 /** nfqlb's command list, in the order it registers (and lists) them; commands it lacks follow. */
 const NFQLB_COMMAND_ORDER = [
@@ -49,7 +50,7 @@ export function commandHelp(cmd: NfqlbCommand): string {
   for (const [name, spec] of ordered) {
     text += `  --${name}= ${spec.describe ?? ''} ${spec.demandOption ? '(required)' : ''}\n`;
   }
-  return text;
+  return text + (cmd.helpTail?.() ?? '');
 }
 
 /** What a command line asks for: the options, nfqlb's help, or an error (nfqlb's words, exit 1). */
@@ -71,6 +72,17 @@ export function parseOptions(cmd: NfqlbCommand, argv: readonly string[], env: No
     args[table[f.index].name] = f.value ?? true;
   }
   if (r.error !== undefined) return { kind: 'error', message: r.error };
+  const text = env[OPTIONS_ENV];
+  if (cmd.envOptions === true && text !== undefined && text.trim() !== '') {
+    const fromEnv = parseEnvOptions(cmd, text);
+    if (typeof fromEnv === 'string') return { kind: 'error', message: fromEnv };
+    for (const [name, value] of fromEnv) {
+      if (args[name] !== undefined) continue;
+      args.fromEnv ??= {};
+      args.fromEnv[name] = cmd.options[name].default;
+      args[name] = value;
+    }
+  }
   const missing: string[] = [];
   for (const [name, spec] of Object.entries(cmd.options)) {
     if (args[name] !== undefined) continue;
@@ -79,6 +91,33 @@ export function parseOptions(cmd: NfqlbCommand, argv: readonly string[], env: No
   }
   if (missing.length > 0) return { kind: 'error', message: missing.join('\n') };
   return { kind: 'args', args };
+}
+
+/**
+ * The options in $NFQLB_OPTIONS: words separated by white space, each an
+ * option this project adds (`--name=value`, `--name value`, `--flag`; no
+ * quoting, so no value with a space), parsed as the command line is. Only
+ * extension options: nfqlb's own belong on the command line, where whoever
+ * wrote it can see them. Returns the options in order, or the error as one
+ * line that names the variable.
+ */
+export function parseEnvOptions(cmd: NfqlbCommand, text: string): Array<[string, string | true]> | string {
+  const words = text.trim().split(/\s+/);
+  const extensions = Object.entries(cmd.options).filter(([, spec]) => spec.group === EXTENSION || spec.hidden === true);
+  const allowed = extensions.filter(([, spec]) => spec.hidden !== true).map(([name]) => `--${name}`).join(', ');
+  for (const word of words) {
+    if (word[0] !== '-' || word === '-') continue;
+    const name = word.replace(/^--?/, '').split('=')[0];
+    const own = Object.entries(cmd.options).filter(([n, spec]) => spec.group !== EXTENSION && spec.hidden !== true && (n === name || n.startsWith(name)));
+    if (name !== '' && own.length > 0 && !extensions.some(([n]) => n === name || n.startsWith(name))) {
+      return `${OPTIONS_ENV}: ${word} is one of nfqlb's own options of ${cmd.name}; only the options nfqlb-ts adds may be given here (${allowed}): put it on the command line`;
+    }
+  }
+  const table: LongOption[] = extensions.map(([name, spec]) => ({ name, hasArg: spec.type !== 'boolean' }));
+  const r = getoptLongOnly(OPTIONS_ENV, words, table);
+  if (r.error !== undefined) return `${r.error} (${OPTIONS_ENV} may hold only ${allowed})`;
+  if (r.positional.length > 0) return `${OPTIONS_ENV}: '${r.positional[0]}' is not an option; use --name=value words separated by spaces (${allowed})`;
+  return r.found.map((f) => [table[f.index].name, f.value ?? true]);
 }
 
 /** The command called `name`, if there is one. */
@@ -98,24 +137,29 @@ export function parseCommandLine(cmd: NfqlbCommand, argv: string[]): ParsedArgs 
   return line.args;
 }
 
-/** Runs one command line (without the program name) and returns the exit code. */
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs one command line (without the program name) and returns the exit
+ * code. `ownProcess`: this process is the command line (bin/nfqlb), so a
+ * command may block it (command.ts setOwnProcess).
+ */
+export async function main(argv: string[], opts: { ownProcess?: boolean } = {}): Promise<number> {
+  if (opts.ownProcess === true) setOwnProcess();
   if (argv.length === 0 || argv[0] === '-h' || argv[0] === '--help') {
-    process.stdout.write(usage(commandNames()));
+    writeOut(usage(commandNames()));
     return 0;
   }
   const cmd = loadCommand(argv[0]);
   if (cmd === undefined) {
-    process.stderr.write(`Unknown command [${argv[0]}]\n`);
+    writeErr(`Unknown command [${argv[0]}]\n`);
     return 1;
   }
   const line = parseOptions(cmd, argv.slice(1));
   if (line.kind === 'help') {
-    process.stdout.write(line.text);
+    writeOut(line.text);
     return 0;
   }
   if (line.kind === 'error') {
-    process.stderr.write(`${line.message}\n`);
+    writeErr(`${line.message}\n`);
     return 1;
   }
   try {
@@ -123,11 +167,11 @@ export async function main(argv: string[]): Promise<number> {
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {
-      if (err.message !== '') process.stderr.write(`${err.message}\n`);
+      if (err.message !== '') writeErr(`${err.message}\n`);
       return err.exitCode;
     }
     if (err instanceof NfqlbError) {
-      process.stderr.write(`${err.message}\n`);
+      writeErr(`${err.message}\n`);
       return 1;
     }
     throw err;

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { main } from '../../src/cli/main';
+import { captureOutput } from '../../src/cli/output';
 
 export interface CliRun {
   rc: number;
@@ -24,10 +25,16 @@ export async function runInProcess(words: string[]): Promise<CliRun> {
     stderr += chunk.toString();
     return true;
   });
+  // The CLI writes to descriptors 1 and 2 itself (src/cli/output.ts); commands that stream (trace) use process.stdout.
+  captureOutput((fd, chunk) => {
+    if (fd === 1) stdout += chunk.toString();
+    else stderr += chunk.toString();
+  });
   try {
     const rc = await main(words);
     return { rc, stdout, stderr };
   } finally {
+    captureOutput(null);
     o.mockRestore();
     e.mockRestore();
   }

@@ -21,6 +21,8 @@ const { spawnSync } = require('node:child_process');
 const impl = process.argv[2];
 const original = process.argv[3];
 const { main } = impl === 'ours' ? require(path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js')) : { main: null };
+// The CLI writes to descriptors 1 and 2 itself (src/cli/output.ts); here descriptor 1 carries the replies.
+const { captureOutput } = impl === 'ours' ? require(path.join(__dirname, '..', '..', 'dist', 'cli', 'output.js')) : { captureOutput: null };
 
 function reply(r) {
   fs.writeSync(1, `${JSON.stringify({ rc: r.rc, stdout: r.stdout.toString('base64'), stderr: r.stderr.toString('base64') })}\n`);
@@ -63,6 +65,7 @@ async function runOurs(argv, env) {
     else if (typeof cb === 'function') cb();
     return true;
   };
+  captureOutput((fd, chunk) => (fd === 1 ? out : err).push(toBuffer(chunk)));
   const restoreEnv = withEnv(env);
   let rc;
   try {
@@ -72,6 +75,7 @@ async function runOurs(argv, env) {
     err.push(Buffer.from(`nfqlb: internal error: ${e && e.stack ? e.stack : e}\n`));
     rc = 70;
   } finally {
+    captureOutput(null);
     process.stdout.write = realOut;
     process.stderr.write = realErr;
     restoreEnv();

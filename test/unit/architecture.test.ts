@@ -26,7 +26,8 @@ const LAYERS: Array<{ name: string; modules: string[] }> = [
   { name: 'base', modules: ['errors', 'catoi', 'cstring', 'inet', 'flowfields', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
   { name: 'native', modules: ['native'] },
   // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
-  { name: 'system', modules: ['maglev', 'regularfile', 'shm', 'queue', 'pcap', 'sockets', 'fragstats', 'tun'] },
+  // controlwire: the client's side of the control protocol (address, request bytes), without node:net.
+  { name: 'system', modules: ['maglev', 'regularfile', 'shm', 'queue', 'pcap', 'sockets', 'controlwire', 'fragstats', 'tun'] },
   // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
   { name: 'packet/flows', modules: ['packet', 'conntrack', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowchange', 'flowindex', 'targets', 'tablestore'] },
   { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable', 'threadcounters'] },

@@ -11,18 +11,32 @@ const ROOT = path.join(__dirname, '..', '..');
 const HOOK = `
 const M = require('module'); const load = M._load; const seen = new Set();
 M._load = function (req, parent, isMain) { try { seen.add(M._resolveFilename(req, parent, isMain)); } catch { seen.add(req); } return load.apply(this, arguments); };
-process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify([...seen]) + '\\n'));
+process.on('exit', () => require('fs').writeSync(2, '\\nLOADED ' + JSON.stringify([...seen]) + '\\nBUILTINS ' + JSON.stringify(process.moduleLoadList) + '\\n'));
 `;
 
-function loaded(args: string[]): string[] {
+function run(args: string[]): string {
   const r = spawnSync(process.execPath, ['-e', `${HOOK}; process.argv.splice(1, 0, 'nfqlb'); require(${JSON.stringify(path.join(ROOT, 'bin', 'nfqlb'))})`, ...args], {
     encoding: 'utf8',
     // A private, unused control address: flow commands fail to connect, which is fine here.
     env: { ...process.env, NFQLB_FLOW_ADDRESS: `unix:nfqlbts-cli-lazy-${process.pid}` },
   });
-  const line = r.stderr.split('\n').find((l) => l.startsWith('LOADED '));
-  if (line === undefined) throw new Error(`no module list: ${r.stderr}`);
-  return JSON.parse(line.slice('LOADED '.length)) as string[];
+  return r.stderr;
+}
+
+function listed(stderr: string, tag: string): string[] {
+  const line = stderr.split('\n').find((l) => l.startsWith(`${tag} `));
+  if (line === undefined) throw new Error(`no ${tag} list: ${stderr}`);
+  return JSON.parse(line.slice(tag.length + 1)) as string[];
+}
+
+/** The modules a command line loaded (require, as resolved). */
+function loaded(args: string[]): string[] {
+  return listed(run(args), 'LOADED');
+}
+
+/** Node's own modules a command line loaded, beside what the hook itself needs (process.moduleLoadList). */
+function builtins(args: string[]): string[] {
+  return listed(run(args), 'BUILTINS');
 }
 
 const HEAVY = [/node_modules\/pino\//, /node_modules\/prom-client\//, /^(node:)?zlib$/, /^(node:)?worker_threads$/, /^(node:)?http$/, /dist\/daemon\.js$/, /dist\/metrics\.js$/, /dist\/log\.js$/];
@@ -33,10 +47,28 @@ describe('lazy loading of the command line', () => {
     expect(commandNames()).toEqual(allCommands().map((c) => c.name));
   });
 
-  for (const args of [['version'], ['activate', '--shm=nfqlbts-cli-lazy-none', '1'], ['show', '--shm=nfqlbts-cli-lazy-none'], ['flow-list'], ['flow-set', '-h']]) {
+  const MERIDIO_LINES = [
+    ['init', '--ownfw=0', '--shm=/', '--M=10000', '--N=100'], ['activate', '--index=0', '--shm=nfqlbts-cli-lazy-none', '5001'],
+    ['deactivate', '--index=0', '--shm=nfqlbts-cli-lazy-none'], ['show', '--shm=nfqlbts-cli-lazy-none'], ['delete', '--shm=nfqlbts-cli-lazy-none'],
+    ['flow-set', '--name=tshm-a-f', '--target=tshm-a', '--prio=1', '--protocols=tcp'], ['flow-delete', '--name=tshm-a-f'], ['flow-list'],
+  ];
+  for (const args of [['version'], ['activate', '--shm=nfqlbts-cli-lazy-none', '1'], ['show', '--shm=nfqlbts-cli-lazy-none'], ['flow-list'], ['flow-set', '-h'], ...MERIDIO_LINES]) {
     it(`${args.join(' ')} loads neither pino, prom-client, zlib, http, worker threads nor the daemon`, () => {
       const mods = loaded(args);
       for (const heavy of HEAVY) expect(mods.filter((m) => heavy.test(m))).toEqual([]);
+    });
+  }
+
+  // Output is written to descriptors 1 and 2 (src/cli/output.ts) and control requests go through the
+  // addon's connect (src/cli/client.ts): a stream on stdout (a pipe under Meridio) loads node:net and
+  // Node's stream modules, and \`import * as\` of node:util (Node 24) streams and worker_threads.
+  // What Node loads anyway, before any of this CLI's code.
+  const bare = (): Set<string> => new Set(listed(spawnSync(process.execPath, ['-e', HOOK], { encoding: 'utf8' }).stderr, 'BUILTINS'));
+  for (const args of MERIDIO_LINES) {
+    it(`${args[0]}, as Meridio runs it, loads none of Node's stream, net or worker modules`, () => {
+      const base = bare();
+      const mods = builtins(args).filter((m) => !base.has(m));
+      expect(mods.filter((m) => /^NativeModule (net|stream|worker_threads|tty|internal\/streams\/.*|internal\/fs\/sync_write_stream)$/.test(m))).toEqual([]);
     });
   }
 

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { runInProcess, runSpawned, type CliRun } from '../helpers/cli';
 import { findCommand, parseOptions } from '../../src/cli/main';
 import type { NfqlbCommand } from '../../src/cli/command';
+import { DEFAULT_QLENGTH } from '../../src/queue';
 
 interface Captured extends CliRun {
   words: string[];
@@ -96,8 +97,13 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
       const r = await runInProcess(c.words);
       expect(r.rc).toBe(0);
       expect(r.stdout.slice(0, c.stdout.length)).toBe(c.stdout);
-      const extra = r.stdout.slice(c.stdout.length).split('\n').filter((l) => l !== '');
+      const [options, tail] = r.stdout.slice(c.stdout.length).split('Defaults of nfqlb-ts');
+      const extra = options.split('\n').filter((l) => l !== '');
       expect(extra.map((l) => l.replace(/=.*/, ''))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address', '  --workers', '  --conntrack', '  --conntrack_ttl', '  --conntrack_udp_ttl']);
+      // Then the defaults this daemon uses (nfqlb's text says 1024 for --qlength) and the variable.
+      expect(tail).toContain(` --qlength=${DEFAULT_QLENGTH} `);
+      expect(tail).toContain(' --queue=2 ');
+      expect(tail).toMatch(/\nNFQLB_OPTIONS: the options nfqlb lacks \(--fail_open --batch --rcvbuf --metrics_address --workers --conntrack --conntrack_ttl --conntrack_udp_ttl\)\n/);
     },
   );
 

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { applyConfig, loadConfig, type CommandParser, type ReplayConfig } from '../../src/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 import { NfqlbError, UsageError } from '../../src/errors';
+import { captureOutput } from '../../src/cli/output';
 
 const REF = path.join(__dirname, '..', 'fixtures', 'reference');
 const ref = (file: string): Buffer => fs.readFileSync(path.join(REF, file));
@@ -58,6 +59,8 @@ describe('lines a config takes', () => {
 
   it('deactivate and delete change the private table; show prints nothing and changes nothing', () => {
     const out = jest.spyOn(process.stdout, 'write');
+    const written: string[] = [];
+    captureOutput((fd, data) => written.push(`${fd}:${data.toString()}`));
     try {
       const config = apply([
         'init --shm=t1 --M=997 --N=4', 'activate --shm=t1 --index=0 7', 'activate --shm=t1 --index=1 8',
@@ -67,7 +70,9 @@ describe('lines a config takes', () => {
       expect(Array.from(config.store.open('t1').active).filter((v) => v >= 0)).toEqual([8]);
       expect(() => config.store.open('t2')).toThrow(/table 't2' does not exist/);
       expect(out).not.toHaveBeenCalled();
+      expect(written).toEqual([]);
     } finally {
+      captureOutput(null);
       out.mockRestore();
     }
   });

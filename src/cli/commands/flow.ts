@@ -4,7 +4,9 @@
  */
 import type { Options } from 'yargs';
 import { UsageError } from '../../errors';
-import { flowAddress, sendRequest, type ControlRequest } from '../../control';
+import { flowAddress, type ControlRequest } from '../../controlwire';
+import { request as sendRequest } from '../client';
+import { writeOut } from '../output';
 import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowOption, flowSetArgsFrom, MAX_NAME_BYTES, newlineError, TRACE_FLOW_FIELDS,
   type FlowField, type FlowOption,
@@ -67,7 +69,7 @@ async function textRequest(req: ControlRequest): Promise<number> {
   const nul = reply.indexOf(0);
   const text = reply.subarray(0, nul < 0 ? reply.length : nul);
   // The bytes as the daemon sent them (names inside are not re-encoded).
-  process.stdout.write(Buffer.concat([text, Buffer.from('\n')]));
+  writeOut(Buffer.concat([text, Buffer.from('\n')]));
   return text.subarray(0, 2).toString('latin1') === 'OK' ? 0 : 255;
 }
 
@@ -86,7 +88,7 @@ async function listRequest(req: ControlRequest, namesAction: string): Promise<nu
     if (names.length === 0) throw noReply(address);
     return 0;
   }
-  process.stdout.write(reply);
+  writeOut(reply);
   return 0;
 }
 

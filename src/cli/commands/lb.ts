@@ -17,7 +17,7 @@ import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../conntrack';
 import { createLogger } from '../../log';
 import { native } from '../../native';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
-import { EXTENSION, out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { EXTENSION, OPTIONS_ENV, out, type NfqlbCommand, type ParsedArgs } from '../command';
 import { DEFAULT_QLENGTH } from '../../queue';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
@@ -258,8 +258,59 @@ const STOP_DEADLINE_MS = 750;
 /** Exit code of a stop that did not finish in time (a thread stuck, or the stop itself): the queues were not unbound cleanly. */
 export const EXIT_STOP_TIMEOUT = 71;
 
+/**
+ * daemonOptions(), with a bad value that came from $NFQLB_OPTIONS said to
+ * be there: when the same line without the variable's options is good, the
+ * variable is what was wrong.
+ */
+function checkedDaemonOptions(mode: 'flowlb' | 'lb', args: ParsedArgs): DaemonOptions {
+  try {
+    return daemonOptions(mode, args);
+  } catch (err) {
+    if (!(err instanceof UsageError) || args.fromEnv === undefined) throw err;
+    const without: ParsedArgs = { ...args, ...args.fromEnv, fromEnv: undefined };
+    try {
+      daemonOptions(mode, without);
+    } catch {
+      throw err;
+    }
+    throw new UsageError(`${OPTIONS_ENV}: ${err.message} (${OPTIONS_ENV}=${process.env[OPTIONS_ENV]?.trim()})`, err.exitCode, 'NFQLB_ERR_USAGE', { cause: err });
+  }
+}
+
+/**
+ * After the option lines of `flowlb -h`/`lb -h` (whose texts are nfqlb's,
+ * word for word): the defaults this daemon really uses, and the variable.
+ */
+function helpTail(options: Record<string, Options>): () => string {
+  return () => {
+    const defaults = Object.entries(options)
+      .map(([name, spec]): string | null => {
+        if (name === 'qlength') return `--qlength=${DEFAULT_QLENGTH}`;
+        if (name === 'ft_frag') return `--ft_frag=${String(spec.default)}(0 without --tun)`;
+        if (name === 'rcvbuf') return '--rcvbuf=qlength*mtu/2';
+        if (name === 'workers') return `--workers=min(queues,${Math.max(1, usableCpus() - 1)})`;
+        return spec.default === undefined ? null : `--${name}=${String(spec.default)}`;
+      })
+      .filter((d): d is string => d !== null);
+    const lines: string[] = [];
+    for (const d of defaults) {
+      if (lines.length === 0 || lines[lines.length - 1].length + d.length > 96) lines.push(`  ${d}`);
+      else lines[lines.length - 1] += ` ${d}`;
+    }
+    const extensions = Object.entries(options).filter(([, spec]) => spec.group === EXTENSION && spec.hidden !== true).map(([name]) => `--${name}`);
+    const example = options.flows_file !== undefined ? '--metrics_address=192.0.2.10:9657 --flows_file=/var/lib/nfqlb/flows' : '--metrics_address=192.0.2.10:9657';
+    return (
+      `Defaults of nfqlb-ts (where nfqlb's texts above say otherwise, these hold):\n${lines.join('\n')}\n` +
+      `${OPTIONS_ENV}: the options nfqlb lacks (${extensions.join(' ')})\n` +
+      `  can also be given here, as words: ${OPTIONS_ENV}="${example}"\n` +
+      '  Only those; the command line wins over it.\n'
+    );
+  };
+}
+
 async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<number> {
-  const options = daemonOptions(mode, args);
+  const options = checkedDaemonOptions(mode, args);
   const traceShm = openTraceShmForDaemon();
   const log = createLogger(traceShm.trace.level);
   if (traceShm.shared) closeTraceShm(traceShm.trace);
@@ -346,28 +397,35 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   });
 }
 
+const FLOWLB_OPTIONS = inOrder(FLOWLB_ORDER, {
+  ...common,
+  promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
+  nolb_fwmark: str('Set when there is no matching LB', '-1'),
+  flows_file: ext(str('Keep flows and trace-flows in this file across restarts (off by default)')),
+});
+const LB_OPTIONS = inOrder(LB_ORDER, {
+  ...common,
+  tshm: str('Target shared memory', 'nfqlb'),
+  sctp_encap: str('SCTP UDP encapsulation port. default=0', '0'),
+});
+
 export const lbCommands: NfqlbCommand[] = [
   {
     name: 'flowlb',
     describe: 'Load-balance with flows',
     usage: 'flowlb [options]\n  Load-balance with flows',
-    options: inOrder(FLOWLB_ORDER, {
-      ...common,
-      promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
-      nolb_fwmark: str('Set when there is no matching LB', '-1'),
-      flows_file: ext(str('Keep flows and trace-flows in this file across restarts (off by default)')),
-    }),
+    options: FLOWLB_OPTIONS,
+    helpTail: helpTail(FLOWLB_OPTIONS),
+    envOptions: true,
     run: (args) => runDaemon('flowlb', args),
   },
   {
     name: 'lb',
     describe: 'Load-balance over one table, no flows',
     usage: 'lb [options]\n  Load-balance',
-    options: inOrder(LB_ORDER, {
-      ...common,
-      tshm: str('Target shared memory', 'nfqlb'),
-      sctp_encap: str('SCTP UDP encapsulation port. default=0', '0'),
-    }),
+    options: LB_OPTIONS,
+    helpTail: helpTail(LB_OPTIONS),
+    envOptions: true,
     run: (args) => runDaemon('lb', args),
   },
 ];
