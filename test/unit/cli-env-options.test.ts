@@ -29,6 +29,11 @@ function errorOf(value: string, name = 'flowlb', words: string[] = MERIDIO): str
 }
 
 describe('NFQLB_OPTIONS', () => {
+  it('turns --conntrack on for Meridio\'s fixed line (issue 23: the table must be reachable without changing Meridio)', () => {
+    expect(argsOf(MERIDIO, '--conntrack=1000000 --conntrack_ttl=600')).toMatchObject({ conntrack: '1000000', conntrack_ttl: '600', conntrack_udp_ttl: '120', queue: '0:3' });
+    expect(argsOf([...MERIDIO, '--conntrack=5'], '--conntrack=1000000').conntrack).toBe('5'); // the command line wins
+  });
+
   it('adds the options nfqlb-ts adds to Meridio\'s fixed line', () => {
     const args = argsOf(MERIDIO, '  --metrics_address=192.0.2.10:9657\t--flows_file=/var/lib/nfqlb/flows --fail_open --workers 2 ');
     expect(args).toMatchObject({
