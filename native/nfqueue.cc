@@ -45,7 +45,7 @@
 // carries its queue number (nfgenmsg.res_id). One socket then serves all the
 // queues of a thread: one readiness wake-up, one recvmmsg and one send per
 // round for all of them, where one socket per queue costs each of these per
-// queue (docs/performance.md, "Receive shape"). Packet i came from
+// queue (docs/performance.md, section Receive shape). Packet i came from
 // queueNums[queueIndex[i]]; a run of one batch verdict never crosses queues
 // (packet ids are counted per queue).
 //

@@ -979,6 +979,9 @@ export class Daemon {
       case 'set': {
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
+        // A table's targets are known from its flow-set on, not only from the next check: losing them within the
+        // first second is a loss to report too.
+        if (reply === 'OK' && !this.restoring) this.checkActiveTargets();
         if (reply !== 'OK') this.noteFailed('flow-set', { flow: cmd.name, target: cmd.target, reply });
         else if (!this.restoring) this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), target: cmd.target && bytesToText(cmd.target), reply }, 'flow-set');
         return { text: reply };
