@@ -198,6 +198,23 @@ const CONNTRACK_COUNTERS: ReadonlyArray<readonly [string, string, number]> = [
   ['nfqlb_conntrack_moved_total', 'Packets of known connections whose target had gone (deactivated, or the flow names another table): decided again.', CT_MOVED],
 ];
 
+/**
+ * `read` called at most once per scrape: the first collect() of a scrape
+ * reads, the others of the same scrape (same tick) get that reading.
+ */
+function oncePerScrape<T>(read: () => T | null): () => T | null {
+  let cached: T | null | undefined;
+  return () => {
+    if (cached === undefined) {
+      cached = read();
+      queueMicrotask(() => {
+        cached = undefined;
+      });
+    }
+    return cached;
+  };
+}
+
 /** One failure count of one queue. */
 export interface QueueErrorCount {
   queueNum: number;
@@ -830,42 +847,25 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
       storeSlots.set({ state: 'in_use' }, s.inUse);
     },
   });
-  // Fragment statistics are read once per scrape (a summing of a few numbers per table).
-  let fragCache: FragmentStatsReading | null = null;
-  const fragStats = (): FragmentStatsReading | null => {
-    if (source.fragments === undefined) return null;
-    if (fragCache === null) {
-      fragCache = source.fragments();
-      queueMicrotask(() => {
-        fragCache = null;
-      });
-    }
-    return fragCache;
-  };
-  let ctCache: { capacity: number; stats: Float64Array } | null | undefined;
-  const ctStats = (): { capacity: number; stats: Float64Array } | null => {
-    if (ctCache === undefined) {
-      ctCache = source.conntrack?.() ?? null;
-      queueMicrotask(() => {
-        ctCache = undefined;
-      });
-    }
-    return ctCache;
-  };
-  for (const [name, help, field] of CONNTRACK_COUNTERS) {
+  // Fragment and connection-table statistics are read once per scrape (a summing of a few numbers per table).
+  const fragStats = oncePerScrape(() => source.fragments?.() ?? null);
+  const ctStats = oncePerScrape(() => source.conntrack?.() ?? null);
+  /** A counter without labels whose total is `read()` now (null: leave it as it is). */
+  const unlabelledTotal = (name: string, help: string, read: () => number | null): void => {
     const totals = new MonotonicTotals<never>(retention);
     const counter: Counter = new Counter({
       name,
       help,
       registers,
       collect() {
-        const s = ctStats();
-        if (s === null) return;
-        totals.update('', {} as Labels<never>, s.stats[field]);
+        const v = read();
+        if (v === null) return;
+        totals.update('', {} as Labels<never>, v);
         totals.writeTo(counter);
       },
     });
-  }
+  };
+  for (const [name, help, field] of CONNTRACK_COUNTERS) unlabelledTotal(name, help, () => ctStats()?.stats[field] ?? null);
   const ctEntries: Gauge = new Gauge({
     name: 'nfqlb_conntrack_entries',
     help: 'Connections in the table now (--conntrack; at most nfqlb_conntrack_capacity).',
@@ -885,17 +885,9 @@ export function createMetricsRegistry(source: MetricsSource, options: MetricsOpt
     },
   });
   for (const [name, help, field] of FRAGMENT_COUNTERS) {
-    const totals = new MonotonicTotals<never>(retention);
-    const counter: Counter = new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const s = fragStats();
-        if (s === null) return;
-        totals.update('', {} as Labels<never>, Number(s[field] ?? 0));
-        totals.writeTo(counter);
-      },
+    unlabelledTotal(name, help, () => {
+      const s = fragStats();
+      return s === null ? null : Number(s[field] ?? 0);
     });
   }
   for (const [name, help, field] of FRAGMENT_GAUGES) {
