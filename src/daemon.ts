@@ -37,7 +37,7 @@ import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
-import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DPORT, KEY_DST, KEY_LEN, KEY_PROTO, KEY_SPORT, KEY_SRC } from './hashkey';
+import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, tupleKey } from './hashkey';
 import { inetPton6 } from './inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
 import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
@@ -198,21 +198,13 @@ function shmTables(log: Logger, trace: (bit: number, text: string) => void, onFa
 /** The 40-byte hash key of a connection named in a `conntrack` request, as classify() would build it; null when a field is missing or wrong. */
 function connectionKey(req: ControlRequest): Uint8Array | null {
   const proto = { tcp: IPPROTO_TCP, udp: IPPROTO_UDP, sctp: IPPROTO_SCTP }[req.protocols ?? ''];
-  const key = new Uint8Array(KEY_LEN);
   const src = new Uint8Array(16);
   const dst = new Uint8Array(16);
   const sport = Number(req.sports);
   const dport = Number(req.dports);
   if (proto === undefined || !inetPton6(req.srcs ?? '', src) || !inetPton6(req.dsts ?? '', dst)) return null;
   if (!(Number.isInteger(sport) && sport >= 0 && sport <= 65535 && Number.isInteger(dport) && dport >= 0 && dport <= 65535)) return null;
-  key.set(src, KEY_SRC);
-  key.set(dst, KEY_DST);
-  key[KEY_PROTO] = proto;
-  key[KEY_SPORT] = sport >> 8;
-  key[KEY_SPORT + 1] = sport & 0xff;
-  key[KEY_DPORT] = dport >> 8;
-  key[KEY_DPORT + 1] = dport & 0xff;
-  return key;
+  return tupleKey(src, sport, dst, dport, proto);
 }
 
 /** An error (or one it wraps) that says a name was not a regular file (src/regularfile.ts). */

@@ -68,6 +68,24 @@ export function hashKeyBits(key: Uint8Array, hashMode: number): number {
   return djb2Bits(key, 0, KEY_LEN);
 }
 
+/**
+ * The hash key of a 5-tuple as classify() builds it from a packet: 16-byte
+ * addresses (IPv4 mapped as ::ffff:a.b.c.d), no id, the protocol (0: none),
+ * the ports big-endian. For `nfqlb fwmark` and `nfqlb conntrack`.
+ */
+export function tupleKey(src: Uint8Array, sport: number, dst: Uint8Array, dport: number, proto: number): Uint8Array {
+  const key = new Uint8Array(KEY_LEN);
+  key.set(src, KEY_SRC);
+  key.set(dst, KEY_DST);
+  key[KEY_PROTO] = proto & 0xff;
+  key[KEY_PROTO + 1] = proto >> 8;
+  key[KEY_SPORT] = sport >> 8;
+  key[KEY_SPORT + 1] = sport & 0xff;
+  key[KEY_DPORT] = dport >> 8;
+  key[KEY_DPORT + 1] = dport & 0xff;
+  return key;
+}
+
 /** nfqlb's hashKey(), unsigned (hashKeyBits(key, hashMode) >>> 0). */
 export function hashKey(key: Uint8Array, hashMode: number): number {
   return hashKeyBits(key, hashMode) >>> 0;

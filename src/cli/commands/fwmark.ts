@@ -5,19 +5,7 @@
  */
 import type { Options } from 'yargs';
 import { NfqlbError, UsageError } from '../../errors';
-import {
-  IPPROTO_SCTP,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
-  KEY_DPORT,
-  KEY_DST,
-  KEY_LEN,
-  KEY_PROTO,
-  KEY_SPORT,
-  KEY_SRC,
-  hashKey,
-  hashKeyAddresses,
-} from '../../hashkey';
+import { hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, tupleKey } from '../../hashkey';
 import { primeBelow } from '../../maglev';
 import { closeTable, openTable } from '../../shm';
 import { out, type NfqlbCommand } from '../command';
@@ -68,24 +56,17 @@ export const fwmarkCommands: NfqlbCommand[] = [
       hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', { default: '1' }),
     },
     run(args) {
-      const key = new Uint8Array(KEY_LEN);
-      const view = new DataView(key.buffer);
       const src = parseAddrPort(String(args.src));
-      key.set(src.addr, KEY_SRC);
-      view.setUint16(KEY_SPORT, src.port, false);
       const dst = parseAddrPort(String(args.dst));
-      key.set(dst.addr, KEY_DST);
-      view.setUint16(KEY_DPORT, dst.port, false);
       const hashMode = atoi(args.hash_mode === undefined ? '1' : String(args.hash_mode)) >>> 0;
 
       let hash: number;
       if (args.proto !== undefined) {
         const proto = PROTOCOLS[String(args.proto).toLowerCase()];
         if (proto === undefined) throw new UsageError(`Failed to parse protocol [${String(args.proto)}]`);
-        view.setUint16(KEY_PROTO, proto, true);
-        hash = hashKey(key, hashMode);
+        hash = hashKey(tupleKey(src.addr, src.port, dst.addr, dst.port, proto), hashMode);
       } else {
-        hash = hashKeyAddresses(key);
+        hash = hashKeyAddresses(tupleKey(src.addr, src.port, dst.addr, dst.port, 0));
       }
 
       if (args.shm === undefined) {
