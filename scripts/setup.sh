@@ -41,8 +41,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   quietly "installing ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian's package enables a Prometheus service on :9090; the tests run their own, in a namespace.
   # Only one this run installed is turned off: an existing Prometheus is left alone.
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && systemctl is-enabled prometheus >/dev/null 2>&1; then
-    quietly "disabling the prometheus service the package started" systemctl disable --now prometheus
+  # systemctl can answer is-enabled on a machine not booted with systemd (a container, a VM with
+  # another init), but cannot stop anything there: then the service is stopped the SysV way if it runs.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    if [ -d /run/systemd/system ] && systemctl is-enabled prometheus >/dev/null 2>&1; then
+      quietly "disabling the prometheus service the package started" systemctl disable --now prometheus
+    elif pgrep -x prometheus >/dev/null && command -v service >/dev/null; then
+      quietly "stopping the prometheus service the package started" service prometheus stop
+    fi
   fi
 fi
 
