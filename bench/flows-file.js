@@ -27,7 +27,7 @@ const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..');
 const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
-const { createLogger } = require(path.join(ROOT, 'dist', 'log.js'));
+const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
 const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'shm.js'));
 const { parseAddress } = require(path.join(ROOT, 'dist', 'control.js'));
 const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js'));

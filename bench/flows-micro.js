@@ -153,7 +153,7 @@ async function liveDaemon(count, withFile) {
   const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'shm.js'));
   const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js'));
   const { parseAddress } = require(path.join(ROOT, 'dist', 'control.js'));
-  const { createLogger } = require(path.join(ROOT, 'dist', 'log.js'));
+  const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
   const os = require('node:os');
   const prefix = `nfqlbts-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const table = `${prefix}-tshm`;

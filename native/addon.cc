@@ -17,7 +17,7 @@ struct AddonData {
 }  // namespace
 
 // The error object for (message, code, errno): always built by the class
-// src/errors.ts hands over (setErrorClass), which names the errno in
+// src/base/errors.ts hands over (setErrorClass), which names the errno in
 // TypeScript. loadAddon() hands it over before anything else runs; a caller
 // that requires the .node file directly and skips that gets a TypeError
 // saying so, with the failure it would have reported.

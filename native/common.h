@@ -1,5 +1,5 @@
 // Shared helpers for the addon: errors are built from the JavaScript class that
-// src/errors.ts hands over once (setErrorClass), so TypeScript owns the types.
+// src/base/errors.ts hands over once (setErrorClass), so TypeScript owns the types.
 #pragma once
 #include <napi.h>
 #include <string>

@@ -11,7 +11,7 @@
  * second daemon line. A config is never half applied and then used.
  */
 import * as fs from 'node:fs';
-import { NfqlbError, UsageError } from './errors';
+import { NfqlbError, UsageError } from './base/errors';
 import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flowfields';
 import { applyFlowChange } from './flowchange';
 import { FlowSet } from './flows';

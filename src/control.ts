@@ -20,7 +20,7 @@
  */
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import net = require('node:net');
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import { encodeRequest, KNOWN_KEYS, type ControlRequest } from './controlwire';
 import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './sockets';
 

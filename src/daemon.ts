@@ -14,22 +14,22 @@
  */
 import * as inspector from 'node:inspector';
 import { performance } from 'node:perf_hooks';
-import { errnoName, NfqlbError } from './errors';
+import { errnoName, NfqlbError } from './base/errors';
 import { bytesToText } from './control';
 import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
-import type { Logger } from './log';
+import type { Logger } from './base/log';
 import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type FragmentGeometry, type PipelineOptions } from './pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
 import { daemonTableOwners, openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
-import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './counters';
+import { BatchSizeHistogram, KeyCounter, LabeledCounter } from './base/counters';
 import { FlowsJournal, FlowsRecord, loadFlowsFile, type FlowsFileContent } from './flowsfile';
 import { applyFlowChange } from './flowchange';
-import { RateLimitedLog, escapeBytes } from './ratelog';
-import { pinoLevel } from './log';
+import { RateLimitedLog, escapeBytes } from './base/ratelog';
+import { pinoLevel } from './base/log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
@@ -38,7 +38,7 @@ import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS }
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
 import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, tupleKey } from './hashkey';
-import { inetPton6 } from './inet';
+import { inetPton6 } from './base/inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
 import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
@@ -207,7 +207,7 @@ function connectionKey(req: ControlRequest): Uint8Array | null {
   return tupleKey(src, sport, dst, dport, proto);
 }
 
-/** An error (or one it wraps) that says a name was not a regular file (src/regularfile.ts). */
+/** An error (or one it wraps) that says a name was not a regular file (src/base/regularfile.ts). */
 function isNotFile(err: unknown): boolean {
   for (let e = err; e instanceof Error; e = e.cause) if (e instanceof NfqlbError && e.code === 'NFQLB_ERR_NOT_FILE') return true;
   return false;

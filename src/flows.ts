@@ -17,7 +17,7 @@
  * misbehaves this module does the right thing instead; each such place says
  * "Divergence".
  */
-import { asciiLower, jsonString, mkargv } from './cstring';
+import { asciiLower, jsonString, mkargv } from './base/cstring';
 import type { FlowCmd } from './flowfields';
 import { FlowIndex } from './flowindex';
 import { Flow, inCidrs, inRanges, isPromiscuousPing, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';

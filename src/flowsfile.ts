@@ -36,11 +36,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ControlRequest } from './control';
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flowchange';
 import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flowfields';
 import { FlowSet } from './flows';
-import { openRegularFile, readRegularFile } from './regularfile';
+import { openRegularFile, readRegularFile } from './base/regularfile';
 
 /** The single-document format of earlier versions; read, and rewritten as a journal. */
 export const FLOWS_FILE_FORMAT = 'nfqlb-ts-flows/1';
@@ -491,7 +491,7 @@ export class FlowsJournal {
     const line = Buffer.from(journalLine({ seq: this.seq + 1, ...record }));
     let fd = -1;
     try {
-      // Regular file only, and never blocking (src/regularfile.ts).
+      // Regular file only, and never blocking (src/base/regularfile.ts).
       fd = openRegularFile(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600,
         `cannot append to flows file ${this.file}`, 'Move it away; the daemon then writes the whole file again');
       fs.writeFileSync(fd, line);

@@ -9,8 +9,8 @@
  * fragsMax, fragsDiscarded, fragsAllocated, reAssembled.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from './errors';
-import { openRegularFile } from './regularfile';
+import { NfqlbError } from './base/errors';
+import { openRegularFile } from './base/regularfile';
 import { SHM_DIR, shmObjectName } from './shm';
 
 export const FRAG_STATS_SHM = 'ftshm';
@@ -57,7 +57,7 @@ export function readFragStats(name: string): FragStats {
   const object = shmObjectName(name);
   let bytes: Buffer;
   try {
-    // Only the 72 bytes, and never from a FIFO or device (src/regularfile.ts).
+    // Only the 72 bytes, and never from a FIFO or device (src/base/regularfile.ts).
     const fd = openRegularFile(`${SHM_DIR}/${object}`, fs.constants.O_RDONLY, undefined, `cannot read shared memory '${name}'`,
       `Remove it (rm ${SHM_DIR}/${object}); the daemon creates it again`);
     try {
@@ -138,7 +138,7 @@ export class FragStatsWriter {
     let fd: number | undefined;
     try {
       // Not a symbolic link (the daemon must not write into the file it points at), nor a
-      // FIFO, socket or device: this runs every second (src/regularfile.ts).
+      // FIFO, socket or device: this runs every second (src/base/regularfile.ts).
       fd = openRegularFile(`${SHM_DIR}/${this.object}`, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600,
         `cannot write the fragment statistics to shared memory '${this.name}'`, `Remove it (rm ${SHM_DIR}/${this.object}), or give another name with --ft_shm`);
       if (fs.fstatSync(fd).size !== FRAG_STATS_BYTES) fs.ftruncateSync(fd, FRAG_STATS_BYTES);

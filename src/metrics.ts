@@ -4,7 +4,7 @@
  * global one, so tests and embedders can run several side by side).
  *
  * Why it is built this way: the packet path only bumps plain numbers and typed
- * arrays (src/counters.ts, the daemon's Float64Arrays). Nothing here runs per
+ * arrays (src/base/counters.ts, the daemon's Float64Arrays). Nothing here runs per
  * packet. At scrape time, prom-client calls the `collect()` callback of each
  * metric; those callbacks read the daemon's numbers through MetricsSource and
  * fold them into prom-client. A scrape therefore costs O(series), whatever the
@@ -25,11 +25,11 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as zlib from 'node:zlib';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
-import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './counters';
-import { NfqlbError } from './errors';
+import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './base/counters';
+import { NfqlbError } from './base/errors';
 import type { FragStats } from './fragstats';
 import { readQueueProc, type QueueProcEntry } from './queue';
-import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './version';
+import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './base/version';
 
 // ---------------------------------------------------------------------------
 // What the daemon provides
@@ -237,7 +237,7 @@ const SEEDED_REFUSAL_REASONS = ['timeout', 'too_large', 'line_too_long', 'invali
 /** Reasons of QueueErrorCount that mean a verdict was lost: the packet stayed in the kernel queue or was refused. */
 const VERDICT_REASONS = new Set(['send', 'unsent', 'kernel']);
 
-/** Where the server logs: a pino Logger (src/log.ts) fits. */
+/** Where the server logs: a pino Logger (src/base/log.ts) fits. */
 export interface MetricsLog {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;

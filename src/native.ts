@@ -11,7 +11,7 @@
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import fs = require('node:fs');
 import path = require('node:path');
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 
 export interface NativeAddon {
   /** The class C++ builds every error with: (message, code, errno as C has it (2), or undefined). */

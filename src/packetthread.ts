@@ -31,9 +31,9 @@
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { bytesToText } from './control';
-import { BatchSizeHistogram } from './counters';
+import { BatchSizeHistogram } from './base/counters';
 import { ConnTable, type ConnTableOptions } from './conntrack';
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import { native } from './native';
 import type { FlowCmd } from './flowfields';
 import { FlowSet } from './flows';

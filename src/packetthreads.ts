@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import type { FlowOp, FromThread, PacketThreadData, PublishedTarget, ToThread } from './packetthread';
 import { TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_MASK, TRACE_STATE_WORDS } from './packetthread';
 import { QUEUE_STAT_FIELDS, queuesOfThread, ThreadCounters, type QueueStatField } from './threadcounters';

@@ -21,7 +21,7 @@
  * Per packet the cost is what MaglevTable.fwmarkOf costs: the arrays served
  * are swapped here, never checked per packet.
  */
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import type { MaglevTable } from './maglev';
 import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from './shm';
 import type { LookupTable } from './targets';

@@ -6,10 +6,10 @@
  */
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import fs = require('node:fs');
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from './maglev';
 import { native } from './native';
-import { openRegularFile } from './regularfile';
+import { openRegularFile } from './base/regularfile';
 
 /** Where shm_open puts objects on Linux; used only to check free space. */
 export const SHM_DIR = '/dev/shm';
@@ -209,7 +209,7 @@ export function openTable(name: string, writable = false): MaglevTable {
   const object = shmObjectName(name);
   let fd: number;
   try {
-    // Never blocks, never opens anything but a regular file (src/regularfile.ts): the table
+    // Never blocks, never opens anything but a regular file (src/base/regularfile.ts): the table
     // check runs every second in every thread, and a FIFO put under a table's name froze them all.
     const c = fs.constants;
     fd = openRegularFile(`${SHM_DIR}/${object}`, writable ? c.O_RDWR : c.O_RDONLY, undefined, `cannot open shared memory '${name}'`,

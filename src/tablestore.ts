@@ -3,7 +3,7 @@
  * private memory for `nfqlb replay --config`, so the same command code serves
  * both and a replay never touches a live system.
  */
-import { NfqlbError } from './errors';
+import { NfqlbError } from './base/errors';
 import { MaglevTable } from './maglev';
 import { closeTable, createTable, deleteTable, openTable } from './shm';
 

@@ -20,7 +20,7 @@
  * daemon (a thread writes only the entries of its own queues), R the decision
  * reasons, B the batch size buckets.
  */
-import { BatchSizeHistogram } from './counters';
+import { BatchSizeHistogram } from './base/counters';
 import { FRAG_STATS_FIELDS } from './fragments';
 import { FSTORE_FIELDS } from './fragstore';
 import { REASON_NAMES } from './pipeline';

@@ -28,14 +28,14 @@
  * so none of this code runs on the untraced packet path.
  */
 import * as net from 'node:net';
-import { NfqlbError, UsageError } from './errors';
+import { NfqlbError, UsageError } from './base/errors';
 import { parseAddress } from './control';
 import { listenAt } from './sockets';
-import { strtol } from './catoi';
+import { strtol } from './base/catoi';
 import type { FlowSet } from './flows';
-import { inetNtop6 } from './inet';
+import { inetNtop6 } from './base/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
-import type { Logger } from './log';
+import type { Logger } from './base/log';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet';
 import {
   REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,

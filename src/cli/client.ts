@@ -9,7 +9,7 @@
  */
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
-import { NfqlbError } from '../errors';
+import { NfqlbError } from '../base/errors';
 import { native } from '../native';
 import { encodeRequest, type ControlRequest } from '../controlwire';
 import { isOwnProcess } from './command';

@@ -3,7 +3,7 @@
  * one place where errors become messages and exit codes. Messages for bad
  * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
  */
-import { NfqlbError, UsageError } from '../errors';
+import { NfqlbError, UsageError } from '../base/errors';
 import { defaultContext, EXTENSION, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
 import { commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';

@@ -25,10 +25,10 @@ import { applyConfig } from '../../src/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSetArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
-import { inetNtop6, inetPton6 } from '../../src/inet';
+import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
 import { MaglevTable } from '../../src/maglev';
 import { classify, PacketInfo } from '../../src/packet';

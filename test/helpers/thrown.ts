@@ -1,4 +1,4 @@
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 
 /** The NfqlbError fn throws (the test fails when it throws something else, or nothing). */
 export function thrown(fn: () => unknown): NfqlbError {

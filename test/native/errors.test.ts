@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { ADDON_FILES, native } from '../../src/native';
 import { openTable, openTraceShm } from '../../src/shm';
 import { thrown } from '../helpers/thrown';

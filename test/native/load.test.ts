@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { ADDON_FILES, loadAddon, loadFailure } from '../../src/native';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `nfqlbts-load-${process.pid}-`));

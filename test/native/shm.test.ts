@@ -3,7 +3,7 @@
  * Every object is named nfqlbts-test-<pid>-* and removed afterwards.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { MaglevTable } from '../../src/maglev';
 import {
   DEFAULT_LOG_LEVEL,

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { runInProcess, runSpawned } from '../helpers/cli';
 import { shmObjectName } from '../../src/shm';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 
 const PREFIX = `nfqlbts-names-${process.pid}-`;
 

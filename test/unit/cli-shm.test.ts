@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runInProcess as runCli, runSpawned as runBin, type CliRun } from '../helpers/cli';
-import { atoi } from '../../src/catoi';
+import { atoi } from '../../src/base/catoi';
 import { referencePath } from '../helpers/reference';
 
 const ROOT = path.join(__dirname, '..', '..');

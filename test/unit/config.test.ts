@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { applyConfig, loadConfig, type CommandParser, type ReplayConfig } from '../../src/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
-import { NfqlbError, UsageError } from '../../src/errors';
+import { NfqlbError, UsageError } from '../../src/base/errors';
 import { captureOutput } from '../../src/cli/output';
 
 const REF = path.join(__dirname, '..', 'fixtures', 'reference');

@@ -14,7 +14,7 @@ import {
   type ControlReply, type ControlRequest, type ControlServer, type ControlServerEvents,
 } from '../../src/control';
 import { Daemon } from '../../src/daemon';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { native } from '../../src/native';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo, listenAt } from '../../src/sockets';

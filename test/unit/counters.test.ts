@@ -1,10 +1,10 @@
 /**
- * The hot-path counters (src/counters.ts): FwmarkCounter against a Map model,
+ * The hot-path counters (src/base/counters.ts): FwmarkCounter against a Map model,
  * through growth and for every kind of int32 key; BatchSizeHistogram's
  * buckets against a linear search; LabeledCounter and KeyCounter bounded by
  * folding what is past their limit into "other", totals kept.
  */
-import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, KeyCounter, LABEL_OVERFLOW, LabeledCounter } from '../../src/counters';
+import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, KeyCounter, LABEL_OVERFLOW, LabeledCounter } from '../../src/base/counters';
 
 describe('FwmarkCounter', () => {
   test('counts 0, negative and extreme int32 keys separately', () => {

@@ -8,7 +8,7 @@
 import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
 import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { REASON_INVALID } from '../../src/pipeline';
 
 function memoryLog(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
 import { readFragStats } from '../../src/fragstats';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import type { MetricsServer } from '../../src/metrics';
 import { closeTable, createTable, deleteTable } from '../../src/shm';
 import { runInProcess } from '../helpers/cli';

@@ -8,7 +8,7 @@
  * under a private name.
  */
 import { Daemon, type DaemonOptions } from '../../src/daemon';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/shm';
 import { settle } from '../helpers/wait';
 

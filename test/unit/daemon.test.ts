@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, parseQueues, type DaemonOptions } from '../../src/daemon';
 import { parseAddress } from '../../src/control';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo } from '../../src/sockets';
 import { describeUnless } from '../helpers/skip';

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ERROR_CODES, NfqlbError, UsageError, toErrno } from '../../src/errors';
+import { ERROR_CODES, NfqlbError, UsageError, toErrno } from '../../src/base/errors';
 import { applyConfig, loadConfig } from '../../src/config';
 import { sendRequest } from '../../src/control';
 import { findCommand, parseCommandLine } from '../../src/cli/main';

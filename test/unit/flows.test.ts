@@ -6,16 +6,16 @@
  * a user or a packet can send makes define() or lookup() throw.
  */
 import * as fs from 'node:fs';
-import { atoi, scanUnsigned, strtol } from '../../src/catoi';
+import { atoi, scanUnsigned, strtol } from '../../src/base/catoi';
 import { encodeRequest } from '../../src/control';
-import { jsonString } from '../../src/cstring';
+import { jsonString } from '../../src/base/cstring';
 import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowCmdFromArgs, flowCmdFromFields, flowOption, type FlowSetArgs,
 } from '../../src/flowfields';
 import type { Flow } from '../../src/flowmatch';
 import { checkFlowName } from '../../src/flowparse';
 import { FlowSet, type TargetSource } from '../../src/flows';
-import { inetNtop6, inetPton6 } from '../../src/inet';
+import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
 import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet';
 import { referencePath } from '../helpers/reference';

@@ -20,7 +20,7 @@ import { parseAddress, type ControlRequest } from '../../src/control';
 import { Daemon } from '../../src/daemon';
 import { FLOW_FIELDS } from '../../src/flowfields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo } from '../../src/sockets';
 import { prng } from '../helpers/prng';

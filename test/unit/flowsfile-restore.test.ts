@@ -19,7 +19,7 @@ import { Daemon, type DaemonOptions } from '../../src/daemon';
 import { parseAddress, type ControlRequest } from '../../src/control';
 import { FLOW_FIELDS } from '../../src/flowfields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
-import { createLogger } from '../../src/log';
+import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/shm';
 import { connectTo } from '../../src/sockets';
 import { describeUnless } from '../helpers/skip';

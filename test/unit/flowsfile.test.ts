@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ControlRequest } from '../../src/control';
 import { FlowsJournal, FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../src/flowsfile';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 
 let dir: string;
 beforeEach(() => {

@@ -9,7 +9,7 @@ import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
 import { RequestParser } from '../../src/control';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';

@@ -1,11 +1,11 @@
 /**
- * Logging (src/log.ts): nfqlb's levels 0-7 map onto pino's own levels (5,
+ * Logging (src/base/log.ts): nfqlb's levels 0-7 map onto pino's own levels (5,
  * notice, is the default, and is pino's info), out-of-range levels are
  * clamped, and a logger writes one JSON line per call with nfqlb's name, the
  * pid and an ISO time, dropping what is below its level. Only pino's level
  * numbers appear, so pino-pretty and log pipelines name every line.
  */
-import { createLogger, DEFAULT_LOGLEVEL, pinoLevel, type Logger } from '../../src/log';
+import { createLogger, DEFAULT_LOGLEVEL, pinoLevel, type Logger } from '../../src/base/log';
 import { settle } from '../helpers/wait';
 
 function memory(): { dest: { write(s: string): void }; lines: () => Array<Record<string, unknown>> } {

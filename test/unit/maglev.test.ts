@@ -4,7 +4,7 @@
  * concurrent readers safe, and validation of foreign buffers.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import {
   GlibcRandom,
   MaglevTable,
@@ -16,7 +16,7 @@ import {
   validateTable,
   writeFreshTable,
 } from '../../src/maglev';
-import { atoi } from '../../src/catoi';
+import { atoi } from '../../src/base/catoi';
 import { referencePath } from '../helpers/reference';
 
 /** Runs the init/activate/deactivate lines of a reference .cmds file on in-memory tables. */

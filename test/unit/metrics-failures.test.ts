@@ -4,7 +4,7 @@
  * control requests per reason, table faults, flows-file write errors. A
  * source without these methods exports the metrics with no series.
  */
-import { BatchSizeHistogram, KeyCounter } from '../../src/counters';
+import { BatchSizeHistogram, KeyCounter } from '../../src/base/counters';
 import { createMetricsRegistry, type MetricsSource, type QueueErrorCount } from '../../src/metrics';
 
 function source(extra: Partial<MetricsSource> = {}): MetricsSource {

@@ -12,13 +12,13 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { BatchSizeHistogram, FwmarkCounter, LabeledCounter } from '../../src/counters';
+import { BatchSizeHistogram, FwmarkCounter, LabeledCounter } from '../../src/base/counters';
 import {
   acceptsGzip, createMetricsRegistry, openMetricsText, SERIES_RETENTION_MS, startMetricsServer, wantsOpenMetrics,
   type ControlRequestCount, type FlowCount, type MetricsServer, type MetricsSource, type QueueCounts, type QueueErrorCount,
   type ReasonCount, type TargetCounts,
 } from '../../src/metrics';
-import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../src/version';
+import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../src/base/version';
 import { promtool, promtoolUnavailable } from '../helpers/promtool';
 import { describeUnless } from '../helpers/skip';
 

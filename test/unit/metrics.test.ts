@@ -8,9 +8,9 @@
  */
 import * as http from 'node:http';
 import { register as globalRegistry } from 'prom-client';
-import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, LabeledCounter } from '../../src/counters';
-import { NfqlbError } from '../../src/errors';
-import { createLogger } from '../../src/log';
+import { BATCH_SIZE_BUCKETS, BatchSizeHistogram, FwmarkCounter, LabeledCounter } from '../../src/base/counters';
+import { NfqlbError } from '../../src/base/errors';
+import { createLogger } from '../../src/base/log';
 import {
   parseMetricsAddress, startMetricsServer,
   type ControlRequestCount, type FlowCount, type MetricsLog, type MetricsServer, type MetricsSource,

@@ -8,8 +8,8 @@
  * with whole generations of flows over tables in /dev/shm.
  */
 import * as path from 'node:path';
-import { BatchSizeHistogram } from '../../src/counters';
-import { NfqlbError } from '../../src/errors';
+import { BatchSizeHistogram } from '../../src/base/counters';
+import { NfqlbError } from '../../src/base/errors';
 import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/packetthread';
 import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/pipeline';

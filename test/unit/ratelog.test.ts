@@ -3,7 +3,7 @@
  * a flood becomes one line per key per interval with the count, keys are
  * bounded, and peer bytes are escaped and cut. Time is a fake clock.
  */
-import { escapeBytes, MAX_KEYS, RateLimitedLog } from '../../src/ratelog';
+import { escapeBytes, MAX_KEYS, RateLimitedLog } from '../../src/base/ratelog';
 
 function harness(): { log: RateLimitedLog; lines: Array<[string, number, string | undefined]>; advance(ms: number): void } {
   let t = 0;

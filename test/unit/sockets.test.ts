@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { addressText, connectTo, listenAt, SocketError, strerror, type SocketAddress } from '../../src/sockets';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-sock`;

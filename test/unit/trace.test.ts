@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { parseAddress } from '../../src/control';
-import { NfqlbError } from '../../src/errors';
+import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';

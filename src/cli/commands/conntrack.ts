@@ -7,8 +7,8 @@
  */
 import type { Options } from 'yargs';
 import { flowAddress, sendRequest, type ControlRequest } from '../../control';
-import { UsageError } from '../../errors';
-import { inetNtop6 } from '../../inet';
+import { UsageError } from '../../base/errors';
+import { inetNtop6 } from '../../base/inet';
 import { EXTENSION, out, type NfqlbCommand } from '../command';
 import { parseAddrPort } from './fwmark';
 

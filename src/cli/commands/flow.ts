@@ -3,7 +3,7 @@
  * address comes from NFQLB_FLOW_ADDRESS (default unix:nfqlb), as in nfqlb.
  */
 import type { Options } from 'yargs';
-import { UsageError } from '../../errors';
+import { UsageError } from '../../base/errors';
 import { flowAddress, type ControlRequest } from '../../controlwire';
 import { request as sendRequest } from '../client';
 import { writeOut } from '../output';

@@ -4,13 +4,13 @@
  * reference/cli/fwmark-primebelow.txt.
  */
 import type { Options } from 'yargs';
-import { NfqlbError, UsageError } from '../../errors';
+import { NfqlbError, UsageError } from '../../base/errors';
 import { hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, tupleKey } from '../../hashkey';
 import { primeBelow } from '../../maglev';
 import { closeTable, openTable } from '../../shm';
 import { out, type NfqlbCommand } from '../command';
-import { atoi } from '../../catoi';
-import { inetPton6 } from '../../inet';
+import { atoi } from '../../base/catoi';
+import { inetPton6 } from '../../base/inet';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 

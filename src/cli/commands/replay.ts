@@ -4,9 +4,9 @@
  * load balancer would do with it.
  */
 import type { Options } from 'yargs';
-import { atoi } from '../../catoi';
+import { atoi } from '../../base/catoi';
 import { loadConfig, type ReplayConfig } from '../../config';
-import { UsageError } from '../../errors';
+import { UsageError } from '../../base/errors';
 import type { MaglevTable } from '../../maglev';
 import { Pipeline, type PipelineOptions } from '../../pipeline';
 import { readPcap } from '../../pcap';

@@ -4,8 +4,8 @@
  * nfqlb 1.2.0's, so scripts written for nfqlb (Meridio) behave the same.
  */
 import type { Options } from 'yargs';
-import { atoi } from '../../catoi';
-import { NfqlbError, UsageError } from '../../errors';
+import { atoi } from '../../base/catoi';
+import { NfqlbError, UsageError } from '../../base/errors';
 import { adjustM, type MaglevTable } from '../../maglev';
 import type { TableStore } from '../../tablestore';
 import type { NfqlbCommand, ParsedArgs } from '../command';

@@ -1,5 +1,5 @@
 /** `nfqlb stats`: the fragment-table statistics a running daemon keeps in shared memory. */
-import { NfqlbError, UsageError } from '../../errors';
+import { NfqlbError, UsageError } from '../../base/errors';
 import { FRAG_STATS_SHM, formatFragStats, readFragStats } from '../../fragstats';
 import { out, type NfqlbCommand } from '../command';
 

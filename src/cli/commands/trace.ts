@@ -5,9 +5,9 @@
  */
 import type * as net from 'node:net';
 import type { Options } from 'yargs';
-import { atoi } from '../../catoi';
+import { atoi } from '../../base/catoi';
 import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../control';
-import { NfqlbError, UsageError } from '../../errors';
+import { NfqlbError, UsageError } from '../../base/errors';
 import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../shm';
 import { connectTo, SocketError } from '../../sockets';
 import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../trace';

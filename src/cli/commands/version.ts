@@ -1,5 +1,5 @@
 import { EXTENSION, out, type NfqlbCommand } from '../command';
-import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../version';
+import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../base/version';
 
 export const versionCommands: NfqlbCommand[] = [
   {
