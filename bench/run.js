@@ -73,7 +73,7 @@ let tb;
 let shmLib;
 try {
   tb = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
-  shmLib = require(path.join(ROOT, 'dist', 'shm.js'));
+  shmLib = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
 } catch (err) {
   process.stderr.write(`bench: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
   process.exit(1);
@@ -535,7 +535,7 @@ function printRow(r) {
 /**
  * 50k pps (IPv4, many flows) while target t4 is deactivated and activated
  * again CHURN_PER_SECOND times a second (3 targets stay active). nfqlb-ts:
- * through the table library the CLI uses (src/shm.ts, the same code as
+ * through the table library the CLI uses (src/addon/shm.ts, the same code as
  * `nfqlb activate/deactivate`), because starting a Node.js CLI 100 times a
  * second does not fit on a small machine; another binary: its CLI.
  */
@@ -595,7 +595,7 @@ async function churn(bed, impl, d, shm, { seconds }) {
     perTarget: c.perTarget,
     commands,
     commandsPerSecond: cmdRate,
-    via: viaCli ? 'cli' : 'library (src/shm.ts)',
+    via: viaCli ? 'cli' : 'library (src/addon/shm.ts)',
     cliCommandMs: median(cliMs),
     queueDropped: q1.queueDropped - q0.queueDropped,
     userDropped: q1.userDropped - q0.userDropped,

@@ -58,10 +58,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * A connected client of the daemon's abstract socket `name`, addressed as
  * nfqlb addresses it (Node's net.connect pads abstract names to 108 bytes,
- * which is another address): src/sockets.ts, compiled.
+ * which is another address): src/addon/sockets.ts, compiled.
  */
 function connectAbstract(name, timeoutMs = 5000) {
-  const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js'));
+  const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
   return connectTo({ unix: Buffer.from(name) }, timeoutMs);
 }
 const say = (text) => process.stdout.write(`${text}\n`);
@@ -357,7 +357,7 @@ async function main() {
   let shmLib;
   try {
     tb = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
-    shmLib = require(path.join(ROOT, 'dist', 'shm.js'));
+    shmLib = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
   } catch (err) {
     throw new Error(`dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh`);
   }

@@ -149,7 +149,7 @@ uint64_t NowMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000u + static_cast<uint64_t>(ts.tv_nsec) / 1000000u;
 }
 
-// Reads integer option `name`, which src/queue.ts has checked and filled in
+// Reads integer option `name`, which src/addon/queue.ts has checked and filled in
 // (it owns the ranges and defaults); [lo, hi] here only guards this file's
 // buffer arithmetic against a direct caller. Returns false with an exception
 // pending otherwise.
@@ -296,7 +296,7 @@ NfQueue::NfQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NfQueue>(inf
   Napi::Value qs = opts.Get("queueNums");
   if (env.IsExceptionPending()) return;
   if (!qs.IsUndefined()) {
-    // src/queue.ts checks them (distinct, in range, first = queueNum); this guards the arithmetic.
+    // src/addon/queue.ts checks them (distinct, in range, first = queueNum); this guards the arithmetic.
     if (!qs.IsArray() || qs.As<Napi::Array>().Length() < 1 || qs.As<Napi::Array>().Length() > 1024) {
       ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "new NfQueue(): option queueNums");
       return;
@@ -444,7 +444,7 @@ bool NfQueue::Open(Napi::Env env) {
       mnl_socket_close(nl_);
       nl_ = nullptr;
       fd_ = -1;
-      // src/queue.ts tells the user what EPERM/EBUSY (held by another socket or
+      // src/addon/queue.ts tells the user what EPERM/EBUSY (held by another socket or
       // no CAP_NET_ADMIN) and ETIMEDOUT mean for this bind.
       ThrowError(env, "NFQLB_ERR_QUEUE", "cannot bind queue " + std::to_string(queue), err);
       return false;

@@ -1,7 +1,7 @@
 // The tun device that out-of-order fragments are re-injected through (--tun).
 //
 // Three calls, no policy: what a device is, opening an existing one, and a
-// batch write. src/tun.ts decides what is acceptable and words the advice.
+// batch write. src/addon/tun.ts decides what is acceptable and words the advice.
 //
 //   netdevInfo(name)  { index, mtu, up } of a network device in this process's
 //                     namespace; throws NfqlbError NFQLB_ERR_TUN with ENODEV

@@ -33,7 +33,7 @@ function scrape(ns) {
 
 /** One line on the control socket that is not a request (counted in nfqlb_control_refused_total), connected as nfqlb connects. */
 function junkControlLine(ns) {
-  const sockets = JSON.stringify(path.join(ROOT, 'dist', 'sockets.js'));
+  const sockets = JSON.stringify(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
   const script = `require(${sockets}).connectTo({ unix: Buffer.from('nfqlb') }, 5000).then((s) => { s.end('\\x01junk\\n'); s.on('data', () => {}); s.on('close', () => process.exit(0)); s.on('error', () => process.exit(1)); })`;
   tbm.nsExec(ns, process.execPath, ['-e', script], { allowFail: true, timeoutMs: 20000 });
 }

@@ -22,9 +22,9 @@
 import net = require('node:net');
 import { NfqlbError } from './base/errors';
 import { encodeRequest, KNOWN_KEYS, type ControlRequest } from './controlwire';
-import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './sockets';
+import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './addon/sockets';
 
-export type { SocketAddress } from './sockets';
+export type { SocketAddress } from './addon/sockets';
 export { DEFAULT_FLOW_ADDRESS, encodeRequest, flowAddress, type ControlRequest } from './controlwire';
 
 export const DEFAULT_TRACE_ADDRESS = 'unix:nfqlb-trace';

@@ -20,8 +20,8 @@ import { flowCmdFromFields, type FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
 import type { Logger } from './base/log';
 import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, Pipeline, type FragmentGeometry, type PipelineOptions } from './pipeline';
-import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
-import { daemonTableOwners, openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
+import { PacketQueue, VERDICT_DROP, type QueueBatch } from './addon/queue';
+import { daemonTableOwners, openTraceShmForDaemon, openTable, closeTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './addon/shm';
 import { ServedTable, type TableFault, type TableFaultListener } from './servedtable';
 import { Target, TargetRegistry, type TableSource } from './targets';
 import { startControlServer, type ControlReply, type ControlRequest, type ControlServer } from './control';
@@ -33,7 +33,7 @@ import { pinoLevel } from './base/log';
 import { startMetricsServer, type MetricsServer, type MetricsSource } from './metrics';
 import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
-import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './tun';
+import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './addon/tun';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
@@ -43,7 +43,7 @@ import { FragStatsWriter, type FragStats } from './fragstats';
 import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';
-import type { QueueStats } from './queue';
+import type { QueueStats } from './addon/queue';
 
 /** How often open tables are checked for having been re-created (ms). */
 export const TABLE_CHECK_INTERVAL_MS = 1000;

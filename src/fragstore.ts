@@ -6,7 +6,7 @@
  * first fragment, the head of a list of copies here. When the first fragment
  * is decided, its list moves to the re-injection list; the batch handler then
  * writes the whole list to the tun device with one native call
- * (src/tun.ts `flushReinjections`) and the slots are freed. The copies come
+ * (src/addon/tun.ts `flushReinjections`) and the slots are freed. The copies come
  * back through the queue and find the stored choice.
  *
  * Everything is allocated here, once: a byte pool of `slots` × `slotBytes`,

@@ -1,6 +1,6 @@
 /**
  * Maglev lookup tables in nfqlb 1.2.0's byte layout (SPEC.md §3), over any
- * ArrayBuffer: a POSIX shm mapping (src/shm.ts) or private memory (replay).
+ * ArrayBuffer: a POSIX shm mapping (src/addon/shm.ts) or private memory (replay).
  *
  * Layout, little-endian, 4-byte fields, byte offsets:
  *

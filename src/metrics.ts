@@ -28,7 +28,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'pr
 import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './base/counters';
 import { NfqlbError } from './base/errors';
 import type { FragStats } from './fragstats';
-import { readQueueProc, type QueueProcEntry } from './queue';
+import { readQueueProc, type QueueProcEntry } from './addon/queue';
 import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './base/version';
 
 // ---------------------------------------------------------------------------
@@ -262,7 +262,7 @@ export interface MetricsOptions {
   now?: () => number;
   /** Where to report a failed /proc read (startMetricsServer() passes its `log`). */
   log?: MetricsLog;
-  /** Reads the NFQUEUE proc table (default: readQueueProc() of src/queue.ts). */
+  /** Reads the NFQUEUE proc table (default: readQueueProc() of src/addon/queue.ts). */
   readQueueProc?: () => readonly QueueProcEntry[];
 }
 

@@ -34,17 +34,17 @@ import { bytesToText } from './control';
 import { BatchSizeHistogram } from './base/counters';
 import { ConnTable, type ConnTableOptions } from './conntrack';
 import { NfqlbError } from './base/errors';
-import { native } from './native';
+import { native } from './addon/native';
 import type { FlowCmd } from './flowfields';
 import { FlowSet } from './flows';
 import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from './pipeline';
-import { PacketQueue, VERDICT_DROP, type QueueBatch } from './queue';
+import { PacketQueue, VERDICT_DROP, type QueueBatch } from './addon/queue';
 import { ServedTable } from './servedtable';
-import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './shm';
+import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './addon/shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './targets';
 import { ThreadCounters } from './threadcounters';
 import { formatPacketTrace, TRACE_PER_PACKET } from './trace';
-import { flushReinjections } from './tun';
+import { flushReinjections } from './addon/tun';
 
 /** Most trace bytes posted by all threads and not yet taken by the main thread; beyond, lines are dropped (counted). */
 export const TRACE_CHANNEL_BYTES = 4 * 1024 * 1024;

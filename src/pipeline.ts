@@ -132,7 +132,7 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   /**
    * Copies of out-of-order later fragments (null without --tun). After a
    * batch, its re-injection list (pendingCount > 0) is to be written to the
-   * tun device and flushed (src/tun.ts flushReinjections).
+   * tun device and flushed (src/addon/tun.ts flushReinjections).
    */
   readonly fragmentStore: FragmentStore | null;
   /** The time decideNow() decides at (monotonic ms). */

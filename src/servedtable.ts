@@ -23,7 +23,7 @@
  */
 import { NfqlbError } from './base/errors';
 import type { MaglevTable } from './maglev';
-import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from './shm';
+import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from './addon/shm';
 import type { LookupTable } from './targets';
 
 /** What happened to a table's file (label `fault` of nfqlb_table_faults_total). */

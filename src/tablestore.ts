@@ -5,7 +5,7 @@
  */
 import { NfqlbError } from './base/errors';
 import { MaglevTable } from './maglev';
-import { closeTable, createTable, deleteTable, openTable } from './shm';
+import { closeTable, createTable, deleteTable, openTable } from './addon/shm';
 
 export interface TableStore {
   /** nfqlb init: a fresh table (M already adjusted), open read-write. */

@@ -30,7 +30,7 @@
 import * as net from 'node:net';
 import { NfqlbError, UsageError } from './base/errors';
 import { parseAddress } from './control';
-import { listenAt } from './sockets';
+import { listenAt } from './addon/sockets';
 import { strtol } from './base/catoi';
 import type { FlowSet } from './flows';
 import { inetNtop6 } from './base/inet';
@@ -41,7 +41,7 @@ import {
   REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,
 } from './pipeline';
-import type { TraceShm } from './shm';
+import type { TraceShm } from './addon/shm';
 import type { LookupTable } from './targets';
 
 /** Trace mask bits, nfqlb's TRACE_* (log.h, trace.h). */

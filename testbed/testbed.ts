@@ -38,7 +38,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from '../src/queue';
+import { NFQUEUE_PROC_FILE, parseQueueProc, type QueueProcEntry } from '../src/addon/queue';
 
 // ---------------------------------------------------------------------------
 // Part 1: namespace helpers
@@ -1341,11 +1341,11 @@ async function rawMain(o: Record<string, string>): Promise<void> {
   const delay = Number(o.delay ?? 0);
   const waitMs = Number(o.wait ?? 15000);
   const t0 = Date.now();
-  // Connected as nfqlb does (unpadded abstract name; src/sockets.ts, loaded from
+  // Connected as nfqlb does (unpadded abstract name; src/addon/sockets.ts, loaded from
   // the compiled dist/ beside the native addon); a full listen backlog (EAGAIN)
   // is retried for up to 5 s, never the request.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { connectTo } = require(path.join(ROOT, 'dist', 'sockets.js')) as typeof import('../src/sockets');
+  const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js')) as typeof import('../src/addon/sockets');
   const sock = await connectTo(where, 5000);
   const chunks: Buffer[] = [];
   sock.on('data', (d: Buffer) => chunks.push(d));

@@ -10,7 +10,7 @@
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
 import { NfqlbError } from '../base/errors';
-import { native } from '../native';
+import { native } from '../addon/native';
 import { encodeRequest, type ControlRequest } from '../controlwire';
 import { isOwnProcess } from './command';
 

@@ -8,7 +8,7 @@
  * DROP verdict, the targets count what the LB was offered, and the kernel
  * drops nothing from the queues.
  *
- * The table changes go through src/shm.ts, the code behind `nfqlb
+ * The table changes go through src/addon/shm.ts, the code behind `nfqlb
  * activate/deactivate` (starting a Node.js CLI 100 times a second does not fit
  * on a small machine). The queues are long (--qlength=16384) so that a
  * scheduling hiccup of the machine cannot overflow them: what is tested is the
@@ -17,7 +17,7 @@
  * otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { closeTable, openTable } from '../../src/shm';
+import { closeTable, openTable } from '../../src/addon/shm';
 import {
   addLoadCounters,
   canUseNetns,

@@ -26,7 +26,7 @@ import {
   uniqueShmName,
   type RunResult,
 } from '../../testbed/testbed';
-import { parseQueueProc } from '../../src/queue';
+import { parseQueueProc } from '../../src/addon/queue';
 import { describeUnless, e2eUnavailable, noteSkipped, ORIGINAL, originalUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(e2eUnavailable());

@@ -177,9 +177,9 @@ describeNs('observing a live daemon', () => {
     for (let i = 0; i < 200 && !line.test(tb.daemon?.stderr ?? ''); i++) await sleep(50);
     expect(tb.daemon?.stderr).toMatch(line);
     expect(tb.daemon?.stderr).toMatch(/"level":40,[^\n]*"target":"obs-no-such-table"[^\n]*"msg":"cannot open table"/);
-    // One junk line on the control socket, connected as nfqlb connects (src/sockets.ts, compiled).
+    // One junk line on the control socket, connected as nfqlb connects (src/addon/sockets.ts, compiled).
     const before = httpGet(tb.lb, '/metrics').body;
-    const sockets = JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'sockets.js'));
+    const sockets = JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'addon', 'sockets.js'));
     const junk = `require(${sockets}).connectTo({ unix: Buffer.from('nfqlb') }, 5000).then((s) => { s.end('\\x01junk\\n'); s.on('data', () => {}); s.on('close', () => process.exit(0)); s.on('error', () => process.exit(1)); })`;
     nsExec(tb.lb, process.execPath, ['-e', junk], { timeoutMs: 20000 });
     let text = before;

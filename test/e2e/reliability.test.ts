@@ -130,8 +130,8 @@ describeNs('reliability of a live daemon', () => {
 
   it('counts 500 junk control requests per reason and logs them in a few lines, bytes escaped', async () => {
     const d = await tb.startDaemon(DAEMON_ARGS);
-    // Connected as nfqlb connects (unpadded abstract name; Node's net pads it): src/sockets.ts, compiled.
-    const sockets = JSON.stringify(path.join(ROOT, 'dist', 'sockets.js'));
+    // Connected as nfqlb connects (unpadded abstract name; Node's net pads it): src/addon/sockets.ts, compiled.
+    const sockets = JSON.stringify(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
     const flood = `
       const { connectTo } = require(${sockets});
       let started = 0, open = 0;

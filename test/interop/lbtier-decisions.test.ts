@@ -28,7 +28,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { hashKey, hashKeyAddresses } from '../../src/hashkey';
-import { closeTable, openTable } from '../../src/shm';
+import { closeTable, openTable } from '../../src/addon/shm';
 import {
   addAddress,
   addRoute,

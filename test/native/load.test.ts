@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { NfqlbError } from '../../src/base/errors';
-import { ADDON_FILES, loadAddon, loadFailure } from '../../src/native';
+import { ADDON_FILES, loadAddon, loadFailure } from '../../src/addon/native';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `nfqlbts-load-${process.pid}-`));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -10,7 +10,7 @@
 import { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { parseQueueProc, PacketQueue, PacketQueueOptions } from '../../src/queue';
+import { parseQueueProc, PacketQueue, PacketQueueOptions } from '../../src/addon/queue';
 import {
   addAddress,
   addMarkCounter,
@@ -352,7 +352,7 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
       `queue 20 is bound by another process (netlink portid ${first.info.portid}) (EBUSY); ` +
         'stop the other nfqlb or pick another --queue',
     );
-    // The addon said only what failed and the kernel's errno (EPERM or EBUSY, by kernel); the advice is src/queue.ts's.
+    // The addon said only what failed and the kernel's errno (EPERM or EBUSY, by kernel); the advice is src/addon/queue.ts's.
     expect(r.error.cause).toMatchObject({ name: 'NfqlbError', code: 'NFQLB_ERR_QUEUE', message: expect.stringMatching(/^cannot bind queue 20: /) });
     expect(['EPERM', 'EBUSY']).toContain(r.error.cause.errnoName);
     expect(typeof r.error.cause.errno).toBe('number');

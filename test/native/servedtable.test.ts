@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { MaglevTable } from '../../src/maglev';
 import { ServedTable, type TableFault } from '../../src/servedtable';
-import { closeTable, createTable, openOrCreateTraceShm, closeTraceShm, openTable, shmFaultCounter, tableFile } from '../../src/shm';
+import { closeTable, createTable, openOrCreateTraceShm, closeTraceShm, openTable, shmFaultCounter, tableFile } from '../../src/addon/shm';
 import { runInProcess } from '../helpers/cli';
 
 const PREFIX = `nfqlbts-st-${process.pid}-`;

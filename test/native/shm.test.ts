@@ -15,7 +15,7 @@ import {
   openTable,
   openTraceShm,
   tableIsStale,
-} from '../../src/shm';
+} from '../../src/addon/shm';
 import { referencePath } from '../helpers/reference';
 
 const PREFIX = `nfqlbts-test-${process.pid}-`;

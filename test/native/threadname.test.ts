@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-const DIST_NATIVE = path.join(__dirname, '..', '..', 'dist', 'native.js');
+const DIST_NATIVE = path.join(__dirname, '..', '..', 'dist', 'addon', 'native.js');
 
 function comms(): string[] {
   return fs.readdirSync('/proc/self/task').map((tid) => fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
@@ -41,7 +41,7 @@ describe('setThreadName', () => {
 
   it('refuses a name that is not a string', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { native } = require(DIST_NATIVE) as typeof import('../../src/native');
+    const { native } = require(DIST_NATIVE) as typeof import('../../src/addon/native');
     expect(() => (native().setThreadName as (n: unknown) => boolean)(15)).toThrow(/needs a string/);
   });
 });

@@ -6,8 +6,8 @@
  * device happen in network namespaces, in test/e2e/fragments-tun.test.ts.
  */
 import { thrown } from '../helpers/thrown';
-import { native } from '../../src/native';
-import { openTun, tunSetupAdvice, tunWriteErrorText } from '../../src/tun';
+import { native } from '../../src/addon/native';
+import { openTun, tunSetupAdvice, tunWriteErrorText } from '../../src/addon/tun';
 
 const MISSING = `nfqx${process.pid % 100000}`;
 

@@ -10,7 +10,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { parseQueueProc } from '../../src/queue';
+import { parseQueueProc } from '../../src/addon/queue';
 import {
   addAddress,
   addMarkCounter,

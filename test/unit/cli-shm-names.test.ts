@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { runInProcess, runSpawned } from '../helpers/cli';
-import { shmObjectName } from '../../src/shm';
+import { shmObjectName } from '../../src/addon/shm';
 import { NfqlbError } from '../../src/base/errors';
 
 const PREFIX = `nfqlbts-names-${process.pid}-`;

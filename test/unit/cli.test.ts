@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { runInProcess, runSpawned, type CliRun } from '../helpers/cli';
 import { findCommand, parseOptions } from '../../src/cli/main';
 import type { NfqlbCommand } from '../../src/cli/command';
-import { DEFAULT_QLENGTH } from '../../src/queue';
+import { DEFAULT_QLENGTH } from '../../src/addon/queue';
 
 interface Captured extends CliRun {
   words: string[];

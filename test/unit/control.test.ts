@@ -15,9 +15,9 @@ import {
 } from '../../src/control';
 import { Daemon } from '../../src/daemon';
 import { createLogger } from '../../src/base/log';
-import { native } from '../../src/native';
-import { createTable, deleteTable } from '../../src/shm';
-import { connectTo, listenAt } from '../../src/sockets';
+import { native } from '../../src/addon/native';
+import { createTable, deleteTable } from '../../src/addon/shm';
+import { connectTo, listenAt } from '../../src/addon/sockets';
 import { runInProcess } from '../helpers/cli';
 import { until } from '../helpers/wait';
 

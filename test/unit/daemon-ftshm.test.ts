@@ -9,7 +9,7 @@ import { Daemon, type DaemonOptions } from '../../src/daemon';
 import { readFragStats } from '../../src/fragstats';
 import { createLogger } from '../../src/base/log';
 import type { MetricsServer } from '../../src/metrics';
-import { closeTable, createTable, deleteTable } from '../../src/shm';
+import { closeTable, createTable, deleteTable } from '../../src/addon/shm';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, udp } from '../helpers/packets';
 

@@ -14,8 +14,8 @@ import * as path from 'node:path';
 import { Daemon, parseQueues, type DaemonOptions } from '../../src/daemon';
 import { parseAddress } from '../../src/control';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/shm';
-import { connectTo } from '../../src/sockets';
+import { createTable, deleteTable } from '../../src/addon/shm';
+import { connectTo } from '../../src/addon/sockets';
 import { describeUnless } from '../helpers/skip';
 import { until } from '../helpers/wait';
 

@@ -10,8 +10,8 @@ import { applyConfig, loadConfig } from '../../src/config';
 import { sendRequest } from '../../src/control';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 import { parsePcap, readPcap, writePcap } from '../../src/pcap';
-import { bindFailure, defaultRcvbuf, PacketQueue, type PacketQueueOptions, type QueueProcEntry } from '../../src/queue';
-import { SocketError } from '../../src/sockets';
+import { bindFailure, defaultRcvbuf, PacketQueue, type PacketQueueOptions, type QueueProcEntry } from '../../src/addon/queue';
+import { SocketError } from '../../src/addon/sockets';
 import { runInProcess } from '../helpers/cli';
 import { thrownAsync as thrown } from '../helpers/thrown';
 

@@ -21,8 +21,8 @@ import { Daemon } from '../../src/daemon';
 import { FLOW_FIELDS } from '../../src/flowfields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/shm';
-import { connectTo } from '../../src/sockets';
+import { createTable, deleteTable } from '../../src/addon/shm';
+import { connectTo } from '../../src/addon/sockets';
 import { prng } from '../helpers/prng';
 import { describeUnless } from '../helpers/skip';
 

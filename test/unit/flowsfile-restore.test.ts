@@ -20,8 +20,8 @@ import { parseAddress, type ControlRequest } from '../../src/control';
 import { FLOW_FIELDS } from '../../src/flowfields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/shm';
-import { connectTo } from '../../src/sockets';
+import { createTable, deleteTable } from '../../src/addon/shm';
+import { connectTo } from '../../src/addon/sockets';
 import { describeUnless } from '../helpers/skip';
 import { prng } from '../helpers/prng';
 

@@ -16,7 +16,7 @@ import {
   type ControlRequestCount, type FlowCount, type MetricsLog, type MetricsServer, type MetricsSource,
   type QueueCounts, type ReasonCount, type TargetCounts,
 } from '../../src/metrics';
-import type { QueueProcEntry } from '../../src/queue';
+import type { QueueProcEntry } from '../../src/addon/queue';
 
 // ---------------------------------------------------------------------------
 // Helpers

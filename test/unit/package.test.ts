@@ -26,7 +26,7 @@ describe('the npm package', () => {
   )[0].files.map((f) => f.path);
 
   it('holds the CLI, the compiled library and the addon sources it builds on install', () => {
-    expect(packed).toEqual(expect.arrayContaining(['bin/nfqlb', 'dist/cli/main.js', 'dist/native.js', 'binding.gyp', 'native/addon.cc', 'package.json', 'README.md']));
+    expect(packed).toEqual(expect.arrayContaining(['bin/nfqlb', 'dist/cli/main.js', 'dist/addon/native.js', 'binding.gyp', 'native/addon.cc', 'package.json', 'README.md']));
   });
 
   it('holds no test bed, test, bench, script or TypeScript source', () => {

@@ -1,5 +1,5 @@
 /**
- * Stream sockets at nfqlb's addresses (src/sockets.ts) on private abstract
+ * Stream sockets at nfqlb's addresses (src/addon/sockets.ts) on private abstract
  * names in the root namespace (no root needed): an abstract name is bound as
  * its bytes exactly (no NUL padding), bytes pass both ways, and each failure
  * (nobody listens, the name or port is taken) is a SocketError naming the
@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { NfqlbError } from '../../src/base/errors';
-import { addressText, connectTo, listenAt, SocketError, strerror, type SocketAddress } from '../../src/sockets';
+import { addressText, connectTo, listenAt, SocketError, strerror, type SocketAddress } from '../../src/addon/sockets';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-sock`;
 let seq = 0;

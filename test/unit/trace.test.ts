@@ -12,8 +12,8 @@ import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
-import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/shm';
-import { connectTo } from '../../src/sockets';
+import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/addon/shm';
+import { connectTo } from '../../src/addon/sockets';
 import { Target, TargetRegistry } from '../../src/targets';
 import {
   formatFlowTrace, formatIcmp, formatPacketTrace, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,

@@ -15,10 +15,10 @@ import { parseAddress } from '../../control';
 import { atoi } from '../../base/catoi';
 import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../conntrack';
 import { createLogger } from '../../base/log';
-import { native } from '../../native';
-import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../shm';
+import { native } from '../../addon/native';
+import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../addon/shm';
 import { EXTENSION, OPTIONS_ENV, out, type NfqlbCommand, type ParsedArgs } from '../command';
-import { DEFAULT_QLENGTH } from '../../queue';
+import { DEFAULT_QLENGTH } from '../../addon/queue';
 
 const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
 /** An option nfqlb does not have (see command.ts). */

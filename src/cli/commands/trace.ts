@@ -8,8 +8,8 @@ import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../control';
 import { NfqlbError, UsageError } from '../../base/errors';
-import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../shm';
-import { connectTo, SocketError } from '../../sockets';
+import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../addon/shm';
+import { connectTo, SocketError } from '../../addon/sockets';
 import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../trace';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
 

@@ -16,7 +16,7 @@
  * path. The buffers are only valid during the call: copy what must outlive it.
  */
 import * as fs from 'node:fs';
-import { errnoName, NfqlbError } from './base/errors';
+import { errnoName, NfqlbError } from '../base/errors';
 import { native } from './native';
 
 /** verdicts[i] value: drop the packet. */

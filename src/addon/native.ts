@@ -11,7 +11,7 @@
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import fs = require('node:fs');
 import path = require('node:path');
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 
 export interface NativeAddon {
   /** The class C++ builds every error with: (message, code, errno as C has it (2), or undefined). */
@@ -42,7 +42,7 @@ export interface NativeAddon {
   setThreadName(name: string): boolean;
   /** Writes packet i = bytes[offsets[i], +lengths[i]) for i < count, one write() each; returns how many were written; the errno of a failure goes to errnoOut[0]. */
   tunWriteBatch(fd: number, bytes: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, errnoOut?: Int32Array): number;
-  // NFQUEUE bindings are added by src/queue.ts's needs (see native/nfqueue.cc).
+  // NFQUEUE bindings are added by src/addon/queue.ts's needs (see native/nfqueue.cc).
   [key: string]: unknown;
 }
 

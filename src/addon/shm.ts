@@ -6,10 +6,10 @@
  */
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import fs = require('node:fs');
-import { NfqlbError } from './base/errors';
-import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from './maglev';
+import { NfqlbError } from '../base/errors';
+import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from '../maglev';
 import { native } from './native';
-import { openRegularFile } from './base/regularfile';
+import { openRegularFile } from '../base/regularfile';
 
 /** Where shm_open puts objects on Linux; used only to check free space. */
 export const SHM_DIR = '/dev/shm';

@@ -10,7 +10,7 @@
  * number, valid in every thread of the process, so whoever runs a pipeline
  * writes with it (flushReinjections, once per batch).
  */
-import { errnoName, NfqlbError } from './base/errors';
+import { errnoName, NfqlbError } from '../base/errors';
 import { native } from './native';
 
 /** What flushReinjections writes: packet i < pendingCount is bytes[pendingOffsets[i], +pendingLengths[i]) (a FragmentStore). */

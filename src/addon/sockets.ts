@@ -15,7 +15,7 @@ import fs = require('node:fs');
 import net = require('node:net');
 import os = require('node:os');
 import util = require('node:util');
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 import { native } from './native';
 
 /** A parsed address: the abstract unix name's bytes, or a TCP host and port. */
