@@ -37,7 +37,7 @@ import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './addon/tu
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
 import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
 import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
-import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, tupleKey } from './hashkey';
+import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, tupleKey } from './packet/hashkey';
 import { inetPton6 } from './base/inet';
 import { FragStatsWriter, type FragStats } from './fragstats';
 import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';

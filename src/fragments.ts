@@ -43,7 +43,7 @@
  */
 import type { FragStats } from './fragstats';
 import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './fragstore';
-import { KEY_ADDR_END } from './hashkey';
+import { KEY_ADDR_END } from './packet/hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
 
 /*

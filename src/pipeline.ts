@@ -21,8 +21,8 @@
 import { CT_HITS, CT_MISSES, CT_MOVED, CT_SAVED, type ConnTable } from './conntrack';
 import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments';
 import { FragmentStore } from './fragstore';
-import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './hashkey';
-import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet';
+import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './packet/hashkey';
+import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet/classify';
 import type { FlowSet } from './flows';
 import type { Flow } from './flowmatch';
 import type { LookupTable, Target } from './targets';

@@ -34,9 +34,9 @@ import { listenAt } from './addon/sockets';
 import { strtol } from './base/catoi';
 import type { FlowSet } from './flows';
 import { inetNtop6 } from './base/inet';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './hashkey';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet/hashkey';
 import type { Logger } from './base/log';
-import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet';
+import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet/classify';
 import {
   REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,

@@ -31,7 +31,7 @@ import { FlowSet } from '../../src/flows';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
 import { MaglevTable } from '../../src/maglev';
-import { classify, PacketInfo } from '../../src/packet';
+import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap } from '../../src/pcap';
 import { Pipeline } from '../../src/pipeline';
 import { Target, TargetRegistry } from '../../src/targets';

@@ -11,7 +11,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
-import { KEY_LEN } from '../../src/hashkey';
+import { KEY_LEN } from '../../src/packet/hashkey';
 import { spawnInNs } from '../../testbed/testbed';
 
 /** An address as 4 (IPv4) or 16 (IPv6) bytes. */

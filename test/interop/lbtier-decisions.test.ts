@@ -27,7 +27,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { hashKey, hashKeyAddresses } from '../../src/hashkey';
+import { hashKey, hashKeyAddresses } from '../../src/packet/hashkey';
 import { closeTable, openTable } from '../../src/addon/shm';
 import {
   addAddress,

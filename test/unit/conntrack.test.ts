@@ -10,7 +10,7 @@ import { FlowSet } from '../../src/flows';
 import {
   ConnTable, CT_ENTRIES, CT_ENTRY_BYTES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED,
 } from '../../src/conntrack';
-import { IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../../src/hashkey';
+import { IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_TARGET } from '../../src/pipeline';
 import { Target, TargetRegistry } from '../../src/targets';

@@ -8,8 +8,8 @@
 import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../src/flowindex';
 import type { Flow } from '../../src/flowmatch';
 import { FlowSet, type TargetSource } from '../../src/flows';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/hashkey';
-import { classify, PacketInfo, RC_INVALID } from '../../src/packet';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/packet/hashkey';
+import { classify, PacketInfo, RC_INVALID } from '../../src/packet/classify';
 import { prng } from '../helpers/prng';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 

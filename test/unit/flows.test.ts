@@ -16,8 +16,8 @@ import type { Flow } from '../../src/flowmatch';
 import { checkFlowName } from '../../src/flowparse';
 import { FlowSet, type TargetSource } from '../../src/flows';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
-import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/packet/hashkey';
+import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet/classify';
 import { referencePath } from '../helpers/reference';
 import { prng } from '../helpers/prng';
 

@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { FRAG_STATS_FIELDS, FragmentTable, fragStatsOf } from '../../src/fragments';
-import { KEY_LEN } from '../../src/hashkey';
+import { KEY_LEN } from '../../src/packet/hashkey';
 import {
   decodeFragStats, encodeFragStats, FRAG_STATS_BYTES, formatFragStats, FragStatsWriter, readFragStats, type FragStats,
 } from '../../src/fragstats';

@@ -13,7 +13,7 @@ import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
 import { MaglevTable } from '../../src/maglev';
-import { classify, PacketInfo } from '../../src/packet';
+import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap, writePcap } from '../../src/pcap';
 import { Target, TargetRegistry } from '../../src/targets';
 import { runFuzz, TARGETS } from '../fuzz/fuzzer';

@@ -1,5 +1,5 @@
 /**
- * Hashing of the 40-byte key (src/hashkey.ts) against nfqlb 1.2.0's own
+ * Hashing of the 40-byte key (src/packet/hashkey.ts) against nfqlb 1.2.0's own
  * values: every key of the reference captures (test/fixtures/reference/hashkey)
  * hashes to nfqlb's hash_mode 0 and 1 and address-only values; the int32
  * "bits" variants of the packet path carry the same bits; SCTP with hash_mode
@@ -7,7 +7,7 @@
  */
 import {
   djb2, djb2Bits, hashKey, hashKeyAddresses, hashKeyAddressesBits, hashKeyBits, IPPROTO_SCTP, IPPROTO_TCP, KEY_LEN, KEY_PROTO, KEY_SPORT,
-} from '../../src/hashkey';
+} from '../../src/packet/hashkey';
 import { fromHex, readJsonl } from '../helpers/reference';
 
 interface Line { key?: string; hash0?: number; hash1?: number; hashAddr?: number; expect: string; reference?: { key?: string; hash0?: number; hash1?: number; hashAddr?: number } }

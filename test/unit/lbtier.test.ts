@@ -9,7 +9,7 @@
  */
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
-import { hashKeyAddresses } from '../../src/hashkey';
+import { hashKeyAddresses } from '../../src/packet/hashkey';
 import { MaglevTable, writeFreshTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_LB_TIER, REASON_NAMES, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
 import { Target, TargetRegistry } from '../../src/targets';

@@ -4,8 +4,8 @@
  * batch, so an IPv4 packet after an IPv6 one (whose key fills all of it) must
  * get exactly the key a fresh PacketInfo gives it, to the last byte.
  */
-import { KEY_LEN } from '../../src/hashkey';
-import { classify, PacketInfo } from '../../src/packet';
+import { KEY_LEN } from '../../src/packet/hashkey';
+import { classify, PacketInfo } from '../../src/packet/classify';
 
 function udp4(): Uint8Array {
   const p = new Uint8Array(28);

@@ -3,11 +3,11 @@
  * proof that nothing outside pkt[off, off+len) is read, property tests over
  * random and mutated packets, and hand-written cases for the rules that matter.
  */
-import { djb2, hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/hashkey';
+import { djb2, hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/packet/hashkey';
 import {
   classify, PacketInfo, RC_FIRST_FRAGMENT, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_INVALID, RC_LATER_FRAGMENT,
   RC_OTHER_PROTO, RC_UDP_ENCAP,
-} from '../../src/packet';
+} from '../../src/packet/classify';
 import { fromHex, readJsonl, toHex } from '../helpers/reference';
 import { prng } from '../helpers/prng';
 

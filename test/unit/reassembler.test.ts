@@ -7,7 +7,7 @@
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { FragmentTable, FS_REASSEMBLER_FULL } from '../../src/fragments';
-import { KEY_LEN } from '../../src/hashkey';
+import { KEY_LEN } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../src/pipeline';
 import { Reassembler, REASSEMBLY_ABANDONED, REASSEMBLY_COMPLETE, REASSEMBLY_INCOMPLETE } from '../../src/reassembler';
