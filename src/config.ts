@@ -15,9 +15,9 @@ import { NfqlbError, UsageError } from './base/errors';
 import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flowfields';
 import { applyFlowChange } from './flowchange';
 import { FlowSet } from './flows';
-import { MemoryTableStore, type TableStore } from './tablestore';
-import type { MaglevTable } from './maglev';
-import { Target, TargetRegistry } from './targets';
+import { MemoryTableStore, type TableStore } from './tables/tablestore';
+import type { MaglevTable } from './tables/maglev';
+import { Target, TargetRegistry } from './tables/targets';
 
 /** Options of one command line as the CLI parser returns them (cli/command.ts's ParsedArgs has this shape). */
 export interface ParsedArgs {

@@ -25,7 +25,7 @@ import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './packet/hashkey
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet/classify';
 import type { FlowSet } from './flows';
 import type { Flow } from './flowmatch';
-import type { LookupTable, Target } from './targets';
+import type { LookupTable, Target } from './tables/targets';
 
 /** Why a packet got its verdict; also the index into the decision counters. */
 export const REASON_TARGET = 0;

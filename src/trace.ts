@@ -42,7 +42,7 @@ import {
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,
 } from './pipeline';
 import type { TraceShm } from './addon/shm';
-import type { LookupTable } from './targets';
+import type { LookupTable } from './tables/targets';
 
 /** Trace mask bits, nfqlb's TRACE_* (log.h, trace.h). */
 export const TRACE_LOG = 1;

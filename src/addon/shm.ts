@@ -7,7 +7,7 @@
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import fs = require('node:fs');
 import { NfqlbError } from '../base/errors';
-import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from '../maglev';
+import { MaglevTable, TABLE_HEADER_BYTES, checkShape, maglevLen, tableBytes, writeFreshTable } from '../tables/maglev';
 import { native } from './native';
 import { openRegularFile } from '../base/regularfile';
 

@@ -11,7 +11,7 @@
  */
 import type { Options } from 'yargs';
 import type { CommandParser } from '../config';
-import type { TableStore } from '../tablestore';
+import type { TableStore } from '../tables/tablestore';
 import { writeOut } from './output';
 
 export interface ParsedArgs {
@@ -96,7 +96,7 @@ export function defaultContext(parser: CommandParser): CommandContext {
   return {
     get store(): TableStore {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (start-up cost)
-      return (require('../tablestore') as typeof import('../tablestore')).shmTableStore;
+      return (require('../tables/tablestore') as typeof import('../tables/tablestore')).shmTableStore;
     },
     out,
     parser,

@@ -30,11 +30,11 @@ import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSe
 import { FlowSet } from '../../src/flows';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap } from '../../src/pcap';
 import { Pipeline } from '../../src/pipeline';
-import { Target, TargetRegistry } from '../../src/targets';
+import { Target, TargetRegistry } from '../../src/tables/targets';
 
 // ---------------------------------------------------------------------------
 // Randomness

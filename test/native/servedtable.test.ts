@@ -7,8 +7,8 @@
  * fault in one line. Every object is named nfqlbts-st-<pid>-* and removed.
  */
 import * as fs from 'node:fs';
-import { MaglevTable } from '../../src/maglev';
-import { ServedTable, type TableFault } from '../../src/servedtable';
+import { MaglevTable } from '../../src/tables/maglev';
+import { ServedTable, type TableFault } from '../../src/tables/servedtable';
 import { closeTable, createTable, openOrCreateTraceShm, closeTraceShm, openTable, shmFaultCounter, tableFile } from '../../src/addon/shm';
 import { runInProcess } from '../helpers/cli';
 

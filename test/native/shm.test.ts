@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/base/errors';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import {
   DEFAULT_LOG_LEVEL,
   closeTable,

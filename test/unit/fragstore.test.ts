@@ -20,7 +20,7 @@ import {
   NO_SLOT,
 } from '../../src/fragstore';
 import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../src/fragments';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import {
   Pipeline,
   REASON_FRAGMENT_HIT,
@@ -29,7 +29,7 @@ import {
   REASON_FRAGMENT_STORED,
   REASON_TARGET,
 } from '../../src/pipeline';
-import { Target } from '../../src/targets';
+import { Target } from '../../src/tables/targets';
 import { ipv4, udp } from '../helpers/packets';
 
 const VIP = '192.0.2.1';

@@ -12,10 +12,10 @@ import { RequestParser } from '../../src/control';
 import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap, writePcap } from '../../src/pcap';
-import { Target, TargetRegistry } from '../../src/targets';
+import { Target, TargetRegistry } from '../../src/tables/targets';
 import { runFuzz, TARGETS } from '../fuzz/fuzzer';
 
 describe('fuzzing', () => {

@@ -15,7 +15,7 @@ import {
   tableBytes,
   validateTable,
   writeFreshTable,
-} from '../../src/maglev';
+} from '../../src/tables/maglev';
 import { atoi } from '../../src/base/catoi';
 import { referencePath } from '../helpers/reference';
 

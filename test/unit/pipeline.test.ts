@@ -1,12 +1,12 @@
 /** The decision pipeline on hand-made packets: the flowlb order, fragments, lb mode, live table changes. */
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import {
   Pipeline, type PipelineOptions, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID,
   REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, REASON_NAMES,
 } from '../../src/pipeline';
-import { Target, TargetRegistry } from '../../src/targets';
+import { Target, TargetRegistry } from '../../src/tables/targets';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 
 const VIP = '192.0.2.1';

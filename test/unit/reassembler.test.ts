@@ -8,10 +8,10 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { FragmentTable, FS_REASSEMBLER_FULL } from '../../src/fragments';
 import { KEY_LEN } from '../../src/packet/hashkey';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../src/pipeline';
 import { Reassembler, REASSEMBLY_ABANDONED, REASSEMBLY_COMPLETE, REASSEMBLY_INCOMPLETE } from '../../src/reassembler';
-import { Target } from '../../src/targets';
+import { Target } from '../../src/tables/targets';
 import { ipv4, udp } from '../helpers/packets';
 
 /** [offset, length, more] of each fragment of a datagram of `total` bytes cut in `size`-byte pieces (size a multiple of 8). */

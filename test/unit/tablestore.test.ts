@@ -7,7 +7,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/base/errors';
-import { MemoryTableStore, shmTableStore, type TableStore } from '../../src/tablestore';
+import { MemoryTableStore, shmTableStore, type TableStore } from '../../src/tables/tablestore';
 
 const prefix = `nfqlbts-${process.pid}-${crypto.randomBytes(3).toString('hex')}-store-`;
 afterAll(() => {

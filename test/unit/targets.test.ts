@@ -4,7 +4,7 @@
  * its shm object was replaced (the pipeline holds the Target, so the swap
  * takes effect at once).
  */
-import { TargetRegistry, type LookupTable, type TableSource } from '../../src/targets';
+import { TargetRegistry, type LookupTable, type TableSource } from '../../src/tables/targets';
 
 class FakeTable implements LookupTable {
   constructor(

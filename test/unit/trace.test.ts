@@ -10,11 +10,11 @@ import { parseAddress } from '../../src/control';
 import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flowfields';
 import { FlowSet } from '../../src/flows';
-import { MaglevTable } from '../../src/maglev';
+import { MaglevTable } from '../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
 import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/addon/shm';
 import { connectTo } from '../../src/addon/sockets';
-import { Target, TargetRegistry } from '../../src/targets';
+import { Target, TargetRegistry } from '../../src/tables/targets';
 import {
   formatFlowTrace, formatIcmp, formatPacketTrace, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
   TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_FRAG, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_TARGET,

@@ -7,10 +7,10 @@ import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { loadConfig, type ReplayConfig } from '../../config';
 import { UsageError } from '../../base/errors';
-import type { MaglevTable } from '../../maglev';
+import type { MaglevTable } from '../../tables/maglev';
 import { Pipeline, type PipelineOptions } from '../../pipeline';
 import { readPcap } from '../../pcap';
-import { Target } from '../../targets';
+import { Target } from '../../tables/targets';
 import type { NfqlbCommand, ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });

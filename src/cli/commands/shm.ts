@@ -6,8 +6,8 @@
 import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { NfqlbError, UsageError } from '../../base/errors';
-import { adjustM, type MaglevTable } from '../../maglev';
-import type { TableStore } from '../../tablestore';
+import { adjustM, type MaglevTable } from '../../tables/maglev';
+import type { TableStore } from '../../tables/tablestore';
 import type { NfqlbCommand, ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });

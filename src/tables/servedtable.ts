@@ -21,9 +21,9 @@
  * Per packet the cost is what MaglevTable.fwmarkOf costs: the arrays served
  * are swapped here, never checked per packet.
  */
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 import type { MaglevTable } from './maglev';
-import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from './addon/shm';
+import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from '../addon/shm';
 import type { LookupTable } from './targets';
 
 /** What happened to a table's file (label `fault` of nfqlb_table_faults_total). */

@@ -3,9 +3,9 @@
  * private memory for `nfqlb replay --config`, so the same command code serves
  * both and a replay never touches a live system.
  */
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 import { MaglevTable } from './maglev';
-import { closeTable, createTable, deleteTable, openTable } from './addon/shm';
+import { closeTable, createTable, deleteTable, openTable } from '../addon/shm';
 
 export interface TableStore {
   /** nfqlb init: a fresh table (M already adjusted), open read-write. */

@@ -1,4 +1,4 @@
-import { FwmarkCounter } from './base/counters';
+import { FwmarkCounter } from '../base/counters';
 
 /**
  * The target registry: flows name their table ("target") by shm name; the

@@ -19,7 +19,7 @@
  * repopulated so that concurrent readers never see a half-built table (see
  * MaglevTable.applyActive).
  */
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 
 /** 997², the largest M nfqlb accepts before taking the prime below it. */
 export const PRIME_CAP = 994009;
