@@ -37,7 +37,7 @@ const ROOT = path.resolve(__dirname, '..');
 let flowsLib;
 let pipelineLib;
 try {
-  flowsLib = require(path.join(ROOT, 'dist', 'flows.js'));
+  flowsLib = require(path.join(ROOT, 'dist', 'flows', 'flowset.js'));
   pipelineLib = require(path.join(ROOT, 'dist', 'pipeline.js'));
 } catch (err) {
   process.stderr.write(`bench:flows: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);

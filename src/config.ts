@@ -12,9 +12,9 @@
  */
 import * as fs from 'node:fs';
 import { NfqlbError, UsageError } from './base/errors';
-import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flowfields';
-import { applyFlowChange } from './flowchange';
-import { FlowSet } from './flows';
+import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flows/fields';
+import { applyFlowChange } from './flows/change';
+import { FlowSet } from './flows/flowset';
 import { MemoryTableStore, type TableStore } from './tables/tablestore';
 import type { MaglevTable } from './tables/maglev';
 import { Target, TargetRegistry } from './tables/targets';

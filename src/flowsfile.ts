@@ -37,9 +37,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ControlRequest } from './control';
 import { NfqlbError } from './base/errors';
-import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flowchange';
-import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flowfields';
-import { FlowSet } from './flows';
+import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flows/change';
+import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flows/fields';
+import { FlowSet } from './flows/flowset';
 import { openRegularFile, readRegularFile } from './base/regularfile';
 
 /** The single-document format of earlier versions; read, and rewritten as a journal. */

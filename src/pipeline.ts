@@ -23,8 +23,8 @@ import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments';
 import { FragmentStore } from './fragstore';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './packet/hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet/classify';
-import type { FlowSet } from './flows';
-import type { Flow } from './flowmatch';
+import type { FlowSet } from './flows/flowset';
+import type { Flow } from './flows/match';
 import type { LookupTable, Target } from './tables/targets';
 
 /** Why a packet got its verdict; also the index into the decision counters. */

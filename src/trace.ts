@@ -32,7 +32,7 @@ import { NfqlbError, UsageError } from './base/errors';
 import { parseAddress } from './control';
 import { listenAt } from './addon/sockets';
 import { strtol } from './base/catoi';
-import type { FlowSet } from './flows';
+import type { FlowSet } from './flows/flowset';
 import { inetNtop6 } from './base/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet/hashkey';
 import type { Logger } from './base/log';

@@ -26,8 +26,8 @@ import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
 import { NfqlbError } from '../../src/base/errors';
-import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSetArgs } from '../../src/flowfields';
-import { FlowSet } from '../../src/flows';
+import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSetArgs } from '../../src/flows/fields';
+import { FlowSet } from '../../src/flows/flowset';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
 import { MaglevTable } from '../../src/tables/maglev';

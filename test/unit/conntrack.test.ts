@@ -5,8 +5,8 @@
  * is activated; deactivating its target moves it at once; a flow that names
  * another table decides again; nothing changes for nfqlb's stateless mode).
  */
-import { flowCmdFromArgs } from '../../src/flowfields';
-import { FlowSet } from '../../src/flows';
+import { flowCmdFromArgs } from '../../src/flows/fields';
+import { FlowSet } from '../../src/flows/flowset';
 import {
   ConnTable, CT_ENTRIES, CT_ENTRY_BYTES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED,
 } from '../../src/conntrack';

@@ -5,9 +5,9 @@
  * and in the cases that are easy to get wrong (promiscuous ping, the hidden
  * udpencap flow, ties, overlapping CIDRs of one flow, wide port ranges).
  */
-import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../src/flowindex';
-import type { Flow } from '../../src/flowmatch';
-import { FlowSet, type TargetSource } from '../../src/flows';
+import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../src/flows/lookup';
+import type { Flow } from '../../src/flows/match';
+import { FlowSet, type TargetSource } from '../../src/flows/flowset';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/packet/hashkey';
 import { classify, PacketInfo, RC_INVALID } from '../../src/packet/classify';
 import { prng } from '../helpers/prng';

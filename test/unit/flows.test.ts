@@ -11,10 +11,10 @@ import { encodeRequest } from '../../src/control';
 import { jsonString } from '../../src/base/cstring';
 import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowCmdFromArgs, flowCmdFromFields, flowOption, type FlowSetArgs,
-} from '../../src/flowfields';
-import type { Flow } from '../../src/flowmatch';
-import { checkFlowName } from '../../src/flowparse';
-import { FlowSet, type TargetSource } from '../../src/flows';
+} from '../../src/flows/fields';
+import type { Flow } from '../../src/flows/match';
+import { checkFlowName } from '../../src/flows/parse';
+import { FlowSet, type TargetSource } from '../../src/flows/flowset';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN } from '../../src/packet/hashkey';
 import { classify, PacketInfo, RC_ICMP_ERROR, RC_ICMP_OTHER, RC_UDP_ENCAP } from '../../src/packet/classify';

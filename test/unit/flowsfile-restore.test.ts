@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
 import { parseAddress, type ControlRequest } from '../../src/control';
-import { FLOW_FIELDS } from '../../src/flowfields';
+import { FLOW_FIELDS } from '../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
 import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/addon/shm';

@@ -7,8 +7,8 @@
  * tier. The live end-to-end and packet-by-packet comparisons with nfqlb 1.2.0
  * are test/e2e/fragments-lbtier.test.ts and test/interop/lbtier-decisions.test.ts.
  */
-import { flowCmdFromArgs } from '../../src/flowfields';
-import { FlowSet } from '../../src/flows';
+import { flowCmdFromArgs } from '../../src/flows/fields';
+import { FlowSet } from '../../src/flows/flowset';
 import { hashKeyAddresses } from '../../src/packet/hashkey';
 import { MaglevTable, writeFreshTable } from '../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_LB_TIER, REASON_NAMES, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';

@@ -1,6 +1,6 @@
 /** The decision pipeline on hand-made packets: the flowlb order, fragments, lb mode, live table changes. */
-import { flowCmdFromArgs } from '../../src/flowfields';
-import { FlowSet } from '../../src/flows';
+import { flowCmdFromArgs } from '../../src/flows/fields';
+import { FlowSet } from '../../src/flows/flowset';
 import { MaglevTable } from '../../src/tables/maglev';
 import {
   Pipeline, type PipelineOptions, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID,

@@ -10,7 +10,7 @@ import { writeOut } from '../output';
 import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowOption, flowSetArgsFrom, MAX_NAME_BYTES, newlineError, TRACE_FLOW_FIELDS,
   type FlowField, type FlowOption,
-} from '../../flowfields';
+} from '../../flows/fields';
 import { type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });

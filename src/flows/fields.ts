@@ -16,8 +16,8 @@
  * the CLI (test/unit/architecture.test.ts). Both the CLI and the reader
  * import them from this base-layer module, next to the fields they check.
  */
-import { atoi } from './base/catoi';
-import { asciiLower, cStrlen } from './base/cstring';
+import { atoi } from '../base/catoi';
+import { asciiLower, cStrlen } from '../base/cstring';
 
 /** The fields in nfqlb's order (readFlowCmd's keys; requests are written in this order). */
 export const FLOW_FIELDS = ['name', 'target', 'priority', 'protocols', 'dsts', 'srcs', 'dports', 'sports', 'match', 'udpencap'] as const;

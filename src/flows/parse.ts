@@ -6,12 +6,12 @@
  * null (or the error text) where nfqlb would refuse; "Divergence" marks
  * where nfqlb misbehaves and this does the right thing.
  */
-import { scanUnsigned, strtol } from './base/catoi';
-import { asciiLower, byteLength, cStrlen, mkargv } from './base/cstring';
-import { type FlowCmd, MAX_NAME_BYTES } from './flowfields';
-import { CIDR_WORDS, Flow, headerLength, MATCH_WORDS, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
-import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet/hashkey';
-import { inetNtop6, inetPton6 } from './base/inet';
+import { scanUnsigned, strtol } from '../base/catoi';
+import { asciiLower, byteLength, cStrlen, mkargv } from '../base/cstring';
+import { type FlowCmd, MAX_NAME_BYTES } from './fields';
+import { CIDR_WORDS, Flow, headerLength, MATCH_WORDS, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './match';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../packet/hashkey';
+import { inetNtop6, inetPton6 } from '../base/inet';
 
 /** flow.c MAX_CIDRS. */
 const MAX_CIDRS = 32;

@@ -44,9 +44,9 @@
  * The per-flow test and the compiled Flow come from flowmatch.ts, which
  * flows.ts uses too: the index and the linear walk share one test.
  */
-import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, keyDport, keyProto, keySport } from './packet/hashkey';
-import { CIDR_WORDS, flowContains, isPromiscuousPing, loadAddressWords, protoBit, type Flow } from './flowmatch';
-import type { PacketInfo } from './packet/classify';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, keyDport, keyProto, keySport } from '../packet/hashkey';
+import { CIDR_WORDS, flowContains, isPromiscuousPing, loadAddressWords, protoBit, type Flow } from './match';
+import type { PacketInfo } from '../packet/classify';
 
 /**
  * Sets of up to this many flows and SYNC_BUILD_MAX_KEYS keys (well under a

@@ -17,13 +17,13 @@
  * misbehaves this module does the right thing instead; each such place says
  * "Divergence".
  */
-import { asciiLower, jsonString, mkargv } from './base/cstring';
-import type { FlowCmd } from './flowfields';
-import { FlowIndex } from './flowindex';
-import { Flow, inCidrs, inRanges, isPromiscuousPing, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './flowmatch';
-import { compileFlow, type FlowDefinition, matchText, portsText } from './flowparse';
-import { keyDport, keyProto, keySport } from './packet/hashkey';
-import type { PacketInfo } from './packet/classify';
+import { asciiLower, jsonString, mkargv } from '../base/cstring';
+import type { FlowCmd } from './fields';
+import { FlowIndex } from './lookup';
+import { Flow, inCidrs, inRanges, isPromiscuousPing, loadAddressWords, matchBytes, protoBit, PROTO_BIT_SCTP, PROTO_BIT_TCP, PROTO_BIT_UDP } from './match';
+import { compileFlow, type FlowDefinition, matchText, portsText } from './parse';
+import { keyDport, keyProto, keySport } from '../packet/hashkey';
+import type { PacketInfo } from '../packet/classify';
 
 /** The hidden flow's name is '#' + at most this many characters (strncpy into MAX_CMD_LINE-2). */
 const MAX_HIDDEN_NAME = 1022;

@@ -7,8 +7,8 @@
  * Per packet: everything here reads typed arrays made when the flow was
  * compiled (flowparse.ts); no allocation, no exceptions, no string work.
  */
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_ID, KEY_SRC } from './packet/hashkey';
-import { RC_ICMP_ERROR, type PacketInfo } from './packet/classify';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_ID, KEY_SRC } from '../packet/hashkey';
+import { RC_ICMP_ERROR, type PacketInfo } from '../packet/classify';
 
 export const PROTO_BIT_TCP = 1;
 export const PROTO_BIT_UDP = 2;

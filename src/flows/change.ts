@@ -16,8 +16,8 @@
  *    (a later delete of the parent then removes the client's flow) or delete
  *    a hidden one (the parent's UDP encapsulation silently stops).
  */
-import type { FlowCmd } from './flowfields';
-import type { FlowSet, TargetSource } from './flows';
+import type { FlowCmd } from './fields';
+import type { FlowSet, TargetSource } from './flowset';
 
 /** The control actions that change a set (and are kept in --flows_file). */
 export type FlowChangeAction = 'set' | 'delete' | 'trace-set' | 'trace-delete';
