@@ -34,12 +34,12 @@ import { startMetricsServer, type MetricsServer, type MetricsSource } from './me
 import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from './pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from './trace';
 import { closeTun, openTun, tunWriteErrorText, type TunDevice } from './addon/tun';
-import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragstore';
-import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments';
+import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE, FSTORE_WRITE_ERRORS } from './fragments/store';
+import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from './fragments/table';
 import { ConnTable, CT_ENTRY_BYTES, CT_STAT_FIELDS, CT_STAT_NAMES, entriesPerTable, sumConnStats, type ConnTrackOptions } from './conntrack';
 import { djb2Bits, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, tupleKey } from './packet/hashkey';
 import { inetPton6 } from './base/inet';
-import { FragStatsWriter, type FragStats } from './fragstats';
+import { FragStatsWriter, type FragStats } from './fragments/stats';
 import { CONNTRACK_SWEEP_BUDGET, makeBatchHandler, type FlowOp, type TraceSink } from './packetthread';
 import { PacketThreads } from './packetthreads';
 import { sumThreadCounters } from './threadcounters';

@@ -27,7 +27,7 @@ import * as zlib from 'node:zlib';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './base/counters';
 import { NfqlbError } from './base/errors';
-import type { FragStats } from './fragstats';
+import type { FragStats } from './fragments/stats';
 import { readQueueProc, type QueueProcEntry } from './addon/queue';
 import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './base/version';
 

@@ -19,8 +19,8 @@
  * want them (replay, trace, counters).
  */
 import { CT_HITS, CT_MISSES, CT_MOVED, CT_SAVED, type ConnTable } from './conntrack';
-import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments';
-import { FragmentStore } from './fragstore';
+import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments/table';
+import { FragmentStore } from './fragments/store';
 import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './packet/hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet/classify';
 import type { FlowSet } from './flows/flowset';

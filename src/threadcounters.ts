@@ -21,8 +21,8 @@
  * reasons, B the batch size buckets.
  */
 import { BatchSizeHistogram } from './base/counters';
-import { FRAG_STATS_FIELDS } from './fragments';
-import { FSTORE_FIELDS } from './fragstore';
+import { FRAG_STATS_FIELDS } from './fragments/table';
+import { FSTORE_FIELDS } from './fragments/store';
 import { REASON_NAMES } from './pipeline';
 
 /** The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none). */

@@ -1,6 +1,6 @@
 /**
  * The tun device of `--tun`: out-of-order fragments kept by the fragment
- * store (src/fragstore.ts) are written to it once their first fragment is
+ * store (src/fragments/store.ts) are written to it once their first fragment is
  * decided; the kernel receives them on the tun device in the load balancer's
  * namespace, they pass PREROUTING again, come back through the queue and find
  * the stored choice.

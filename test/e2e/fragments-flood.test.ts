@@ -19,7 +19,7 @@
  * Needs root; the original nfqlb parts skip with one line without it.
  */
 import * as fs from 'fs';
-import { readFragStats, type FragStats } from '../../src/fragstats';
+import { readFragStats, type FragStats } from '../../src/fragments/stats';
 import {
   cleanupAll, metricSum, nsExec, ports, registerShm, scrapeMetrics, Testbed, uniqueShmName, type TargetInfo,
 } from '../../testbed/testbed';

@@ -26,7 +26,7 @@ import {
   uniqueShmName,
   type TargetInfo,
 } from '../../testbed/testbed';
-import { readFragStats } from '../../src/fragstats';
+import { readFragStats } from '../../src/fragments/stats';
 import { arrivalsAt, fragmentsOf, nfqlbStats, sendPackets, startUdpSink, type Datagram, type UdpSink } from '../helpers/fragsend';
 import { describeUnless, netnsUnavailable, ORIGINAL, originalUnavailable } from '../helpers/skip';
 import { until } from '../helpers/wait';

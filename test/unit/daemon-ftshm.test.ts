@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
-import { readFragStats } from '../../src/fragstats';
+import { readFragStats } from '../../src/fragments/stats';
 import { createLogger } from '../../src/base/log';
 import type { MetricsServer } from '../../src/metrics';
 import { closeTable, createTable, deleteTable } from '../../src/addon/shm';

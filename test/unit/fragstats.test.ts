@@ -8,11 +8,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { FRAG_STATS_FIELDS, FragmentTable, fragStatsOf } from '../../src/fragments';
+import { FRAG_STATS_FIELDS, FragmentTable, fragStatsOf } from '../../src/fragments/table';
 import { KEY_LEN } from '../../src/packet/hashkey';
 import {
   decodeFragStats, encodeFragStats, FRAG_STATS_BYTES, formatFragStats, FragStatsWriter, readFragStats, type FragStats,
-} from '../../src/fragstats';
+} from '../../src/fragments/stats';
 import { runInProcess } from '../helpers/cli';
 import { describeUnless, ORIGINAL, originalUnavailable } from '../helpers/skip';
 

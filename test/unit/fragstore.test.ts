@@ -18,8 +18,8 @@ import {
   FSTORE_TOO_BIG,
   FSTORE_WRITE_ERRORS,
   NO_SLOT,
-} from '../../src/fragstore';
-import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../src/fragments';
+} from '../../src/fragments/store';
+import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../src/fragments/table';
 import { MaglevTable } from '../../src/tables/maglev';
 import {
   Pipeline,

@@ -18,8 +18,8 @@ import { createTable, deleteTable, openTable } from '../../src/addon/shm';
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/threadcounters';
 import { TRACE_FLOWS } from '../../src/trace';
 import { ipv4, udp } from '../helpers/packets';
-import { FS_LOOKUPS } from '../../src/fragments';
-import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragstore';
+import { FS_LOOKUPS } from '../../src/fragments/table';
+import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragments/store';
 import { workerCount } from '../../src/cli/commands/lb';
 
 const FAKE = path.join(__dirname, '..', 'fixtures', 'threads', 'fake-thread.js');

@@ -1,6 +1,6 @@
 /** `nfqlb stats`: the fragment-table statistics a running daemon keeps in shared memory. */
 import { NfqlbError, UsageError } from '../../base/errors';
-import { FRAG_STATS_SHM, formatFragStats, readFragStats } from '../../fragstats';
+import { FRAG_STATS_SHM, formatFragStats, readFragStats } from '../../fragments/stats';
 import { out, type NfqlbCommand } from '../command';
 
 export const statsCommands: NfqlbCommand[] = [

@@ -9,9 +9,9 @@
  * fragsMax, fragsDiscarded, fragsAllocated, reAssembled.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from './base/errors';
-import { openRegularFile } from './base/regularfile';
-import { SHM_DIR, shmObjectName } from './addon/shm';
+import { NfqlbError } from '../base/errors';
+import { openRegularFile } from '../base/regularfile';
+import { SHM_DIR, shmObjectName } from '../addon/shm';
 
 export const FRAG_STATS_SHM = 'ftshm';
 export const FRAG_STATS_BYTES = 72;

@@ -41,9 +41,9 @@
  * entry when it expires or is freed. Without a store, later fragments only
  * look up.
  */
-import type { FragStats } from './fragstats';
-import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './fragstore';
-import { KEY_ADDR_END } from './packet/hashkey';
+import type { FragStats } from './stats';
+import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './store';
+import { KEY_ADDR_END } from '../packet/hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
 
 /*
