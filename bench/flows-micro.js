@@ -38,7 +38,7 @@ let flowsLib;
 let pipelineLib;
 try {
   flowsLib = require(path.join(ROOT, 'dist', 'flows', 'flowset.js'));
-  pipelineLib = require(path.join(ROOT, 'dist', 'pipeline.js'));
+  pipelineLib = require(path.join(ROOT, 'dist', 'datapath', 'pipeline.js'));
 } catch (err) {
   process.stderr.write(`bench:flows: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
   process.exit(1);

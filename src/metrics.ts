@@ -19,7 +19,7 @@
  * and at least one more scrape, then removed, so `nfqlb_*` series follow the
  * configuration instead of growing until restart (docs/metrics.md).
  */
-import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from './conntrack';
+import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from './datapath/conntrack';
 import { isUtf8 } from 'node:buffer';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -32,12 +32,12 @@ import { isMainThread, parentPort, workerData, type MessagePort } from 'node:wor
 import { performance } from 'node:perf_hooks';
 import { bytesToText } from './control';
 import { BatchSizeHistogram } from './base/counters';
-import { ConnTable, type ConnTableOptions } from './conntrack';
+import { ConnTable, type ConnTableOptions } from './datapath/conntrack';
 import { NfqlbError } from './base/errors';
 import { native } from './addon/native';
 import type { FlowCmd } from './flows/fields';
 import { FlowSet } from './flows/flowset';
-import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from './pipeline';
+import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from './datapath/pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from './addon/queue';
 import { ServedTable } from './tables/servedtable';
 import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './addon/shm';

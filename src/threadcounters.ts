@@ -23,7 +23,7 @@
 import { BatchSizeHistogram } from './base/counters';
 import { FRAG_STATS_FIELDS } from './fragments/table';
 import { FSTORE_FIELDS } from './fragments/store';
-import { REASON_NAMES } from './pipeline';
+import { REASON_NAMES } from './datapath/pipeline';
 
 /** The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none). */
 export const QUEUE_STAT_FIELDS = [

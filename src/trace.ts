@@ -40,7 +40,7 @@ import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } fro
 import {
   REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,
-} from './pipeline';
+} from './datapath/pipeline';
 import type { TraceShm } from './addon/shm';
 import type { LookupTable } from './tables/targets';
 

@@ -33,7 +33,7 @@ import { RequestParser, encodeRequest, type ControlRequest } from '../../src/con
 import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap } from '../../src/pcap';
-import { Pipeline } from '../../src/pipeline';
+import { Pipeline } from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 
 // ---------------------------------------------------------------------------

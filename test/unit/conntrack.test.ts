@@ -9,10 +9,10 @@ import { flowCmdFromArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';
 import {
   ConnTable, CT_ENTRIES, CT_ENTRY_BYTES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED,
-} from '../../src/conntrack';
+} from '../../src/datapath/conntrack';
 import { IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_TARGET } from '../../src/pipeline';
+import { Pipeline, REASON_TARGET } from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 import { ipv4, tcp } from '../helpers/packets';
 

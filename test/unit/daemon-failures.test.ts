@@ -9,7 +9,7 @@ import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
 import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon';
 import { createLogger } from '../../src/base/log';
-import { REASON_INVALID } from '../../src/pipeline';
+import { REASON_INVALID } from '../../src/datapath/pipeline';
 
 function memoryLog(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {
   const chunks: string[] = [];

@@ -8,7 +8,7 @@ import * as vm from 'node:vm';
 import { FRAG_STATS_FIELDS, FragmentTable, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../src/fragments/table';
 import { KEY_LEN } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../src/pipeline';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../src/datapath/pipeline';
 import { Target } from '../../src/tables/targets';
 import { ipv4, udp } from '../helpers/packets';
 import { prng } from '../helpers/prng';

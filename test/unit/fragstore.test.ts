@@ -28,7 +28,7 @@ import {
   REASON_FRAGMENT_MISS,
   REASON_FRAGMENT_STORED,
   REASON_TARGET,
-} from '../../src/pipeline';
+} from '../../src/datapath/pipeline';
 import { Target } from '../../src/tables/targets';
 import { ipv4, udp } from '../helpers/packets';
 

@@ -5,7 +5,7 @@ import { MaglevTable } from '../../src/tables/maglev';
 import {
   Pipeline, type PipelineOptions, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID,
   REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, REASON_NAMES,
-} from '../../src/pipeline';
+} from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 

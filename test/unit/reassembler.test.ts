@@ -9,7 +9,7 @@ import * as vm from 'node:vm';
 import { FragmentTable, FS_REASSEMBLER_FULL } from '../../src/fragments/table';
 import { KEY_LEN } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../src/pipeline';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../src/datapath/pipeline';
 import { Reassembler, REASSEMBLY_ABANDONED, REASSEMBLY_COMPLETE, REASSEMBLY_INCOMPLETE } from '../../src/fragments/reassembler';
 import { Target } from '../../src/tables/targets';
 import { ipv4, udp } from '../helpers/packets';

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { hashKeyAddresses } from '../../src/packet/hashkey';
 import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline } from '../../src/pipeline';
+import { Pipeline } from '../../src/datapath/pipeline';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, udp } from '../helpers/packets';
 

@@ -11,7 +11,7 @@ import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';
 import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/pipeline';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/datapath/pipeline';
 import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/addon/shm';
 import { connectTo } from '../../src/addon/sockets';
 import { Target, TargetRegistry } from '../../src/tables/targets';

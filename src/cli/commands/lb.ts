@@ -13,7 +13,7 @@ import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../metrics';
 import { parseAddress } from '../../control';
 import { atoi } from '../../base/catoi';
-import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../conntrack';
+import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../datapath/conntrack';
 import { createLogger } from '../../base/log';
 import { native } from '../../addon/native';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../addon/shm';

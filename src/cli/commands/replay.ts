@@ -8,7 +8,7 @@ import { atoi } from '../../base/catoi';
 import { loadConfig, type ReplayConfig } from '../../config';
 import { UsageError } from '../../base/errors';
 import type { MaglevTable } from '../../tables/maglev';
-import { Pipeline, type PipelineOptions } from '../../pipeline';
+import { Pipeline, type PipelineOptions } from '../../datapath/pipeline';
 import { readPcap } from '../../pcap';
 import { Target } from '../../tables/targets';
 import type { NfqlbCommand, ParsedArgs } from '../command';

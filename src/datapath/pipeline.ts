@@ -19,13 +19,13 @@
  * want them (replay, trace, counters).
  */
 import { CT_HITS, CT_MISSES, CT_MOVED, CT_SAVED, type ConnTable } from './conntrack';
-import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from './fragments/table';
-import { FragmentStore } from './fragments/store';
-import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from './packet/hashkey';
-import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from './packet/classify';
-import type { FlowSet } from './flows/flowset';
-import type { Flow } from './flows/match';
-import type { LookupTable, Target } from './tables/targets';
+import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from '../fragments/table';
+import { FragmentStore } from '../fragments/store';
+import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from '../packet/hashkey';
+import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from '../packet/classify';
+import type { FlowSet } from '../flows/flowset';
+import type { Flow } from '../flows/match';
+import type { LookupTable, Target } from '../tables/targets';
 
 /** Why a packet got its verdict; also the index into the decision counters. */
 export const REASON_TARGET = 0;
@@ -78,7 +78,7 @@ export interface PipelineOptions<T extends LookupTable = LookupTable> {
   sctpEncap?: number;
   /** LB tier (--lbshm): fragments are first hashed on addresses over this table. */
   lbTier?: { table: LookupTable; ownFwmark: number } | null;
-  /** --conntrack: the connections seen and their targets (src/conntrack.ts); null: stateless, as nfqlb. */
+  /** --conntrack: the connections seen and their targets (src/datapath/conntrack.ts); null: stateless, as nfqlb. */
   conntrack?: ConnTable | null;
 }
 

@@ -26,7 +26,7 @@
  * One writer (the pipeline's thread); readers from another thread may see an
  * entry half written, which `peek` tolerates (it is for inspection only).
  */
-import { KEY_LEN, KEY_PROTO, IPPROTO_SCTP, IPPROTO_TCP } from './packet/hashkey';
+import { KEY_LEN, KEY_PROTO, IPPROTO_SCTP, IPPROTO_TCP } from '../packet/hashkey';
 
 /** Statistics, indexes into ConnTable.stats. */
 export const CT_HITS = 0;
