@@ -177,7 +177,7 @@ async function inside(resultFile) {
     };
     for (let r = 0; r < ROUNDS; r++) round(r, false);
     // 990 more flows: sent straight to the control sockets, not one process each.
-    const { sendRequest } = require(path.join(ROOT, 'dist', 'control.js'));
+    const { sendRequest } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
     for (const impl of impls) {
       for (let i = 10; i < 1000; i++) {
         const reply = await sendRequest(impl.env.NFQLB_FLOW_ADDRESS, flowRequest(impl, `f${i}`, i));

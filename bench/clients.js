@@ -26,7 +26,7 @@
  */
 const path = require('node:path');
 // nfqlb's abstract addresses are NUL + name with the exact length (Node's net pads them to 108 bytes): the project's own connect.
-const { parseAddress } = require(path.join(__dirname, '..', 'dist', 'control.js'));
+const { parseAddress } = require(path.join(__dirname, '..', 'dist', 'services', 'control.js'));
 const { connectTo } = require(path.join(__dirname, '..', 'dist', 'addon', 'sockets.js'));
 
 const [mode, ...rest] = process.argv.slice(2);

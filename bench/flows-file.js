@@ -29,7 +29,7 @@ const ROOT = path.resolve(__dirname, '..');
 const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
 const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
 const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
-const { parseAddress } = require(path.join(ROOT, 'dist', 'control.js'));
+const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
 const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
 
 const COUNTS = (process.env.BENCH_COUNTS || '10,10000').split(',').map(Number);

@@ -152,7 +152,7 @@ async function liveDaemon(count, withFile) {
   const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
   const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
   const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
-  const { parseAddress } = require(path.join(ROOT, 'dist', 'control.js'));
+  const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
   const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
   const os = require('node:os');
   const prefix = `nfqlbts-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;

@@ -35,7 +35,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ControlRequest } from './control';
+import type { ControlRequest } from './services/control';
 import { NfqlbError } from './base/errors';
 import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flows/change';
 import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flows/fields';

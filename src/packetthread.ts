@@ -30,7 +30,7 @@
  */
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { bytesToText } from './control';
+import { bytesToText } from './services/control';
 import { BatchSizeHistogram } from './base/counters';
 import { ConnTable, type ConnTableOptions } from './datapath/conntrack';
 import { NfqlbError } from './base/errors';
@@ -43,7 +43,7 @@ import { ServedTable } from './tables/servedtable';
 import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './addon/shm';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from './tables/targets';
 import { ThreadCounters } from './threadcounters';
-import { formatPacketTrace, TRACE_PER_PACKET } from './trace';
+import { formatPacketTrace, TRACE_PER_PACKET } from './services/trace';
 import { flushReinjections } from './addon/tun';
 
 /** Most trace bytes posted by all threads and not yet taken by the main thread; beyond, lines are dropped (counted). */

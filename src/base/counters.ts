@@ -1,6 +1,6 @@
 /**
  * Hot-path counters: what the daemon bumps per packet or per batch, and what
- * src/metrics.ts reads when Prometheus scrapes.
+ * src/services/metrics.ts reads when Prometheus scrapes.
  *
  * Why not prom-client directly: a prom-client `inc(labels)` hashes the label
  * object and validates it on every call — fine for a web app, too much per

@@ -11,7 +11,7 @@ import { closeSync, readSync, writeSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
 import { NfqlbError } from '../base/errors';
 import { native } from '../addon/native';
-import { encodeRequest, type ControlRequest } from '../controlwire';
+import { encodeRequest, type ControlRequest } from '../services/controlwire';
 import { isOwnProcess } from './command';
 
 const CONNECT_RETRY_MS = 20;
@@ -104,13 +104,13 @@ export async function request(address: string, req: ControlRequest, timeoutMs = 
   // the same event loop) would wait for itself.
   if (!address.startsWith('unix:') || !isOwnProcess()) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:net only where it is needed
-    return (require('../control') as typeof import('../control')).sendRequest(address, req, timeoutMs);
+    return (require('../services/control') as typeof import('../services/control')).sendRequest(address, req, timeoutMs);
   }
   const name = Buffer.from(address.slice(5), 'utf8');
   if (name.length === 0 || name.length > 107 || name.includes(0)) {
     // The same check and words as control.ts parseAddress.
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- only for the error
-    (require('../control') as typeof import('../control')).parseAddress(address);
+    (require('../services/control') as typeof import('../services/control')).parseAddress(address);
   }
   const fd = connectUnix(name, Date.now() + timeoutMs);
   try {

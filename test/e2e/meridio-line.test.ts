@@ -70,7 +70,7 @@ describeNs('the daemon under Meridio\'s command line', () => {
     tb.setFlow('meridio-tcp', shm);
     tb.nfqlbOk(['flow-set', '--name=meridio-udp', `--target=${shm}`, '--prio=2', '--protocols=udp', `--dsts=${VIP4}/32`, '--dports=5002']);
     const changesScript = (round: number, n: number): string => `
-      const { sendRequest } = require(${JSON.stringify(`${ROOT}/dist/control.js`)});
+      const { sendRequest } = require(${JSON.stringify(`${ROOT}/dist/services/control.js`)});
       (async () => {
         for (let i = 0; i < ${n}; i++) {
           const name = 'churn-${round}-' + (i >> 1);

@@ -29,7 +29,7 @@ import { NfqlbError } from '../../src/base/errors';
 import { checkFlowSetArgs, FLOW_FIELDS, flowCmdFromArgs, flowOption, type FlowSetArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';
 import { inetNtop6, inetPton6 } from '../../src/base/inet';
-import { RequestParser, encodeRequest, type ControlRequest } from '../../src/control';
+import { RequestParser, encodeRequest, type ControlRequest } from '../../src/services/control';
 import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
 import { parsePcap } from '../../src/pcap';

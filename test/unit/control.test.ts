@@ -12,7 +12,7 @@ import * as net from 'node:net';
 import {
   bytesToText, encodeRequest, parseAddress, RequestParser, sendRequest, startControlServer, textToBytes,
   type ControlReply, type ControlRequest, type ControlServer, type ControlServerEvents,
-} from '../../src/control';
+} from '../../src/services/control';
 import { Daemon } from '../../src/daemon';
 import { createLogger } from '../../src/base/log';
 import { native } from '../../src/addon/native';

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
 import { readFragStats } from '../../src/fragments/stats';
 import { createLogger } from '../../src/base/log';
-import type { MetricsServer } from '../../src/metrics';
+import type { MetricsServer } from '../../src/services/metrics';
 import { closeTable, createTable, deleteTable } from '../../src/addon/shm';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, udp } from '../helpers/packets';

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ERROR_CODES, NfqlbError, UsageError, toErrno } from '../../src/base/errors';
 import { applyConfig, loadConfig } from '../../src/config';
-import { sendRequest } from '../../src/control';
+import { sendRequest } from '../../src/services/control';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 import { parsePcap, readPcap, writePcap } from '../../src/pcap';
 import { bindFailure, defaultRcvbuf, PacketQueue, type PacketQueueOptions, type QueueProcEntry } from '../../src/addon/queue';

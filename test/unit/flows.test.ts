@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { atoi, scanUnsigned, strtol } from '../../src/base/catoi';
-import { encodeRequest } from '../../src/control';
+import { encodeRequest } from '../../src/services/control';
 import { jsonString } from '../../src/base/cstring';
 import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowCmdFromArgs, flowCmdFromFields, flowOption, type FlowSetArgs,

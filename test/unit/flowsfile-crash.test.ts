@@ -16,7 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseAddress, type ControlRequest } from '../../src/control';
+import { parseAddress, type ControlRequest } from '../../src/services/control';
 import { Daemon } from '../../src/daemon';
 import { FLOW_FIELDS } from '../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';

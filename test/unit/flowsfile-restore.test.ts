@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, type DaemonOptions } from '../../src/daemon';
-import { parseAddress, type ControlRequest } from '../../src/control';
+import { parseAddress, type ControlRequest } from '../../src/services/control';
 import { FLOW_FIELDS } from '../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
 import { createLogger } from '../../src/base/log';

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ControlRequest } from '../../src/control';
+import type { ControlRequest } from '../../src/services/control';
 import { FlowsJournal, FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../src/flowsfile';
 import { NfqlbError } from '../../src/base/errors';
 

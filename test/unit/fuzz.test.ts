@@ -8,7 +8,7 @@ import { applyConfig } from '../../src/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
-import { RequestParser } from '../../src/control';
+import { RequestParser } from '../../src/services/control';
 import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';

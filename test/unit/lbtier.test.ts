@@ -13,7 +13,7 @@ import { hashKeyAddresses } from '../../src/packet/hashkey';
 import { MaglevTable, writeFreshTable } from '../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_LB_TIER, REASON_NAMES, REASON_TARGET, type PipelineOptions } from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
-import { formatFlowTrace, formatPacketTrace, TRACE_FRAG, TRACE_PER_PACKET } from '../../src/trace';
+import { formatFlowTrace, formatPacketTrace, TRACE_FRAG, TRACE_PER_PACKET } from '../../src/services/trace';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 import { fromHex, readJsonl } from '../helpers/reference';
 

@@ -5,7 +5,7 @@
  * source without these methods exports the metrics with no series.
  */
 import { BatchSizeHistogram, KeyCounter } from '../../src/base/counters';
-import { createMetricsRegistry, type MetricsSource, type QueueErrorCount } from '../../src/metrics';
+import { createMetricsRegistry, type MetricsSource, type QueueErrorCount } from '../../src/services/metrics';
 
 function source(extra: Partial<MetricsSource> = {}): MetricsSource {
   return {

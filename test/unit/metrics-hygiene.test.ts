@@ -1,5 +1,5 @@
 /**
- * Metrics hygiene (src/metrics.ts): series of deleted flows and released
+ * Metrics hygiene (src/services/metrics.ts): series of deleted flows and released
  * tables keep their last value for the retention and at least one scrape,
  * then go; nfqlb_build_info; one unit per family (the split verdict and
  * fragment store families, old names still there); no_target per table; the
@@ -17,7 +17,7 @@ import {
   acceptsGzip, createMetricsRegistry, openMetricsText, SERIES_RETENTION_MS, startMetricsServer, wantsOpenMetrics,
   type ControlRequestCount, type FlowCount, type MetricsServer, type MetricsSource, type QueueCounts, type QueueErrorCount,
   type ReasonCount, type TargetCounts,
-} from '../../src/metrics';
+} from '../../src/services/metrics';
 import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../../src/base/version';
 import { promtool, promtoolUnavailable } from '../helpers/promtool';
 import { describeUnless } from '../helpers/skip';

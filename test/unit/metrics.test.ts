@@ -15,7 +15,7 @@ import {
   parseMetricsAddress, startMetricsServer,
   type ControlRequestCount, type FlowCount, type MetricsLog, type MetricsServer, type MetricsSource,
   type QueueCounts, type ReasonCount, type TargetCounts,
-} from '../../src/metrics';
+} from '../../src/services/metrics';
 import type { QueueProcEntry } from '../../src/addon/queue';
 
 // ---------------------------------------------------------------------------

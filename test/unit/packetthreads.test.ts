@@ -16,7 +16,7 @@ import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/datapath/
 import type { QueueBatch } from '../../src/addon/queue';
 import { createTable, deleteTable, openTable } from '../../src/addon/shm';
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/threadcounters';
-import { TRACE_FLOWS } from '../../src/trace';
+import { TRACE_FLOWS } from '../../src/services/trace';
 import { ipv4, udp } from '../helpers/packets';
 import { FS_LOOKUPS } from '../../src/fragments/table';
 import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragments/store';

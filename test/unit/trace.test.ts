@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import { parseAddress } from '../../src/control';
+import { parseAddress } from '../../src/services/control';
 import { NfqlbError } from '../../src/base/errors';
 import { flowCmdFromArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';
@@ -18,7 +18,7 @@ import { Target, TargetRegistry } from '../../src/tables/targets';
 import {
   formatFlowTrace, formatIcmp, formatPacketTrace, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
   TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_FRAG, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_TARGET,
-} from '../../src/trace';
+} from '../../src/services/trace';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, ipv6, tcp, udp } from '../helpers/packets';
 import { until } from '../helpers/wait';

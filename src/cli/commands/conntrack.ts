@@ -6,7 +6,7 @@
  * it, the remembered choice (fwmark, slot, idle time) or that there is none.
  */
 import type { Options } from 'yargs';
-import { flowAddress, sendRequest, type ControlRequest } from '../../control';
+import { flowAddress, sendRequest, type ControlRequest } from '../../services/control';
 import { UsageError } from '../../base/errors';
 import { inetNtop6 } from '../../base/inet';
 import { EXTENSION, out, type NfqlbCommand } from '../command';

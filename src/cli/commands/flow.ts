@@ -4,7 +4,7 @@
  */
 import type { Options } from 'yargs';
 import { UsageError } from '../../base/errors';
-import { flowAddress, type ControlRequest } from '../../controlwire';
+import { flowAddress, type ControlRequest } from '../../services/controlwire';
 import { request as sendRequest } from '../client';
 import { writeOut } from '../output';
 import {

@@ -6,11 +6,11 @@
 import type * as net from 'node:net';
 import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
-import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../control';
+import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../services/control';
 import { NfqlbError, UsageError } from '../../base/errors';
 import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../addon/shm';
 import { connectTo, SocketError } from '../../addon/sockets';
-import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../trace';
+import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../services/trace';
 import { out, type NfqlbCommand, type ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });

@@ -4,7 +4,7 @@
  * that a command line sending one request loads neither node:net nor the
  * server.
  */
-import { FLOW_FIELDS, type FlowFieldTexts } from './flows/fields';
+import { FLOW_FIELDS, type FlowFieldTexts } from '../flows/fields';
 
 export const DEFAULT_FLOW_ADDRESS = 'unix:nfqlb';
 

@@ -20,11 +20,11 @@
  */
 // Not `import * as`: its helper reads every export, which on Node 24 loads node:util's streams and worker_threads (CLI start-up).
 import net = require('node:net');
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 import { encodeRequest, KNOWN_KEYS, type ControlRequest } from './controlwire';
-import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from './addon/sockets';
+import { addressText, connectTo, listenAt, SocketError, type SocketAddress } from '../addon/sockets';
 
-export type { SocketAddress } from './addon/sockets';
+export type { SocketAddress } from '../addon/sockets';
 export { DEFAULT_FLOW_ADDRESS, encodeRequest, flowAddress, type ControlRequest } from './controlwire';
 
 export const DEFAULT_TRACE_ADDRESS = 'unix:nfqlb-trace';

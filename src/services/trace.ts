@@ -28,21 +28,21 @@
  * so none of this code runs on the untraced packet path.
  */
 import * as net from 'node:net';
-import { NfqlbError, UsageError } from './base/errors';
+import { NfqlbError, UsageError } from '../base/errors';
 import { parseAddress } from './control';
-import { listenAt } from './addon/sockets';
-import { strtol } from './base/catoi';
-import type { FlowSet } from './flows/flowset';
-import { inetNtop6 } from './base/inet';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './packet/hashkey';
-import type { Logger } from './base/log';
-import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from './packet/classify';
+import { listenAt } from '../addon/sockets';
+import { strtol } from '../base/catoi';
+import type { FlowSet } from '../flows/flowset';
+import { inetNtop6 } from '../base/inet';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../packet/hashkey';
+import type { Logger } from '../base/log';
+import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_UDP_ENCAP } from '../packet/classify';
 import {
   REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_STORED, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_LB_TIER,
   REASON_NO_FLOW, REASON_NO_TARGET, type Decision,
-} from './datapath/pipeline';
-import type { TraceShm } from './addon/shm';
-import type { LookupTable } from './tables/targets';
+} from '../datapath/pipeline';
+import type { TraceShm } from '../addon/shm';
+import type { LookupTable } from '../tables/targets';
 
 /** Trace mask bits, nfqlb's TRACE_* (log.h, trace.h). */
 export const TRACE_LOG = 1;

@@ -19,17 +19,17 @@
  * and at least one more scrape, then removed, so `nfqlb_*` series follow the
  * configuration instead of growing until restart (docs/metrics.md).
  */
-import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from './datapath/conntrack';
+import { CT_ENTRIES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED } from '../datapath/conntrack';
 import { isUtf8 } from 'node:buffer';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as zlib from 'node:zlib';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
-import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from './base/counters';
-import { NfqlbError } from './base/errors';
-import type { FragStats } from './fragments/stats';
-import { readQueueProc, type QueueProcEntry } from './addon/queue';
-import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from './base/version';
+import { BATCH_SIZE_BUCKETS, type BatchSizeHistogram, type FwmarkCounter } from '../base/counters';
+import { NfqlbError } from '../base/errors';
+import type { FragStats } from '../fragments/stats';
+import { readQueueProc, type QueueProcEntry } from '../addon/queue';
+import { NFQLB_COMPAT_VERSION, PACKAGE_VERSION } from '../base/version';
 
 // ---------------------------------------------------------------------------
 // What the daemon provides
