@@ -26,7 +26,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..');
-const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
+const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
 const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
 const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
 const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));

@@ -134,7 +134,7 @@ async function controlPath() {
   if (set.size !== 0) throw new Error(`${set.size} flows left after deleting them all`);
   let fileMs = null;
   try {
-    const { writeFlowsFile } = require(path.join(ROOT, 'dist', 'flowsfile.js'));
+    const { writeFlowsFile } = require(path.join(ROOT, 'dist', 'daemon', 'flowsfile.js'));
     const flows = Array.from({ length: CONTROL_FLOWS }, (_, i) => ({ name: `c${i}`, target: 'bench', priority: `${i % 100}`, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: 'udp', dports: `${1000 + (i % 5000)}` }));
     const file = path.join(require('node:os').tmpdir(), `bench-flows-${process.pid}-${Math.random().toString(36).slice(2)}.json`);
     const t3 = process.hrtime.bigint();
@@ -149,7 +149,7 @@ async function controlPath() {
 
 /** ms for `count` flow-sets one request at a time over a no-queue daemon's control socket (flowsFile: with --flows_file). */
 async function liveDaemon(count, withFile) {
-  const { Daemon } = require(path.join(ROOT, 'dist', 'daemon.js'));
+  const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
   const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
   const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
   const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));

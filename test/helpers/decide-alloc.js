@@ -8,7 +8,7 @@
 //        decide-alloc.js ITERATIONS SCENARIO... [--allocate]
 // --allocate runs a copy of the loop that allocates one small object per
 // call, to show that the measurement sees an allocation.
-// --batches runs the packet thread's batch handler (src/packetthread.ts
+// --batches runs the packet thread's batch handler (src/daemon/packetthread.ts
 // makeBatchHandler, with its shared counters and the trace sink as it is with
 // no trace client) over batches of 64 packets of each scenario instead; a
 // "call" is then one packet of a batch.

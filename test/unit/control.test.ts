@@ -13,7 +13,7 @@ import {
   bytesToText, encodeRequest, parseAddress, RequestParser, sendRequest, startControlServer, textToBytes,
   type ControlReply, type ControlRequest, type ControlServer, type ControlServerEvents,
 } from '../../src/services/control';
-import { Daemon } from '../../src/daemon';
+import { Daemon } from '../../src/daemon/daemon';
 import { createLogger } from '../../src/base/log';
 import { native } from '../../src/addon/native';
 import { createTable, deleteTable } from '../../src/addon/shm';

@@ -7,7 +7,7 @@
  */
 import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
-import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon';
+import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon/daemon';
 import { createLogger } from '../../src/base/log';
 import { REASON_INVALID } from '../../src/datapath/pipeline';
 

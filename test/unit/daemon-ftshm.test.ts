@@ -5,7 +5,7 @@
  * root needed) whose pipeline is fed packets directly; private shm names.
  */
 import * as fs from 'node:fs';
-import { Daemon, type DaemonOptions } from '../../src/daemon';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
 import { readFragStats } from '../../src/fragments/stats';
 import { createLogger } from '../../src/base/log';
 import type { MetricsServer } from '../../src/services/metrics';

@@ -7,7 +7,7 @@
  * writing. A Daemon with no queues (no root needed) and a table in /dev/shm
  * under a private name.
  */
-import { Daemon, type DaemonOptions } from '../../src/daemon';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
 import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/addon/shm';
 import { settle } from '../helpers/wait';

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Daemon, parseQueues, type DaemonOptions } from '../../src/daemon';
+import { Daemon, parseQueues, type DaemonOptions } from '../../src/daemon/daemon';
 import { parseAddress } from '../../src/services/control';
 import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/addon/shm';

@@ -17,9 +17,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseAddress, type ControlRequest } from '../../src/services/control';
-import { Daemon } from '../../src/daemon';
+import { Daemon } from '../../src/daemon/daemon';
 import { FLOW_FIELDS } from '../../src/flows/fields';
-import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
+import { loadFlowsFile, type StoredFlow } from '../../src/daemon/flowsfile';
 import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/addon/shm';
 import { connectTo } from '../../src/addon/sockets';
@@ -29,7 +29,7 @@ import { describeUnless } from '../helpers/skip';
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-fc`;
 const TABLE = `${PREFIX}-t`;
 const HELPER = path.join(__dirname, '..', 'helpers', 'flows-daemon.js');
-const DIST_DAEMON = path.join(__dirname, '..', '..', 'dist', 'daemon.js');
+const DIST_DAEMON = path.join(__dirname, '..', '..', 'dist', 'daemon', 'daemon.js');
 let seq = 0;
 
 function unavailable(): string | null {

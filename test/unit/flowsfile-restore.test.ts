@@ -15,10 +15,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Daemon, type DaemonOptions } from '../../src/daemon';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
 import { parseAddress, type ControlRequest } from '../../src/services/control';
 import { FLOW_FIELDS } from '../../src/flows/fields';
-import { loadFlowsFile, type StoredFlow } from '../../src/flowsfile';
+import { loadFlowsFile, type StoredFlow } from '../../src/daemon/flowsfile';
 import { createLogger } from '../../src/base/log';
 import { createTable, deleteTable } from '../../src/addon/shm';
 import { connectTo } from '../../src/addon/sockets';

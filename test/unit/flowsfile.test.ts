@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ControlRequest } from '../../src/services/control';
-import { FlowsJournal, FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../src/flowsfile';
+import { FlowsJournal, FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../src/daemon/flowsfile';
 import { NfqlbError } from '../../src/base/errors';
 
 let dir: string;

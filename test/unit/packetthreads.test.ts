@@ -10,12 +10,12 @@
 import * as path from 'node:path';
 import { BatchSizeHistogram } from '../../src/base/counters';
 import { NfqlbError } from '../../src/base/errors';
-import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/packetthread';
-import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/packetthreads';
+import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/daemon/packetthread';
+import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/daemon/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/datapath/pipeline';
 import type { QueueBatch } from '../../src/addon/queue';
 import { createTable, deleteTable, openTable } from '../../src/addon/shm';
-import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/threadcounters';
+import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/daemon/threadcounters';
 import { TRACE_FLOWS } from '../../src/services/trace';
 import { ipv4, udp } from '../helpers/packets';
 import { FS_LOOKUPS } from '../../src/fragments/table';

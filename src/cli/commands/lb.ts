@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Options } from 'yargs';
 import { UsageError } from '../../base/errors';
-import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon';
+import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon/daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../services/control';
 import { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from '../../services/metrics';
 import { parseAddress } from '../../services/control';

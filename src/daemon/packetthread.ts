@@ -30,21 +30,21 @@
  */
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { bytesToText } from './services/control';
-import { BatchSizeHistogram } from './base/counters';
-import { ConnTable, type ConnTableOptions } from './datapath/conntrack';
-import { NfqlbError } from './base/errors';
-import { native } from './addon/native';
-import type { FlowCmd } from './flows/fields';
-import { FlowSet } from './flows/flowset';
-import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from './datapath/pipeline';
-import { PacketQueue, VERDICT_DROP, type QueueBatch } from './addon/queue';
-import { ServedTable } from './tables/servedtable';
-import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from './addon/shm';
-import { Target, TargetRegistry, type LookupTable, type TableSource } from './tables/targets';
+import { bytesToText } from '../services/control';
+import { BatchSizeHistogram } from '../base/counters';
+import { ConnTable, type ConnTableOptions } from '../datapath/conntrack';
+import { NfqlbError } from '../base/errors';
+import { native } from '../addon/native';
+import type { FlowCmd } from '../flows/fields';
+import { FlowSet } from '../flows/flowset';
+import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../datapath/pipeline';
+import { PacketQueue, VERDICT_DROP, type QueueBatch } from '../addon/queue';
+import { ServedTable } from '../tables/servedtable';
+import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from '../addon/shm';
+import { Target, TargetRegistry, type LookupTable, type TableSource } from '../tables/targets';
 import { ThreadCounters } from './threadcounters';
-import { formatPacketTrace, TRACE_PER_PACKET } from './services/trace';
-import { flushReinjections } from './addon/tun';
+import { formatPacketTrace, TRACE_PER_PACKET } from '../services/trace';
+import { flushReinjections } from '../addon/tun';
 
 /** Most trace bytes posted by all threads and not yet taken by the main thread; beyond, lines are dropped (counted). */
 export const TRACE_CHANNEL_BYTES = 4 * 1024 * 1024;

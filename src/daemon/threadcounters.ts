@@ -1,5 +1,5 @@
 /**
- * The counters of one packet thread (src/packetthread.ts), laid out in a
+ * The counters of one packet thread (src/daemon/packetthread.ts), laid out in a
  * SharedArrayBuffer that the thread writes and the main thread reads.
  *
  * One writer per buffer (its packet thread), one reader (the main thread, at
@@ -20,10 +20,10 @@
  * daemon (a thread writes only the entries of its own queues), R the decision
  * reasons, B the batch size buckets.
  */
-import { BatchSizeHistogram } from './base/counters';
-import { FRAG_STATS_FIELDS } from './fragments/table';
-import { FSTORE_FIELDS } from './fragments/store';
-import { REASON_NAMES } from './datapath/pipeline';
+import { BatchSizeHistogram } from '../base/counters';
+import { FRAG_STATS_FIELDS } from '../fragments/table';
+import { FSTORE_FIELDS } from '../fragments/store';
+import { REASON_NAMES } from '../datapath/pipeline';
 
 /** The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none). */
 export const QUEUE_STAT_FIELDS = [

@@ -35,12 +35,12 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ControlRequest } from './services/control';
-import { NfqlbError } from './base/errors';
-import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from './flows/change';
-import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from './flows/fields';
-import { FlowSet } from './flows/flowset';
-import { openRegularFile, readRegularFile } from './base/regularfile';
+import type { ControlRequest } from '../services/control';
+import { NfqlbError } from '../base/errors';
+import { applyFlowChange, isFlowChangeAction, type FlowChangeAction } from '../flows/change';
+import { FLOW_FIELDS, flowCmdFromFields, type FlowFieldTexts } from '../flows/fields';
+import { FlowSet } from '../flows/flowset';
+import { openRegularFile, readRegularFile } from '../base/regularfile';
 
 /** The single-document format of earlier versions; read, and rewritten as a journal. */
 export const FLOWS_FILE_FORMAT = 'nfqlb-ts-flows/1';

@@ -1,6 +1,6 @@
 /**
  * The main thread's side of the packet threads (`--workers=N`): starts one
- * worker_threads Worker per thread (src/packetthread.ts), splits the queues
+ * worker_threads Worker per thread (src/daemon/packetthread.ts), splits the queues
  * over them, hands them every accepted flow change and waits for their acks,
  * collects their counters, and forwards their trace lines. See packetthread.ts
  * for what runs in a thread, docs/architecture.md for the picture.
@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 import type { FlowOp, FromThread, PacketThreadData, PublishedTarget, ToThread } from './packetthread';
 import { TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_MASK, TRACE_STATE_WORDS } from './packetthread';
 import { QUEUE_STAT_FIELDS, queuesOfThread, ThreadCounters, type QueueStatField } from './threadcounters';
@@ -56,7 +56,7 @@ export interface ThreadPublication {
 export function packetThreadScript(): string {
   const here = path.join(__dirname, 'packetthread.js');
   if (fs.existsSync(here)) return here;
-  return path.join(__dirname, '..', 'dist', 'packetthread.js');
+  return path.join(__dirname, '..', 'dist', 'daemon', 'packetthread.js');
 }
 
 interface Slot {
