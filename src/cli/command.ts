@@ -10,7 +10,7 @@
  * extension out of the help.
  */
 import type { Options } from 'yargs';
-import type { CommandParser } from '../config';
+import type { CommandParser } from '../replay/config';
 import type { TableStore } from '../tables/tablestore';
 import { writeOut } from './output';
 

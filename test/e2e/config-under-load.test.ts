@@ -39,7 +39,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { readPcap } from '../../src/pcap';
+import { readPcap } from '../../src/replay/pcap';
 import {
   addAddress,
   addUdpSink,

@@ -21,7 +21,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applyConfig } from '../../src/config';
+import { applyConfig } from '../../src/replay/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
@@ -32,7 +32,7 @@ import { inetNtop6, inetPton6 } from '../../src/base/inet';
 import { RequestParser, encodeRequest, type ControlRequest } from '../../src/services/control';
 import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
-import { parsePcap } from '../../src/pcap';
+import { parsePcap } from '../../src/replay/pcap';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 

@@ -1,5 +1,5 @@
 /**
- * The replay config reader (src/config.ts): every kind of line it takes
+ * The replay config reader (src/replay/config.ts): every kind of line it takes
  * (init, activate, deactivate, delete, show, flow-set, flow-delete, the
  * daemon line flowlb or lb; comments, blank lines, an `nfqlb` prefix) applied
  * to private memory tables, with the CLI's own parser handed in; and its one
@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { applyConfig, loadConfig, type CommandParser, type ReplayConfig } from '../../src/config';
+import { applyConfig, loadConfig, type CommandParser, type ReplayConfig } from '../../src/replay/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 import { NfqlbError, UsageError } from '../../src/base/errors';
 import { captureOutput } from '../../src/cli/output';

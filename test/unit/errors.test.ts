@@ -6,10 +6,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ERROR_CODES, NfqlbError, UsageError, toErrno } from '../../src/base/errors';
-import { applyConfig, loadConfig } from '../../src/config';
+import { applyConfig, loadConfig } from '../../src/replay/config';
 import { sendRequest } from '../../src/services/control';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
-import { parsePcap, readPcap, writePcap } from '../../src/pcap';
+import { parsePcap, readPcap, writePcap } from '../../src/replay/pcap';
 import { bindFailure, defaultRcvbuf, PacketQueue, type PacketQueueOptions, type QueueProcEntry } from '../../src/addon/queue';
 import { SocketError } from '../../src/addon/sockets';
 import { runInProcess } from '../helpers/cli';

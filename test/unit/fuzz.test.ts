@@ -4,7 +4,7 @@
  * parsers, the config reader and the pcap reader, plus the findings of longer
  * runs (`npm run fuzz`) kept as regression tests.
  */
-import { applyConfig } from '../../src/config';
+import { applyConfig } from '../../src/replay/config';
 import { findCommand, parseCommandLine } from '../../src/cli/main';
 
 const parser = { find: findCommand, parse: parseCommandLine };
@@ -14,7 +14,7 @@ import { flowCmdFromArgs } from '../../src/flows/fields';
 import { FlowSet } from '../../src/flows/flowset';
 import { MaglevTable } from '../../src/tables/maglev';
 import { classify, PacketInfo } from '../../src/packet/classify';
-import { parsePcap, writePcap } from '../../src/pcap';
+import { parsePcap, writePcap } from '../../src/replay/pcap';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 import { runFuzz, TARGETS } from '../fuzz/fuzzer';
 

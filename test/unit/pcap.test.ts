@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import {
   LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
   MAX_RECORD_LEN, parsePcap, readPcap, writePcap,
-} from '../../src/pcap';
+} from '../../src/replay/pcap';
 
 /** A minimal IPv4 header (20 bytes) and IPv6 header (40 bytes): the reader looks at the version nibble only. */
 const IPV4 = Uint8Array.from([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);

@@ -5,11 +5,11 @@
  */
 import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
-import { loadConfig, type ReplayConfig } from '../../config';
+import { loadConfig, type ReplayConfig } from '../../replay/config';
 import { UsageError } from '../../base/errors';
 import type { MaglevTable } from '../../tables/maglev';
 import { Pipeline, type PipelineOptions } from '../../datapath/pipeline';
-import { readPcap } from '../../pcap';
+import { readPcap } from '../../replay/pcap';
 import { Target } from '../../tables/targets';
 import type { NfqlbCommand, ParsedArgs } from '../command';
 

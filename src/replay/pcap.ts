@@ -5,7 +5,7 @@
  * carry IPv4/IPv6 are reported with `ip === null` so callers keep record numbers.
  */
 import * as fs from 'node:fs';
-import { NfqlbError } from './base/errors';
+import { NfqlbError } from '../base/errors';
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_RAW = 101;

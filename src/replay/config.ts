@@ -11,13 +11,13 @@
  * second daemon line. A config is never half applied and then used.
  */
 import * as fs from 'node:fs';
-import { NfqlbError, UsageError } from './base/errors';
-import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from './flows/fields';
-import { applyFlowChange } from './flows/change';
-import { FlowSet } from './flows/flowset';
-import { MemoryTableStore, type TableStore } from './tables/tablestore';
-import type { MaglevTable } from './tables/maglev';
-import { Target, TargetRegistry } from './tables/targets';
+import { NfqlbError, UsageError } from '../base/errors';
+import { checkFlowSetArgs, flowCmdFromArgs, flowSetArgsFrom, type FlowSetArgs } from '../flows/fields';
+import { applyFlowChange } from '../flows/change';
+import { FlowSet } from '../flows/flowset';
+import { MemoryTableStore, type TableStore } from '../tables/tablestore';
+import type { MaglevTable } from '../tables/maglev';
+import { Target, TargetRegistry } from '../tables/targets';
 
 /** Options of one command line as the CLI parser returns them (cli/command.ts's ParsedArgs has this shape). */
 export interface ParsedArgs {
