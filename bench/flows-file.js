@@ -28,7 +28,7 @@ const path = require('node:path');
 const ROOT = path.resolve(__dirname, '..');
 const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
 const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
-const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
+const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
 const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
 const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
 

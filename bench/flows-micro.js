@@ -150,7 +150,7 @@ async function controlPath() {
 /** ms for `count` flow-sets one request at a time over a no-queue daemon's control socket (flowsFile: with --flows_file). */
 async function liveDaemon(count, withFile) {
   const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
-  const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
+  const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
   const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
   const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
   const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));

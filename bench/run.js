@@ -73,7 +73,7 @@ let tb;
 let shmLib;
 try {
   tb = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
-  shmLib = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
+  shmLib = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
 } catch (err) {
   process.stderr.write(`bench: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
   process.exit(1);

@@ -355,9 +355,11 @@ async function main() {
   if (!(minutes > 0 && rate >= 0 && churn >= 0)) throw new Error('usage: npm run soak [-- --minutes=N --rate=PPS --churn=N --idle=N --slow=N --junk=N]');
   let tb;
   let shmLib;
+  let tableLib;
   try {
     tb = require(path.join(ROOT, 'testbed', 'dist', 'testbed', 'testbed.js'));
     shmLib = require(path.join(ROOT, 'dist', 'addon', 'shm.js'));
+    tableLib = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
   } catch (err) {
     throw new Error(`dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh`);
   }
@@ -485,7 +487,7 @@ async function main() {
     let activations = 0;
     tasks.push((async () => {
       if (churn === 0) return;
-      const table = shmLib.openTable(shm, true);
+      const table = tableLib.openTable(shm, true);
       const state = new Map(bed.targets.map((t) => [t.id, true]));
       let cliAt = Date.now() + 10000;
       try {
@@ -504,7 +506,7 @@ async function main() {
         }
       } finally {
         for (const t of bed.targets) table.activateIndex(t.id - 1, t.fwmark);
-        shmLib.closeTable(table);
+        tableLib.closeTable(table);
       }
     })());
 

@@ -46,11 +46,10 @@ export interface NativeAddon {
   [key: string]: unknown;
 }
 
-/** Where the build puts the addon, seen from dist/ (the product), src/ (ts-jest) and testbed/dist/src/ (the test bed compiles src/ beside itself). */
+/** Where the build puts the addon, seen from dist/addon/ (the product), src/addon/ (ts-jest) and testbed/dist/src/addon/ (the test bed compiles src/ beside itself). */
 export const ADDON_FILES: readonly string[] = [
-  path.join(__dirname, '..', 'build', 'Release', 'nfqlb_native.node'),
   path.join(__dirname, '..', '..', 'build', 'Release', 'nfqlb_native.node'),
-  path.join(__dirname, '..', '..', '..', 'build', 'Release', 'nfqlb_native.node'),
+  path.join(__dirname, '..', '..', '..', '..', 'build', 'Release', 'nfqlb_native.node'),
 ];
 
 /** The Debian package that holds each run-time library the addon links. */

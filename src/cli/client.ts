@@ -10,7 +10,7 @@
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
 import { NfqlbError } from '../base/errors';
-import { native } from '../addon/native';
+import { unixConnect, type UnixConnectResult } from '../addon/blockingsocket';
 import { encodeRequest, type ControlRequest } from '../services/controlwire';
 import { isOwnProcess } from './command';
 
@@ -25,12 +25,9 @@ function strerror(errno: number): string {
   return entry[1].charAt(0).toUpperCase() + entry[1].slice(1);
 }
 
-type NativeResult = { fd: number } | { errno: number; syscall: string };
-
 function connectUnix(name: Buffer, deadline: number): number {
-  const addon = native() as unknown as { unixConnect(name: Buffer): NativeResult };
   for (;;) {
-    const r = addon.unixConnect(name);
+    const r: UnixConnectResult = unixConnect(name);
     if ('fd' in r) return r.fd;
     // A full listen backlog: try again until the deadline, as sockets.ts connectTo.
     if (getSystemErrorMap().get(-Math.abs(r.errno))?.[0] !== 'EAGAIN' || Date.now() >= deadline) {

@@ -34,13 +34,14 @@ import { bytesToText } from '../services/control';
 import { BatchSizeHistogram } from '../base/counters';
 import { ConnTable, type ConnTableOptions } from '../datapath/conntrack';
 import { NfqlbError } from '../base/errors';
-import { native } from '../addon/native';
+import { setThreadName } from '../addon/process';
 import type { FlowCmd } from '../flows/fields';
 import { FlowSet } from '../flows/flowset';
 import { Pipeline, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../datapath/pipeline';
 import { PacketQueue, VERDICT_DROP, type QueueBatch } from '../addon/queue';
 import { ServedTable } from '../tables/servedtable';
-import { closeTraceShm, daemonTableOwners, openTable, openTraceShm, shmFaultCounter, trustTableOwners, type TraceShm } from '../addon/shm';
+import { closeTraceShm, openTraceShm, shmFaultCounter, type TraceShm } from '../addon/shm';
+import { daemonTableOwners, openTable, trustTableOwners } from '../tables/tablefile';
 import { Target, TargetRegistry, type LookupTable, type TableSource } from '../tables/targets';
 import { ThreadCounters } from './threadcounters';
 import { formatPacketTrace, TRACE_PER_PACKET } from '../services/trace';
@@ -476,7 +477,7 @@ function runThread(port: MessagePort, data: PacketThreadData): void {
   let thread: PacketThread;
   try {
     // Named, so per-thread CPU (bench, top -H, perf) shows each packet thread's share.
-    native().setThreadName(`nfqlb-pkt${data.index}`);
+    setThreadName(`nfqlb-pkt${data.index}`);
     thread = new PacketThread(data, port);
     port.postMessage(thread.bind());
   } catch (err) {

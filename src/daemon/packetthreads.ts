@@ -52,11 +52,11 @@ export interface ThreadPublication {
   targets: PublishedTarget[];
 }
 
-/** The compiled packetthread.js: beside this file in dist/, or in dist/ when this runs from src/ (ts-jest). */
+/** The compiled packetthread.js: beside this file in dist/, or in dist/daemon/ when this runs from src/daemon/ (ts-jest). */
 export function packetThreadScript(): string {
   const here = path.join(__dirname, 'packetthread.js');
   if (fs.existsSync(here)) return here;
-  return path.join(__dirname, '..', 'dist', 'daemon', 'packetthread.js');
+  return path.join(__dirname, '..', '..', 'dist', 'daemon', 'packetthread.js');
 }
 
 interface Slot {

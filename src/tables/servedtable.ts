@@ -23,7 +23,8 @@
  */
 import { NfqlbError } from '../base/errors';
 import type { MaglevTable } from './maglev';
-import { closeTable, openTable, shmFaultCounter, shmInode, tableFile, tableFileSize } from '../addon/shm';
+import { shmFaultCounter } from '../addon/shm';
+import { closeTable, openTable, shmInode, tableFile, tableFileSize } from './tablefile';
 import type { LookupTable } from './targets';
 
 /** What happened to a table's file (label `fault` of nfqlb_table_faults_total). */

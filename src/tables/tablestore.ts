@@ -5,7 +5,7 @@
  */
 import { NfqlbError } from '../base/errors';
 import { MaglevTable } from './maglev';
-import { closeTable, createTable, deleteTable, openTable } from '../addon/shm';
+import { closeTable, createTable, deleteTable, openTable } from './tablefile';
 
 export interface TableStore {
   /** nfqlb init: a fresh table (M already adjusted), open read-write. */

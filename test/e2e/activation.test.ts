@@ -17,7 +17,7 @@
  * otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { closeTable, openTable } from '../../src/addon/shm';
+import { closeTable, openTable } from '../../src/tables/tablefile';
 import {
   addLoadCounters,
   canUseNetns,

@@ -40,7 +40,7 @@ import * as crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
 import { hashKey, hashKeyAddresses } from '../../src/packet/hashkey';
-import { closeTable, openTable } from '../../src/addon/shm';
+import { closeTable, openTable } from '../../src/tables/tablefile';
 import {
   addAddress,
   addFwmarkRule,

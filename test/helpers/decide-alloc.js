@@ -20,8 +20,8 @@ const { PerformanceObserver, performance } = require('node:perf_hooks');
 
 const root = path.join(__dirname, '..', '..');
 const dist = (m) => require(path.join(root, 'dist', m));
-const { applyConfig } = dist('config');
-const { readPcap } = dist('pcap');
+const { applyConfig } = dist('replay/config');
+const { readPcap } = dist('replay/pcap');
 const { fromConfig } = dist('cli/commands/replay');
 const { findCommand, parseCommandLine } = dist('cli/main');
 
@@ -81,9 +81,9 @@ function loopAllocating(n, start) {
 const BATCH = 64;
 const batchRuns = [];
 if (batches) {
-  const { makeBatchHandler, traceChannel, TRACE_STATE_WORDS } = dist('packetthread');
-  const { ThreadCounters } = dist('threadcounters');
-  const { BatchSizeHistogram } = dist('counters');
+  const { makeBatchHandler, traceChannel, TRACE_STATE_WORDS } = dist('daemon/packetthread');
+  const { ThreadCounters } = dist('daemon/threadcounters');
+  const { BatchSizeHistogram } = dist('base/counters');
   const counters = new ThreadCounters(1);
   const state = new Int32Array(new SharedArrayBuffer(4 * TRACE_STATE_WORDS));
   const sink = traceChannel({ postMessage() {} }, state, null, counters);

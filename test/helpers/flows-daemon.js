@@ -8,8 +8,8 @@
 const path = require('node:path');
 
 const dist = (m) => require(path.join(__dirname, '..', '..', 'dist', m));
-const { Daemon } = dist('daemon');
-const { createLogger } = dist('log');
+const { Daemon } = dist('daemon/daemon');
+const { createLogger } = dist('base/log');
 
 const [flowsFile, flowAddress, traceAddress, compactBytes] = process.argv.slice(2);
 const daemon = new Daemon(

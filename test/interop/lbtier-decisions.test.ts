@@ -28,7 +28,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { hashKey, hashKeyAddresses } from '../../src/packet/hashkey';
-import { closeTable, openTable } from '../../src/addon/shm';
+import { closeTable, openTable } from '../../src/tables/tablefile';
 import {
   addAddress,
   addRoute,

@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/base/errors';
 import { ADDON_FILES, native } from '../../src/addon/native';
-import { openTable, openTraceShm } from '../../src/addon/shm';
+import { openTraceShm } from '../../src/addon/shm';
+import { openTable } from '../../src/tables/tablefile';
 import { thrown } from '../helpers/thrown';
 
 const PREFIX = `nfqlbts-errs-${process.pid}-${Math.floor(Math.random() * 1e9)}`;

@@ -30,14 +30,14 @@ function inChild(code: string, name: string): string {
 }
 
 const CALLS: Record<string, string> = {
-  openTable: `return require(dist + '/shm').openTable(name).M`,
-  'openTable (writable)': `return require(dist + '/shm').openTable(name, true).M`,
-  'addon shmMap read-only': `return require(dist + '/native').native().shmMap(name, 0, 0).byteLength`,
-  'addon shmMap create': `return require(dist + '/native').native().shmMap(name, 2, 8).byteLength`,
-  'addon shmSize': `return require(dist + '/native').native().shmSize(name)`,
-  'trace settings (openOrCreateTraceShm)': `return require(dist + '/shm').openOrCreateTraceShm(name).level`,
-  'fragment statistics read (nfqlb stats)': `return require(dist + '/fragstats').readFragStats(name).size`,
-  'fragment statistics write (--ft_shm)': `const { FragStatsWriter, readFragStats } = require(dist + '/fragstats');
+  openTable: `return require(dist + '/tables/tablefile').openTable(name).M`,
+  'openTable (writable)': `return require(dist + '/tables/tablefile').openTable(name, true).M`,
+  'addon shmMap read-only': `return require(dist + '/addon/native').native().shmMap(name, 0, 0).byteLength`,
+  'addon shmMap create': `return require(dist + '/addon/native').native().shmMap(name, 2, 8).byteLength`,
+  'addon shmSize': `return require(dist + '/addon/native').native().shmSize(name)`,
+  'trace settings (openOrCreateTraceShm)': `return require(dist + '/addon/shm').openOrCreateTraceShm(name).level`,
+  'fragment statistics read (nfqlb stats)': `return require(dist + '/fragments/stats').readFragStats(name).size`,
+  'fragment statistics write (--ft_shm)': `const { FragStatsWriter, readFragStats } = require(dist + '/fragments/stats');
     return new FragStatsWriter(name).write({ ttlNanos: 0n, size: 0, active: 0, collisions: 0, inserts: 0, rejectedInserts: 0, lookups: 0, objGC: 0, bucketsMax: 0, bucketsUsed: 0, bucketsAllocated: 0, fragsMax: 0, fragsUsed: 0, fragsDiscarded: 0, fragsAllocated: 0, reAssembled: 0, mtu: 0 })`,
 };
 
@@ -71,7 +71,7 @@ describe('the flows file', () => {
     fs.rmSync(file, { recursive: true, force: true });
     made.push(file);
     KINDS[kind](file);
-    const out = inChild(`return require(dist + '/flowsfile').loadFlowsFile(name)`, file);
+    const out = inChild(`return require(dist + '/daemon/flowsfile').loadFlowsFile(name)`, file);
     expect(out).toMatch(/^NFQLB_ERR_FLOWS_FILE flows file .* is unusable: /);
     expect(out).toContain(`${file} is a`);
     expect(fs.lstatSync(file).isFile()).toBe(false);
@@ -82,8 +82,8 @@ describe('a regular file', () => {
   it('still opens, and O_CREAT still creates one', () => {
     const name = `${PREFIX}-regular`;
     made.push(`/dev/shm/${name}`);
-    expect(inChild(`return require(dist + '/native').native().shmMap(name, 2, 8).byteLength`, name)).toBe('OK 8');
-    expect(inChild(`return require(dist + '/native').native().shmSize(name)`, name)).toBe('OK 8');
-    expect(inChild(`return require(dist + '/native').native().shmSize(name + 'x')`, name)).toBe('OK -1');
+    expect(inChild(`return require(dist + '/addon/native').native().shmMap(name, 2, 8).byteLength`, name)).toBe('OK 8');
+    expect(inChild(`return require(dist + '/addon/native').native().shmSize(name)`, name)).toBe('OK 8');
+    expect(inChild(`return require(dist + '/addon/native').native().shmSize(name + 'x')`, name)).toBe('OK -1');
   });
 });

@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import { MaglevTable } from '../../src/tables/maglev';
 import { ServedTable, type TableFault } from '../../src/tables/servedtable';
-import { closeTable, createTable, openOrCreateTraceShm, closeTraceShm, openTable, shmFaultCounter, tableFile } from '../../src/addon/shm';
+import { openOrCreateTraceShm, closeTraceShm, shmFaultCounter } from '../../src/addon/shm';
+import { closeTable, createTable, openTable, tableFile } from '../../src/tables/tablefile';
 import { runInProcess } from '../helpers/cli';
 
 const PREFIX = `nfqlbts-st-${process.pid}-`;

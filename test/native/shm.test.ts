@@ -5,17 +5,8 @@
 import * as fs from 'node:fs';
 import { NfqlbError } from '../../src/base/errors';
 import { MaglevTable } from '../../src/tables/maglev';
-import {
-  DEFAULT_LOG_LEVEL,
-  closeTable,
-  closeTraceShm,
-  createTable,
-  deleteTable,
-  openOrCreateTraceShm,
-  openTable,
-  openTraceShm,
-  tableIsStale,
-} from '../../src/addon/shm';
+import { DEFAULT_LOG_LEVEL, closeTraceShm, openOrCreateTraceShm, openTraceShm } from '../../src/addon/shm';
+import { closeTable, createTable, deleteTable, openTable, tableIsStale } from '../../src/tables/tablefile';
 import { referencePath } from '../helpers/reference';
 
 const PREFIX = `nfqlbts-test-${process.pid}-`;

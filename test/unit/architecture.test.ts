@@ -1,8 +1,9 @@
 /**
- * The shape of src/, read from its imports: no import circles, and every
- * import points down the layers below (CLI → daemon/replay → pipeline →
- * packet/flows/maglev → shm/native). A new module must be given a layer here;
- * that is the moment to decide where it belongs.
+ * The shape of src/, read from its folders and imports: every module lives in
+ * a folder, the folders are the layers (listed below, lowest first), every
+ * import points to its own folder or a lower one, and there is no import
+ * circle. A new folder must be given its place here; that is the moment to
+ * decide where it belongs.
  *
  * Imports are found with TypeScript's own pre-processor (`ts.preProcessFile`:
  * import/export-from, `import type`, require() and import()), so comments and
@@ -15,26 +16,25 @@ import * as ts from 'typescript';
 
 const SRC = path.join(__dirname, '..', '..', 'src');
 
-/**
- * Layer of each module (path inside src/ without .ts; `cli/` covers the whole
- * CLI). A module may import its own layer or lower ones; circles are caught
- * separately below.
- */
-const LAYERS: Array<{ name: string; modules: string[] }> = [
-  // catoi/cstring/inet: nfqlb's C library behaviour; flowfields: the flow fields and the flow-set client checks,
-  // below both the CLI and the replay config reader that use them.
-  { name: 'base', modules: ['errors', 'catoi', 'cstring', 'inet', 'flowfields', 'version', 'log', 'counters', 'hashkey', 'ratelog'] },
-  { name: 'native', modules: ['native'] },
-  // maglev.ts is the table layout over an ArrayBuffer (pure); shm.ts maps tables and trace settings.
-  // controlwire: the client's side of the control protocol (address, request bytes), without node:net.
-  { name: 'system', modules: ['maglev', 'regularfile', 'shm', 'queue', 'pcap', 'sockets', 'controlwire', 'fragstats', 'tun'] },
-  // flowmatch (compiled Flow, per-packet tests) ← flowparse (text → Flow), flowindex ← flows (FlowSet).
-  { name: 'packet/flows', modules: ['packet', 'conntrack', 'fragstore', 'fragments', 'reassembler', 'flowmatch', 'flowparse', 'flows', 'flowchange', 'flowindex', 'targets', 'tablestore'] },
-  { name: 'pipeline', modules: ['pipeline', 'control', 'trace', 'metrics', 'servedtable', 'threadcounters'] },
-  // packetthread: the body of a packet thread (--workers); packetthreads: the main thread's side of them.
-  { name: 'daemon/replay', modules: ['daemon', 'config', 'flowsfile', 'packetthread', 'packetthreads'] },
-  { name: 'cli', modules: ['cli/'] },
+/** The folders of src/, lowest layer first. A module may import its own folder or a lower one. */
+const LAYERS: ReadonlyArray<{ name: string; holds: string }> = [
+  { name: 'base', holds: "errors, nfqlb's C library behaviour (numbers, strings, addresses), logs, counters, the regular-file rule" },
+  { name: 'addon', holds: 'the only importers of the addon loader: shm objects, queues, sockets, the tun device, process calls' },
+  { name: 'packet', holds: 'classification of one raw packet and its hash key' },
+  { name: 'tables', holds: 'Maglev tables (pure, over an ArrayBuffer), their files in /dev/shm, the tables a daemon serves and their targets' },
+  { name: 'flows', holds: 'flow fields, parsing, matching, the flow set and its index, the one rule for a change' },
+  { name: 'fragments', holds: 'the fragment table, the fragment store, reassembly and their statistics' },
+  { name: 'datapath', holds: 'the per-packet decision: the pipeline, the connection table and the batch handler' },
+  { name: 'services', holds: 'the control protocol and server, the trace server, the metrics registry and its HTTP server' },
+  { name: 'daemon', holds: 'the daemon: life cycle, control actions, table housekeeping, the flows file, packet threads' },
+  { name: 'replay', holds: '`nfqlb replay`: captures and a config of command lines, replayed in memory' },
+  { name: 'cli', holds: 'the nfqlb command line' },
 ];
+
+/** The per-packet path: what it must not use (checked on its source). */
+const HOT_PATH = 'datapath';
+/** The addon loader, which only addon/ may import. */
+const ADDON_LOADER = 'addon/native';
 
 interface ImportEdge {
   from: string;
@@ -88,8 +88,22 @@ function findCycles(edges: ImportEdge[]): string[] {
   return cycles;
 }
 
+function folderOf(module: string): string {
+  return module.includes('/') ? module.slice(0, module.indexOf('/')) : '';
+}
+
 function layerOf(module: string): number {
-  return LAYERS.findIndex((l) => l.modules.some((m) => (m.endsWith('/') ? module.startsWith(m) : module === m)));
+  return LAYERS.findIndex((l) => l.name === folderOf(module));
+}
+
+/** Identifiers of a source text (comments and strings skipped by TypeScript's scanner). */
+function identifiersOf(text: string): Set<string> {
+  const scanner = ts.createScanner(ts.ScriptTarget.ES2022, true, ts.LanguageVariant.Standard, text);
+  const out = new Set<string>();
+  for (let t = scanner.scan(); t !== ts.SyntaxKind.EndOfFileToken; t = scanner.scan()) {
+    if (t === ts.SyntaxKind.Identifier) out.add(scanner.getTokenText());
+  }
+  return out;
 }
 
 const modules = listModules(SRC);
@@ -99,7 +113,7 @@ const edges = modules.flatMap((m) => importsOf(m, fs.readFileSync(path.join(SRC,
 describe('src/ imports', () => {
   it('finds the imports (the scanner itself works)', () => {
     expect(edges).toContainEqual({ from: 'cli/main', to: 'cli/commands/index' });
-    expect(edges).toContainEqual({ from: 'daemon', to: 'pipeline' });
+    expect(edges).toContainEqual({ from: 'daemon/daemon', to: 'datapath/pipeline' });
     const multiLine = "import {\n  a,\n  b,\n} from './x';\nexport { c } from '../y';\nconst z = require('./z');\nimport type { T } from './t';\n// import { no } from './comment';\n";
     expect(importsOf('sub/m', multiLine, new Set(['sub/x', 'y', 'sub/z', 'sub/t', 'sub/comment']))).toEqual([
       { from: 'sub/m', to: 'sub/x' },
@@ -111,23 +125,52 @@ describe('src/ imports', () => {
 
   it('the circle finder reports a circle', () => {
     const circle = [
-      { from: 'config', to: 'cli/main' },
+      { from: 'replay/config', to: 'cli/main' },
       { from: 'cli/main', to: 'cli/commands/replay' },
-      { from: 'cli/commands/replay', to: 'config' },
-      { from: 'config', to: 'errors' },
+      { from: 'cli/commands/replay', to: 'replay/config' },
+      { from: 'replay/config', to: 'base/errors' },
     ];
-    expect(findCycles(circle)).toEqual(['cli/commands/replay → config → cli/main → cli/commands/replay']);
+    expect(findCycles(circle)).toEqual(['cli/commands/replay → replay/config → cli/main → cli/commands/replay']);
   });
 
   it('has no import circles', () => {
     expect(findCycles(edges)).toEqual([]);
   });
 
-  it('gives every module a layer (add new modules to LAYERS in this file)', () => {
+  it('keeps every module in a folder that is a layer (a new folder goes into LAYERS in this file)', () => {
     expect(modules.filter((m) => layerOf(m) < 0)).toEqual([]);
+    const folders = fs.readdirSync(SRC, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    expect(folders).toEqual(LAYERS.map((l) => l.name).sort());
   });
 
-  it('imports only from its own layer or lower ones: nothing outside src/cli imports src/cli', () => {
+  it('lets only addon/ import the addon loader', () => {
+    expect(edges.filter((e) => e.to === ADDON_LOADER && folderOf(e.from) !== 'addon').map((e) => e.from)).toEqual([]);
+  });
+
+  it('keeps the per-packet path free of Node modules, the logger and timers', () => {
+    const hot = modules.filter((m) => folderOf(m) === HOT_PATH);
+    expect(hot.length).toBeGreaterThan(1);
+    const found: string[] = [];
+    for (const m of hot) {
+      const text = fs.readFileSync(path.join(SRC, `${m}.ts`), 'utf8');
+      for (const ref of ts.preProcessFile(text, true, true).importedFiles) {
+        if (!ref.fileName.startsWith('.')) found.push(`${m} imports ${ref.fileName}`);
+      }
+      for (const e of edges) if (e.from === m && e.to === 'base/log') found.push(`${m} imports the logger`);
+      const ids = identifiersOf(text);
+      for (const timer of ['setTimeout', 'setInterval', 'setImmediate', 'queueMicrotask', 'process']) {
+        if (ids.has(timer)) found.push(`${m} uses ${timer}`);
+      }
+    }
+    expect(found).toEqual([]);
+  });
+
+  it('the hot-path check sees a timer and a Node module', () => {
+    expect(identifiersOf('// setTimeout in a comment\nconst s = "setInterval";\nsetImmediate(f);').has('setImmediate')).toBe(true);
+    expect(identifiersOf('// setTimeout in a comment\nconst s = "setInterval";').has('setTimeout')).toBe(false);
+  });
+
+  it('imports only from its own folder or lower ones: nothing outside src/cli imports src/cli', () => {
     const wrongWay = edges
       .filter((e) => layerOf(e.to) > layerOf(e.from))
       .map((e) => `${e.from} (${LAYERS[layerOf(e.from)]?.name}) imports ${e.to} (${LAYERS[layerOf(e.to)]?.name})`);

@@ -16,7 +16,7 @@ import {
 import { Daemon } from '../../src/daemon/daemon';
 import { createLogger } from '../../src/base/log';
 import { native } from '../../src/addon/native';
-import { createTable, deleteTable } from '../../src/addon/shm';
+import { createTable, deleteTable } from '../../src/tables/tablefile';
 import { connectTo, listenAt } from '../../src/addon/sockets';
 import { runInProcess } from '../helpers/cli';
 import { until } from '../helpers/wait';

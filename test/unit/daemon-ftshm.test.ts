@@ -9,7 +9,7 @@ import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
 import { readFragStats } from '../../src/fragments/stats';
 import { createLogger } from '../../src/base/log';
 import type { MetricsServer } from '../../src/services/metrics';
-import { closeTable, createTable, deleteTable } from '../../src/addon/shm';
+import { closeTable, createTable, deleteTable } from '../../src/tables/tablefile';
 import { runInProcess } from '../helpers/cli';
 import { ipv4, udp } from '../helpers/packets';
 

@@ -9,7 +9,7 @@
  */
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/addon/shm';
+import { createTable, deleteTable } from '../../src/tables/tablefile';
 import { settle } from '../helpers/wait';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-tlog`;
@@ -47,7 +47,7 @@ afterAll(async () => {
 
 it('says nothing of a new table without targets; warns once at a loss, tells when a target is back, holds back a flapping table', async () => {
   // The daemon's own copy of the table follows the file: write through another mapping, as nfqlb activate does.
-  const { openTable } = await import('../../src/addon/shm');
+  const { openTable } = await import('../../src/tables/tablefile');
   const writer = openTable(TABLE, true);
   daemon.checkActiveTargets();
   await settle();

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Daemon, parseQueues, type DaemonOptions } from '../../src/daemon/daemon';
 import { parseAddress } from '../../src/services/control';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/addon/shm';
+import { createTable, deleteTable } from '../../src/tables/tablefile';
 import { connectTo } from '../../src/addon/sockets';
 import { describeUnless } from '../helpers/skip';
 import { until } from '../helpers/wait';

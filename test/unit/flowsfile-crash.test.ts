@@ -21,7 +21,7 @@ import { Daemon } from '../../src/daemon/daemon';
 import { FLOW_FIELDS } from '../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../src/daemon/flowsfile';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/addon/shm';
+import { createTable, deleteTable } from '../../src/tables/tablefile';
 import { connectTo } from '../../src/addon/sockets';
 import { prng } from '../helpers/prng';
 import { describeUnless } from '../helpers/skip';

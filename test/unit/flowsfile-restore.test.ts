@@ -20,7 +20,7 @@ import { parseAddress, type ControlRequest } from '../../src/services/control';
 import { FLOW_FIELDS } from '../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../src/daemon/flowsfile';
 import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/addon/shm';
+import { createTable, deleteTable } from '../../src/tables/tablefile';
 import { connectTo } from '../../src/addon/sockets';
 import { describeUnless } from '../helpers/skip';
 import { prng } from '../helpers/prng';

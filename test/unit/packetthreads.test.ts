@@ -14,7 +14,7 @@ import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE
 import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/daemon/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/datapath/pipeline';
 import type { QueueBatch } from '../../src/addon/queue';
-import { createTable, deleteTable, openTable } from '../../src/addon/shm';
+import { createTable, deleteTable, openTable } from '../../src/tables/tablefile';
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/daemon/threadcounters';
 import { TRACE_FLOWS } from '../../src/services/trace';
 import { ipv4, udp } from '../helpers/packets';

@@ -7,7 +7,7 @@ import type { Options } from 'yargs';
 import { NfqlbError, UsageError } from '../../base/errors';
 import { hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, tupleKey } from '../../packet/hashkey';
 import { primeBelow } from '../../tables/maglev';
-import { closeTable, openTable } from '../../addon/shm';
+import { closeTable, openTable } from '../../tables/tablefile';
 import { out, type NfqlbCommand } from '../command';
 import { atoi } from '../../base/catoi';
 import { inetPton6 } from '../../base/inet';

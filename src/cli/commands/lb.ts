@@ -15,7 +15,7 @@ import { parseAddress } from '../../services/control';
 import { atoi } from '../../base/catoi';
 import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../datapath/conntrack';
 import { createLogger } from '../../base/log';
-import { native } from '../../addon/native';
+import { armStopWatchdog } from '../../addon/process';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../addon/shm';
 import { EXTENSION, OPTIONS_ENV, out, type NfqlbCommand, type ParsedArgs } from '../command';
 import { DEFAULT_QLENGTH } from '../../addon/queue';
@@ -327,7 +327,7 @@ async function runDaemon(mode: 'flowlb' | 'lb', args: ParsedArgs): Promise<numbe
   process.on('SIGINT', onSignal);
   // After process.on, so libuv's handler is in place to be chained to. This one works even when
   // every JavaScript thread is stuck in a system call, where no timer below would run.
-  native().armStopWatchdog(EXIT_DEADLINE_MS, EXIT_STOP_TIMEOUT,
+  armStopWatchdog(EXIT_DEADLINE_MS, EXIT_STOP_TIMEOUT,
     `nfqlb: stop did not finish within ${EXIT_DEADLINE_MS} ms (a thread stuck in a system call, or still busy starting); exited ${EXIT_STOP_TIMEOUT} without unbinding the queues cleanly\n`);
   installSignalLogging(log);
   checkInspectorClosed();
