@@ -50,6 +50,7 @@ COPY bin ./bin
 # the compiled JavaScript without source maps, the addon and the launcher.
 RUN node_modules/.bin/node-gyp rebuild --nodedir=/usr/local \
  && node_modules/.bin/tsc -p . \
+ && node bin/nfqlb completion bash > /opt/nfqlb-completion.bash \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf node_modules/node-addon-api node_modules/.bin \
  && find node_modules -depth -type d -empty -delete \
@@ -82,6 +83,8 @@ RUN apt-get update \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old
 COPY --from=build /opt/nfqlb /opt/nfqlb
+# The bash completion, made from the option table (`nfqlb completion bash`).
+COPY --from=build /opt/nfqlb-completion.bash /usr/share/bash-completion/completions/nfqlb
 WORKDIR /opt/nfqlb
 ENV NODE_ENV=production
 # Prometheus metrics (--metrics_address, default 0.0.0.0:9657).

@@ -1,18 +1,52 @@
 /**
  * The shape of one `nfqlb` command. Each file in cli/commands/ exports a list of
- * these; options are yargs option specs with their help text next to them, as
- * nfqlb keeps them. Declaration order is nfqlb's table order: it decides the
+ * these; options are declared with their help text next to them, as nfqlb
+ * keeps them. Declaration order is nfqlb's table order: it decides the
  * order of `-h` lines, of `Missing option` lines and of the possibilities
- * getopt lists for an ambiguous prefix (getopt.ts parses, not yargs).
- * In a spec: `type: 'boolean'` is a flag (no argument), `demandOption` makes it
- * required, `describe` is its help text, `default` its value when absent,
- * `group: EXTENSION` marks an option nfqlb does not have, `hidden` keeps an
- * extension out of the help.
+ * getopt lists for an ambiguous prefix (getopt.ts parses). The same table
+ * makes the help, the shell completion, the man page and docs/options.md
+ * (cli/reference/), so none of them can say another default.
  */
-import type { Options } from 'yargs';
 import type { CommandParser } from '../replay/config';
 import type { TableStore } from '../tables/tablestore';
 import { writeOut } from './output';
+
+/** One option of a command (the field names are yargs', which declared them first). */
+export interface Options {
+  /** 'boolean': a flag, no argument; 'string': takes one. */
+  type: 'string' | 'boolean';
+  /** Its help text (nfqlb's words for nfqlb's options). */
+  describe?: string;
+  /** Its value when absent. */
+  default?: string;
+  /**
+   * The default in words, where the code computes it instead of taking
+   * `default` (e.g. `qlength*mtu/2`); help and reference show this.
+   */
+  defaultDescription?: string;
+  /** Required. */
+  demandOption?: boolean;
+  /** EXTENSION: an option nfqlb does not have. */
+  group?: string;
+  /** Kept out of the help, the completion and the reference (options for tests); also an extension. */
+  hidden?: boolean;
+  /**
+   * What its value is, for the shell completion: `shm` a name in /dev/shm,
+   * `file` a path, `flow`/`trace-flow` a name the daemon lists, or the words it may be.
+   */
+  values?: 'shm' | 'file' | 'flow' | 'trace-flow' | { words: readonly string[]; list?: boolean };
+}
+
+/** The default an option's help states: its description in words, else its value; undefined for none. */
+export function defaultText(spec: Options): string | undefined {
+  return spec.defaultDescription ?? spec.default;
+}
+
+/** The options `-h` lists, in its order: nfqlb's, then those nfqlb lacks; hidden ones left out. */
+export function helpOptions(cmd: Pick<NfqlbCommand, 'options'>): Array<[string, Options]> {
+  const entries = Object.entries(cmd.options).filter(([, spec]) => spec.hidden !== true);
+  return [...entries.filter(([, s]) => s.group !== EXTENSION), ...entries.filter(([, s]) => s.group === EXTENSION)];
+}
 
 export interface ParsedArgs {
   /** Positional arguments after the command name. */

@@ -4,16 +4,10 @@
  * command lines are nfqlb's (`Unknown command [X]`, `Missing option [--name]`).
  */
 import { NfqlbError, UsageError } from '../base/errors';
-import { defaultContext, EXTENSION, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
-import { commandNames, loadCommand } from './commands';
+import { defaultContext, defaultText, EXTENSION, helpOptions, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
+import { commandNames, inListOrder, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
 import { writeErr, writeOut } from './output';
-
-/** nfqlb's command list, in the order it registers (and lists) them; commands it lacks follow. */
-const NFQLB_COMMAND_ORDER = [
-  'activate', 'deactivate', 'version', 'flow-set', 'flow-delete', 'flow-list', 'flow-list-names', 'flowlb', 'fwmark', 'lb',
-  'init', 'delete', 'show', 'stats', 'primebelow', 'trace', 'loglevel', 'trace-flow-set', 'trace-flow-delete', 'trace-flow-list',
-];
 
 /**
  * nfqlb prints its argv[0] here; a Node script cannot see how it was called
@@ -21,12 +15,7 @@ const NFQLB_COMMAND_ORDER = [
  * is what nfqlb prints when run from PATH.
  */
 function usage(names: string[]): string {
-  const rank = (name: string): number => {
-    const i = NFQLB_COMMAND_ORDER.indexOf(name);
-    return i < 0 ? NFQLB_COMMAND_ORDER.length : i;
-  };
-  const sorted = names.slice().sort((a, b) => rank(a) - rank(b));
-  return `Usage: nfqlb <command> [opt...]\nCommands:\n${sorted.map((name) => `  ${name}\n`).join('')}`;
+  return `Usage: nfqlb <command> [opt...]\nCommands:\n${inListOrder(names).map((name) => `  ${name}\n`).join('')}`;
 }
 
 /** getopt's table for a command: nfqlb puts its "help" flag first, then the command's options in order. */
@@ -41,16 +30,22 @@ function optionTable(cmd: NfqlbCommand): LongOption[] {
 /**
  * `nfqlb <command> -h`, as nfqlb's printUsage: the usage head, then
  * `  --NAME= HELP ` per option (flags too), `(required)` in place of the
- * last space for required ones. Options nfqlb lacks come last.
+ * last space for required ones. Options nfqlb lacks come last. Then the
+ * command's own tail (the daemons'), or one line with the defaults, which
+ * nfqlb's texts mostly leave out.
  */
 export function commandHelp(cmd: NfqlbCommand): string {
   let text = `${cmd.usage ?? `${cmd.name} [options]\n  ${cmd.describe}`}\n`;
-  const entries = Object.entries(cmd.options).filter(([, spec]) => spec.hidden !== true);
-  const ordered = [...entries.filter(([, s]) => s.group !== EXTENSION), ...entries.filter(([, s]) => s.group === EXTENSION)];
+  const ordered = helpOptions(cmd);
   for (const [name, spec] of ordered) {
     text += `  --${name}= ${spec.describe ?? ''} ${spec.demandOption ? '(required)' : ''}\n`;
   }
-  return text + (cmd.helpTail?.() ?? '');
+  if (cmd.helpTail !== undefined) return text + cmd.helpTail();
+  const defaults = ordered.flatMap(([name, spec]) => {
+    const d = defaultText(spec);
+    return d === undefined ? [] : [`--${name}=${d}`];
+  });
+  return defaults.length === 0 ? text : `${text}Defaults: ${defaults.join(' ')}\n`;
 }
 
 /** What a command line asks for: the options, nfqlb's help, or an error (nfqlb's words, exit 1). */

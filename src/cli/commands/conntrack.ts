@@ -5,14 +5,13 @@
  * summed over its tables, and, for a 5-tuple given as `nfqlb fwmark` takes
  * it, the remembered choice (fwmark, slot, idle time) or that there is none.
  */
-import type { Options } from 'yargs';
 import { flowAddress, sendRequest, type ControlRequest } from '../../services/control';
 import { UsageError } from '../../base/errors';
 import { inetNtop6 } from '../../base/inet';
-import { EXTENSION, out, type NfqlbCommand } from '../command';
+import { EXTENSION, out, type NfqlbCommand, type Options } from '../command';
 import { parseAddrPort } from './fwmark';
 
-const str = (describe: string): Options => ({ type: 'string', describe });
+const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
 export const conntrackCommands: NfqlbCommand[] = [
   {
@@ -20,7 +19,7 @@ export const conntrackCommands: NfqlbCommand[] = [
     describe: `Show the connection table of a daemon started with --conntrack (${EXTENSION} only)`,
     usage: 'conntrack [--proto=tcp|udp|sctp --src=addr:port --dst=addr:port]\n  Show the connection table (entries, counters) and the remembered target of one connection',
     options: {
-      proto: str('Protocol of the connection to look up, tcp|udp|sctp'),
+      proto: str('Protocol of the connection to look up, tcp|udp|sctp', { values: { words: ['tcp', 'udp', 'sctp'] } }),
       src: str('Its source addr:port, e.g. "192.0.2.7:40000" or "[2001:db8::7]:40000"'),
       dst: str('Its destination addr:port'),
     },

@@ -2,7 +2,6 @@
  * Flow commands: clients of the daemon's control socket (SPEC.md §7). The
  * address comes from NFQLB_FLOW_ADDRESS (default unix:nfqlb), as in nfqlb.
  */
-import type { Options } from 'yargs';
 import { UsageError } from '../../base/errors';
 import { flowAddress, type ControlRequest } from '../../services/controlwire';
 import { request as sendRequest } from '../client';
@@ -11,7 +10,7 @@ import {
   checkFlowSetArgs, FLOW_FIELDS, fieldsFromArgs, flowOption, flowSetArgsFrom, MAX_NAME_BYTES, newlineError, TRACE_FLOW_FIELDS,
   type FlowField, type FlowOption,
 } from '../../flows/fields';
-import { type NfqlbCommand, type ParsedArgs } from '../command';
+import { type NfqlbCommand, type ParsedArgs, type Options } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -29,12 +28,23 @@ const DESCRIBE: Record<FlowOption, string> = {
   udpencap: 'UDP encapsulation port for SCTP',
 };
 
-/** The options of a set command for `fields`, in their order (the help lists them so); name and target are required. */
-function flowOptions(fields: readonly FlowField[]): Record<string, Options> {
+/** What the completion offers for a flow option's value, and the defaults the daemon takes. */
+const EXTRA: Partial<Record<FlowOption, Partial<Options>>> = {
+  target: { values: 'shm' },
+  prio: { defaultDescription: '0' },
+  protocols: { values: { words: ['tcp', 'udp', 'sctp'], list: true } },
+};
+
+/**
+ * The options of a set command for `fields`, in their order (the help lists them so); name and target are
+ * required. `names`: what the daemon lists, for the completion of --name.
+ */
+function flowOptions(fields: readonly FlowField[], names: 'flow' | 'trace-flow'): Record<string, Options> {
   const options: Record<string, Options> = {};
   for (const field of fields) {
     const option = flowOption(field);
-    options[option] = str(DESCRIBE[option], field === 'name' || field === 'target' ? { demandOption: true } : {});
+    const extra = option === 'name' ? { values: names } : EXTRA[option];
+    options[option] = str(DESCRIBE[option], { ...extra, ...(field === 'name' || field === 'target' ? { demandOption: true } : {}) });
   }
   return options;
 }
@@ -109,20 +119,20 @@ function clientCheck(args: ParsedArgs): void {
  * `<cmd>-delete`, `<cmd>-list` and `<cmd>-list-names` for flows and
  * trace-flows: the same requests with the action prefixed by `action`.
  */
-function deleteAndListCommands(cmd: string, action: string, noun: string): NfqlbCommand[] {
+function deleteAndListCommands(cmd: 'flow' | 'trace-flow', action: string, noun: string): NfqlbCommand[] {
   return [
     {
       name: `${cmd}-delete`,
       describe: `Delete a ${noun}`,
       usage: `${cmd}-delete\n  Delete a flow`,
-      options: { name: str('Name of the flow', { demandOption: true }) },
+      options: { name: str('Name of the flow', { demandOption: true, values: cmd }) },
       run: (args) => textRequest({ action: `${action}delete`, name: opt(args, 'name') }),
     },
     {
       name: `${cmd}-list`,
       describe: `List ${noun}s (JSON)`,
       usage: `${cmd}-list\n  List flows`,
-      options: { name: str('Name of a flow') },
+      options: { name: str('Name of a flow', { values: cmd }) },
       run: (args) => listRequest({ action: `${action}list`, name: opt(args, 'name') }, `${action}list-names`),
     },
     {
@@ -157,7 +167,7 @@ export const flowCommands: NfqlbCommand[] = [
     name: 'flow-set',
     describe: 'Set a flow. An un-defined value means match-all. Use comma separated lists (no spaces)',
     usage: 'flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
-    options: flowOptions(FLOW_FIELDS),
+    options: flowOptions(FLOW_FIELDS, 'flow'),
     async run(args) {
       clientCheck(args);
       return textRequest(setRequest('set', args, FLOW_FIELDS));
@@ -168,7 +178,7 @@ export const flowCommands: NfqlbCommand[] = [
     name: 'trace-flow-set',
     describe: 'Set a trace-flow: packets matching it produce per-packet trace lines',
     usage: 'trace-flow-set [options]\n  Set a flow. An un-defined value means match-all.\n  Use comma separated lists for multiple items (no spaces)',
-    options: flowOptions(TRACE_FLOW_FIELDS),
+    options: flowOptions(TRACE_FLOW_FIELDS, 'trace-flow'),
     async run(args) {
       clientCheck(args);
       return textRequest(setRequest('trace-set', args, TRACE_FLOW_FIELDS));

@@ -3,12 +3,11 @@
  * `primebelow` (the M that init would use). Output is nfqlb 1.2.0's, see
  * reference/cli/fwmark-primebelow.txt.
  */
-import type { Options } from 'yargs';
 import { NfqlbError, UsageError } from '../../base/errors';
 import { hashKey, hashKeyAddresses, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, tupleKey } from '../../packet/hashkey';
 import { primeBelow } from '../../tables/maglev';
 import { closeTable, openTable } from '../../tables/tablefile';
-import { out, type NfqlbCommand } from '../command';
+import { out, type NfqlbCommand, type Options } from '../command';
 import { atoi } from '../../base/catoi';
 import { inetPton6 } from '../../base/inet';
 
@@ -49,11 +48,11 @@ export const fwmarkCommands: NfqlbCommand[] = [
     describe: 'Print hash and fwmark for the specified addresses for debug',
     usage: 'fwmark [--shm=] [--proto=tcp|udp|sctp] --src=addr:port --dst=addr:port\n  Print hash and fwmark for the specified addresses for debug',
     options: {
-      shm: str('Shared memory. Required for fwmark printout'),
-      proto: str('Protocol, tcp|udp|sctp. NOT specified -> address-only hash'),
+      shm: str('Shared memory. Required for fwmark printout', { values: 'shm' }),
+      proto: str('Protocol, tcp|udp|sctp. NOT specified -> address-only hash', { values: { words: ['tcp', 'udp', 'sctp'] } }),
       src: str('Source addr:port, e.g "[1000::80]:80"', { demandOption: true }),
       dst: str('Destination addr:port', { demandOption: true }),
-      hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', { default: '1' }),
+      hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', { default: '1', values: { words: ['0', '1'] } }),
     },
     run(args) {
       const src = parseAddrPort(String(args.src));

@@ -6,7 +6,6 @@
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import type { Options } from 'yargs';
 import { UsageError } from '../../base/errors';
 import { checkInspectorClosed, Daemon, installSignalLogging, parseQueues, type DaemonOptions } from '../../daemon/daemon';
 import { DEFAULT_TRACE_ADDRESS, flowAddress } from '../../services/control';
@@ -17,10 +16,11 @@ import { CT_ENTRY_BYTES, type ConnTrackOptions } from '../../datapath/conntrack'
 import { createLogger } from '../../base/log';
 import { armStopWatchdog } from '../../addon/process';
 import { openTraceShmForDaemon, closeTraceShm, shmObjectName } from '../../addon/shm';
-import { EXTENSION, OPTIONS_ENV, out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { defaultText, EXTENSION, OPTIONS_ENV, out, type NfqlbCommand, type ParsedArgs, type Options } from '../command';
 import { DEFAULT_QLENGTH } from '../../addon/queue';
 
-const str = (describe: string, dflt?: string): Options => ({ type: 'string', describe, default: dflt });
+const str = (describe: string, dflt?: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, default: dflt, ...extra });
+const SHM: Partial<Options> = { values: 'shm' };
 /** An option nfqlb does not have (see command.ts). */
 const ext = (spec: Options): Options => ({ ...spec, group: EXTENSION });
 
@@ -28,24 +28,24 @@ const ext = (spec: Options): Options => ({ ...spec, group: EXTENSION });
 const common: Record<string, Options> = {
   queue: str('NF-queues to listen to (default 2)', '2'),
   // nfqlb's text; without --qlength the daemon takes the longer DEFAULT_QLENGTH (README, Differences from nfqlb).
-  qlength: str('Lenght of queues (default 1024)'),
+  qlength: str('Lenght of queues (default 1024)', undefined, { defaultDescription: String(DEFAULT_QLENGTH) }),
   mtu: str('MTU. At least the mtu of the ingress device', '1500'),
-  lbshm: str('Lb shared memory'),
+  lbshm: str('Lb shared memory', undefined, SHM),
   tun: str('Tun device for re-inject fragments'),
   reassembler: str('Reassembler size. default=0', '0'),
   notargets_fwmark: str('Set when there are no targets', '-1'),
-  hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', '1'),
-  ft_shm: str('Frag table; shared memory stats', 'ftshm'),
+  hash_mode: str('Load balance with a different hash mode. 0: Tuple-5, 1: SCTP Ports only. default=1', '1', { values: { words: ['0', '1'] } }),
+  ft_shm: str('Frag table; shared memory stats', 'ftshm', SHM),
   ft_size: str('Frag table; size', '500'),
   ft_buckets: str('Frag table; extra buckets', '500'),
-  ft_frag: str('Frag table; stored frags', '100'),
+  ft_frag: str('Frag table; stored frags', '100', { defaultDescription: '100(0 without --tun)' }),
   ft_ttl: str('Frag table; ttl milliS', '200'),
   trace_address: str('Trace server address', DEFAULT_TRACE_ADDRESS),
   fail_open: ext({ type: 'boolean', describe: 'Accept packets when the queue is full instead of dropping them (NFQA_CFG_F_FAIL_OPEN)' }),
   batch: ext(str('Most packets handled per receive', '64')),
-  rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)')),
-  metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS)),
-  workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available less one, and at least one)')),
+  rcvbuf: ext(str('Socket receive buffer, bytes (default qlength*mtu/2)', undefined, { defaultDescription: 'qlength*mtu/2' })),
+  metrics_address: ext(str('Prometheus endpoint HOST:PORT (/metrics, /healthz, /readyz), or off', DEFAULT_METRICS_ADDRESS, { values: { words: ['off'] } })),
+  workers: ext(str('Packet threads; the queues are split over them. 0 or 1: one event loop for everything (default: one per queue, at most the CPUs available less one, and at least one)', undefined, { defaultDescription: 'min(queues,CPUs-1)' })),
   conntrack: ext(str(`Remember up to N connections and keep each on its target while that target is active, so a new target moves no open connection (${CT_ENTRY_BYTES} bytes each, allocated at start; 0: off, stateless as nfqlb)`, '0')),
   conntrack_ttl: ext(str('Seconds a TCP or SCTP connection is remembered without a packet', '3600')),
   conntrack_udp_ttl: ext(str('Seconds a UDP, ICMP or other connection is remembered without a packet', '120')),
@@ -286,11 +286,10 @@ function helpTail(options: Record<string, Options>): () => string {
   return () => {
     const defaults = Object.entries(options)
       .map(([name, spec]): string | null => {
-        if (name === 'qlength') return `--qlength=${DEFAULT_QLENGTH}`;
-        if (name === 'ft_frag') return `--ft_frag=${String(spec.default)}(0 without --tun)`;
-        if (name === 'rcvbuf') return '--rcvbuf=qlength*mtu/2';
+        // This machine's number, where the reference says CPUs-1.
         if (name === 'workers') return `--workers=min(queues,${Math.max(1, usableCpus() - 1)})`;
-        return spec.default === undefined ? null : `--${name}=${String(spec.default)}`;
+        const text = defaultText(spec);
+        return text === undefined ? null : `--${name}=${text}`;
       })
       .filter((d): d is string => d !== null);
     const lines: string[] = [];
@@ -401,11 +400,11 @@ const FLOWLB_OPTIONS = inOrder(FLOWLB_ORDER, {
   ...common,
   promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
   nolb_fwmark: str('Set when there is no matching LB', '-1'),
-  flows_file: ext(str('Keep flows and trace-flows in this file across restarts (off by default)')),
+  flows_file: ext(str('Keep flows and trace-flows in this file across restarts (off by default)', undefined, { values: 'file' })),
 });
 const LB_OPTIONS = inOrder(LB_ORDER, {
   ...common,
-  tshm: str('Target shared memory', 'nfqlb'),
+  tshm: str('Target shared memory', 'nfqlb', SHM),
   sctp_encap: str('SCTP UDP encapsulation port. default=0', '0'),
 });
 

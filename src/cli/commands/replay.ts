@@ -3,7 +3,6 @@
  * daemon runs, offline, and prints one JSON line per packet saying what the
  * load balancer would do with it.
  */
-import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { loadConfig, type ReplayConfig } from '../../replay/config';
 import { UsageError } from '../../base/errors';
@@ -11,7 +10,7 @@ import type { MaglevTable } from '../../tables/maglev';
 import { Pipeline, type PipelineOptions } from '../../datapath/pipeline';
 import { readPcap } from '../../replay/pcap';
 import { Target } from '../../tables/targets';
-import type { NfqlbCommand, ParsedArgs } from '../command';
+import type { Options, NfqlbCommand, ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -98,14 +97,14 @@ export const replayCommands: NfqlbCommand[] = [
     name: 'replay',
     describe: 'Run captured packets through the load-balancing decisions offline; one JSON line per packet',
     options: {
-      pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true }),
-      config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)'),
-      tshm: str('Use this live table (no flows), like nfqlb lb'),
-      lbshm: str("LB-tier table, like nfqlb's --lbshm: with --config one its lines make, with --tshm a live one"),
-      hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)'),
+      pcap: str('pcap file (RAW, Ethernet or Linux cooked link type)', { demandOption: true, values: 'file' }),
+      config: str('File of nfqlb command lines (init, activate, deactivate, delete, flow-set, flow-delete, flowlb)', { values: 'file' }),
+      tshm: str('Use this live table (no flows), like nfqlb lb', { values: 'shm' }),
+      lbshm: str("LB-tier table, like nfqlb's --lbshm: with --config one its lines make, with --tshm a live one", { values: 'shm' }),
+      hash_mode: str('0: hash the whole key; 1: SCTP hashes ports only (default 1)', { defaultDescription: '1', values: { words: ['0', '1'] } }),
       promiscuous_ping: { type: 'boolean', describe: 'Accept ping on any flow with an address match' },
-      notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)'),
-      nolb_fwmark: str('fwmark when no flow matches (default -1: drop)'),
+      notargets_fwmark: str('fwmark when the table has no targets (default -1: drop)', { defaultDescription: '-1' }),
+      nolb_fwmark: str('fwmark when no flow matches (default -1: drop)', { defaultDescription: '-1' }),
     },
     run(args, { store, out, parser }) {
       const hasConfig = args.config !== undefined;

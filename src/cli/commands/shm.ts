@@ -3,12 +3,11 @@
  * Texts, number parsing (C atoi, unsigned comparisons) and exit codes are
  * nfqlb 1.2.0's, so scripts written for nfqlb (Meridio) behave the same.
  */
-import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { NfqlbError, UsageError } from '../../base/errors';
 import { adjustM, type MaglevTable } from '../../tables/maglev';
 import type { TableStore } from '../../tables/tablestore';
-import type { NfqlbCommand, ParsedArgs } from '../command';
+import type { Options, NfqlbCommand, ParsedArgs } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -107,7 +106,7 @@ export const shmCommands: NfqlbCommand[] = [
     usage: 'init [options]\n  Initiate shared mem structures',
     options: {
       ownfw: str('Own FW mark. Only used in the LB-tier!', { default: '0' }),
-      shm: str('Target shared memory', { default: DEFAULT_TARGET_SHM }),
+      shm: str('Target shared memory', { default: DEFAULT_TARGET_SHM, values: 'shm' }),
       N: str('Maglev max targets', { default: '32' }),
       M: str('Maglev lookup table size', { default: '997' }),
     },
@@ -136,7 +135,7 @@ export const shmCommands: NfqlbCommand[] = [
     describe: 'Delete shared mem structures',
     usage: 'delete [options]\n  Delete shared mem structures',
     options: {
-      shm: str('Target shared memory', { demandOption: true }),
+      shm: str('Target shared memory', { demandOption: true, values: 'shm' }),
     },
     run(args, { store }) {
       try {
@@ -157,7 +156,7 @@ export const shmCommands: NfqlbCommand[] = [
     describe: 'Show shared mem structures',
     usage: 'show [options]\n  Show shared mem structures',
     options: {
-      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
+      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM, values: 'shm' }),
     },
     run(args, { store, out }) {
       const shm = optString(args, 'shm', DEFAULT_TARGET_SHM);
@@ -169,7 +168,7 @@ export const shmCommands: NfqlbCommand[] = [
     describe: 'Activate targets',
     usage: 'activate [--shm=] <fwmarks...>\nactivate [--shm=] --index=# <fwmark>\n  Activate targets.',
     options: {
-      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
+      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM, values: 'shm' }),
       index: str('Index in the active table (<= N)'),
     },
     run(args, { store, out }) {
@@ -190,7 +189,7 @@ export const shmCommands: NfqlbCommand[] = [
     describe: 'Deactivate targets',
     usage: 'deactivate [--shm=] <fwmarks...>\ndeactivate [--shm=] --index=#\n  Deactivate targets',
     options: {
-      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM }),
+      shm: str('Shared memory', { default: DEFAULT_TARGET_SHM, values: 'shm' }),
       index: str('Index in the active table (<= N)'),
     },
     run(args, { store, out }) {

@@ -9,7 +9,7 @@ export const statsCommands: NfqlbCommand[] = [
     describe: 'Show frag table stats',
     usage: 'stats [options]\n  Show frag table stats',
     options: {
-      ft_shm: { type: 'string', describe: 'Frag table; shared memory stats', default: FRAG_STATS_SHM },
+      ft_shm: { type: 'string', describe: 'Frag table; shared memory stats', default: FRAG_STATS_SHM, values: 'shm' },
     },
     run(args) {
       const name = String(args.ft_shm);

@@ -4,14 +4,13 @@
  * The trace-flow commands are in flow.ts (they use the control socket).
  */
 import type * as net from 'node:net';
-import type { Options } from 'yargs';
 import { atoi } from '../../base/catoi';
 import { DEFAULT_TRACE_ADDRESS, parseAddress } from '../../services/control';
 import { NfqlbError, UsageError } from '../../base/errors';
 import { closeTraceShm, openOrCreateTraceShm, TRACE_SHM } from '../../addon/shm';
 import { connectTo, SocketError } from '../../addon/sockets';
 import { hex8, parseMask, parseSelection, TRACE_REFUSED } from '../../services/trace';
-import { out, type NfqlbCommand, type ParsedArgs } from '../command';
+import { out, type NfqlbCommand, type ParsedArgs, type Options } from '../command';
 
 const str = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
 
@@ -103,7 +102,9 @@ export const traceCommands: NfqlbCommand[] = [
     usage: 'trace [options]\n  Initiate trace and direct output to stdout',
     options: {
       mask: str('Trace mask (32-bit). Most for debug'),
-      selection: str('Trace selection. A comma separated list of;\n     log,packet,frag,flow-conf,sctp,target,flows'),
+      selection: str('Trace selection. A comma separated list of;\n     log,packet,frag,flow-conf,sctp,target,flows', {
+        values: { words: ['log', 'packet', 'frag', 'flow-conf', 'sctp', 'target', 'flows'], list: true },
+      }),
       trace_address: str('Trace server address', { default: DEFAULT_TRACE_ADDRESS }),
       trace_shm: traceShmOption,
     },

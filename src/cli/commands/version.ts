@@ -7,7 +7,7 @@ export const versionCommands: NfqlbCommand[] = [
     describe: 'Print version',
     usage: 'version\n  Print version',
     options: {
-      package: { type: 'boolean', group: EXTENSION, hidden: true, describe: 'Print the version of nfqlb-ts instead of the nfqlb release it is compatible with' },
+      package: { type: 'boolean', group: EXTENSION, describe: 'Print the version of nfqlb-ts instead of the nfqlb release it is compatible with' },
     },
     run(args) {
       // Only the version on stdout, as nfqlb: scripts compare it.
