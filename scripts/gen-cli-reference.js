@@ -12,15 +12,17 @@ const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 
-/** [file, text] for every generated file, from the compiled modules under `dist` (or the sources, under ts-jest). */
-function render(load = (m) => require(path.join(root, 'dist', 'cli', 'reference', m))) {
-  const { referenceCommands } = load('table');
+/**
+ * [file, text] for every generated file, from the compiled modules under dist/cli (`load('reference/table')`);
+ * the test hands in a loader of the sources.
+ */
+function render(load = (m) => require(path.join(root, 'dist', 'cli', m))) {
   const PACKAGE_VERSION = require(path.join(root, 'package.json')).version;
-  const commands = referenceCommands();
+  const commands = load('reference/table').referenceCommands(load('commands').allCommands());
   return [
-    [path.join(root, 'contrib', 'bash-completion', 'nfqlb'), load('bash').bashCompletion(commands, PACKAGE_VERSION)],
-    [path.join(root, 'docs', 'nfqlb.1'), load('man').manPage(commands, PACKAGE_VERSION)],
-    [path.join(root, 'docs', 'options.md'), load('markdown').optionsReference(commands, PACKAGE_VERSION)],
+    [path.join(root, 'contrib', 'bash-completion', 'nfqlb'), load('reference/bash').bashCompletion(commands, PACKAGE_VERSION)],
+    [path.join(root, 'docs', 'nfqlb.1'), load('reference/man').manPage(commands, PACKAGE_VERSION)],
+    [path.join(root, 'docs', 'options.md'), load('reference/markdown').optionsReference(commands, PACKAGE_VERSION)],
   ];
 }
 

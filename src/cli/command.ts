@@ -99,6 +99,8 @@ export interface CommandContext {
    * make an import circle (main.ts imports every command).
    */
   parser: CommandParser;
+  /** Every command (loads every command's file: for `nfqlb completion`, not for a command line's start). */
+  commands(): NfqlbCommand[];
 }
 
 let ownProcess = false;
@@ -126,7 +128,7 @@ export function out(text: string): void {
  * /dev/shm and stdout. The table store (and with it the shm wrapper) is loaded
  * when a command first uses it: flow and version commands never do.
  */
-export function defaultContext(parser: CommandParser): CommandContext {
+export function defaultContext(parser: CommandParser, commands: () => NfqlbCommand[]): CommandContext {
   return {
     get store(): TableStore {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use (start-up cost)
@@ -134,5 +136,6 @@ export function defaultContext(parser: CommandParser): CommandContext {
     },
     out,
     parser,
+    commands,
   };
 }

@@ -5,7 +5,8 @@
  */
 import { NfqlbError, UsageError } from '../base/errors';
 import { defaultContext, defaultText, EXTENSION, helpOptions, OPTIONS_ENV, setOwnProcess, type NfqlbCommand, type ParsedArgs } from './command';
-import { commandNames, inListOrder, loadCommand } from './commands';
+import { inListOrder } from './commandorder';
+import { allCommands, commandNames, loadCommand } from './commands';
 import { getoptLongOnly, type LongOption } from './getopt';
 import { writeErr, writeOut } from './output';
 
@@ -158,7 +159,7 @@ export async function main(argv: string[], opts: { ownProcess?: boolean } = {}):
     return 1;
   }
   try {
-    const rc = await cmd.run(line.args, defaultContext({ find: findCommand, parse: parseCommandLine }));
+    const rc = await cmd.run(line.args, defaultContext({ find: findCommand, parse: parseCommandLine }, allCommands));
     return typeof rc === 'number' ? rc : 0;
   } catch (err) {
     if (err instanceof UsageError) {

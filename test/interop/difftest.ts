@@ -332,8 +332,13 @@ export function allowedDivergence(d: Difference): string | undefined {
   }
   // The command list: nfqlb's, in its order, then the commands nfqlb-ts adds.
   if (/^(-h|--help|-help)?$/.test(d.command.trim()) && d.original.rc === d.ours.rc && d.original.stderr === d.ours.stderr
-    && d.ours.stdout === `${d.original.stdout}  trace-flow-list-names\n  replay\n  conntrack\n`) {
-    return 'the command list adds trace-flow-list-names, replay and conntrack after nfqlb\'s commands';
+    && d.ours.stdout === `${d.original.stdout}  trace-flow-list-names\n  replay\n  conntrack\n  completion\n`) {
+    return 'the command list adds trace-flow-list-names, replay, conntrack and completion after nfqlb\'s commands';
+  }
+  // A command's help: nfqlb's lines, then the options nfqlb lacks and the defaults the code uses.
+  if (/^\S+ (-h|--help|-help)$/.test(d.command.trim()) && d.original.rc === 0 && d.ours.rc === 0 && d.original.stderr === d.ours.stderr
+    && d.ours.stdout.startsWith(d.original.stdout) && /^(  --\w+= .*\n)*(Defaults: .*\n)?$/.test(d.ours.stdout.slice(d.original.stdout.length))) {
+    return 'a command\'s help adds the options nfqlb lacks and a line with the defaults after nfqlb\'s lines';
   }
   // A CIDR with a negative prefix length (1.2.3.4/-1) means nothing; nfqlb's atoi takes it (and its daemon
   // sends no reply to a trace-flow-set at all), nfqlb-ts refuses it as it refuses any other bad CIDR.

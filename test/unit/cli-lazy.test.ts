@@ -39,7 +39,11 @@ function builtins(args: string[]): string[] {
   return listed(run(args), 'BUILTINS');
 }
 
-const HEAVY = [/node_modules\/pino\//, /node_modules\/prom-client\//, /^(node:)?zlib$/, /^(node:)?worker_threads$/, /^(node:)?http$/, /dist\/daemon\.js$/, /dist\/metrics\.js$/, /dist\/log\.js$/];
+// The daemon's folder, the metrics, the logger, and what is generated from the option table (only `completion` needs it).
+const HEAVY = [
+  /node_modules\/pino\//, /node_modules\/prom-client\//, /^(node:)?zlib$/, /^(node:)?worker_threads$/, /^(node:)?http$/,
+  /dist\/daemon\//, /dist\/services\/metrics/, /dist\/base\/log\.js$/, /dist\/cli\/reference\//,
+];
 const ADDON = /\.node$/;
 
 describe('lazy loading of the command line', () => {
@@ -77,5 +81,11 @@ describe('lazy loading of the command line', () => {
     expect(loaded(['activate', '-h']).filter((m) => ADDON.test(m))).toEqual([]);
     // The hook sees the daemon's modules for flowlb, so the test above can fail.
     expect(loaded(['flowlb', '--help']).some((m) => /node_modules\/pino\//.test(m))).toBe(true);
+  });
+
+  it('only nfqlb completion loads the reference generators (the patterns above match what they should)', () => {
+    expect(loaded(['flowlb', '--help']).filter((m) => /dist\/cli\/reference\//.test(m))).toEqual([]);
+    expect(loaded(['completion', 'bash']).some((m) => /dist\/cli\/reference\/bash\.js$/.test(m))).toBe(true);
+    expect(loaded(['flowlb', '--help']).some((m) => /dist\/daemon\/daemon\.js$/.test(m))).toBe(true);
   });
 });

@@ -16,10 +16,10 @@ export const completionCommands: NfqlbCommand[] = [
     describe: 'Print the shell completion script (bash) of nfqlb-ts',
     usage: 'completion bash\n  Print the bash completion script; install it as /usr/share/bash-completion/completions/nfqlb',
     options: {},
-    run(args) {
+    run(args, { commands }) {
       const shell = args._[0] ?? 'bash';
       if (shell !== 'bash' || args._.length > 1) throw new UsageError(`Unknown shell [${args._.join(' ')}]: only bash is supported (nfqlb completion bash)`);
-      out(bashCompletion(referenceCommands(), PACKAGE_VERSION));
+      out(bashCompletion(referenceCommands(commands()), PACKAGE_VERSION));
     },
   },
 ];

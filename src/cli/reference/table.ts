@@ -7,7 +7,7 @@
  * by `nfqlb completion` and the generator: it loads every command's file.
  */
 import { defaultText, EXTENSION, helpOptions, type NfqlbCommand, type Options } from '../command';
-import { allCommands, inListOrder, isNfqlbCommand } from '../commands';
+import { inListOrder, isNfqlbCommand } from '../commandorder';
 
 export interface ReferenceOption {
   name: string;
@@ -56,9 +56,8 @@ function referenceOf(cmd: NfqlbCommand): ReferenceCommand {
   };
 }
 
-/** Every command, in the order `nfqlb -h` lists them. */
-export function referenceCommands(): ReferenceCommand[] {
-  const commands = allCommands();
+/** `commands` (allCommands() of cli/commands), in the order `nfqlb -h` lists them. */
+export function referenceCommands(commands: readonly NfqlbCommand[]): ReferenceCommand[] {
   return inListOrder(commands.map((c) => c.name)).map((name) => referenceOf(commands.find((c) => c.name === name) as NfqlbCommand));
 }
 
