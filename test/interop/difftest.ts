@@ -317,7 +317,7 @@ function compareTables(a: Map<string, Buffer>, b: Map<string, Buffer>): string |
 }
 
 /**
- * Deliberate divergences (README "Differences from nfqlb"): returns the reason
+ * Deliberate divergences (docs/differences.md): returns the reason
  * when `d` is one of them.
  */
 export function allowedDivergence(d: Difference): string | undefined {

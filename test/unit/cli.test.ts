@@ -157,7 +157,7 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
   it('gives flags true and fills in defaults', () => {
     const r = parseOptions(cmd('flowlb'), ['-promiscuous_ping', '--qu=0:3']);
     expect(r).toMatchObject({ kind: 'args', args: { promiscuous_ping: true, queue: '0:3', mtu: '1500' } });
-    // No --qlength: left unset, so that the daemon can take its own longer default (README, Differences from nfqlb).
+    // No --qlength: left unset, so that the daemon can take its own longer default (docs/differences.md).
     expect((r as { args: Record<string, unknown> }).args.qlength).toBeUndefined();
   });
 

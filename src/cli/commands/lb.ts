@@ -27,7 +27,7 @@ const ext = (spec: Options): Options => ({ ...spec, group: EXTENSION });
 // Help texts are nfqlb's, word for word (sic); defaults are nfqlb's.
 const common: Record<string, Options> = {
   queue: str('NF-queues to listen to (default 2)', '2'),
-  // nfqlb's text; without --qlength the daemon takes the longer DEFAULT_QLENGTH (README, Differences from nfqlb).
+  // nfqlb's text; without --qlength the daemon takes the longer DEFAULT_QLENGTH (docs/differences.md).
   qlength: str('Lenght of queues (default 1024)', undefined, { defaultDescription: String(DEFAULT_QLENGTH) }),
   mtu: str('MTU. At least the mtu of the ingress device', '1500'),
   lbshm: str('Lb shared memory', undefined, SHM),

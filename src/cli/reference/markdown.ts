@@ -15,7 +15,7 @@ function row(o: ReferenceOption): string {
 function section(c: ReferenceCommand): string {
   const lines = [`## ${c.name}`, '', `${c.describe}${c.extension ? ' *(nfqlb-ts only)*' : ''}`, '', '```', ...c.synopsis.map((s) => `nfqlb ${s}`), '```'];
   if (c.options.length > 0) lines.push('', '| option | default | what it is |', '|---|---|---|', ...c.options.map(row));
-  if (c.envOptions) lines.push('', 'The options marked *(nfqlb-ts)* may also be given in `NFQLB_OPTIONS` ([operations](operations.md)).');
+  if (c.envOptions) lines.push('', 'The options marked *(nfqlb-ts)* may also be given in `NFQLB_OPTIONS` ([container.md](container.md#options-through-the-environment-nfqlb_options)).');
   return lines.join('\n');
 }
 
