@@ -25,8 +25,8 @@ export function optionsReference(commands: readonly ReferenceCommand[], version:
 # Command-line reference (nfqlb-ts ${version})
 
 Every command of \`nfqlb\` and its options, with the defaults the code uses
-(where nfqlb's help text states another, as \`--qlength\`'s \`1024\`, the
-default here is what holds). Options are written \`--name=value\` or
+(nfqlb's help texts leave most of them out, and say \`1024\` for
+\`--qlength\`, whose default here is longer: [differences](differences.md)). Options are written \`--name=value\` or
 \`--name value\`, one or two dashes, and may be shortened to any unambiguous
 prefix, as with nfqlb. *(nfqlb-ts)* marks what nfqlb does not have. The same
 table makes \`nfqlb <command> --help\`, the man page ([nfqlb.1](nfqlb.1):

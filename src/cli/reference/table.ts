@@ -35,6 +35,17 @@ export interface ReferenceCommand {
   envOptions: boolean;
 }
 
+/**
+ * An option's help on one line, without the default nfqlb's text states in
+ * it (`(default 1024)`, `default=1`): the reference gives the default the code
+ * uses beside it, and for --qlength nfqlb's text says another.
+ */
+function referenceHelp(spec: Options): string {
+  const help = (spec.describe ?? '').replace(/\s*\n\s*/g, ' ');
+  if (defaultText(spec) === undefined) return help;
+  return help.replace(/\s*\(default [^):]*\)|\.?\s*default=\S+$/, '');
+}
+
 function referenceOf(cmd: NfqlbCommand): ReferenceCommand {
   const usage = (cmd.usage ?? `${cmd.name} [options]`).split('\n');
   return {
@@ -45,7 +56,7 @@ function referenceOf(cmd: NfqlbCommand): ReferenceCommand {
     options: helpOptions(cmd).map(([name, spec]) => ({
       name,
       takesValue: spec.type !== 'boolean',
-      help: (spec.describe ?? '').replace(/\s*\n\s*/g, ' '),
+      help: referenceHelp(spec),
       default: defaultText(spec),
       required: spec.demandOption === true,
       extension: spec.group === EXTENSION,
