@@ -82,6 +82,11 @@ describeImage('the container image', () => {
     expect(help.stdout).toContain('flowlb');
   });
 
+  it('has the bash completion where bash-completion looks, as generated from the option table', () => {
+    const installed = podman(['run', '--rm', '--entrypoint=cat', image, '/usr/share/bash-completion/completions/nfqlb']);
+    expect(installed.stdout).toBe(fs.readFileSync(path.join(__dirname, '..', '..', 'contrib', 'bash-completion', 'nfqlb'), 'utf8'));
+  });
+
   it('runs as a non-root user, declares the metrics port and stays within 40 MB of its base', () => {
     const user = inspect<string>('image', image, '.Config.User');
     expect(user).toMatch(/^[1-9][0-9]*(:[0-9]+)?$/);
