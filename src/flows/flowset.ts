@@ -4,8 +4,8 @@
  * half of its control server (cmdFlowLb.c: cmd_set / cmd_delete with the
  * hidden `#name` flow for SCTP over UDP).
  *
- * Elsewhere: the flow fields and the CLI-side checks in flowfields.ts,
- * parsing and compiling a flow in flowparse.ts, the compiled Flow and its
+ * Elsewhere: the flow fields and the CLI-side checks in fields.ts,
+ * parsing and compiling a flow in parse.ts, the compiled Flow and its
  * per-packet tests in match.ts, the index lookup() uses in lookup.ts.
  *
  * The set is generic over the target: the daemon attaches a table, the
