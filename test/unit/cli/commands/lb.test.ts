@@ -6,7 +6,7 @@
  * of 1 CPU the default was 4 threads. And odd --workers values.
  */
 import { spawnSync } from 'node:child_process';
-import { usableCpus, workerCount } from '../../src/cli/commands/lb';
+import { usableCpus, workerCount } from '../../../../src/cli/commands/lb';
 
 /** A reader of a fake /proc and /sys. */
 function files(map: Record<string, string>): (path: string) => string | null {
