@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runInProcess, runSpawned, type CliRun } from '../../helpers/cli';
-import { findCommand, parseOptions } from '../../../src/cli/main';
+import { commandHelp, findCommand, parseOptions } from '../../../src/cli/main';
 import type { NfqlbCommand } from '../../../src/cli/command';
 import { DEFAULT_QLENGTH } from '../../../src/addon/queue';
 
@@ -170,5 +170,28 @@ describe('messages do not depend on the locale', () => {
       expect(want).toBeDefined();
       expect({ words, ...runSpawned(words, env(extra)) }).toEqual({ words, ...expectedOf(want as Captured) });
     }
+  });
+});
+
+describe('commands, their help and parseOptions\' rules', () => {
+  it('findCommand knows the commands the usage lists, and no other', async () => {
+    const usage = (await runInProcess([])).stdout;
+    const names = usage.split('\n').filter((l) => /^  [a-z-]+$/.test(l)).map((l) => l.trim());
+    expect(names.length).toBeGreaterThan(15);
+    for (const n of names) expect(findCommand(n)?.name).toBe(n);
+    expect(findCommand('flow')).toBeUndefined();
+    expect(findCommand('')).toBeUndefined();
+  });
+
+  it('commandHelp: the usage head, one line per option, "(required)" in place of the last space', () => {
+    expect(commandHelp(cmd('flow-delete'))).toBe('flow-delete\n  Delete a flow\n  --name= Name of the flow (required)\n');
+    const show = commandHelp(cmd('show'));
+    expect(show).toBe('show [options]\n  Show shared mem structures\n  --shm= Shared memory \n');
+  });
+
+  it('the last of a repeated option wins; -h after an error is not reached, before one it is', () => {
+    expect(parseOptions(cmd('show'), ['--shm=a', '--shm=b'])).toEqual({ kind: 'args', args: { _: [], shm: 'b' } });
+    expect(parseOptions(cmd('show'), ['--bogus', '-h'])).toEqual({ kind: 'error', message: "show: unrecognized option '--bogus'" });
+    expect(parseOptions(cmd('show'), ['-h', '--bogus'])).toEqual({ kind: 'help', text: commandHelp(cmd('show')) });
   });
 });

@@ -6,7 +6,9 @@
  * of 1 CPU the default was 4 threads. And odd --workers values.
  */
 import { spawnSync } from 'node:child_process';
-import { usableCpus, workerCount } from '../../../../src/cli/commands/lb';
+import { lbCommands, usableCpus, workerCount } from '../../../../src/cli/commands/lb';
+import { commandHelp, parseOptions } from '../../../../src/cli/main';
+import { runInProcess } from '../../../helpers/cli';
 
 /** A reader of a fake /proc and /sys. */
 function files(map: Record<string, string>): (path: string) => string | null {
@@ -67,5 +69,76 @@ describe('odd --workers values', () => {
   it('"01" and "0002" are numbers (1: the single loop; 2 threads)', () => {
     expect(workerCount('01', 4, 2)).toBe(0);
     expect(workerCount('0002', 4, 2)).toBe(2);
+  });
+});
+
+/**
+ * The daemons' command lines without starting one: every value below is
+ * refused by the option checks, which run before anything is opened or
+ * bound, so main() prints one line and exits 1.
+ */
+describe('flowlb and lb options', () => {
+  const [flowlb, lb] = lbCommands;
+  let saved: string | undefined;
+  beforeEach(() => {
+    saved = process.env.NFQLB_OPTIONS;
+    delete process.env.NFQLB_OPTIONS;
+  });
+  afterEach(() => {
+    if (saved !== undefined) process.env.NFQLB_OPTIONS = saved;
+  });
+
+  it('the option tables are nfqlb\'s, in nfqlb\'s order, the extensions after them', () => {
+    expect(Object.keys(flowlb.options).slice(0, 16)).toEqual(['lbshm', 'mtu', 'tun', 'reassembler', 'promiscuous_ping', 'notargets_fwmark', 'nolb_fwmark', 'hash_mode', 'queue', 'qlength', 'ft_shm', 'ft_size', 'ft_buckets', 'ft_frag', 'ft_ttl', 'trace_address']);
+    expect(Object.keys(lb.options).slice(0, 16)).toEqual(['mtu', 'tun', 'reassembler', 'sctp_encap', 'tshm', 'lbshm', 'notargets_fwmark', 'hash_mode', 'queue', 'qlength', 'ft_shm', 'ft_size', 'ft_buckets', 'ft_frag', 'ft_ttl', 'trace_address']);
+    expect(Object.keys(flowlb.options)).toEqual(expect.arrayContaining(['workers', 'conntrack', 'metrics_address', 'flows_file', 'batch', 'rcvbuf', 'fail_open']));
+    expect(Object.keys(lb.options)).not.toContain('flows_file');
+    expect(Object.keys(lb.options)).not.toContain('promiscuous_ping');
+  });
+
+  it('nfqlb\'s defaults, filled in by the parser; --qlength left for the daemon\'s own default', () => {
+    const r = parseOptions(flowlb, []);
+    expect(r).toMatchObject({ kind: 'args', args: { queue: '2', mtu: '1500', ft_size: '500', ft_buckets: '500', ft_frag: '100', ft_ttl: '200', reassembler: '0', notargets_fwmark: '-1', nolb_fwmark: '-1', hash_mode: '1', ft_shm: 'ftshm' } });
+    expect((r as { args: Record<string, unknown> }).args.qlength).toBeUndefined();
+    expect(parseOptions(lb, [])).toMatchObject({ kind: 'args', args: { tshm: 'nfqlb', sctp_encap: '0' } });
+  });
+
+  it('the help: nfqlb\'s lines, then the defaults this daemon uses and the variable for the extensions', () => {
+    const help = commandHelp(flowlb);
+    expect(help.startsWith('flowlb [options]\n  Load-balance with flows\n')).toBe(true);
+    expect(help).toContain('  --ft_ttl= Frag table; ttl milliS');
+    expect(help).toContain('Defaults of nfqlb-ts');
+    expect(help).toMatch(/--qlength=\d+/);
+    expect(help).toContain('NFQLB_OPTIONS: the options nfqlb lacks (');
+    expect(help).toContain('--flows_file');
+    expect(commandHelp(lb)).not.toContain('--flows_file');
+  });
+
+  it.each([
+    [['flowlb', '--mtu=100'], 'Invalid MTU; 100'],
+    [['flowlb', '--mtu=x'], 'Invalid MTU; 0'],
+    [['flowlb', '--mtu=70000'], 'Invalid MTU; 70000 (at most 65535)'],
+    [['flowlb', '--workers=2000'], 'Invalid --workers=2000: use a number from 0 to 1024'],
+    [['flowlb', '--qlength=0'], 'Invalid --qlength=0: use a number from 1 to 1048576'],
+    [['flowlb', '--batch=2000'], 'Invalid --batch=2000: use a number from 1 to 1024'],
+    [['flowlb', '--rcvbuf=10'], 'Invalid --rcvbuf=10: use a number from 4096 to 1073741824'],
+    [['flowlb', '--conntrack=-1'], 'Invalid --conntrack=-1: use a number from 0 to 100000000'],
+    [['flowlb', '--conntrack=10', '--conntrack_ttl=0'], 'Invalid --conntrack_ttl=0: use a number from 1 to 2592000'],
+    [['lb', '--reassembler=99999999'], 'Invalid --reassembler=99999999: at most 16777216 hole descriptors (a few per datagram in flight are enough)'],
+    [['lb', '--tun=nfqlbts-none', '--ft_frag=1000000', '--mtu=9000'], 'Invalid --ft_frag=1000000: 1000000 copies of --mtu=9000 bytes exceed 1 GiB'],
+  ])('%j: one line, exit 1, nothing started', async (words, msg) => {
+    expect(await runInProcess(words)).toEqual({ rc: 1, stdout: '', stderr: `${msg}\n` });
+  });
+
+  it('a bad address or queue list: the parser\'s own words, exit 1', async () => {
+    const trace = await runInProcess(['flowlb', '--trace_address=bogus']);
+    expect(trace).toMatchObject({ rc: 1, stdout: '' });
+    expect(trace.stderr).toMatch(/^Failed to parse address \[bogus\]/);
+    const metrics = await runInProcess(['flowlb', '--metrics_address=nohost']);
+    expect(metrics.rc).toBe(1);
+    expect(metrics.stderr.split('\n').length).toBe(2);
+    const queue = await runInProcess(['lb', '--queue=x']);
+    expect(queue.rc).toBe(1);
+    expect(queue.stderr.split('\n').length).toBe(2);
   });
 });
