@@ -10,7 +10,7 @@
  *  - the empty name (`name:` with no value, `flow-set --name=`): nfqlb sets
  *    and lists a flow `""`; here it is "No name" (set) / "FAIL: no name"
  *    (trace-set), nfqlb's own words for a missing name (compileFlow refuses
- *    it, see flowparse.ts checkFlowName);
+ *    it, see parse.ts checkFlowName);
  *  - a name starting with '#' for set and delete: those are the hidden flows
  *    udpencap makes (`#name`). nfqlb lets a client set one over a hidden flow
  *    (a later delete of the parent then removes the client's flow) or delete

@@ -3,7 +3,7 @@
  * that carries a flow derives from FLOW_FIELDS: the control protocol
  * (control.ts ControlRequest, its known keys and their order on the wire),
  * the flows file (flowsfile.ts), the server's parsed FlowCmd and the flow
- * set's FlowDefinition (flowparse.ts), the replay config reader (config.ts)
+ * set's FlowDefinition (parse.ts), the replay config reader (replay/config.ts)
  * and the CLI's option lists (cli/commands/flow.ts). A new field is added
  * here, and the compiler then points at every place that must handle it.
  *

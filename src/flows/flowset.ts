@@ -4,9 +4,9 @@
  * half of its control server (cmdFlowLb.c: cmd_set / cmd_delete with the
  * hidden `#name` flow for SCTP over UDP).
  *
- * Elsewhere: the flow fields and the CLI-side checks in flowfields.ts,
- * parsing and compiling a flow in flowparse.ts, the compiled Flow and its
- * per-packet tests in flowmatch.ts, the index lookup() uses in flowindex.ts.
+ * Elsewhere: the flow fields and the CLI-side checks in fields.ts,
+ * parsing and compiling a flow in parse.ts, the compiled Flow and its
+ * per-packet tests in match.ts, the index lookup() uses in lookup.ts.
  *
  * The set is generic over the target: the daemon attaches a table, the
  * trace-flow set attaches the flow's name. Flows are parsed and compiled into
@@ -251,7 +251,7 @@ export class FlowSet<T> {
    * every ICMP packet that is not an error qualifies; this follows SPEC.md §6.)
    *
    * Per-packet: no allocation, no exceptions. Uses the flow index once it is
-   * built for the current flows (flowindex.ts), which returns the same.
+   * built for the current flows (lookup.ts), which returns the same.
    */
   lookup(info: PacketInfo, pkt: Uint8Array): Flow<T> | null {
     const index = this.index;

@@ -1,11 +1,11 @@
 /**
  * A compiled flow and the tests of one packet against it — nfqlb's
  * flowLookup() per-flow test: CIDR sets, port ranges (rangeset.c), protocol
- * mask and byte matches (match.c). Both the flow set's linear walk (flows.ts)
- * and the flow index (flowindex.ts) use these, so the two always agree.
+ * mask and byte matches (match.c). Both the flow set's linear walk (flowset.ts)
+ * and the flow index (lookup.ts) use these, so the two always agree.
  *
  * Per packet: everything here reads typed arrays made when the flow was
- * compiled (flowparse.ts); no allocation, no exceptions, no string work.
+ * compiled (parse.ts); no allocation, no exceptions, no string work.
  */
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, KEY_DST, KEY_ID, KEY_SRC } from '../packet/hashkey';
 import { RC_ICMP_ERROR, type PacketInfo } from '../packet/classify';
@@ -155,7 +155,7 @@ export function loadAddressWords(key: Uint8Array, w: Int32Array): void {
 
 /**
  * Whether flow f contains the packet: the test lookupLinear() makes of each
- * flow, for the flow index (flowindex.ts). w: the packet's addresses as
+ * flow, for the flow index (lookup.ts). w: the packet's addresses as
  * lookupLinear() loads them (src words 0-3, dst 4-7); ping: the packet is a
  * promiscuous ping, so only the addresses count.
  */

@@ -1,5 +1,5 @@
 /**
- * Flow definitions from text to compiled Flow (flowmatch.ts) and back to the
+ * Flow definitions from text to compiled Flow (match.ts) and back to the
  * listing texts: nfqlb's flowDefine() parsing (flow.c parseCidrs,
  * parseProtocol), rangeset.c's port lists and match.c's byte-match
  * statements, with nfqlb's error texts byte for byte. Each parser returns
@@ -221,7 +221,7 @@ export function matchText(m: Uint32Array): string[] {
 
 /**
  * What `define()` takes: the values of one flow as the daemon receives them
- * (a FlowCmd, see flowfields.ts for the fields) with the target resolved.
+ * (a FlowCmd, see fields.ts for the fields) with the target resolved.
  * `name` is required (undefined gives "No name"); `target` is null for the
  * hidden '#' flows. Absent or empty lists match all; an empty port list
  * matches none (as nfqlb).

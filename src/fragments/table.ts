@@ -10,7 +10,8 @@
  * Layout, as nfqlb's conntrack table (ct + bucket pool): `hashSize` home slots
  * (--ft_size) and `extraBuckets` overflow entries (--ft_buckets) shared by all
  * home slots for hash collisions. Everything lives in typed arrays allocated
- * here; store and lookup allocate nothing.
+ * at construction (the entries: entries.ts, their links: chains.ts); store
+ * and lookup allocate nothing.
  *
  * Bounded work whatever the history (the old open-addressing table never
  * freed a slot and, once full, scanned all of it on every store and miss):
@@ -41,88 +42,17 @@
  * entry when it expires or is freed. Without a store, later fragments only
  * look up.
  */
-import type { FragStats } from './stats';
 import { FSTORE_DISCARDED, FSTORE_EXPIRED, NO_SLOT, type FragmentStore } from './store';
-import { KEY_ADDR_END } from '../packet/hashkey';
 import { Reassembler, REASSEMBLY_COMPLETE } from './reassembler';
+import { NONE } from './chains';
+import { FragmentEntries, HAS_VALUE, POISONED, WAITING } from './entries';
+import {
+  FRAG_STATS_FIELDS, FS_ACTIVE, FS_BUCKETS_ALLOCATED, FS_BUCKETS_USED, FS_COLLISIONS, FS_EXPIRED, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED,
+  FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, FS_PROBES, FS_REASSEMBLED, FS_REASSEMBLER_FULL, FS_REJECTED,
+} from './tablestats';
 
-/*
- * The table's statistics: fixed fields of a Float64Array (FragmentTable.stats),
- * indexed by these constants. Counters only grow; FS_ACTIVE and
- * FS_BUCKETS_USED are levels. Several tables (one per packet worker) are
- * summed field by field (sumFragmentStats) for ftshm and the metrics.
- * FS_FRAGS_* count the copies of out-of-order fragments (with a store, --tun).
- */
-/** Attempts to add a datagram (a first fragment not already in the table), refused ones included (nfqlb inserts). */
-export const FS_INSERTS = 0;
-/** Stores refused: chain at its bound or no overflow entry free (nfqlb rejectedInserts). */
-export const FS_REJECTED = 1;
-/** Table accesses: every store and every lookup (nfqlb counts a ctLookup for both). */
-export const FS_LOOKUPS = 2;
-export const FS_HITS = 3;
-export const FS_MISSES = 4;
-/** Stores that found their home slot taken (nfqlb collisions). */
-export const FS_COLLISIONS = 5;
-/** Entries freed because they expired (nfqlb objGC). */
-export const FS_EXPIRED = 6;
-export const FS_BUCKETS_ALLOCATED = 7;
-export const FS_BUCKETS_USED = 8;
-/** Live entries now (expired ones count until they are freed; a sweep frees them). */
-export const FS_ACTIVE = 9;
-/** Entries read by store/lookup: the work the table did. */
-export const FS_PROBES = 10;
-/** Entries freed early because all of their datagram was seen (nfqlb reAssembled). */
-export const FS_REASSEMBLED = 11;
-/** Copies of out-of-order fragments kept (nfqlb fragsAllocated). */
-export const FS_FRAGS_ALLOCATED = 12;
-/** Kept copies dropped unsent: their entry expired, was freed, or lost a fragment (nfqlb fragsDiscarded). */
-export const FS_FRAGS_DISCARDED = 13;
-/** Datagrams without bookkeeping because the reassembler had no free hole descriptor. */
-export const FS_REASSEMBLER_FULL = 14;
-export const FRAG_STATS_FIELDS = 15;
-
-/** Adds the statistics arrays of several tables into `out` (length FRAG_STATS_FIELDS), field by field. */
-export function sumFragmentStats(tables: readonly Float64Array[], out: Float64Array): Float64Array {
-  out.fill(0);
-  for (const s of tables) for (let i = 0; i < FRAG_STATS_FIELDS; i++) out[i] += s[i];
-  return out;
-}
-
-/** The configuration part of the stats: what the daemon was started with (per table; with packet workers each has a table of this shape). */
-export interface FragStatsConfig {
-  /** --ft_size */
-  size: number;
-  /** --ft_buckets */
-  bucketsMax: number;
-  /** --ft_ttl, ms */
-  ttlMs: number;
-  /** --mtu */
-  mtu: number;
-  /** Fragments that may be stored (--ft_frag with --tun, else 0 as in nfqlb). */
-  fragsMax: number;
-}
-
-/** nfqlb's fragStats from the (summed) FS_* statistics of the fragment tables. */
-export function fragStatsOf(stats: Float64Array, config: FragStatsConfig): FragStats {
-  return {
-    ttlNanos: BigInt(Math.max(0, Math.round(config.ttlMs))) * 1000000n,
-    size: config.size,
-    active: stats[FS_ACTIVE],
-    collisions: stats[FS_COLLISIONS],
-    inserts: stats[FS_INSERTS],
-    rejectedInserts: stats[FS_REJECTED],
-    lookups: stats[FS_LOOKUPS],
-    objGC: stats[FS_EXPIRED],
-    mtu: config.mtu,
-    bucketsMax: config.bucketsMax,
-    bucketsAllocated: stats[FS_BUCKETS_ALLOCATED],
-    bucketsUsed: stats[FS_BUCKETS_USED],
-    fragsMax: config.fragsMax,
-    fragsDiscarded: stats[FS_FRAGS_DISCARDED],
-    fragsAllocated: stats[FS_FRAGS_ALLOCATED],
-    reAssembled: stats[FS_REASSEMBLED],
-  };
-}
+// The statistics' layout and folding moved to tablestats.ts; the daemon and the packet threads still import them from here.
+export * from './tablestats';
 
 /** Chain bound: with random keys and a load ≤ 1 a chain this long practically never forms. */
 export const DEFAULT_MAX_CHAIN = 16;
@@ -149,13 +79,6 @@ export interface FragmentTableOptions {
   store?: FragmentStore | null;
 }
 
-const NONE = -1;
-
-/** Entry states: the first fragment's value is stored; later fragments came first; one of them was lost. */
-const HAS_VALUE = 0;
-const WAITING = 1;
-const POISONED = 2;
-
 /** hold() results. */
 export const HOLD_FOUND = 0;
 export const HOLD_KEPT = 1;
@@ -164,46 +87,16 @@ export const HOLD_LOST = 2;
 /** No entry could be had for the datagram: drop. */
 export const HOLD_FULL = 3;
 
-export class FragmentTable {
-  readonly hashSize: number;
-  readonly extraBuckets: number;
-  /** hashSize + extraBuckets: the most datagrams the table can hold. */
-  readonly capacity: number;
+export class FragmentTable extends FragmentEntries {
   readonly ttlMs: number;
-  readonly maxChain: number;
-  private readonly seed: number;
-
-  private readonly used: Uint8Array;
-  private readonly fingerprints: Int32Array;
-  private readonly addrs: Uint8Array;
-  private readonly ids: Uint32Array;
-  private readonly values: Float64Array;
-  /** When a fragment of the entry's datagram was last seen (ms): expiry counts from here. */
-  private readonly lastSeen: Float64Array;
-  /** Home slot → first overflow entry; overflow entry → next in chain (or next free). */
-  private readonly next: Int32Array;
-  /** Overflow entry → its home slot. */
-  private readonly homeOf: Int32Array;
-  /** Age list of the overflow entries in use, oldest first (doubly linked). */
-  private readonly older: Int32Array;
-  private readonly newer: Int32Array;
-  private oldest = NONE;
-  private newest = NONE;
-  private freeHead = NONE;
   /** The home slot the clock sweep visits next. */
   private hand = 0;
   /** Live overflow entries in the chain last walked by find(). */
   private chainLength = 0;
-  /** Entry → the head of its datagram's hole list in the reassembler, or NONE. */
-  private readonly holes: Int32Array;
   private readonly reassembler: Reassembler | null;
   /** The entry the last successful store() or lookup() found, for fragmentSeen(); NONE after a free. */
   private lastEntry = NONE;
   private readonly keeper: FragmentStore | null;
-  /** Per entry: HAS_VALUE, WAITING or POISONED. */
-  private readonly states: Uint8Array;
-  /** Per entry: the first of its kept copies in the store, or NO_SLOT. */
-  private readonly kept: Int32Array;
 
   /** After store() returned false: true when the datagram had lost a fragment, false when the table was full. */
   refusedLost = false;
@@ -215,44 +108,18 @@ export class FragmentTable {
   readonly stats: Float64Array;
 
   constructor(options: FragmentTableOptions) {
-    this.hashSize = Math.max(1, Math.floor(options.hashSize));
-    this.extraBuckets = Math.max(0, Math.floor(options.extraBuckets));
-    this.capacity = this.hashSize + this.extraBuckets;
+    super(options.hashSize, options.extraBuckets, options.maxChain ?? DEFAULT_MAX_CHAIN, options.seed);
     this.ttlMs = options.ttlMs;
-    this.maxChain = Math.max(0, Math.floor(options.maxChain ?? DEFAULT_MAX_CHAIN));
-    this.seed = (options.seed ?? Math.floor(Math.random() * 0x100000000)) | 0;
     this.stats = options.stats ?? new Float64Array(FRAG_STATS_FIELDS);
     if (this.stats.length < FRAG_STATS_FIELDS) throw new RangeError(`fragment table statistics need ${FRAG_STATS_FIELDS} fields, got ${this.stats.length}`);
     const rsize = Math.max(0, Math.floor(options.reassemblerSize ?? 0));
     this.reassembler = rsize > 0 ? new Reassembler(rsize) : null;
-    const n = this.capacity;
-    this.used = new Uint8Array(n);
-    this.fingerprints = new Int32Array(n);
-    this.addrs = new Uint8Array(n * KEY_ADDR_END);
-    this.ids = new Uint32Array(n);
-    this.values = new Float64Array(n);
-    this.lastSeen = new Float64Array(n);
-    this.next = new Int32Array(n).fill(NONE);
-    this.homeOf = new Int32Array(n).fill(NONE);
-    this.older = new Int32Array(n).fill(NONE);
-    this.newer = new Int32Array(n).fill(NONE);
-    this.holes = new Int32Array(n).fill(NONE);
     this.keeper = options.store ?? null;
-    this.states = new Uint8Array(n);
-    this.kept = new Int32Array(n).fill(NO_SLOT);
-    for (let e = n - 1; e >= this.hashSize; e--) {
-      this.next[e] = this.freeHead;
-      this.freeHead = e;
-    }
   }
 
   /** Bytes held by the table; constant for its life. */
-  get byteLength(): number {
-    return (
-      this.used.byteLength + this.fingerprints.byteLength + this.addrs.byteLength + this.ids.byteLength + this.values.byteLength +
-      this.lastSeen.byteLength + this.next.byteLength + this.homeOf.byteLength + this.older.byteLength + this.newer.byteLength +
-      this.holes.byteLength + (this.reassembler?.byteLength ?? 0) + this.states.byteLength + this.kept.byteLength
-    );
+  override get byteLength(): number {
+    return super.byteLength + (this.reassembler?.byteLength ?? 0);
   }
 
   // Statistics by name (the FS_* fields of `stats`).
@@ -389,16 +256,11 @@ export class FragmentTable {
         return NONE;
       }
       // allocate() may have shortened this chain; link at its head either way.
-      this.next[e] = this.next[home];
-      this.next[home] = e;
-      this.homeOf[e] = home;
+      this.chains.linkAtHead(home, e);
     }
     this.used[e] = 1;
     stats[FS_ACTIVE]++;
-    this.fingerprints[e] = fp;
-    const base = e * KEY_ADDR_END;
-    for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[base + i] = key[i];
-    this.ids[e] = id;
+    this.setKey(e, key, id, fp);
     this.lastSeen[e] = nowMs;
     this.states[e] = HAS_VALUE;
     this.kept[e] = NO_SLOT;
@@ -476,10 +338,7 @@ export class FragmentTable {
   /** The entry was used now: its ttl starts again (and it becomes the newest overflow entry). */
   private touch(e: number, nowMs: number): void {
     this.lastSeen[e] = nowMs;
-    if (e >= this.hashSize) {
-      this.unlinkAge(e);
-      this.appendAge(e);
-    }
+    this.chains.touch(e);
   }
 
   /** Frees live entry `e` before its time (its datagram is complete). */
@@ -497,11 +356,7 @@ export class FragmentTable {
       this.find(e, null, 0, 0, nowMs);
       return;
     }
-    let prev = this.homeOf[e];
-    let steps = 0;
-    while (prev !== NONE && this.next[prev] !== e && steps++ <= this.maxChain) prev = this.next[prev];
-    if (prev === NONE || this.next[prev] !== e) return; // Cannot happen: the lists agree.
-    this.next[prev] = this.next[e];
+    if (!this.chains.unchain(e)) return; // Cannot happen: the lists agree.
     this.release(e);
   }
 
@@ -556,19 +411,7 @@ export class FragmentTable {
     // pool while home slots stand empty.
     e = this.next[home];
     if (this.used[home] === 0 && e !== NONE) {
-      this.used[home] = 1;
-      this.fingerprints[home] = this.fingerprints[e];
-      const from = e * KEY_ADDR_END;
-      const to = home * KEY_ADDR_END;
-      for (let i = 0; i < KEY_ADDR_END; i++) this.addrs[to + i] = this.addrs[from + i];
-      this.ids[home] = this.ids[e];
-      this.values[home] = this.values[e];
-      this.lastSeen[home] = this.lastSeen[e];
-      this.holes[home] = this.holes[e];
-      this.holes[e] = NONE;
-      this.states[home] = this.states[e];
-      this.kept[home] = this.kept[e];
-      this.kept[e] = NO_SLOT;
+      this.moveToHome(e, home);
       this.next[home] = this.next[e];
       this.release(e);
       if (found === e) found = home;
@@ -586,40 +429,27 @@ export class FragmentTable {
     this.stats[FS_FRAGS_DISCARDED] += (this.keeper as FragmentStore).drop(head, why);
   }
 
-  private matches(e: number, key: Uint8Array, id: number, fp: number): boolean {
-    if (this.fingerprints[e] !== fp || this.ids[e] !== id) return false;
-    const base = e * KEY_ADDR_END;
-    for (let i = 0; i < KEY_ADDR_END; i++) if (this.addrs[base + i] !== key[i]) return false;
-    return true;
-  }
-
   /** A free overflow entry, or the oldest one if it has expired, or NONE. */
   private allocate(nowMs: number): number {
-    let e = this.freeHead;
-    if (e !== NONE) {
-      this.freeHead = this.next[e];
-    } else {
-      e = this.oldest;
+    const chains = this.chains;
+    let e = chains.takeFree();
+    if (e === NONE) {
+      e = chains.oldest;
       this.stats[FS_PROBES]++;
       if (e === NONE || !this.isExpired(e, nowMs)) return NONE;
       // Unlink it from the chain of the home slot it belongs to.
-      let prev = this.homeOf[e];
-      let steps = 0;
-      while (prev !== NONE && this.next[prev] !== e && steps++ <= this.maxChain) {
-        prev = this.next[prev];
-        this.stats[FS_PROBES]++;
-      }
+      const unchained = chains.unchain(e);
+      this.stats[FS_PROBES] += chains.followed;
       // Not in its chain: the lists disagree, which cannot happen; refuse rather than corrupt.
-      if (prev === NONE || this.next[prev] !== e) return NONE;
-      this.next[prev] = this.next[e];
-      this.unlinkAge(e);
+      if (!unchained) return NONE;
+      chains.unlinkAge(e);
       this.releaseHoles(e);
       this.forget(e, FSTORE_EXPIRED);
       this.stats[FS_EXPIRED]++;
       this.stats[FS_ACTIVE]--;
       this.stats[FS_BUCKETS_USED]--;
     }
-    this.appendAge(e);
+    chains.appendAge(e);
     this.stats[FS_BUCKETS_USED]++;
     this.stats[FS_BUCKETS_ALLOCATED]++;
     this.used[e] = 1;
@@ -629,49 +459,7 @@ export class FragmentTable {
   private release(e: number): void {
     this.used[e] = 0;
     this.releaseHoles(e);
-    this.unlinkAge(e);
-    this.homeOf[e] = NONE;
-    this.next[e] = this.freeHead;
-    this.freeHead = e;
+    this.chains.release(e);
     this.stats[FS_BUCKETS_USED]--;
-  }
-
-  private appendAge(e: number): void {
-    this.older[e] = this.newest;
-    this.newer[e] = NONE;
-    if (this.newest !== NONE) this.newer[this.newest] = e;
-    else this.oldest = e;
-    this.newest = e;
-  }
-
-  private unlinkAge(e: number): void {
-    const o = this.older[e];
-    const n = this.newer[e];
-    if (o !== NONE) this.newer[o] = n;
-    else this.oldest = n;
-    if (n !== NONE) this.older[n] = o;
-    else this.newest = o;
-    this.older[e] = NONE;
-    this.newer[e] = NONE;
-  }
-
-  /** Seeded 32-bit mix (murmur3 rounds) of the addresses and the id; also the home slot's hash. */
-  private fingerprint(key: Uint8Array, id: number): number {
-    let h = this.seed;
-    for (let i = 0; i <= KEY_ADDR_END; i += 4) {
-      let w = i < KEY_ADDR_END ? (key[i] << 24) | (key[i + 1] << 16) | (key[i + 2] << 8) | key[i + 3] : id | 0;
-      w = Math.imul(w, 0xcc9e2d51);
-      w = (w << 15) | (w >>> 17);
-      w = Math.imul(w, 0x1b873593);
-      h ^= w;
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    return h;
   }
 }

@@ -1,10 +1,10 @@
 /** Command-line dispatch and option errors in nfqlb's words (getopt's, prefixed with the command name). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { runInProcess, runSpawned, type CliRun } from '../helpers/cli';
-import { findCommand, parseOptions } from '../../src/cli/main';
-import type { NfqlbCommand } from '../../src/cli/command';
-import { DEFAULT_QLENGTH } from '../../src/addon/queue';
+import { runInProcess, runSpawned, type CliRun } from '../../helpers/cli';
+import { commandHelp, findCommand, parseOptions } from '../../../src/cli/main';
+import type { NfqlbCommand } from '../../../src/cli/command';
+import { DEFAULT_QLENGTH } from '../../../src/addon/queue';
 
 interface Captured extends CliRun {
   words: string[];
@@ -12,7 +12,7 @@ interface Captured extends CliRun {
 
 /** nfqlb 1.2.0's answers to odd command lines (test/fixtures/cli/capture.py made them). */
 const captured: Captured[] = fs
-  .readFileSync(path.join(__dirname, '..', 'fixtures', 'cli', 'options.jsonl'), 'utf8')
+  .readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'cli', 'options.jsonl'), 'utf8')
   .split('\n')
   .filter((l) => l !== '')
   .map((l) => JSON.parse(l) as Captured);
@@ -168,28 +168,6 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
   });
 });
 
-describe('flow names the control protocol cannot carry whole are refused before connecting', () => {
-  const long = 'x'.repeat(1018);
-  it.each([
-    [['flow-set', `--name=${long}`, '--target=t'], 'name too long (at most 1017 bytes)'],
-    [['flow-delete', `--name=${long}`], 'name too long (at most 1017 bytes)'],
-    [['trace-flow-list', `--name=${long}`], 'name too long (at most 1017 bytes)'],
-    [['flow-set', '--name=a\nb', '--target=t'], 'name contains a newline, which the control protocol cannot carry'],
-    [['flow-list', '--name=a\nb'], 'name contains a newline, which the control protocol cannot carry'],
-    // A newline in --prio would add a request line of the sender's choosing (e.g. action:delete).
-    [['flow-set', '--name=a', '--target=t', '--prio=1\naction:delete'], 'prio contains a newline, which the control protocol cannot carry'],
-  ])('%j', async (words, msg) => {
-    const saved = process.env.NFQLB_FLOW_ADDRESS;
-    process.env.NFQLB_FLOW_ADDRESS = 'unix:nfqlbts-cli-test-nothing';
-    try {
-      expect(await runInProcess(words)).toEqual({ rc: 1, stdout: '', stderr: `${msg}\n` });
-    } finally {
-      if (saved === undefined) delete process.env.NFQLB_FLOW_ADDRESS;
-      else process.env.NFQLB_FLOW_ADDRESS = saved;
-    }
-  });
-});
-
 describe('messages do not depend on the locale', () => {
   const lines: string[][] = [
     ['flow-set'],
@@ -210,5 +188,28 @@ describe('messages do not depend on the locale', () => {
       expect(want).toBeDefined();
       expect({ words, ...runSpawned(words, env(extra)) }).toEqual({ words, ...expectedOf(want as Captured) });
     }
+  });
+});
+
+describe('commands, their help and parseOptions\' rules', () => {
+  it('findCommand knows the commands the usage lists, and no other', async () => {
+    const usage = (await runInProcess([])).stdout;
+    const names = usage.split('\n').filter((l) => /^  [a-z-]+$/.test(l)).map((l) => l.trim());
+    expect(names.length).toBeGreaterThan(15);
+    for (const n of names) expect(findCommand(n)?.name).toBe(n);
+    expect(findCommand('flow')).toBeUndefined();
+    expect(findCommand('')).toBeUndefined();
+  });
+
+  it('commandHelp: the usage head, one line per option, "(required)" in place of the last space', () => {
+    expect(commandHelp(cmd('flow-delete'))).toBe('flow-delete\n  Delete a flow\n  --name= Name of the flow (required)\n');
+    const show = commandHelp(cmd('show'));
+    expect(show).toBe('show [options]\n  Show shared mem structures\n  --shm= Shared memory \n');
+  });
+
+  it('the last of a repeated option wins; -h after an error is not reached, before one it is', () => {
+    expect(parseOptions(cmd('show'), ['--shm=a', '--shm=b'])).toEqual({ kind: 'args', args: { _: [], shm: 'b' } });
+    expect(parseOptions(cmd('show'), ['--bogus', '-h'])).toEqual({ kind: 'error', message: "show: unrecognized option '--bogus'" });
+    expect(parseOptions(cmd('show'), ['-h', '--bogus'])).toEqual({ kind: 'help', text: commandHelp(cmd('show')) });
   });
 });

@@ -5,13 +5,14 @@
  * and in the cases that are easy to get wrong (promiscuous ping, the hidden
  * udpencap flow, ties, overlapping CIDRs of one flow, wide port ranges).
  */
-import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../src/flows/lookup';
-import type { Flow } from '../../src/flows/match';
-import { FlowSet, type TargetSource } from '../../src/flows/flowset';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/packet/hashkey';
-import { classify, PacketInfo, RC_INVALID } from '../../src/packet/classify';
-import { prng } from '../helpers/prng';
-import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
+import { FlowIndex, SYNC_BUILD_MAX_FLOWS } from '../../../src/flows/lookup';
+import type { Flow } from '../../../src/flows/match';
+import type { FlowOverlay } from '../../../src/flows/overlay';
+import { FlowSet, type TargetSource } from '../../../src/flows/flowset';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../../src/packet/hashkey';
+import { classify, PacketInfo, RC_INVALID } from '../../../src/packet/classify';
+import { prng } from '../../helpers/prng';
+import { icmpEcho, ipv4, ipv6, tcp, udp } from '../../helpers/packets';
 
 interface Tgt {
   name: string;
@@ -281,7 +282,7 @@ describe('changes one at a time (the index follows without rebuilding)', () => {
       // Few priorities, so most inserts are ties; a rare far one.
       const prios = [0, 1, 2, 2, 5, 100, -1, round === 2 ? 2 ** 31 : 7];
       const index = (set as unknown as { index: FlowIndex<Tgt> }).index;
-      const internals = index as unknown as { overlay: unknown[]; removedCount: number };
+      const internals = (index as unknown as { overlay: FlowOverlay<Tgt> }).overlay;
       for (let step = 0; step < 1200; step++) {
         const name = `f${int(rnd, names)}`;
         // Mostly sets until the set is big, then as many deletes as sets.
@@ -322,7 +323,7 @@ describe('changes one at a time (the index follows without rebuilding)', () => {
         if (order !== wantOrder && mismatches.length < 5) mismatches.push(`round ${round} step ${step}: order ${order}\nwanted ${wantOrder}`);
         if (index.flows === flows) {
           followed++;
-          if (internals.overlay.length > 0) withOverlay++;
+          if (internals.flows.length > 0) withOverlay++;
           if (internals.removedCount > 0) withRemoved++;
         }
         for (let p = 0; p < 12; p++) {

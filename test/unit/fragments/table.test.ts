@@ -5,13 +5,13 @@
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { FRAG_STATS_FIELDS, FragmentTable, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../src/fragments/table';
-import { KEY_LEN } from '../../src/packet/hashkey';
-import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../src/datapath/pipeline';
-import { Target } from '../../src/tables/targets';
-import { ipv4, udp } from '../helpers/packets';
-import { prng } from '../helpers/prng';
+import { FRAG_STATS_FIELDS, FragmentTable, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../../src/fragments/table';
+import { KEY_LEN } from '../../../src/packet/hashkey';
+import { MaglevTable } from '../../../src/tables/maglev';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../../src/datapath/pipeline';
+import { Target } from '../../../src/tables/targets';
+import { ipv4, udp } from '../../helpers/packets';
+import { prng } from '../../helpers/prng';
 
 /** A full garbage collection, so heap numbers show what is retained rather than what waits to be collected. */
 function collectGarbage(): void {
