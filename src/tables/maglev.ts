@@ -260,13 +260,18 @@ export function computeLookup(
   name = 'table',
 ): void {
   out.fill(-1, 0, M);
-  const slots: number[] = [];
-  for (let i = 0; i < N; i++) if (active[i] >= 0) slots.push(i);
-  if (slots.length === 0) return;
+  // Indexed loops over typed arrays: a command line runs this once, cold, in
+  // the interpreter, where an iterator per pass (M passes with one target)
+  // was most of `activate`'s work (docs/performance.md, CLI start-up).
+  const slots = new Int32Array(N);
+  let count = 0;
+  for (let i = 0; i < N; i++) if (active[i] >= 0) slots[count++] = i;
+  if (count === 0) return;
   const next = new Uint32Array(N);
   let filled = 0;
   for (;;) {
-    for (const i of slots) {
+    for (let s = 0; s < count; s++) {
+      const i = slots[s];
       const row = i * M;
       let k = next[i];
       let c = perm[row + k];
