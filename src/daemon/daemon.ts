@@ -108,18 +108,8 @@ export function refusalReason(why: string): string {
   return 'other';
 }
 
-/** Queue counters of the addon (QueueStats) exported as nfqlb_verdict_errors_total / nfqlb_queue_errors_total, by reason. */
-export const QUEUE_ERROR_FIELDS = [
-  ['send', 'sendErrors'],
-  ['unsent', 'unsentVerdicts'],
-  ['kernel', 'verdictErrors'],
-  ['enobufs', 'enobufs'],
-  ['recv', 'recvErrors'],
-  ['parse', 'parseErrors'],
-  ['truncated', 'truncated'],
-] as const;
-/** The reasons of QUEUE_ERROR_FIELDS that mean a verdict did not reach the kernel (or was refused by it). */
-export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'unsent', 'kernel']);
+// The queue counters of the addon by reason, declared with QueueStats.
+import { QUEUE_ERROR_FIELDS, VERDICT_ERROR_REASONS } from '../addon/queue';
 
 export interface DaemonOptions {
   mode: 'flowlb' | 'lb';
