@@ -15,14 +15,14 @@
  *   `nfqlb trace` that set it wins). Past MAX_TRACE_CLIENTS a client gets
  *   one line saying so (refusedNotice) instead of a silent close.
  * - Names in trace lines are the bytes clients sent (latin1 binary strings,
- *   see control.ts); the socket is written as latin1.
+ *   see ../control.ts); the socket is written as latin1.
  * - A client that reads slowly never blocks the daemon: lines are queued per
  *   client up to a limit (bufferLimit); what does not fit is dropped and
  *   counted, and once the client has caught up it gets one line
  *   `Trace: N lines dropped (this client reads too slowly)`.
  * - With no client, nothing is traced (nfqlb writes traces to stderr until
  *   its first client connects), so tracing costs nothing per packet then.
- *
+ * The per-packet texts are text.ts's; the server only carries lines.
  */
 import * as net from 'node:net';
 import { NfqlbError } from '../../base/errors';
