@@ -39,7 +39,7 @@ function builtins(args: string[]): string[] {
   return listed(run(args), 'BUILTINS');
 }
 
-const HEAVY = [/node_modules\/pino\//, /node_modules\/prom-client\//, /^(node:)?zlib$/, /^(node:)?worker_threads$/, /^(node:)?http$/, /dist\/daemon\.js$/, /dist\/services\/metrics\//, /dist\/log\.js$/];
+const HEAVY = [/node_modules\/pino\//, /node_modules\/prom-client\//, /^(node:)?zlib$/, /^(node:)?worker_threads$/, /^(node:)?http$/, /dist\/daemon\.js$/, /dist\/metrics\.js$/, /dist\/log\.js$/];
 const ADDON = /\.node$/;
 
 describe('lazy loading of the command line', () => {
