@@ -116,6 +116,8 @@ void FindPacketAttrs(const struct nlmsghdr* nlh, PacketAttrs* out) {
   }
 }
 
+// The names are QUEUE_STAT_FIELDS of src/addon/queue.ts, which GetStats() sets in this order;
+// test/native/queue.test.ts checks that the object it returns has exactly those keys.
 struct Stats {
   double batches = 0;
   double packets = 0;

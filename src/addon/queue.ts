@@ -77,6 +77,33 @@ export interface QueueStats {
   lastErrnoName: string | null;
 }
 
+/**
+ * The numbers of QueueStats, in the order the addon sets them (NfQueue::GetStats
+ * in native/nfqueue.cc, whose Stats fields have these names): the one list
+ * the packet threads copy and the metrics read. test/native/queue.test.ts
+ * checks it against what the addon returns.
+ */
+export const QUEUE_STAT_FIELDS = [
+  'batches', 'packets', 'maxBatch', 'accepted', 'dropped', 'repeated', 'enobufs', 'recvErrors',
+  'sendErrors', 'unsentVerdicts', 'verdictErrors', 'parseErrors', 'truncated', 'lastErrno',
+] as const satisfies ReadonlyArray<keyof QueueStats>;
+export type QueueStatField = (typeof QUEUE_STAT_FIELDS)[number];
+/** Compile-time proof that QUEUE_STAT_FIELDS names every number of QueueStats (a missing one turns `true` into an error). */
+export const QUEUE_STAT_FIELDS_COMPLETE: [Exclude<keyof QueueStats, QueueStatField | 'lastErrnoName'>] extends [never] ? true : never = true;
+
+/** The failure counts of QueueStats by the `reason` label of nfqlb_verdict_errors_total / nfqlb_queue_errors_total. */
+export const QUEUE_ERROR_FIELDS = [
+  ['send', 'sendErrors'],
+  ['unsent', 'unsentVerdicts'],
+  ['kernel', 'verdictErrors'],
+  ['enobufs', 'enobufs'],
+  ['recv', 'recvErrors'],
+  ['parse', 'parseErrors'],
+  ['truncated', 'truncated'],
+] as const satisfies ReadonlyArray<readonly [string, QueueStatField]>;
+/** The reasons of QUEUE_ERROR_FIELDS that mean a verdict did not reach the kernel (or was refused by it). */
+export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'unsent', 'kernel']);
+
 /** The object handed to the handler; the same object for every batch of a queue. */
 export interface QueueBatch {
   /** Packets in this batch (entries 0..count-1 of the arrays are valid). */

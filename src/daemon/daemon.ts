@@ -31,7 +31,7 @@ import { FlowsJournal, FlowsRecord, loadFlowsFile, type FlowsFileContent } from 
 import { applyFlowChange } from '../flows/change';
 import { RateLimitedLog, escapeBytes } from '../base/ratelog';
 import { pinoLevel } from '../base/log';
-import { startMetricsServer, type MetricsServer, type MetricsSource } from '../services/metrics';
+import { startMetricsServer, type FlowCount, type MetricsServer, type MetricsSource } from '../services/metrics';
 import { REASON_FRAGMENT_LOST, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_INVALID, REASON_NAMES } from '../datapath/pipeline';
 import { TraceServer, TRACE_FLOW_CONF, TRACE_TARGET } from '../services/trace';
 import { closeTun, openTun, tunWriteErrorText, type TunDevice } from '../addon/tun';
@@ -108,18 +108,11 @@ export function refusalReason(why: string): string {
   return 'other';
 }
 
-/** Queue counters of the addon (QueueStats) exported as nfqlb_verdict_errors_total / nfqlb_queue_errors_total, by reason. */
-export const QUEUE_ERROR_FIELDS = [
-  ['send', 'sendErrors'],
-  ['unsent', 'unsentVerdicts'],
-  ['kernel', 'verdictErrors'],
-  ['enobufs', 'enobufs'],
-  ['recv', 'recvErrors'],
-  ['parse', 'parseErrors'],
-  ['truncated', 'truncated'],
-] as const;
-/** The reasons of QUEUE_ERROR_FIELDS that mean a verdict did not reach the kernel (or was refused by it). */
-export const VERDICT_ERROR_REASONS: ReadonlySet<string> = new Set(['send', 'unsent', 'kernel']);
+/** Ended flows kept for the next scrape at most (a churn of flows with no scraper must not grow memory). */
+const MAX_ENDED_FLOWS = 4096;
+
+// The queue counters of the addon by reason, declared with QueueStats.
+import { QUEUE_ERROR_FIELDS, VERDICT_ERROR_REASONS } from '../addon/queue';
 
 export interface DaemonOptions {
   mode: 'flowlb' | 'lb';
@@ -239,6 +232,8 @@ export class Daemon {
   readonly dropped: Float64Array;
   readonly batchSizes = new BatchSizeHistogram();
   readonly controlRequests = new LabeledCounter();
+  /** Flows deleted or replaced since the last scrape, with their last count (MetricsSource.endedFlows). */
+  private endedFlows: FlowCount[] = [];
   /** Refused control requests by reason (nfqlb_control_refused_total). */
   readonly controlRefused = new KeyCounter();
   /** Failed writes of --flows_file. */
@@ -853,6 +848,7 @@ export class Daemon {
       queues: () => this.queues.map((q, qi) => ({ queueNum: q.queueNum, portid: q.portid, accepted: this.accepted[qi], dropped: this.dropped[qi] })),
       reasons: () => REASON_NAMES.map((name, i) => ({ name, count: reasonCounts[i] })),
       flows: () => this.flows.flows.map((f) => ({ name: bytesToText(f.name), target: f.target === null ? null : bytesToText(f.target.name), matches: f.matches, instance: f })),
+      endedFlows: () => this.endedFlows.splice(0),
       targets: () => {
         const all = this.fixed === null ? this.targets.list() : [this.fixed];
         return all.map((t) => {
@@ -963,6 +959,19 @@ export class Daemon {
     return reply;
   }
 
+  /**
+   * Keeps the last count of a flow that a delete or set took out of the flow
+   * set for the next scrape, so a flow that lived between two scrapes is still
+   * seen in nfqlb_flow_matches_total (with packet threads: its count as of
+   * the last scrape). Bounded: without a metrics server nobody takes them.
+   */
+  private noteEndedFlow(flow: ReturnType<FlowSet<Target<Table>>['get']>): void {
+    if (flow === undefined || this.flows.get(flow.name) === flow || this.metrics === null) return;
+    // Without scrapes only the latest are kept.
+    if (this.endedFlows.length >= MAX_ENDED_FLOWS) this.endedFlows.shift();
+    this.endedFlows.push({ name: bytesToText(flow.name), target: flow.target === null ? null : bytesToText(flow.target.name), matches: flow.matches, instance: flow });
+  }
+
   private controlReply(req: ControlRequest): ControlReply {
     const action = req.action;
     if (action === undefined) return { text: 'FAIL: no action' };
@@ -970,7 +979,9 @@ export class Daemon {
     const cmd: FlowCmd = flowCmdFromFields(req);
     switch (action) {
       case 'set': {
+        const before = cmd.name === undefined ? undefined : this.flows.get(cmd.name);
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.noteEndedFlow(before);
         if (reply === 'OK') this.changes?.push({ op: 'set', cmd });
         // A table's targets are known from its flow-set on, not only from the next check: losing them within the
         // first second is a loss to report too.
@@ -980,7 +991,9 @@ export class Daemon {
         return { text: reply };
       }
       case 'delete': {
+        const before = cmd.name === undefined ? undefined : this.flows.get(cmd.name);
         const reply = applyFlowChange<Target<Table>>(this.flows, this.traceFlows, this.targets, action, cmd);
+        if (reply === 'OK') this.noteEndedFlow(before);
         if (reply === 'OK') this.changes?.push({ op: 'delete', name: cmd.name });
         if (reply === 'OK') this.log.notice({ action, flow: cmd.name && bytesToText(cmd.name), reply }, 'flow-delete');
         else this.noteFailed('flow-delete', { flow: cmd.name, reply });

@@ -25,12 +25,9 @@ import { FRAG_STATS_FIELDS } from '../fragments/table';
 import { FSTORE_FIELDS } from '../fragments/store';
 import { REASON_NAMES } from '../datapath/pipeline';
 
-/** The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none). */
-export const QUEUE_STAT_FIELDS = [
-  'batches', 'packets', 'maxBatch', 'accepted', 'dropped', 'repeated', 'enobufs', 'recvErrors',
-  'sendErrors', 'unsentVerdicts', 'verdictErrors', 'parseErrors', 'truncated', 'lastErrno',
-] as const;
-export type QueueStatField = (typeof QUEUE_STAT_FIELDS)[number];
+// The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none).
+export { QUEUE_STAT_FIELDS, type QueueStatField } from '../addon/queue';
+import { QUEUE_STAT_FIELDS, type QueueStatField } from '../addon/queue';
 
 export class ThreadCounters {
   readonly buffer: SharedArrayBuffer;

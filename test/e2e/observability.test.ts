@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, metricSum } from '../../testbed/testbed';
+import { canUseNetns, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, metricSum, scrapeMetrics } from '../../testbed/testbed';
+import { httpGetInNs } from '../helpers/http';
 import { promtool, promtoolUnavailable } from '../helpers/promtool';
 import { describeUnless, e2eUnavailable } from '../helpers/skip';
 
@@ -17,13 +18,6 @@ const describeNs = describeUnless(e2eUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19657;
-
-/** GET http://127.0.0.1:PORT/path from inside the LB namespace: { status, body }. */
-function httpGet(ns: string, path: string): { status: number; body: string } {
-  const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); }, (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })`;
-  const r = nsExec(ns, process.execPath, ['-e', script]);
-  return JSON.parse(r.stdout) as { status: number; body: string };
-}
 
 describeNs('observing a live daemon', () => {
   let tb: Testbed;
@@ -43,13 +37,13 @@ describeNs('observing a live daemon', () => {
   });
 
   it('serves /healthz and /readyz (ready once the queues are bound), 404 elsewhere', () => {
-    expect(httpGet(tb.lb, '/healthz').status).toBe(200);
-    expect(httpGet(tb.lb, '/readyz').status).toBe(200);
-    expect(httpGet(tb.lb, '/nope').status).toBe(404);
+    expect(httpGetInNs(tb.lb, METRICS_PORT, '/healthz').status).toBe(200);
+    expect(httpGetInNs(tb.lb, METRICS_PORT, '/readyz').status).toBe(200);
+    expect(httpGetInNs(tb.lb, METRICS_PORT, '/nope').status).toBe(404);
   });
 
   it('counts exactly what was sent, per verdict, reason, flow and fwmark', () => {
-    const before = httpGet(tb.lb, '/metrics').body;
+    const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     const sports = [40001, 40002, 40003, 40004, 40005, 40006];
     const perSport = 7;
     const expectedByFwmark = new Map<number, number>();
@@ -65,7 +59,7 @@ describeNs('observing a live daemon', () => {
     expect1(`[${tb.client6}]:40100`, `[${tb.vip6}]:5001`, 5);
     tb.sendUdp(tb.vip4, 5002, 9, 40200); // no flow: dropped (nolb_fwmark -1)
     const matched = sports.length * perSport + 5;
-    const text = httpGet(tb.lb, '/metrics').body;
+    const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
 
     expect(delta('nfqlb_packets_total', { verdict: 'accept' })).toBe(matched);
@@ -96,7 +90,7 @@ describeNs('observing a live daemon', () => {
       console.warn(`skipped: ${why}`);
       return;
     }
-    const text = httpGet(tb.lb, '/metrics').body;
+    const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     expect(text).toMatch(/^nfqlb_build_info\{version="[^"]+",nfqlb_compat="1\.2\.0",node="v[^"]+"\} 1$/m);
     const r = promtool(['check', 'metrics'], text);
     expect(r.stdout + r.stderr).toBe('');
@@ -128,7 +122,7 @@ describeNs('observing a live daemon', () => {
       }
       expect(up.map((r) => r.value[1])).toEqual(['1']);
       // What it stored is what /metrics says now (flow matches do not move without traffic).
-      const text = httpGet(tb.lb, '/metrics').body;
+      const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
       const stored = query('nfqlb_flow_matches_total{flow="obs-udp"}');
       expect(stored.map((r) => Number(r.value[1]))).toEqual([metricSum(text, 'nfqlb_flow_matches_total', { flow: 'obs-udp' })]);
       expect(query('nfqlb_build_info').length).toBe(1);
@@ -149,13 +143,13 @@ describeNs('observing a live daemon', () => {
     const empty = uniqueShmName('obs-empty');
     tb.initTable(empty, tb.targets.slice(0, 1));
     tb.nfqlbOk(['flow-set', '--name=obs-empty', `--target=${empty}`, '--prio=2', '--protocols=udp', `--dsts=${tb.vip4}/32`, '--dports=5004']);
-    const before = httpGet(tb.lb, '/metrics').body;
+    const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     tb.deactivate(empty, tb.targets[0]);
     const lost = new RegExp(`"level":40,.*"target":"${empty}".*"msg":"table has no active target`);
     for (let i = 0; i < 200 && !lost.test(tb.daemon?.stderr ?? ''); i++) await sleep(50);
     expect(tb.daemon?.stderr).toMatch(lost);
     tb.sendUdp(tb.vip4, 5004, 6, 42000);
-    const text = httpGet(tb.lb, '/metrics').body;
+    const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     expect(metricSum(text, 'nfqlb_table_no_target_total', { target: empty }) - metricSum(before, 'nfqlb_table_no_target_total', { target: empty })).toBe(6);
     expect(metricSum(text, 'nfqlb_table_no_target_total', { target: shm })).toBe(0);
     expect(metricSum(text, 'nfqlb_table_active_targets', { target: empty })).toBe(0);
@@ -165,7 +159,7 @@ describeNs('observing a live daemon', () => {
     expect(tb.daemon?.stderr).toMatch(back);
     // The deleted flow's series is still there at the next scrape, with its last value (removed after the retention).
     tb.nfqlbOk(['flow-delete', '--name=obs-empty']);
-    const after = httpGet(tb.lb, '/metrics').body;
+    const after = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     expect(metricSum(after, 'nfqlb_flows')).toBe(1);
     expect(after).toMatch(new RegExp(`^nfqlb_flow_matches_total\\{flow="obs-empty",target="${empty}"\\} 6$`, 'm'));
   });
@@ -178,14 +172,14 @@ describeNs('observing a live daemon', () => {
     expect(tb.daemon?.stderr).toMatch(line);
     expect(tb.daemon?.stderr).toMatch(/"level":40,[^\n]*"target":"obs-no-such-table"[^\n]*"msg":"cannot open table"/);
     // One junk line on the control socket, connected as nfqlb connects (src/addon/sockets.ts, compiled).
-    const before = httpGet(tb.lb, '/metrics').body;
+    const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     const sockets = JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'addon', 'sockets.js'));
     const junk = `require(${sockets}).connectTo({ unix: Buffer.from('nfqlb') }, 5000).then((s) => { s.end('\\x01junk\\n'); s.on('data', () => {}); s.on('close', () => process.exit(0)); s.on('error', () => process.exit(1)); })`;
     nsExec(tb.lb, process.execPath, ['-e', junk], { timeoutMs: 20000 });
     let text = before;
     for (let i = 0; i < 200 && metricSum(text, 'nfqlb_control_refused_total') === metricSum(before, 'nfqlb_control_refused_total'); i++) {
       await sleep(50);
-      text = httpGet(tb.lb, '/metrics').body;
+      text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     }
     expect(metricSum(text, 'nfqlb_control_refused_total') - metricSum(before, 'nfqlb_control_refused_total')).toBe(1);
     expect(metricSum(text, 'nfqlb_control_requests_total') - metricSum(before, 'nfqlb_control_requests_total')).toBe(0);

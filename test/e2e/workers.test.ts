@@ -5,19 +5,14 @@
  * are decided by the new flow), trace lines of packets decided in threads,
  * the bind error of a busy queue, and a clean stop.
  */
-import { addAddress, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, TESTBED_JS, DaemonProcess, metricSum } from '../../testbed/testbed';
+import { addAddress, cleanupAll, nsExec, spawnInNs, killProcess, sleep, Testbed, uniqueShmName, NFQLB_BIN, TESTBED_JS, DaemonProcess, metricSum, scrapeMetrics } from '../../testbed/testbed';
+import { httpGetInNs } from '../helpers/http';
 import { describeUnless, netnsUnavailable } from '../helpers/skip';
 
 const describeNs = describeUnless(netnsUnavailable());
 jest.setTimeout(120000);
 
 const METRICS_PORT = 19658;
-
-function httpGet(ns: string, path: string): { status: number; body: string } {
-  const script = `fetch('http://127.0.0.1:${METRICS_PORT}${path}').then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); }, (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })`;
-  const r = nsExec(ns, process.execPath, ['-e', script]);
-  return JSON.parse(r.stdout) as { status: number; body: string };
-}
 
 /** Client addresses on the gateway: --queue-balance hashes addresses (not ports), so many sources reach every queue. */
 const SOURCES = Array.from({ length: 16 }, (_, i) => `198.51.100.${20 + i}`);
@@ -53,14 +48,14 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
   it('runs 2 threads, and nfqlb\'s line for each of the 4 queues', () => {
     expect(tb.daemon?.stderr).toMatch(/"workers":2[,}]/);
     expect((tb.daemon?.stdout.match(/^queue_length=16384, mtu=1500, SO_RCVBUF=\d+ \(\d+\)$/gm) ?? []).length).toBe(4);
-    expect(httpGet(tb.lb, '/readyz').status).toBe(200);
+    expect(httpGetInNs(tb.lb, METRICS_PORT, '/readyz').status).toBe(200);
   });
 
   it('serves every queue; per-queue counters in /metrics sum to what was sent', () => {
-    const before = httpGet(tb.lb, '/metrics').body;
+    const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     sendFromAll(3, 42000);
     const sent = SOURCES.length * 3;
-    const text = httpGet(tb.lb, '/metrics').body;
+    const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
     const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
     const perQueue = [0, 1, 2, 3].map((q) => delta('nfqlb_packets_total', { queue: String(q), verdict: 'accept' }));
     // --queue-balance spreads 16 sources over the 4 queues: every queue (so both threads) got some.
@@ -80,9 +75,9 @@ describeNs('packet threads (--workers=2 over --queue=0:3)', () => {
     for (let round = 0; round < 3; round++) {
       // A higher-priority flow to the one-target table, then at once packets; then it goes again.
       tb.nfqlbOk(['flow-set', '--name=wk-new', `--target=${shm2}`, '--prio=5', '--protocols=udp', `--dsts=${tb.vip4}/32`, '--dports=5001']);
-      const before = httpGet(tb.lb, '/metrics').body;
+      const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
       sendFromAll(1, 43000 + round);
-      const text = httpGet(tb.lb, '/metrics').body;
+      const text = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
       const delta = (metric: string, labels: Record<string, string> = {}): number => metricSum(text, metric, labels) - metricSum(before, metric, labels);
       expect(delta('nfqlb_flow_matches_total', { flow: 'wk-new' })).toBe(SOURCES.length);
       expect(delta('nfqlb_flow_matches_total', { flow: 'wk-udp' })).toBe(0);

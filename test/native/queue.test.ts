@@ -10,7 +10,7 @@
 import { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { parseQueueProc, PacketQueue, PacketQueueOptions } from '../../src/addon/queue';
+import { parseQueueProc, PacketQueue, PacketQueueOptions, QUEUE_STAT_FIELDS } from '../../src/addon/queue';
 import {
   addAddress,
   addMarkCounter,
@@ -208,6 +208,8 @@ describeNs('PacketQueue with the kernel (network namespaces)', () => {
     expect((await wL.ok('received', { key: 'r7999' })).count).toBe(0);
     expect([102, 103, 104].map((m) => markCount(lb, '192.0.2.1', m))).toEqual([20, 20, 20]);
     expect(st.stats).toMatchObject({ packets: 70, accepted: 60, dropped: 10, sendErrors: 0, verdictErrors: 0, parseErrors: 0, lastErrno: null, lastErrnoName: null });
+    // The addon's statistics are exactly the fields declared once in src/addon/queue.ts, in its order.
+    expect(Object.keys(st.stats)).toEqual([...QUEUE_STAT_FIELDS, 'lastErrnoName']);
     expect(st.seen.hw).toEqual({ [0x0800]: 70 });
     expect(st.seen.partial).toBe(0);
     expect(procIn(lb).find((e) => e.queue === 2)).toMatchObject({ waiting: 0, copyMode: 2, copyRange: 1500, portid: open.info.portid });

@@ -13,7 +13,7 @@ import { hashKeyAddresses } from '../../src/packet/hashkey';
 import { MaglevTable, writeFreshTable } from '../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_LB_TIER, REASON_NAMES, REASON_TARGET, type PipelineOptions } from '../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../src/tables/targets';
-import { formatFlowTrace, formatPacketTrace, TRACE_FRAG, TRACE_PER_PACKET } from '../../src/services/trace';
+import { formatPacketTrace, packetTraceText, TRACE_FLOWS, TRACE_FRAG, TRACE_PER_PACKET } from '../../src/services/trace';
 import { icmpEcho, ipv4, ipv6, tcp, udp } from '../helpers/packets';
 import { fromHex, readJsonl } from '../helpers/reference';
 
@@ -198,7 +198,10 @@ describe('LB tier: trace', () => {
       expect(decide(pipeline, pkt)).toBe(OTHER);
       expect(formatPacketTrace(TRACE_PER_PACKET, traceFlows, pipeline.info, pkt, 0, pkt.length, pipeline.last)).toBe(`Fragment to LB tier. fw=${OTHER}\n`);
       expect(formatPacketTrace(TRACE_PER_PACKET & ~TRACE_FRAG, traceFlows, pipeline.info, pkt, 0, pkt.length, pipeline.last)).toBe('');
-      expect(formatFlowTrace('tf', pipeline.info, pkt, 0, pkt.length, pipeline.last, 8888, -1)).toBe('');
+      expect(packetTraceText(
+        { info: pipeline.info, pkt, off: 0, len: pkt.length, decision: pipeline.last, nolbFwmark: 8888, notargetsFwmark: -1 },
+        { mask: TRACE_FLOWS, traceFlows: null, matchedFlow: 'tf' },
+      )).toBe('');
     }
   });
 });

@@ -16,7 +16,7 @@ import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/ad
 import { connectTo } from '../../src/addon/sockets';
 import { Target, TargetRegistry } from '../../src/tables/targets';
 import {
-  formatFlowTrace, formatIcmp, formatPacketTrace, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
+  formatIcmp, formatPacketTrace, packetTraceText, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
   TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_FRAG, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_TARGET,
 } from '../../src/services/trace';
 import { runInProcess } from '../helpers/cli';
@@ -301,10 +301,13 @@ function setup(extra: Partial<PipelineOptions<MaglevTable>> = {}) {
   const traceFlows = new FlowSet<string>({ promiscuousPing: true });
   expect(traceFlows.define({ name: 'tf', target: 'tf', protocols: 'udp,tcp,sctp', dsts: `${VIP}/32` })).toBeNull();
   const decide = (pkt: Uint8Array): number => pipeline.decide(pkt, 0, pkt.length, 0);
-  /** formatFlowTrace as the daemon calls it, for a packet that matched trace-flow `name`. */
+  /** packetTraceText for a packet that matched trace-flow `name` (the lookup already made). */
   const flowTrace = (pkt: Uint8Array, name = 'tf'): string => {
     decide(pkt);
-    return formatFlowTrace(name, pipeline.info, pkt, 0, pkt.length, pipeline.last, 8888, 7777);
+    return packetTraceText(
+      { info: pipeline.info, pkt, off: 0, len: pkt.length, decision: pipeline.last, nolbFwmark: 8888, notargetsFwmark: 7777 },
+      { mask: TRACE_FLOWS, traceFlows: null, matchedFlow: name },
+    );
   };
   const packetTrace = (mask: number, pkt: Uint8Array): string => {
     decide(pkt);
