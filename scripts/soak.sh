@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # npm run soak [-- --minutes=N ...]: the long run of traffic, configuration
-# churn and hostile control clients against one daemon (bench/soak.js; see
-# docs/reliability.md). Needs root. Builds the TypeScript (src and testbed)
-# first; the addon must be built (scripts/setup.sh).
+# churn and hostile control clients against one daemon (bench/soak.ts, compiled
+# to bench/dist/; see docs/reliability.md). Needs root. Builds the TypeScript
+# (src, testbed and bench) first; the addon must be built (scripts/setup.sh).
 # Everything it creates (namespaces, processes, /dev/shm tables) is removed on
 # exit, also on failure or interrupt.
 set -euo pipefail
@@ -16,5 +16,7 @@ if [ ! -d node_modules ] || [ ! -f build/Release/nfqlb_native.node ]; then
 else
   npx tsc -p . && npx tsc -p testbed
 fi
+rm -rf bench/dist
+npx --no-install tsc -p bench
 
-node bench/soak.js "$@"
+node bench/dist/bench/soak.js "$@"

@@ -1,20 +1,54 @@
-#!/usr/bin/env node
-'use strict';
 /**
  * A small SVG line plot, no dependencies: delivered ratio against offered
- * rate, one line per implementation/setting. Used by bench/run.js; also a
+ * rate, one line per implementation/setting. Used by bench/run.ts; also a
  * command to put several bench results in one plot:
  *
- *   node bench/plot.js bench/results/A.json [B.json ...] > plot.svg
+ *   node bench/dist/bench/plot.js bench/results/A.json [B.json ...] > plot.svg
+ *
+ * (compiled by `npx tsc -p bench`)
  *
  * A comparison result (mode 'compare') is drawn as grouped bars instead: one
  * group per point, one bar per implementation.
  */
-const fs = require('node:fs');
+import * as fs from 'node:fs';
+
+/** One line of a plot: points (x packets/s, y a ratio). */
+export interface Series {
+  label: string;
+  points: Array<{ x: number; y: number }>;
+  dashed?: boolean;
+  dotted?: boolean;
+  color?: string;
+}
+
+/** One group of bars per category; values[i] for categories[i] (NaN: no bar). */
+export interface BarSeries {
+  label: string;
+  values: number[];
+  color?: string;
+}
+
+/** A horizontal dashed line at y (with a label in line plots). */
+export interface Target {
+  y: number;
+  label?: string;
+}
+
+/** What the plots read of a bench result (bench/results/*.json). */
+export interface PlottedResult {
+  mode: string;
+  date: string;
+  machine: { nproc: number };
+  implementation?: { label: string };
+  implementations?: Array<{ key: string; label: string }>;
+  points?: Array<{ id: string; label: string }>;
+  summary?: Array<{ point?: string; impl?: string; ratio: number; group?: string; setting?: string; sources?: string; offeredPps?: number }>;
+  runs?: Array<{ setting?: string; family?: number; sources?: string; offeredPps?: number; ratio?: number }>;
+}
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
 
-function esc(text) {
+function esc(text: unknown): string {
   return String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
@@ -22,7 +56,10 @@ function esc(text) {
  * series: [{ label, points: [{ x, y }], dashed? }]; x in packets/s, y a ratio.
  * Returns the SVG text. The y axis spans 0..max(1.05, highest y); x 0..highest x.
  */
-function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 'delivered ratio', width = 760, height = 440, targets = [] } = {}) {
+export function svgPlot(
+  series: Series[],
+  { title = '', xLabel = 'offered rate (kpps)', yLabel = 'delivered ratio', width = 760, height = 440, targets = [] as Target[] } = {},
+): string {
   const left = 60;
   const right = 250;
   const top = 36;
@@ -32,9 +69,9 @@ function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 
   const all = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const xMax = Math.max(1, ...all.map((p) => p.x)) * 1.05;
   const yMax = Math.max(1.05, ...all.map((p) => p.y));
-  const sx = (x) => left + (x / xMax) * pw;
-  const sy = (y) => top + ph - (y / yMax) * ph;
-  const out = [];
+  const sx = (x: number): number => left + (x / xMax) * pw;
+  const sy = (y: number): number => top + ph - (y / yMax) * ph;
+  const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
@@ -50,7 +87,7 @@ function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 
   }
   for (const t of targets) {
     out.push(`<line x1="${left}" y1="${sy(t.y).toFixed(1)}" x2="${left + pw}" y2="${sy(t.y).toFixed(1)}" stroke="#999" stroke-dasharray="2,3"/>`);
-    out.push(`<text x="${left + pw - 4}" y="${(sy(t.y) - 4).toFixed(1)}" text-anchor="end" fill="#777">${esc(t.label)}</text>`);
+    out.push(`<text x="${left + pw - 4}" y="${(sy(t.y) - 4).toFixed(1)}" text-anchor="end" fill="#777">${esc(t.label ?? '')}</text>`);
   }
   out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
   out.push(`<text x="${left + pw / 2}" y="${height - 12}" text-anchor="middle">${esc(xLabel)}</text>`);
@@ -77,7 +114,11 @@ function svgPlot(series, { title = '', xLabel = 'offered rate (kpps)', yLabel = 
  * printed above each bar. series: [{ label, values }] with values[i] for
  * categories[i] (NaN: no bar). y from 0 to max(1.05, highest value).
  */
-function svgBars(categories, series, { title = '', yLabel = 'delivered ratio', width = 900, height = 460, targets = [] } = {}) {
+export function svgBars(
+  categories: string[],
+  series: BarSeries[],
+  { title = '', yLabel = 'delivered ratio', width = 900, height = 460, targets = [] as Target[] } = {},
+): string {
   const left = 60;
   const right = 20;
   const top = 36 + 18 * series.length;
@@ -86,10 +127,10 @@ function svgBars(categories, series, { title = '', yLabel = 'delivered ratio', w
   const ph = height - top - bottom;
   const all = series.flatMap((s) => s.values).filter(Number.isFinite);
   const yMax = Math.max(1.05, ...all);
-  const sy = (y) => top + ph - (y / yMax) * ph;
+  const sy = (y: number): number => top + ph - (y / yMax) * ph;
   const groupW = pw / Math.max(1, categories.length);
   const barW = (groupW * 0.8) / Math.max(1, series.length);
-  const out = [];
+  const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`);
   out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
@@ -126,17 +167,18 @@ function svgBars(categories, series, { title = '', yLabel = 'delivered ratio', w
 }
 
 /** The bars of a comparison result: categories are its points, series its implementations (median ratios). */
-function barsOf(result) {
-  const categories = result.points.map((p) => p.label);
-  const series = result.implementations.map((impl) => ({
+export function barsOf(result: PlottedResult): { categories: string[]; series: BarSeries[] } {
+  const points = result.points ?? [];
+  const categories = points.map((p) => p.label);
+  const series = (result.implementations ?? []).map((impl) => ({
     label: impl.label,
-    values: result.points.map((p) => result.summary.find((c) => c.point === p.id && c.impl === impl.key)?.ratio ?? NaN),
+    values: points.map((p) => (result.summary ?? []).find((c) => c.point === p.id && c.impl === impl.key)?.ratio ?? NaN),
   }));
   return { categories, series };
 }
 
 /** The SVG of a comparison result (see barsOf). */
-function compareSvg(result) {
+export function compareSvg(result: PlottedResult): string {
   const { categories, series } = barsOf(result);
   return svgBars(categories, series, {
     title: `Delivered through the daemon / by the kernel alone (HMARK), same run ${result.date.slice(0, 10)}, ${result.machine.nproc} CPUs`,
@@ -145,7 +187,7 @@ function compareSvg(result) {
 }
 
 /** A round step (1, 2 or 5 × 10^k) giving about `n` intervals over `span`. */
-function niceStep(span, n) {
+function niceStep(span: number, n: number): number {
   const raw = span / n;
   const p = 10 ** Math.floor(Math.log10(raw));
   for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
@@ -157,17 +199,18 @@ function niceStep(span, n) {
  * implementation, setting, family and sources; for a sweep, the medians of
  * its summary (groups: only those, when given).
  */
-function seriesOf(result, { groups } = {}) {
-  const lines = new Map();
-  const add = (label, x, y) => {
-    if (!Number.isFinite(x) || !Number.isFinite(y)) return;
-    if (!lines.has(label)) lines.set(label, []);
-    lines.get(label).push({ x, y });
+export function seriesOf(result: PlottedResult, { groups }: { groups?: string[] } = {}): Series[] {
+  const lines = new Map<string, Array<{ x: number; y: number }>>();
+  const add = (label: string, x: number | undefined, y: number | undefined): void => {
+    if (x === undefined || y === undefined || !Number.isFinite(x) || !Number.isFinite(y)) return;
+    const line = lines.get(label) ?? [];
+    line.push({ x, y });
+    lines.set(label, line);
   };
-  const impl = result.implementation.label;
+  const impl = result.implementation?.label ?? '?';
   if (result.mode === 'sweep') {
     for (const c of result.summary ?? []) {
-      if (groups && !groups.includes(c.group)) continue;
+      if (groups && !groups.includes(c.group ?? '')) continue;
       add(`${impl} ${c.setting}${c.sources === 'one' ? ' 1 flow' : ''}`, c.offeredPps, c.ratio);
     }
   } else {
@@ -176,15 +219,15 @@ function seriesOf(result, { groups } = {}) {
   return [...lines.entries()].map(([label, points]) => ({ label, points, dashed: label.includes('1 flow') }));
 }
 
-if (require.main === module) {
+function main(): void {
   const args = process.argv.slice(2);
   const files = args.filter((a) => !a.startsWith('--'));
-  const opt = (name) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+  const opt = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
   if (files.length === 0) {
-    process.stderr.write('usage: node bench/plot.js [--groups=g1,g2] [--title=...] RESULT.json [RESULT.json ...] > plot.svg\n');
+    process.stderr.write('usage: node bench/dist/bench/plot.js [--groups=g1,g2] [--title=...] RESULT.json [RESULT.json ...] > plot.svg\n');
     process.exit(2);
   }
-  const results = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')));
+  const results = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as PlottedResult);
   if (results.length === 1 && results[0].mode === 'compare') {
     process.stdout.write(compareSvg(results[0]));
     process.exit(0);
@@ -202,4 +245,4 @@ if (require.main === module) {
   );
 }
 
-module.exports = { svgPlot, seriesOf, svgBars, barsOf, compareSvg };
+if (require.main === module) main();

@@ -1,25 +1,25 @@
-#!/usr/bin/env node
-'use strict';
 /**
  * TCP helper programs of the bench, run inside the test bed's namespaces
- * (bench/run.js starts them with `ip netns exec`):
+ * (bench/run.ts starts the compiled bench/dist/bench/tcp.js with `ip netns exec`):
  *
- *   node bench/tcp.js echo PORT
+ *   node tcp.js echo PORT
  *       Echo server on [::]:PORT (IPv4 too): writes back what it reads.
- *   node bench/tcp.js cps --dst=VIP --port=P --seconds=S [--concurrency=C] [--src=ADDR]
+ *   node tcp.js cps --dst=VIP --port=P --seconds=S [--concurrency=C] [--src=ADDR]
  *       New connections per second: C loops that connect, read until the
  *       server closes (the test bed's servers answer their name and close),
  *       and connect again, for S seconds. Prints JSON
  *       {completed, failed, seconds, cps, p50Ms, p99Ms} (per-connection time).
- *   node bench/tcp.js rtt --dst=VIP --port=P --count=N [--conns=K] [--src=ADDR]
+ *   node tcp.js rtt --dst=VIP --port=P --count=N [--conns=K] [--src=ADDR]
  *       Round-trip latency: K connections one after the other to an echo
  *       server, N/K one-byte ping-pongs on each (Nagle off), after 20
  *       warm-up ones. Prints JSON {samples, failed, p50Us, p90Us, p99Us, maxUs, meanUs}.
  */
-const net = require('node:net');
+import * as net from 'node:net';
 
-function options(argv) {
-  const o = {};
+type Options = Record<string, string>;
+
+function options(argv: string[]): Options {
+  const o: Options = {};
   for (const a of argv) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
     if (m !== null) o[m[1]] = m[2] === undefined ? 'true' : m[2];
@@ -28,12 +28,12 @@ function options(argv) {
 }
 
 /** The q-quantile of an ascending array (nearest rank). */
-function quantile(sorted, q) {
+function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-function echoMain(port) {
+function echoMain(port: number): void {
   const server = net.createServer((sock) => {
     sock.setNoDelay(true);
     sock.on('error', () => sock.destroy());
@@ -45,13 +45,13 @@ function echoMain(port) {
 }
 
 /** One connection: connect, read to the end; resolves {ok, ms}. */
-function connectOnce(o, timeoutMs) {
+function connectOnce(o: Options, timeoutMs: number): Promise<{ ok: boolean; ms: number }> {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
     let got = 0;
     let done = false;
     const sock = net.connect({ host: o.dst, port: Number(o.port), localAddress: o.src });
-    const finish = (ok) => {
+    const finish = (ok: boolean): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
@@ -59,7 +59,7 @@ function connectOnce(o, timeoutMs) {
       resolve({ ok, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
     };
     const timer = setTimeout(() => finish(false), timeoutMs);
-    sock.on('data', (d) => {
+    sock.on('data', (d: Buffer) => {
       got += d.length;
     });
     sock.on('end', () => finish(got > 0));
@@ -67,14 +67,14 @@ function connectOnce(o, timeoutMs) {
   });
 }
 
-async function cpsMain(o) {
+async function cpsMain(o: Options): Promise<void> {
   const seconds = Number(o.seconds || 5);
   const concurrency = Number(o.concurrency || 16);
   const end = Date.now() + seconds * 1000;
-  const times = [];
+  const times: number[] = [];
   let failed = 0;
   const t0 = process.hrtime.bigint();
-  const loop = async () => {
+  const loop = async (): Promise<void> => {
     while (Date.now() < end) {
       const r = await connectOnce(o, 3000);
       if (r.ok) times.push(r.ms);
@@ -90,7 +90,7 @@ async function cpsMain(o) {
 }
 
 /** Ping-pongs on one connection; pushes round-trip times (µs) to `out`. */
-function pingPong(o, rounds, warmup, out) {
+function pingPong(o: Options, rounds: number, warmup: number, out: number[]): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect({ host: o.dst, port: Number(o.port), localAddress: o.src });
     sock.setNoDelay(true);
@@ -100,7 +100,7 @@ function pingPong(o, rounds, warmup, out) {
       sock.destroy();
       resolve(false);
     }, 30000);
-    const ping = () => {
+    const ping = (): void => {
       t0 = process.hrtime.bigint();
       sock.write('x');
     };
@@ -124,10 +124,10 @@ function pingPong(o, rounds, warmup, out) {
   });
 }
 
-async function rttMain(o) {
+async function rttMain(o: Options): Promise<void> {
   const count = Number(o.count || 2000);
   const conns = Number(o.conns || 8);
-  const samples = [];
+  const samples: number[] = [];
   let failed = 0;
   for (let c = 0; c < conns; c++) {
     if (!(await pingPong(o, Math.ceil(count / conns), 20, samples))) failed++;
@@ -154,13 +154,13 @@ switch (cmd) {
     echoMain(Number(rest[0] || 4001));
     break;
   case 'cps':
-    cpsMain(o).catch((err) => {
+    cpsMain(o).catch((err: Error) => {
       process.stderr.write(`tcp cps: ${err.message}\n`);
       process.exitCode = 1;
     });
     break;
   case 'rtt':
-    rttMain(o).catch((err) => {
+    rttMain(o).catch((err: Error) => {
       process.stderr.write(`tcp rtt: ${err.message}\n`);
       process.exitCode = 1;
     });

@@ -1,5 +1,3 @@
-#!/usr/bin/env node
-'use strict';
 /**
  * Flow-matching microbenchmark (npm run bench:flows; no root, no network):
  * decision time per packet with 1, 100, 1,000 and 10,000 flows, where the
@@ -30,42 +28,44 @@
  * BENCH_OUT (results directory, default bench/results). Prints a table and
  * writes <date>-flows-micro.json.
  */
-const fs = require('node:fs');
-const path = require('node:path');
-
-const ROOT = path.resolve(__dirname, '..');
-let flowsLib;
-let pipelineLib;
-try {
-  flowsLib = require(path.join(ROOT, 'dist', 'flows', 'flowset.js'));
-  pipelineLib = require(path.join(ROOT, 'dist', 'datapath', 'pipeline.js'));
-} catch (err) {
-  process.stderr.write(`bench:flows: dist/ is not built (${err.message.split('\n')[0]}); run bash scripts/setup.sh\n`);
-  process.exit(1);
-}
-const { FlowSet } = flowsLib;
-const { Pipeline } = pipelineLib;
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { connectTo } from '../src/addon/sockets';
+import { createLogger } from '../src/base/log';
+import { Daemon } from '../src/daemon/daemon';
+import { writeFlowsFile } from '../src/daemon/flowsfile';
+import { Pipeline } from '../src/datapath/pipeline';
+import type { FlowCmd } from '../src/flows/fields';
+import { FlowSet } from '../src/flows/flowset';
+import { parseAddress } from '../src/services/control';
+import { createTable, deleteTable } from '../src/tables/tablefile';
+import { Target, type LookupTable } from '../src/tables/targets';
+import { ROOT } from '../testbed/processes';
 
 const COUNTS = [1, 100, 1000, 10000];
 const MS = Number(process.env.BENCH_FLOWS_MS || 400);
-const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
+const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(ROOT, 'bench', 'results');
 const STRIDE = 64;
 const NPKT = 256;
 const CONTROL_FLOWS = Number(process.env.BENCH_CONTROL_FLOWS || 10000);
 const FILE_FLOWS = Number(process.env.BENCH_FILE_FLOWS || 1000);
 
 /** A target as Pipeline wants it: a table that turns a hash into one of 4 fwmarks. */
-const target = { name: 'bench', refs: 1, table: { fwmarkOf: (h) => 1 + (h & 3) } };
-const targets = { acquire: () => target, release: () => undefined };
+const target = new Target<LookupTable>('bench', { fwmarkOf: (h) => 1 + (h & 3) });
+target.refs = 1;
+const targets = { acquire: (): Target => target, release: (): void => undefined };
 
-const SETS = {
+type Bench = FlowSet<Target>;
+
+const SETS: Record<string, (i: number) => Omit<FlowCmd, 'name' | 'target'>> = {
   vips: (i) => ({ dsts: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, protocols: 'udp', dports: '1000-1999' }),
   ports: (i) => ({ dsts: '192.0.2.1/32', protocols: 'udp', dports: `${10000 + i}` }),
   ranges: (i) => ({ dsts: '192.0.2.1/32', protocols: 'udp', dports: `${10000 + 5 * i}-${10000 + 5 * i + 4}` }),
 };
 
-function flowSet(kind, n) {
-  const set = new FlowSet({ targetName: (t) => t.name });
+function flowSet(kind: string, n: number): Bench {
+  const set: Bench = new FlowSet({ targetName: (t) => t.name });
   // Higher priority first: the packets' flow has the lowest, so the linear walk checks it last.
   for (let i = 0; i < n - 1; i++) {
     const reply = set.applySet({ name: `f${i}`, target: 'bench', priority: n - i, ...SETS[kind](i) }, targets);
@@ -76,10 +76,10 @@ function flowSet(kind, n) {
   return set;
 }
 
-function packets() {
+function packets(): Uint8Array {
   const buf = new Uint8Array(NPKT * STRIDE);
   let seed = 12345;
-  const rnd = () => {
+  const rnd = (): number => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return seed >>> 8;
   };
@@ -93,7 +93,7 @@ function packets() {
 }
 
 /** ns per decision, best of 3 runs of MS each (best: least disturbed by the other processes on the machine). */
-function measure(pipeline, buf) {
+function measure(pipeline: Pipeline, buf: Uint8Array): number {
   let best = Infinity;
   for (let run = 0; run < 3; run++) {
     let n = 0;
@@ -113,14 +113,24 @@ function measure(pipeline, buf) {
 }
 
 /** ms to set (then delete) CONTROL_FLOWS flows one per event-loop turn. */
-async function controlPath() {
-  const set = new FlowSet({ targetName: (t) => t.name });
-  const turn = () => new Promise((resolve) => setImmediate(resolve));
+interface ControlResult {
+  flows: number;
+  setMs: number;
+  deleteMs: number;
+  flowsFileWriteMs: number | null;
+  daemonSetMs?: number;
+  fileFlows?: number;
+  daemonSetWithFileMs?: number;
+}
+
+async function controlPath(): Promise<ControlResult> {
+  const set: Bench = new FlowSet({ targetName: (t) => t.name });
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < CONTROL_FLOWS; i++) {
     // Spread priorities with ties, and the udpencap pair of flows now and then.
     const encap = i % 50 === 0;
-    const cmd = { name: `c${i}`, target: 'bench', priority: i % 100, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: encap ? 'sctp' : 'udp' };
+    const cmd: FlowCmd = { name: `c${i}`, target: 'bench', priority: i % 100, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: encap ? 'sctp' : 'udp' };
     const reply = set.applySet(encap ? { ...cmd, udpencap: 9899 } : { ...cmd, dports: `${1000 + (i % 5000)}` }, targets);
     if (reply !== 'OK') throw new Error(`flow-set c${i}: ${reply}`);
     await turn();
@@ -132,29 +142,22 @@ async function controlPath() {
   }
   const t2 = process.hrtime.bigint();
   if (set.size !== 0) throw new Error(`${set.size} flows left after deleting them all`);
-  let fileMs = null;
+  let fileMs: number | null = null;
   try {
-    const { writeFlowsFile } = require(path.join(ROOT, 'dist', 'daemon', 'flowsfile.js'));
     const flows = Array.from({ length: CONTROL_FLOWS }, (_, i) => ({ name: `c${i}`, target: 'bench', priority: `${i % 100}`, dsts: `10.${(i >> 8) & 255}.${i & 255}.0/24`, protocols: 'udp', dports: `${1000 + (i % 5000)}` }));
-    const file = path.join(require('node:os').tmpdir(), `bench-flows-${process.pid}-${Math.random().toString(36).slice(2)}.json`);
+    const file = path.join(os.tmpdir(), `bench-flows-${process.pid}-${Math.random().toString(36).slice(2)}.json`);
     const t3 = process.hrtime.bigint();
     writeFlowsFile(file, { flows, traceFlows: [] });
     fileMs = Number(process.hrtime.bigint() - t3) / 1e6;
     fs.unlinkSync(file);
   } catch (err) {
-    process.stdout.write(`flows file write not measured: ${err.message}\n`);
+    process.stdout.write(`flows file write not measured: ${(err as Error).message}\n`);
   }
   return { flows: CONTROL_FLOWS, setMs: Number(t1 - t0) / 1e6, deleteMs: Number(t2 - t1) / 1e6, flowsFileWriteMs: fileMs };
 }
 
 /** ms for `count` flow-sets one request at a time over a no-queue daemon's control socket (flowsFile: with --flows_file). */
-async function liveDaemon(count, withFile) {
-  const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
-  const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
-  const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
-  const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
-  const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
-  const os = require('node:os');
+async function liveDaemon(count: number, withFile: boolean): Promise<number> {
   const prefix = `nfqlbts-bench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const table = `${prefix}-tshm`;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
@@ -169,12 +172,12 @@ async function liveDaemon(count, withFile) {
     log,
   );
   const address = parseAddress(`unix:${prefix}-flow`);
-  const send = async (text) => {
+  const send = async (text: string): Promise<string> => {
     const sock = await connectTo(address, 10000);
-    const chunks = [];
-    sock.on('data', (d) => chunks.push(d));
+    const chunks: Buffer[] = [];
+    sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('error', () => undefined);
-    const closed = new Promise((resolve) => sock.once('close', resolve));
+    const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
     sock.end(text, 'latin1');
     await closed;
     return Buffer.concat(chunks).toString('latin1');
@@ -194,35 +197,37 @@ async function liveDaemon(count, withFile) {
   }
 }
 
-async function main() {
+async function main(): Promise<void> {
   const buf = packets();
-  const rows = [];
+  const rows: Array<{ set: string; flows: number; nsIndex: number; nsLinear: number }> = [];
   const control = await controlPath();
   try {
-    control.daemonSetMs = await liveDaemon(CONTROL_FLOWS, false);
+    const daemonSetMs = await liveDaemon(CONTROL_FLOWS, false);
+    control.daemonSetMs = daemonSetMs;
     control.fileFlows = FILE_FLOWS;
-    control.daemonSetWithFileMs = await liveDaemon(FILE_FLOWS, true);
-    process.stdout.write(`daemon: ${CONTROL_FLOWS} flow-sets over the control socket ${control.daemonSetMs.toFixed(0)} ms; ${FILE_FLOWS} with --flows_file ${control.daemonSetWithFileMs.toFixed(0)} ms\n`);
+    const daemonSetWithFileMs = await liveDaemon(FILE_FLOWS, true);
+    control.daemonSetWithFileMs = daemonSetWithFileMs;
+    process.stdout.write(`daemon: ${CONTROL_FLOWS} flow-sets over the control socket ${daemonSetMs.toFixed(0)} ms; ${FILE_FLOWS} with --flows_file ${daemonSetWithFileMs.toFixed(0)} ms\n`);
   } catch (err) {
-    process.stdout.write(`live daemon not measured: ${err.message}\n`);
+    process.stdout.write(`live daemon not measured: ${(err as Error).message}\n`);
   }
   process.stdout.write(`control: ${control.flows} flow-sets one per turn ${control.setMs.toFixed(0)} ms, ${control.flows} flow-deletes ${control.deleteMs.toFixed(0)} ms; one flows file write of ${control.flows} flows ${control.flowsFileWriteMs === null ? '-' : control.flowsFileWriteMs.toFixed(1)} ms\n`);
   for (const kind of Object.keys(SETS)) {
     for (const n of COUNTS) {
       const set = flowSet(kind, n);
       // Sets above FlowIndex's synchronous limit are indexed after the current turn.
-      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise<void>((resolve) => setImmediate(resolve));
       const indexed = new Pipeline(set, {});
       const nsIndex = measure(indexed, buf);
-      if (set.get('last').matches === 0) throw new Error('the packets did not reach the last flow');
+      if (set.get('last')?.matches === 0) throw new Error('the packets did not reach the last flow');
       const linearSet = flowSet(kind, n);
       linearSet.lookup = linearSet.lookupLinear; // the reference walk, for comparison
       const nsLinear = measure(new Pipeline(linearSet, {}), buf);
       rows.push({ set: kind, flows: n, nsIndex, nsLinear });
       process.stdout.write(`${kind.padEnd(7)} ${String(n).padStart(6)} flows: index ${nsIndex.toFixed(0).padStart(7)} ns/packet, linear ${nsLinear.toFixed(0).padStart(9)} ns/packet\n`);
     }
-    const one = rows.find((r) => r.set === kind && r.flows === 1).nsIndex;
-    const most = rows.find((r) => r.set === kind && r.flows === COUNTS[COUNTS.length - 1]).nsIndex;
+    const one = rows.find((r) => r.set === kind && r.flows === 1)?.nsIndex ?? NaN;
+    const most = rows.find((r) => r.set === kind && r.flows === COUNTS[COUNTS.length - 1])?.nsIndex ?? NaN;
     process.stdout.write(`${kind.padEnd(7)} index: ${COUNTS[COUNTS.length - 1]} flows / 1 flow = ${(most / one).toFixed(2)}\n`);
   }
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 13);
@@ -232,7 +237,7 @@ async function main() {
   process.stdout.write(`results: ${path.relative(ROOT, file)}\n`);
 }
 
-main().catch((err) => {
+main().catch((err: Error) => {
   process.stderr.write(`bench:flows: ${err.stack || err}\n`);
   process.exit(1);
 });

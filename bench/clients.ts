@@ -1,16 +1,15 @@
-#!/usr/bin/env node
-'use strict';
 /**
- * Clients the comparison bench (bench/run.js) runs in the LB namespace,
+ * Clients the comparison bench (bench/run.ts) runs in the LB namespace
+ * (compiled: bench/dist/bench/clients.js),
  * beside a daemon. Two modes:
  *
- *   node bench/clients.js flows --address=unix:NAME --count=N --target=SHM
+ *   node clients.js flows --address=unix:NAME --count=N --target=SHM
  *        --dsts=CIDR[,CIDR] --dport-base=P --prio-base=B --prefix=NAME [--concurrency=64]
  *     Sets N flows (udp, dport P+i, priority B+i) through the control
  *     socket with raw requests (a Node.js CLI per flow would take minutes),
  *     then prints one JSON line: { count, failed, ms, firstError }.
  *
- *   node bench/clients.js beside [--metrics-port=P --scrapers=3]
+ *   node clients.js beside [--metrics-port=P --scrapers=3]
  *        [--trace=unix:NAME --trace-clients=16] [--control=unix:NAME --idle=1000]
  *     Until SIGTERM: `scrapers` clients GET /metrics one after the other
  *     without pause; `trace-clients` connections stay attached to the trace
@@ -24,47 +23,47 @@
  * daemon on the machine), so the trace clients receive nothing: they cost
  * what an attached client costs, not what tracing costs.
  */
-const path = require('node:path');
+import type { Socket } from 'node:net';
 // nfqlb's abstract addresses are NUL + name with the exact length (Node's net pads them to 108 bytes): the project's own connect.
-const { parseAddress } = require(path.join(__dirname, '..', 'dist', 'services', 'control.js'));
-const { connectTo } = require(path.join(__dirname, '..', 'dist', 'addon', 'sockets.js'));
+import { connectTo } from '../src/addon/sockets';
+import { parseAddress } from '../src/services/control';
 
 const [mode, ...rest] = process.argv.slice(2);
-const opt = Object.fromEntries(
-  rest.map((a) => /^--([a-z-]+)(?:=(.*))?$/.exec(a)).filter(Boolean).map((m) => [m[1], m[2] ?? 'true']),
+const opt: Record<string, string> = Object.fromEntries(
+  rest.map((a) => /^--([a-z-]+)(?:=(.*))?$/.exec(a)).filter((m): m is RegExpExecArray => m !== null).map((m) => [m[1], m[2] ?? 'true']),
 );
 
 /** A connected socket to nfqlb's `unix:NAME` or `tcp:HOST:PORT` address (rejects when nobody listens). */
-function connect(address) {
+function connect(address: string): Promise<Socket> {
   return connectTo(parseAddress(address), 5000);
 }
 
 /** One control request (nfqlb's `key:value` lines, `eoc:`); resolves with the reply text. */
-function request(address, fields) {
+function request(address: string, fields: Record<string, string>): Promise<string> {
   return connect(address).then(
     (sock) =>
-      new Promise((resolve) => {
-        const chunks = [];
+      new Promise<string>((resolve) => {
+        const chunks: Buffer[] = [];
         sock.setTimeout(15000, () => sock.destroy(new Error('timeout')));
         sock.write(`${Object.entries(fields).map(([k, v]) => `${k}:${v}\n`).join('')}eoc:\n`);
-        sock.on('data', (c) => chunks.push(c));
-        sock.on('error', (err) => resolve(`error: ${err.message}`));
+        sock.on('data', (c: Buffer) => chunks.push(c));
+        sock.on('error', (err: Error) => resolve(`error: ${err.message}`));
         sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1').replace(/\0$/, '')));
       }),
-    (err) => `error: ${err.message}`,
+    (err: Error) => `error: ${err.message}`,
   );
 }
 
-async function flows() {
+async function flows(): Promise<void> {
   const count = Number(opt.count);
   const base = Number(opt['dport-base']);
   const prio = Number(opt['prio-base']);
   const concurrency = Number(opt.concurrency ?? 64);
   let next = 0;
   let failed = 0;
-  let firstError = null;
+  let firstError: string | null = null;
   const t0 = Date.now();
-  const worker = async () => {
+  const worker = async (): Promise<void> => {
     while (next < count) {
       const i = next++;
       const reply = await request(opt.address, {
@@ -86,13 +85,13 @@ async function flows() {
   process.stdout.write(`${JSON.stringify({ count, failed, ms: Date.now() - t0, firstError })}\n`);
 }
 
-async function beside() {
+async function beside(): Promise<void> {
   let stopping = false;
   const stats = {
     scrapes: 0,
     scrapeFailures: 0,
     scrapeBytes: 0,
-    scrapeMs: [],
+    scrapeMs: [] as number[],
     traceConnects: 0,
     traceCloses: 0,
     traceBytes: 0,
@@ -102,10 +101,10 @@ async function beside() {
     idleErrors: 0,
     idleOpen: 0,
   };
-  const pending = [];
+  const pending: Array<Promise<void>> = [];
   // Scrapers: each one GET after the other, no pause.
   const scrapers = Number(opt['metrics-port'] ? opt.scrapers ?? 3 : 0);
-  const scraper = async () => {
+  const scraper = async (): Promise<void> => {
     while (!stopping) {
       const t0 = Date.now();
       try {
@@ -123,23 +122,23 @@ async function beside() {
     }
   };
   // A connection kept open: made again when it closes (after a short pause on errors, so a refusing server is not hammered).
-  const keep = (address, onOpen, onData, onClose, onError) => {
+  const keep = (address: string, onOpen: () => void, onData: (n: number) => void, onClose: () => void, onError: () => void): void => {
     let first = true;
-    let firstDone;
-    pending.push(new Promise((r) => (firstDone = r)));
-    const settleFirst = () => {
+    let firstDone: () => void = () => undefined;
+    pending.push(new Promise<void>((r) => (firstDone = r)));
+    const settleFirst = (): void => {
       if (first) {
         first = false;
         firstDone();
       }
     };
-    const again = () => {
+    const again = (): void => {
       if (stopping) return;
       connect(address).then(
         (sock) => {
           onOpen();
           settleFirst();
-          sock.on('data', (c) => onData(c.length));
+          sock.on('data', (c: Buffer) => onData(c.length));
           sock.on('error', () => onError());
           sock.on('close', () => {
             onClose();
@@ -191,7 +190,7 @@ async function beside() {
   const running = Array.from({ length: scrapers }, scraper);
   await Promise.race([Promise.all(pending), new Promise((r) => setTimeout(r, 5000))]);
   process.stdout.write('ready\n');
-  await new Promise((resolve) => process.once('SIGTERM', resolve));
+  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
   stopping = true;
   const openAtEnd = { trace: stats.traceOpen, idle: stats.idleOpen };
   await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, 2000))]);
@@ -201,16 +200,16 @@ async function beside() {
 }
 
 if (mode === 'flows') {
-  flows().catch((err) => {
+  flows().catch((err: Error) => {
     process.stderr.write(`clients.js flows: ${err.stack}\n`);
     process.exit(1);
   });
 } else if (mode === 'beside') {
-  beside().catch((err) => {
+  beside().catch((err: Error) => {
     process.stderr.write(`clients.js beside: ${err.stack}\n`);
     process.exit(1);
   });
 } else {
-  process.stderr.write('usage: node bench/clients.js flows|beside --option=value ...\n');
+  process.stderr.write('usage: node clients.js flows|beside --option=value ...\n');
   process.exit(2);
 }

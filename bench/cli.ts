@@ -1,5 +1,3 @@
-#!/usr/bin/env node
-'use strict';
 /**
  * npm run bench:cli — the start-up cost of every command Meridio runs, one
  * process per change as Meridio runs them (../shared/MERIDIO.md), through
@@ -20,12 +18,22 @@
  * BENCH_JSON (a file to write the figures to).
  * Needs root (ip netns).
  */
-const { spawn, spawnSync, execFileSync } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ControlRequest } from '../src/services/control';
+import { ROOT } from '../testbed/processes';
 
-const ROOT = path.join(__dirname, '..');
+/** One CLI under test: its command line, and (inside) its environment and table. */
+interface Impl {
+  name: string;
+  cli: string[];
+  queue: string;
+  env?: NodeJS.ProcessEnv;
+  shm?: string;
+}
+
 const BIN = path.join(ROOT, 'bin', 'nfqlb');
 const ORIGINAL = process.env.NFQLB_ORIGINAL || path.join(ROOT, '..', 'shared', 'reference', 'nfqlb-1.2.0', 'nfqlb');
 const ROUNDS = Number(process.env.ROUNDS || 30);
@@ -36,16 +44,16 @@ const TAG = process.env.NFQLB_BENCH_CLI_TAG || `nfqlbcli-${process.pid}`;
 // ---------------------------------------------------------------------------
 // Outside: find the Nodes, make the namespace, run the inside once per Node.
 
-function nodeVersion(bin) {
+function nodeVersion(bin: string): string | null {
   const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
 /** The image's Node (24): $NODE24, else a node@24 that `npm exec -p node@24` left in the npx cache. */
-function findNode24() {
+function findNode24(): string | null {
   if (process.env.NODE24) return process.env.NODE24;
   const cache = path.join(os.homedir(), '.npm', '_npx');
-  let dirs = [];
+  let dirs: string[] = [];
   try {
     dirs = fs.readdirSync(cache);
   } catch {
@@ -59,8 +67,8 @@ function findNode24() {
   return null;
 }
 
-function outside() {
-  if (process.getuid() !== 0) {
+function outside(): void {
+  if (process.getuid?.() !== 0) {
     process.stderr.write('bench:cli: needs root (it makes a network namespace for the daemons)\n');
     process.exit(1);
   }
@@ -68,7 +76,7 @@ function outside() {
   const nodes = [process.env.NODE20 || process.execPath, findNode24()].filter((n, i) => !process.env.ONLY || process.env.ONLY === String([20, 24][i]));
   if (nodes[1] === null) process.stderr.write('bench:cli: no Node 24 (set NODE24, or run `npm exec -p node@24 -- node --version` once to cache it): its run is left out\n');
   const ns = TAG;
-  const results = [];
+  const results: unknown[] = [];
   let failed = false;
   execFileSync('ip', ['netns', 'add', ns]);
   try {
@@ -95,19 +103,19 @@ function outside() {
 // ---------------------------------------------------------------------------
 // Inside the namespace, on the Node under test.
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function quantile(sorted, q) {
+function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-function median(sorted) {
+function median(sorted: number[]): number {
   const n = sorted.length;
   return n % 2 === 1 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
 /** Runs one command line to its end; returns milliseconds, throws on an unexpected exit code. */
-function timed(argv, env, expect = 0) {
+function timed(argv: string[], env: NodeJS.ProcessEnv | undefined, expect = 0): number {
   const t0 = process.hrtime.bigint();
   const r = spawnSync(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -115,11 +123,11 @@ function timed(argv, env, expect = 0) {
   return ms;
 }
 
-async function startDaemon(argv, env, ready) {
+async function startDaemon(argv: string[], env: NodeJS.ProcessEnv, ready: () => boolean): Promise<ChildProcess> {
   const child = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
+  child.stdout.on('data', (d: Buffer) => (output += d));
+  child.stderr.on('data', (d: Buffer) => (output += d));
   const end = Date.now() + 15000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${argv.join(' ')} exited ${child.exitCode}: ${output}`);
@@ -139,17 +147,17 @@ async function startDaemon(argv, env, ready) {
  * NODE_EXTRA_CA_CERTS set, Node 20 reads and parses that bundle at every
  * start (~35 ms here), `node -e 0` too, which hid the CLI's cost in the ratio.
  */
-function launcherEnv() {
+function launcherEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NODE_') || k === 'NODE_ENV'));
 }
 
-async function inside(resultFile) {
+async function inside(resultFile: string): Promise<void> {
   const node = process.execPath;
   const baseEnv = launcherEnv();
   const haveOriginal = fs.existsSync(ORIGINAL);
-  const impls = [{ name: 'nfqlb-ts', cli: [node, BIN], queue: '0:3' }];
+  const impls: Impl[] = [{ name: 'nfqlb-ts', cli: [node, BIN], queue: '0:3' }];
   if (haveOriginal) impls.push({ name: 'nfqlb 1.2.0', cli: [ORIGINAL], queue: '4:7' });
-  const daemons = [];
+  const daemons: ChildProcess[] = [];
   try {
     for (const impl of impls) {
       const id = impl.name === 'nfqlb-ts' ? 'ts' : 'c';
@@ -164,13 +172,13 @@ async function inside(resultFile) {
       for (let i = 0; i < 10; i++) timed([...impl.cli, ...flowSet(impl, `f${i}`, i)], impl.env);
     }
 
-    const figures = {};
-    const add = (key, ms) => (figures[key] ??= []).push(ms);
+    const figures: Record<string, number[]> = {};
+    const add = (key: string, ms: number): number => (figures[key] ??= []).push(ms);
     const node0 = [node, '-e', '0'];
-    const round = (r, listOnly) => {
+    const round = (r: number, listOnly: boolean): void => {
       add('node -e 0', timed(node0, baseEnv));
       for (const impl of impls) {
-        const run = (label, args, expect = 0) => add(`${impl.name}\t${label}`, timed([...impl.cli, ...args], impl.env, expect));
+        const run = (label: string, args: string[], expect = 0): number => add(`${impl.name}\t${label}`, timed([...impl.cli, ...args], impl.env, expect));
         if (listOnly) {
           run('flow-list (1000 flows)', ['flow-list']);
           continue;
@@ -188,11 +196,11 @@ async function inside(resultFile) {
       }
     };
     for (let r = 0; r < ROUNDS; r++) round(r, false);
-    // 990 more flows: sent straight to the control sockets, not one process each.
-    const { sendRequest } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
+    // 990 more flows: sent straight to the control sockets, not one process each (loaded here, as before: it loads the addon).
+    const { sendRequest } = await import('../src/services/control');
     for (const impl of impls) {
       for (let i = 10; i < 1000; i++) {
-        const reply = await sendRequest(impl.env.NFQLB_FLOW_ADDRESS, flowRequest(impl, `f${i}`, i));
+        const reply = await sendRequest(impl.env?.NFQLB_FLOW_ADDRESS ?? '', flowRequest(impl, `f${i}`, i));
         if (!reply.toString('latin1').startsWith('OK')) throw new Error(`${impl.name}: flow f${i}: ${reply}`);
       }
     }
@@ -224,28 +232,28 @@ async function inside(resultFile) {
   } finally {
     for (const d of daemons) {
       d.kill('SIGTERM');
-      await new Promise((r) => (d.exitCode !== null ? r() : d.once('exit', r)));
+      await new Promise<void>((r) => (d.exitCode !== null ? r() : d.once('exit', () => r())));
     }
   }
 }
 
 /** Meridio's flow-set: --prio and --protocols always, VIPs, ports, and a byte match. */
-function flowSet(impl, flow, i) {
+function flowSet(impl: Impl, flow: string, i: number): string[] {
   return [
     'flow-set', `--name=${impl.shm}-${flow}`, `--target=${impl.shm}`, `--prio=${i % 100}`, '--protocols=tcp,udp',
     `--dsts=192.0.2.${(i % 250) + 1}/32,2001:db8::${(i % 250) + 1}/128`, '--srcs=198.51.100.0/24', `--dports=${1000 + (i % 1000)}-${1100 + (i % 1000)}`,
   ];
 }
 
-function flowRequest(impl, flow, i) {
+function flowRequest(impl: Impl, flow: string, i: number): ControlRequest {
   return {
     action: 'set', name: `${impl.shm}-${flow}`, target: impl.shm, priority: String(i % 100), protocols: 'tcp,udp',
     dsts: `192.0.2.${(i % 250) + 1}/32,2001:db8::${(i % 250) + 1}/128`, srcs: '198.51.100.0/24', dports: `${1000 + (i % 1000)}-${1100 + (i % 1000)}`,
   };
 }
 
-function report(node, figures, impls, resultFile) {
-  const stats = {};
+function report(node: string, figures: Record<string, number[]>, impls: Impl[], resultFile: string): void {
+  const stats: Record<string, { n: number; median: number; p95: number }> = {};
   for (const [key, ms] of Object.entries(figures)) {
     const s = ms.slice().sort((a, b) => a - b);
     stats[key] = { n: s.length, median: median(s), p95: quantile(s, 0.95) };
@@ -277,7 +285,7 @@ function report(node, figures, impls, resultFile) {
 }
 
 if (process.argv[2] === '--inside') {
-  inside(process.argv[3]).catch((err) => {
+  inside(process.argv[3]).catch((err: Error) => {
     process.stderr.write(`bench:cli: ${err && err.stack ? err.stack : err}\n`);
     process.exit(1);
   });

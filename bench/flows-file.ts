@@ -1,5 +1,3 @@
-#!/usr/bin/env node
-'use strict';
 /**
  * The cost of --flows_file per change (npm run bench:flows-file; no root):
  * a live Daemon with no queues (only its sockets, on private abstract names)
@@ -21,49 +19,48 @@
  * Prints median and p99 per flow count and writes
  * <date>-flows-file.json to BENCH_OUT (default bench/results).
  */
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-
-const ROOT = path.resolve(__dirname, '..');
-const { Daemon } = require(path.join(ROOT, 'dist', 'daemon', 'daemon.js'));
-const { createLogger } = require(path.join(ROOT, 'dist', 'base', 'log.js'));
-const { createTable, deleteTable } = require(path.join(ROOT, 'dist', 'tables', 'tablefile.js'));
-const { parseAddress } = require(path.join(ROOT, 'dist', 'services', 'control.js'));
-const { connectTo } = require(path.join(ROOT, 'dist', 'addon', 'sockets.js'));
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { connectTo } from '../src/addon/sockets';
+import { createLogger } from '../src/base/log';
+import { Daemon, type DaemonOptions } from '../src/daemon/daemon';
+import { parseAddress } from '../src/services/control';
+import { createTable, deleteTable } from '../src/tables/tablefile';
+import { ROOT } from '../testbed/processes';
 
 const COUNTS = (process.env.BENCH_COUNTS || '10,10000').split(',').map(Number);
 const SETS = Number(process.env.BENCH_SETS || 500);
 const BASE = process.env.BENCH_DIR || os.tmpdir();
-const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, 'results');
+const OUT_DIR = process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(ROOT, 'bench', 'results');
 const PREFIX = `nfqlbts-bench-${process.pid}`;
 const TABLE = `${PREFIX}-t`;
 
-async function request(address, text) {
+async function request(address: string, text: string): Promise<string> {
   const sock = await connectTo(parseAddress(address), 10000);
   return new Promise((resolve, reject) => {
-    const chunks = [];
-    sock.on('data', (d) => chunks.push(d));
+    const chunks: Buffer[] = [];
+    sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('error', reject);
     sock.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
     sock.end(text, 'latin1');
   });
 }
 
-const flowFields = (i, port) => ({ name: `f${i}`, target: TABLE, protocols: 'tcp', dsts: '192.0.2.1/32', dports: `${port}` });
+const flowFields = (i: number, port: number): { name: string; target: string; protocols: string; dsts: string; dports: string } => ({ name: `f${i}`, target: TABLE, protocols: 'tcp', dsts: '192.0.2.1/32', dports: `${port}` });
 
-function quantile(sorted, q) {
+function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-async function measure(count) {
+async function measure(count: number): Promise<Record<string, number>> {
   const dir = fs.mkdtempSync(path.join(BASE, `${PREFIX}-`));
   const file = path.join(dir, 'flows.json');
-  const flows = [];
+  const flows: Array<ReturnType<typeof flowFields>> = [];
   for (let i = 0; i < count; i++) flows.push(flowFields(i, 1000 + (i % 60000)));
   fs.writeFileSync(file, JSON.stringify({ format: 'nfqlb-ts-flows/1', flows, traceFlows: [] }));
   const log = createLogger(0, { write: () => undefined });
-  const options = {
+  const options: DaemonOptions = {
     mode: 'flowlb', queues: [], qlength: 1, mtu: 1500, batchSize: 1, failOpen: false, promiscuousPing: false,
     pipeline: {}, flowAddress: `unix:${PREFIX}-c${count}`, traceAddress: `unix:${PREFIX}-tr${count}`, metricsAddress: null, tableCheckMs: 0,
     flowsFile: file,
@@ -74,7 +71,7 @@ async function measure(count) {
   const startMs = Number(process.hrtime.bigint() - t0) / 1e6;
   // BENCH_NO_FILE=1: the same daemon and flows, nothing written per change (the baseline).
   if (process.env.BENCH_NO_FILE === '1') daemon.flowsJournal = null;
-  const times = [];
+  const times: number[] = [];
   let failed = 0;
   try {
     for (let k = 0; k < SETS; k++) {
@@ -94,11 +91,11 @@ async function measure(count) {
 }
 
 /** From an empty file, BENCH_FILL new flows one flow-set at a time: the total, and the time of the last 45%. */
-async function fill(count) {
+async function fill(count: number): Promise<{ flows: number; totalS: number; lastS: number; last: number }> {
   const dir = fs.mkdtempSync(path.join(BASE, `${PREFIX}-`));
   const file = path.join(dir, 'flows.json');
   const log = createLogger(0, { write: () => undefined });
-  const options = {
+  const options: DaemonOptions = {
     mode: 'flowlb', queues: [], qlength: 1, mtu: 1500, batchSize: 1, failOpen: false, promiscuousPing: false,
     pipeline: {}, flowAddress: `unix:${PREFIX}-fill`, traceAddress: `unix:${PREFIX}-filltr`, metricsAddress: null, tableCheckMs: 0,
     flowsFile: file,
@@ -123,9 +120,9 @@ async function fill(count) {
   return { flows: count, totalS: Number(end - t0) / 1e9, lastS: Number(end - tailStart) / 1e9, last: count - tail };
 }
 
-async function main() {
+async function main(): Promise<void> {
   createTable(TABLE, 997, 32, 0);
-  const results = [];
+  const results: Array<Record<string, number>> = [];
   try {
     const fillCount = Number(process.env.BENCH_FILL || 0);
     if (fillCount > 0) {
@@ -151,7 +148,7 @@ async function main() {
   process.stdout.write(`written: ${path.relative(process.cwd(), out)}\n`);
 }
 
-main().catch((err) => {
+main().catch((err: Error) => {
   process.stderr.write(`bench:flows-file: ${err.stack}\n`);
   process.exit(1);
 });
