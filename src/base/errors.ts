@@ -1,7 +1,7 @@
 /**
  * The errors of nfqlb-ts: one class, NfqlbError, whose `code` is one of the
  * stable codes in ERROR_CODES below (the one list of them, each with its
- * meaning; test/unit/errors.test.ts checks that every code thrown in src/ and
+ * meaning; test/unit/base/errors.test.ts checks that every code thrown in src/ and
  * native/ is listed). Callers branch on `code`; users read `message`, which
  * says what was wrong and what to do.
  *

@@ -1,5 +1,5 @@
 'use strict';
-// Child process of test/unit/hot-path.test.ts: runs Pipeline.decide() over
+// Child process of test/unit/datapath/hot-path.test.ts: runs Pipeline.decide() over
 // the packets of the reference decision captures, ITERATIONS times in all
 // (after WARMUP calls, default 1M), and prints one JSON line saying how much
 // the heap and its young generation grew and how many garbage collections

@@ -1,5 +1,5 @@
 'use strict';
-// Child process of test/unit/flowsfile-crash.test.ts: a Daemon (compiled
+// Child process of test/unit/daemon/flowsfile-crash.test.ts: a Daemon (compiled
 // dist/, no queues, no root) with --flows_file, killed by the test (kill -9)
 // or by itself at a point NFQLB_TEST_FLOWS_FILE_CRASH names
 // (src/daemon/flowsfile.ts CrashHook).

@@ -3,7 +3,7 @@
  * loads only the file of the command it runs: Meridio starts one process per
  * change, so `activate` must not pay for the daemon's modules (pino,
  * prom-client, zlib, worker threads). The names are listed here, not read from
- * the files, for that reason; test/unit/cli-lazy.test.ts checks both agree.
+ * the files, for that reason; test/unit/cli/commands/index.test.ts checks both agree.
  */
 import type { NfqlbCommand } from '../command';
 
