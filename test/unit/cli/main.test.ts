@@ -201,10 +201,10 @@ describe('commands, their help and parseOptions\' rules', () => {
     expect(findCommand('')).toBeUndefined();
   });
 
-  it('commandHelp: the usage head, one line per option, "(required)" in place of the last space', () => {
+  it('commandHelp: the usage head, one line per option, "(required)" in place of the last space, then the defaults nfqlb does not state', () => {
     expect(commandHelp(cmd('flow-delete'))).toBe('flow-delete\n  Delete a flow\n  --name= Name of the flow (required)\n');
     const show = commandHelp(cmd('show'));
-    expect(show).toBe('show [options]\n  Show shared mem structures\n  --shm= Shared memory \n');
+    expect(show).toBe('show [options]\n  Show shared mem structures\n  --shm= Shared memory \nDefaults: --shm=nfqlb\n');
   });
 
   it('the last of a repeated option wins; -h after an error is not reached, before one it is', () => {
