@@ -1,5 +1,5 @@
 /**
- * Stream sockets at nfqlb's addresses (SPEC.md §7), bound and connected the
+ * Stream sockets at nfqlb's addresses (abstract unix names of nfqlb's exact length, or tcp:), bound and connected the
  * way nfqlb does it, so that nfqlb, socat (`ABSTRACT-CONNECT:nfqlb`) and
  * Python (`connect('\0nfqlb')`) reach this daemon and this CLI reaches theirs.
  *

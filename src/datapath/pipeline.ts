@@ -1,7 +1,7 @@
 /**
  * The decision pipeline: where a packet's target is chosen. Given one raw IP
  * packet it returns the fwmark to accept it with, or -1 to drop it, in the
- * order of nfqlb's flowlb (SPEC.md §5):
+ * order of nfqlb's flowlb:
  *
  *   classify → invalid: drop
  *            → later fragment: the choice stored for its first fragment, else drop

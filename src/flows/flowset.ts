@@ -1,5 +1,5 @@
 /**
- * Flows: which packets go to which table (SPEC.md §6). A re-implementation of
+ * Flows: which packets go to which table. A re-implementation of
  * nfqlb's flow.c FlowSet (ordered set, lookup, JSON listings) and of the flow
  * half of its control server (cmdFlowLb.c: cmd_set / cmd_delete with the
  * hidden `#name` flow for SCTP over UDP).
@@ -248,7 +248,7 @@ export class FlowSet<T> {
    * With promiscuousPing, an ICMP/ICMPv6 echo request with a non-zero id
    * (key bytes 32-33) matches the first flow whose addresses match.
    * (nfqlb tests the 8 bytes 32-39, which hold the protocol too, so there
-   * every ICMP packet that is not an error qualifies; this follows SPEC.md §6.)
+   * every ICMP packet that is not an error qualifies; this follows nfqlb 1.2.0's behaviour.)
    *
    * Per-packet: no allocation, no exceptions. Uses the flow index once it is
    * built for the current flows (lookup.ts), which returns the same.

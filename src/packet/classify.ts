@@ -1,11 +1,11 @@
 /**
  * Packet classification: reduce one raw IPv4/IPv6 packet (as NFQUEUE delivers
  * it, no link header) to nfqlb's 40-byte hash key and a classification code
- * (SPEC.md §4). This is on the per-packet path: it writes into a caller-owned
+ * (as nfqlb's getHashKey() does). This is on the per-packet path: it writes into a caller-owned
  * PacketInfo, allocates nothing, never throws, and never reads outside
  * pkt[off, off+len).
  *
- * Validity rule (SPEC.md §4 divergences): a packet is valid when every byte
+ * Validity rule (where this diverges from nfqlb): a packet is valid when every byte
  * the key needs lies inside it. nfqlb wants one byte more than it reads
  * (IN_BOUNDS uses '<'), reads the ICMP type and echo id unchecked, and walks
  * IPv6 extension headers as hdrlen*8; here bounds are exact and extension

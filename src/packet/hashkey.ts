@@ -1,5 +1,5 @@
 /**
- * The 40-byte hash key of nfqlb (SPEC.md §4) and the djb2 hash over it.
+ * The 40-byte hash key of nfqlb and the djb2 hash over it.
  *
  *   0-15  source address (IPv6; IPv4 as ::ffff:a.b.c.d)
  *   16-31 destination address

@@ -1,5 +1,5 @@
 /**
- * The control socket of SPEC.md §7, byte-compatible with nfqlb: one request
+ * The daemon's control socket, byte-compatible with nfqlb: one request
  * per connection as `key:value\n` lines ended by a line starting with `eoc:`;
  * the reply is `OK`, `FAIL: ...` or an error text followed by one NUL byte,
  * or JSON (list actions, no NUL); then the server closes. As nfqlb's fgets()

@@ -1,5 +1,5 @@
 /**
- * Maglev lookup tables in nfqlb 1.2.0's byte layout (SPEC.md §3), over any
+ * Maglev lookup tables in nfqlb 1.2.0's byte layout, over any
  * ArrayBuffer: a POSIX shm mapping (src/addon/shm.ts) or private memory (replay).
  *
  * Layout, little-endian, 4-byte fields, byte offsets:
@@ -227,7 +227,7 @@ export function checkShape(M: number, N: number): void {
  * Row i: offset = rand() % M, skip = rand() % (M-1) + 1,
  * perm[i][j] = (offset + j*skip) % M. Stepping by skip modulo M is the exact
  * value for every M; nfqlb's 32-bit `offset + j*skip` is the same for M ≤ 65537
- * and wraps (giving a non-permutation) above it — SPEC.md §3 divergence.
+ * and wraps (giving a non-permutation) above it; here it does not: a deliberate divergence from nfqlb.
  */
 function fillPermutations(perm: Uint32Array, M: number, N: number): void {
   const rand = new GlibcRandom(1);
@@ -245,7 +245,7 @@ function fillPermutations(perm: Uint32Array, M: number, N: number): void {
 }
 
 /**
- * Maglev algorithm 1 (SPEC.md §3) into `out`: every entry gets the slot that
+ * Maglev algorithm 1 (Eisenbud et al., NSDI 2016, §3.4) into `out`: every entry gets the slot that
  * owns it, or -1 when no slot in `active` is ≥ 0. Reads the permutation rows
  * from `perm`. Throws NFQLB_ERR_SHM_FORMAT (naming `name`) when a row is not a
  * permutation of 0..M-1, which is what nfqlb's overflowing init leaves for

@@ -3,7 +3,7 @@ import { FwmarkCounter } from '../base/counters';
 /**
  * The target registry: flows name their table ("target") by shm name; the
  * registry opens a table on the first flow that names it, shares it between
- * flows, and releases it when the last flow goes (SPEC.md §5, issue 9 of
+ * flows, and releases it when the last flow goes (issue 9 of
  * nfqlb). Where tables come from is a TableSource: /dev/shm for the daemon,
  * private memory for `nfqlb replay --config`.
  */

@@ -1,6 +1,6 @@
 /**
  * The control socket of a live `nfqlb flowlb` through the real CLI and a raw
- * client speaking the protocol byte for byte (SPEC.md §7), plus the daemon's
+ * client speaking the protocol byte for byte, plus the daemon's
  * life cycle: start-up failures, table mapping, SIGTERM. One namespace, no
  * traffic. Then the sockets against the original nfqlb (NFQLB_ORIGINAL): its
  * CLI against this daemon, this CLI against its daemon, and `loglevel` of

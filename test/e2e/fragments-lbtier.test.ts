@@ -34,7 +34,7 @@
  * forwards to lbA what lbA owns, IPv4 and IPv6, and load-balances the IPv4
  * datagrams it owns to the same targets as ours. The IPv6 datagrams it owns it
  * drops, as it does without an LB tier: it reads a first fragment's ports
- * from the fragment header (SPEC.md §4), so no port flow matches.
+ * from the fragment header, so no port flow matches.
  */
 import * as crypto from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
@@ -82,7 +82,7 @@ type Lb = 'A' | 'B';
 
 interface Sent {
   family: 4 | 6;
-  /** False where the owner LB is nfqlb 1.2.0 and the datagram IPv6: it reads a first fragment's ports from the fragment header (SPEC.md §4), so the port flow never matches and it drops the datagram. */
+  /** False where the owner LB is nfqlb 1.2.0 and the datagram IPv6: it reads a first fragment's ports from the fragment header, so the port flow never matches and it drops the datagram. */
   deliverable: boolean;
   index: number;
   d: Datagram;

@@ -301,7 +301,7 @@ describeNs('fragmented UDP through nfqlb flowlb, in order and reversed, with and
     });
 
     // IPv4 only: nfqlb 1.2.0 reads the IPv6 fragment header as an extension
-    // header of length 0 and drops every IPv6 fragment (SPEC.md §4 divergences).
+    // header of length 0 and drops every IPv6 fragment (a known nfqlb bug this project does not copy).
     it('IPv4: reversed datagrams arrive whole at the same targets as through this daemon; its ftshm counts the kept copies as ours does', async () => {
       const ds = datagrams(4, 8);
       send(ds, 'reversed');

@@ -24,7 +24,7 @@ export function addrBytes(a: string): number[] {
   return groups.flatMap((g) => [g >> 8, g & 0xff]);
 }
 
-/** The 40-byte key of a UDP 5-tuple as nfqlb builds it (SPEC.md §4): what decides its target. */
+/** The 40-byte key of a UDP 5-tuple as nfqlb builds it: what decides its target. */
 export function udpKey(src: string, dst: string, sport: number, dport: number): Uint8Array {
   const key = new Uint8Array(KEY_LEN);
   const mapped = (a: string): number[] => (a.includes(':') ? addrBytes(a) : [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addrBytes(a)]);

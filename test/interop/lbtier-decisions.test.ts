@@ -20,7 +20,7 @@
  *
  * Compared byte for byte: every decision, except IPv6 fragments that the
  * LB handles itself: nfqlb 1.2.0 reads an IPv6 first fragment's ports from
- * the fragment header (SPEC.md §4), a known divergence; there ours must give
+ * the fragment header, a known divergence; there ours must give
  * the 5-tuple's target. Both flowlb and lb.
  */
 import * as fs from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * Flow commands: clients of the daemon's control socket (SPEC.md §7). The
+ * Flow commands: clients of the daemon's control socket. The
  * address comes from NFQLB_FLOW_ADDRESS (default unix:nfqlb), as in nfqlb.
  */
 import { UsageError } from '../../base/errors';

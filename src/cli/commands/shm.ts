@@ -1,5 +1,5 @@
 /**
- * Table commands: init, delete, show, activate, deactivate (SPEC.md §2, §3).
+ * Table commands: init, delete, show, activate, deactivate (the tables in /dev/shm).
  * Texts, number parsing (C atoi, unsigned comparisons) and exit codes are
  * nfqlb 1.2.0's, so scripts written for nfqlb (Meridio) behave the same.
  */

@@ -1,6 +1,6 @@
 /**
  * `nfqlb trace` and `nfqlb loglevel`: clients of a running daemon through the
- * `nfqlb-trace` shm ({level, tracemask}) and the trace socket (SPEC.md §8).
+ * `nfqlb-trace` shm ({level, tracemask}) and the trace socket.
  * The trace-flow commands are in flow.ts (they use the control socket).
  */
 import type * as net from 'node:net';

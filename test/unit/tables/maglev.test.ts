@@ -125,7 +125,7 @@ describe('primeBelow / adjustM', () => {
 });
 
 describe('layout', () => {
-  it('sizes match SPEC.md and the reference files', () => {
+  it('sizes match nfqlb's layout and the reference files', () => {
     expect(tableBytes(997, 32)).toBe(131760);
     expect(maglevLen(31, 3)).toBe(532);
     const sizes: [string, number, number][] = [
@@ -206,7 +206,7 @@ describe('permutations', () => {
     }
   });
 
-  it('is an exact permutation for large M, where nfqlb overflows (divergence, SPEC.md §3)', () => {
+  it('is an exact permutation for large M, where nfqlb overflows (a deliberate divergence)', () => {
     const M = 993997;
     const t = MaglevTable.create(M, 2);
     const rand = new GlibcRandom();
