@@ -7,7 +7,9 @@
  */
 import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
-import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon/daemon';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
+import { checkInspectorClosed, installSignalLogging } from '../../src/daemon/processguard';
+import { refusalReason } from '../../src/daemon/controlactions';
 import { createLogger } from '../../src/base/log';
 import { REASON_INVALID } from '../../src/datapath/pipeline';
 
