@@ -1,8 +1,8 @@
 /**
  * The daemon behind `nfqlb flowlb` and `nfqlb lb`: binds the queues, runs the
  * pipeline on every batch, and serves the control socket. Where the verdict is
- * sent: `handleBatch` fills `batch.verdicts`, and the addon sends them all in
- * one message when it returns (see queue.ts).
+ * sent: the batch handler (src/datapath/batch.ts) fills `batch.verdicts`, and
+ * the addon sends them all in one message when it returns (see queue.ts).
  *
  * With `workers` 0 all queues of `--queue=A:B` are served by this one event
  * loop: decisions are a few hundred nanoseconds of JavaScript, and the kernel

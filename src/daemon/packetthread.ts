@@ -4,13 +4,13 @@
  * its own netlink socket (one for all its queues; one per queue with
  * NFQLB_QUEUE_SOCKETS=queue) and batches, and its own Pipeline, built here from
  * the plain options in workerData. The main thread (packetthreads.ts, used by
- * daemon.ts) keeps the control socket, metrics, trace server, logs,
+ * workers.ts) keeps the control socket, metrics, trace server, logs,
  * configuration and the flows file.
  *
  * What reaches this thread, and how:
- * - Tables: mapped here by name from /dev/shm (its own TargetRegistry of
- *   ServedTables, checked on a timer and after a repaired SIGBUS like the
- *   main thread's). Nothing is shared but the files.
+ * - Tables: mapped here by name from /dev/shm (its own DaemonTables of
+ *   tables.ts: ServedTables, checked on a timer and after a repaired SIGBUS
+ *   like the main thread's, silently). Nothing is shared but the files.
  * - Flows: the main thread's FlowSet is the source of truth. Every change it
  *   accepted (flow-set, flow-delete, trace-flow-set/-delete) comes as a
  *   `flows` message with a generation number and is applied here with the
