@@ -37,7 +37,7 @@ import { formatPacketTrace, TraceServer } from '../services/trace';
 import { ConnTables } from './conntables';
 import { ControlActions } from './controlactions';
 import { FailureCounts, failureLines, HOUSEKEEPING_INTERVAL_MS, queueErrors } from './failurelog';
-import type { FlowsJournal } from './flowsfile';
+import type { FlowsJournal } from './flowsjournal';
 import { FlowsKeeper } from './flowskeeper';
 import { FragmentStatistics } from './fragmentstats';
 import type { FragStats } from '../fragments/stats';

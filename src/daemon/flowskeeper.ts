@@ -10,7 +10,8 @@ import type { FlowSet } from '../flows/flowset';
 import type { ServedTable } from '../tables/servedtable';
 import type { Target } from '../tables/targets';
 import type { ControlReply, ControlRequest } from '../services/control';
-import { FlowsJournal, FlowsRecord, loadFlowsFile, type FlowsFileContent } from './flowsfile';
+import { FlowsRecord, loadFlowsFile, type FlowsFileContent } from './flowsfile';
+import { FlowsJournal } from './flowsjournal';
 import { openRefusal } from './openrefusal';
 
 /** What restoring replays the file through: the control actions, quietly. */
