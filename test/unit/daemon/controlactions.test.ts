@@ -119,11 +119,11 @@ describe('ControlActions', () => {
 
 describe('refusalReason', () => {
   it('maps the server\'s refusal texts onto a few labels', () => {
-    expect(refusalReason('timeout waiting for the request')).toBe('timeout');
-    expect(refusalReason('request larger than 1 bytes')).toBe('too_large');
-    expect(refusalReason('line longer than 1 bytes')).toBe('line_too_long');
-    expect(refusalReason('invalid param x')).toBe('invalid_param');
+    expect(refusalReason('timeout: no complete request')).toBe('timeout');
+    expect(refusalReason('FAIL: request larger than 16384 bytes')).toBe('too_large');
+    expect(refusalReason('FAIL: line longer than 1023 bytes')).toBe('line_too_long');
+    expect(refusalReason('FAIL: invalid param [\x01]')).toBe('invalid_param');
     expect(refusalReason('internal error: boom')).toBe('internal_error');
-    expect(refusalReason('something')).toBe('other');
+    expect(refusalReason('anything else')).toBe('other');
   });
 });
