@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { NfqlbError } from '../base/errors';
-import type { FlowOp, FromThread, PacketThreadData, PublishedTarget, ToThread } from './packetthread';
-import { TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_MASK, TRACE_STATE_WORDS } from './packetthread';
+import type { FlowOp, FromThread, PacketThreadData, PublishedTarget, ToThread } from './threadmessages';
+import { TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_MASK, TRACE_STATE_WORDS } from './tracechannel';
 import { QUEUE_STAT_FIELDS, queuesOfThread, ThreadCounters, type QueueStatField } from './threadcounters';
 
 /** How long a flow change may take to reach every thread before the client is told FAIL. */

@@ -85,7 +85,7 @@ const LOSS_TOLERANCE = 0.05;
 const UNEXPLAINED_TOLERANCE = 0.001;
 /**
  * How often the daemon checks whether a table in use was re-created
- * (TABLE_CHECK_INTERVAL_MS of src/daemon/daemon.ts). With packet threads each thread
+ * (TABLE_CHECK_INTERVAL_MS of src/daemon/tables.ts). With packet threads each thread
  * checks on its own timer, after the main thread's "reopened" line.
  */
 const TABLE_CHECK_INTERVAL_MS = 1000;

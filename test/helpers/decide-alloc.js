@@ -8,7 +8,7 @@
 //        decide-alloc.js ITERATIONS SCENARIO... [--allocate]
 // --allocate runs a copy of the loop that allocates one small object per
 // call, to show that the measurement sees an allocation.
-// --batches runs the packet thread's batch handler (src/daemon/packetthread.ts
+// --batches runs the packet thread's batch handler (src/datapath/batch.ts
 // makeBatchHandler, with its shared counters and the trace sink as it is with
 // no trace client) over batches of 64 packets of each scenario instead; a
 // "call" is then one packet of a batch.
@@ -81,7 +81,8 @@ function loopAllocating(n, start) {
 const BATCH = 64;
 const batchRuns = [];
 if (batches) {
-  const { makeBatchHandler, traceChannel, TRACE_STATE_WORDS } = dist('daemon/packetthread');
+  const { makeBatchHandler } = dist('datapath/batch');
+  const { traceChannel, TRACE_STATE_WORDS } = dist('daemon/tracechannel');
   const { ThreadCounters } = dist('daemon/threadcounters');
   const { BatchSizeHistogram } = dist('base/counters');
   const counters = new ThreadCounters(1);

@@ -2,7 +2,7 @@
 // Child process of test/unit/daemon/flowsfile-crash.test.ts: a Daemon (compiled
 // dist/, no queues, no root) with --flows_file, killed by the test (kill -9)
 // or by itself at a point NFQLB_TEST_FLOWS_FILE_CRASH names
-// (src/daemon/flowsfile.ts CrashHook).
+// (src/daemon/flowsjournal.ts CrashHook).
 //   node flows-daemon.js FLOWS_FILE FLOW_ADDRESS TRACE_ADDRESS COMPACT_BYTES
 // Prints "ready" on stdout once it serves; pino logs go to stderr.
 const path = require('node:path');

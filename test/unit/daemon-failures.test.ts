@@ -7,7 +7,8 @@
  */
 import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
-import { checkInspectorClosed, Daemon, installSignalLogging, refusalReason, type DaemonOptions } from '../../src/daemon/daemon';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
+import { checkInspectorClosed, installSignalLogging } from '../../src/daemon/processguard';
 import { createLogger } from '../../src/base/log';
 import { REASON_INVALID } from '../../src/datapath/pipeline';
 
@@ -65,15 +66,6 @@ describe('failed control requests', () => {
 });
 
 describe('refused control requests', () => {
-  it('map to bounded reasons', () => {
-    expect(refusalReason('timeout: no complete request')).toBe('timeout');
-    expect(refusalReason('FAIL: request larger than 16384 bytes')).toBe('too_large');
-    expect(refusalReason('FAIL: line longer than 1023 bytes')).toBe('line_too_long');
-    expect(refusalReason('FAIL: invalid param [\x01]')).toBe('invalid_param');
-    expect(refusalReason('internal error: boom')).toBe('internal_error');
-    expect(refusalReason('anything else')).toBe('other');
-  });
-
   it('are counted per reason and logged once per reason until the interval passed, escaped and cut', async () => {
     const { log, lines } = memoryLog();
     const d = new Daemon(OPTIONS, log);

@@ -10,7 +10,10 @@
 import * as path from 'node:path';
 import { BatchSizeHistogram } from '../../src/base/counters';
 import { NfqlbError } from '../../src/base/errors';
-import { makeBatchHandler, PacketThread, traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS, type FromThread, type PacketThreadData } from '../../src/daemon/packetthread';
+import { PacketThread } from '../../src/daemon/packetthread';
+import { makeBatchHandler } from '../../src/datapath/batch';
+import { traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS } from '../../src/daemon/tracechannel';
+import type { FromThread, PacketThreadData } from '../../src/daemon/threadmessages';
 import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/daemon/packetthreads';
 import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/datapath/pipeline';
 import type { QueueBatch } from '../../src/addon/queue';

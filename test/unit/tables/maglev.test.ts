@@ -125,7 +125,7 @@ describe('primeBelow / adjustM', () => {
 });
 
 describe('layout', () => {
-  it('sizes match nfqlb's layout and the reference files', () => {
+  it('sizes match the nfqlb 1.2.0 layout and the reference files', () => {
     expect(tableBytes(997, 32)).toBe(131760);
     expect(maglevLen(31, 3)).toBe(532);
     const sizes: [string, number, number][] = [
