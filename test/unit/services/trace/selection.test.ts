@@ -1,7 +1,7 @@
 /**
  * The trace mask's vocabulary: nfqlb's bits and --selection names in its
  * order, the per-packet bits, empty items skipped as strtok does, 0x%08x.
- * Unknown names and --mask as strtol reads it are in test/unit/trace.test.ts
+ * Unknown names and --mask as strtol reads it are in test/unit/services/trace/trace.test.ts
  * ("parseSelection / parseMask").
  */
 import { hex8, parseSelection, TRACE_FLOWS, TRACE_FRAG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_SELECTION } from '../../../../src/services/trace/selection';

@@ -3,7 +3,7 @@
  * (no trace-flows) against the flowlb mode, a trace-flow looked up or given,
  * the fwmarks printed in `NO target` / `NO servers` (given or the decision's),
  * and formatPacketTrace, the packet thread's call form, giving the same text.
- * The full set of nfqlb's texts is in test/unit/trace.test.ts.
+ * The full set of nfqlb's texts is in test/unit/services/trace/trace.test.ts.
  */
 import { flowCmdFromArgs } from '../../../../src/flows/fields';
 import { FlowSet } from '../../../../src/flows/flowset';

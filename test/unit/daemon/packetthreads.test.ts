@@ -8,24 +8,24 @@
  * with whole generations of flows over tables in /dev/shm.
  */
 import * as path from 'node:path';
-import { BatchSizeHistogram } from '../../src/base/counters';
-import { NfqlbError } from '../../src/base/errors';
-import { PacketThread } from '../../src/daemon/packetthread';
-import { makeBatchHandler } from '../../src/datapath/batch';
-import { traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS } from '../../src/daemon/tracechannel';
-import type { FromThread, PacketThreadData } from '../../src/daemon/threadmessages';
-import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../src/daemon/packetthreads';
-import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../src/datapath/pipeline';
-import type { QueueBatch } from '../../src/addon/queue';
-import { createTable, deleteTable, openTable } from '../../src/tables/tablefile';
-import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../src/daemon/threadcounters';
-import { TRACE_FLOWS } from '../../src/services/trace';
-import { ipv4, udp } from '../helpers/packets';
-import { FS_LOOKUPS } from '../../src/fragments/table';
-import { FSTORE_IN_USE, FSTORE_STORED } from '../../src/fragments/store';
-import { workerCount } from '../../src/cli/commands/lb';
+import { BatchSizeHistogram } from '../../../src/base/counters';
+import { NfqlbError } from '../../../src/base/errors';
+import { PacketThread } from '../../../src/daemon/packetthread';
+import { makeBatchHandler } from '../../../src/datapath/batch';
+import { traceChannel, TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_WORDS } from '../../../src/daemon/tracechannel';
+import type { FromThread, PacketThreadData } from '../../../src/daemon/threadmessages';
+import { DEFAULT_QUEUE_SOCKETS, PacketThreads, queueSocketsFromEnv, type PacketThreadsEvents } from '../../../src/daemon/packetthreads';
+import { REASON_NAMES, REASON_NO_FLOW, REASON_TARGET } from '../../../src/datapath/pipeline';
+import type { QueueBatch } from '../../../src/addon/queue';
+import { createTable, deleteTable, openTable } from '../../../src/tables/tablefile';
+import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../../src/daemon/threadcounters';
+import { TRACE_FLOWS } from '../../../src/services/trace';
+import { ipv4, udp } from '../../helpers/packets';
+import { FS_LOOKUPS } from '../../../src/fragments/table';
+import { FSTORE_IN_USE, FSTORE_STORED } from '../../../src/fragments/store';
+import { workerCount } from '../../../src/cli/commands/lb';
 
-const FAKE = path.join(__dirname, '..', 'fixtures', 'threads', 'fake-thread.js');
+const FAKE = path.join(__dirname, '..', '..', 'fixtures', 'threads', 'fake-thread.js');
 const BASE = { mode: 'flowlb' as const, queues: [0, 1, 2, 3], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false, promiscuousPing: false, pipeline: {}, tunFd: -1, tableCheckMs: 0, traceShm: null, initialOps: [], conntrack: null };
 
 async function startFake(threads: number, fake: string, ev: PacketThreadsEvents): Promise<PacketThreads> {

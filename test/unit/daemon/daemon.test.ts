@@ -11,19 +11,19 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
-import { parseAddress } from '../../src/services/control';
-import { createLogger } from '../../src/base/log';
-import { createTable, deleteTable } from '../../src/tables/tablefile';
-import { connectTo } from '../../src/addon/sockets';
-import { describeUnless } from '../helpers/skip';
-import { until } from '../helpers/wait';
+import { Daemon, type DaemonOptions } from '../../../src/daemon/daemon';
+import { parseAddress } from '../../../src/services/control';
+import { createLogger } from '../../../src/base/log';
+import { createTable, deleteTable } from '../../../src/tables/tablefile';
+import { connectTo } from '../../../src/addon/sockets';
+import { describeUnless } from '../../helpers/skip';
+import { until } from '../../helpers/wait';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-dmn`;
 let seq = 0;
 const nextName = (): string => `${PREFIX}-${++seq}`;
 
-const REF = path.join(__dirname, '..', 'fixtures', 'reference');
+const REF = path.join(__dirname, '..', '..', 'fixtures', 'reference');
 const ref = (file: string): string => fs.readFileSync(path.join(REF, file), 'latin1');
 
 /** Tables of the reference scenario `multi` under private names (other helpers use /dev/shm at the same time). */

@@ -8,10 +8,10 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ControlRequest } from '../../src/services/control';
-import { FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../src/daemon/flowsfile';
-import { FlowsJournal } from '../../src/daemon/flowsjournal';
-import { NfqlbError } from '../../src/base/errors';
+import type { ControlRequest } from '../../../src/services/control';
+import { FlowsRecord, FLOWS_FILE_FORMAT, FLOWS_JOURNAL_FORMAT, loadFlowsFile, readFlowsFile, writeFlowsFile } from '../../../src/daemon/flowsfile';
+import { FlowsJournal } from '../../../src/daemon/flowsjournal';
+import { NfqlbError } from '../../../src/base/errors';
 
 let dir: string;
 beforeEach(() => {

@@ -7,10 +7,10 @@
  */
 import * as inspector from 'node:inspector';
 import { Writable } from 'node:stream';
-import { Daemon, type DaemonOptions } from '../../src/daemon/daemon';
-import { checkInspectorClosed, installSignalLogging } from '../../src/daemon/processguard';
-import { createLogger } from '../../src/base/log';
-import { REASON_INVALID } from '../../src/datapath/pipeline';
+import { Daemon, type DaemonOptions } from '../../../src/daemon/daemon';
+import { checkInspectorClosed, installSignalLogging } from '../../../src/daemon/processguard';
+import { createLogger } from '../../../src/base/log';
+import { REASON_INVALID } from '../../../src/datapath/pipeline';
 
 function memoryLog(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {
   const chunks: string[] = [];

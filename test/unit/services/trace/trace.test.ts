@@ -6,22 +6,22 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
-import { parseAddress } from '../../src/services/control';
-import { NfqlbError } from '../../src/base/errors';
-import { flowCmdFromArgs } from '../../src/flows/fields';
-import { FlowSet } from '../../src/flows/flowset';
-import { MaglevTable } from '../../src/tables/maglev';
-import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../src/datapath/pipeline';
-import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../src/addon/shm';
-import { connectTo } from '../../src/addon/sockets';
-import { Target, TargetRegistry } from '../../src/tables/targets';
+import { parseAddress } from '../../../../src/services/control';
+import { NfqlbError } from '../../../../src/base/errors';
+import { flowCmdFromArgs } from '../../../../src/flows/fields';
+import { FlowSet } from '../../../../src/flows/flowset';
+import { MaglevTable } from '../../../../src/tables/maglev';
+import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_LOST, REASON_FRAGMENT_STORED, REASON_NO_FLOW, REASON_NO_TARGET, REASON_TARGET, type PipelineOptions } from '../../../../src/datapath/pipeline';
+import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../../../src/addon/shm';
+import { connectTo } from '../../../../src/addon/sockets';
+import { Target, TargetRegistry } from '../../../../src/tables/targets';
 import {
   formatIcmp, formatPacketTrace, packetTraceText, MAX_TRACE_CLIENTS, parseMask, parseSelection, refusedNotice, TraceServer,
   TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_FRAG, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_SCTP, TRACE_TARGET,
-} from '../../src/services/trace';
-import { runInProcess } from '../helpers/cli';
-import { ipv4, ipv6, tcp, udp } from '../helpers/packets';
-import { until } from '../helpers/wait';
+} from '../../../../src/services/trace';
+import { runInProcess } from '../../../helpers/cli';
+import { ipv4, ipv6, tcp, udp } from '../../../helpers/packets';
+import { until } from '../../../helpers/wait';
 
 const SHM = `nfqlbts-test-${process.pid}-trace`;
 let addrSeq = 0;
