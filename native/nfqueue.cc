@@ -66,6 +66,7 @@
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -145,6 +146,10 @@ struct PollHolder {
   napi_async_cleanup_hook_handle hook;
 };
 
+// The longest a blocking receive waits before runBlocking() looks at the
+// clock and its wake flag again.
+constexpr long kBlockSliceMs = 5;
+
 uint64_t NowMs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -176,6 +181,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
                        {
                            InstanceMethod<&NfQueue::Start>("start"),
                            InstanceMethod<&NfQueue::Stop>("stop"),
+                           InstanceMethod<&NfQueue::RunBlocking>("runBlocking"),
                            InstanceMethod<&NfQueue::Close>("close"),
                            InstanceMethod<&NfQueue::GetStats>("stats"),
                            InstanceAccessor<&NfQueue::GetClosed>("closed"),
@@ -192,6 +198,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
  private:
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
+  Napi::Value RunBlocking(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value GetStats(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), closed_); }
@@ -203,7 +210,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   void CloseNow(bool teardown);
   void StopPolling();
   void ReleaseCallback();
-  void ReadRound();
+  bool ReadRound(bool block);
   void ParseDatagram(const char* buf, size_t len);
   void HandlePacket(const struct nlmsghdr* nlh);
   void Dispatch();
@@ -243,6 +250,14 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   bool inRound_ = false;
   bool closeRequested_ = false;
   bool refd_ = false;
+  // Started with start(onBatch, true): no uv_poll; the thread calls
+  // runBlocking(), which waits in recvmmsg itself (see RunBlocking).
+  bool blocking_ = false;
+  // Inside runBlocking(): JavaScript is on the stack, so a batch is handed
+  // over with a plain call rather than MakeCallback.
+  bool inBlockingCall_ = false;
+  // The batch handler threw during runBlocking(): stop the loop.
+  bool handlerThrew_ = false;
 
   // JavaScript side.
   Napi::FunctionReference onBatch_;
@@ -609,13 +624,15 @@ void NfQueue::OnPoll(uv_poll_t* handle, int status, int events) {
     self->stats_.recvErrors++;
     self->stats_.lastErrno = -status;
   }
-  self->ReadRound();
+  self->ReadRound(false);
 }
 
-// One readable event: receive up to batchSize datagrams, hand the packets to
-// JavaScript (one call per batch), send the verdicts.
-void NfQueue::ReadRound() {
-  if (inRound_ || closed_ || !running_) return;
+// One round: receive up to batchSize datagrams, hand the packets to
+// JavaScript (one call per batch), send the verdicts. `block`: the first
+// recvmmsg waits for a datagram (up to the socket's SO_RCVTIMEO) instead of
+// returning at once. Returns false when nothing came.
+bool NfQueue::ReadRound(bool block) {
+  if (inRound_ || closed_ || !running_) return false;
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
   inRound_ = true;
@@ -628,7 +645,7 @@ void NfQueue::ReadRound() {
     Napi::Value err = MakeError(env, "NFQLB_ERR_QUEUE_STATE",
                                 "queue " + std::to_string(queueNum_) + ": shared buffers detached, queue stopped");
     if (!env.IsExceptionPending()) napi_fatal_exception(env, err);
-    return;
+    return false;
   }
   uint32_t got = 0;
   while (got < batchSize_) {
@@ -638,7 +655,8 @@ void NfQueue::ReadRound() {
       msgs_[i].msg_len = 0;
     }
     const uint32_t asked = batchSize_ - got;
-    int r = recvmmsg(fd_, &msgs_[got], asked, MSG_DONTWAIT, nullptr);
+    // MSG_WAITFORONE: wait for the first datagram only, then take what is there.
+    int r = recvmmsg(fd_, &msgs_[got], asked, block && got == 0 ? MSG_WAITFORONE : MSG_DONTWAIT, nullptr);
     if (r < 0) {
       int err = errno;
       if (err == EINTR) continue;
@@ -671,6 +689,7 @@ void NfQueue::ReadRound() {
   } else if (!running_) {
     ReleaseCallback();
   }
+  return got > 0;
 }
 
 void NfQueue::ParseDatagram(const char* buf, size_t len) {
@@ -759,7 +778,11 @@ void NfQueue::Dispatch() {
   Napi::Value error;
   if (!onBatch_.IsEmpty()) {
     napi_async_context ctx = asyncContext_ != nullptr ? static_cast<napi_async_context>(*asyncContext_) : nullptr;
-    onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, ctx);
+    if (inBlockingCall_) {
+      onBatch_.Call(Value(), {Napi::Number::New(env, n)});
+    } else {
+      onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, ctx);
+    }
     if (env.IsExceptionPending()) {
       error = env.GetAndClearPendingException().Value();
       threw = true;
@@ -768,7 +791,10 @@ void NfQueue::Dispatch() {
   }
   SendVerdicts(n, fromJs);
   count_ = 0;
-  if (threw) napi_fatal_exception(env, error);
+  if (threw) {
+    handlerThrew_ = true;
+    napi_fatal_exception(env, error);
+  }
 }
 
 void NfQueue::SendVerdicts(uint32_t n, bool fromJs) {
@@ -835,12 +861,27 @@ Napi::Value NfQueue::Start(const Napi::CallbackInfo& info) {
     ThrowError(env, "NFQLB_ERR_QUEUE_STATE", q + " is already started");
     return env.Undefined();
   }
-  int rc = uv_poll_start(&holder_->poll, UV_READABLE, OnPoll);
-  if (rc != 0) {
-    ThrowError(env, "NFQLB_ERR_QUEUE", "uv_poll for " + q, -rc);
-    return env.Undefined();
+  const bool blocking = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  if (blocking) {
+    // The socket itself waits (recvmmsg with MSG_WAITFORONE), at most
+    // kBlockSliceMs at a time so that runBlocking() can return to the
+    // thread's event loop when nothing comes.
+    int flags = fcntl(fd_, F_GETFL);
+    struct timeval tv = {0, kBlockSliceMs * 1000};
+    if (flags < 0 || fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK) < 0 ||
+        setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
+      ThrowError(env, "NFQLB_ERR_QUEUE", "blocking receive for " + q, errno);
+      return env.Undefined();
+    }
+  } else {
+    int rc = uv_poll_start(&holder_->poll, UV_READABLE, OnPoll);
+    if (rc != 0) {
+      ThrowError(env, "NFQLB_ERR_QUEUE", "uv_poll for " + q, -rc);
+      return env.Undefined();
+    }
+    polling_ = true;
   }
-  polling_ = true;
+  blocking_ = blocking;
   running_ = true;
   onBatch_ = Napi::Persistent(info[0].As<Napi::Function>());
   if (asyncContext_ == nullptr) asyncContext_ = new Napi::AsyncContext(env, "nfqlb:NfQueue", Value());
@@ -856,6 +897,42 @@ Napi::Value NfQueue::Stop(const Napi::CallbackInfo& info) {
   StopPolling();
   if (!inRound_) ReleaseCallback();  // else at the end of the round
   return info.Env().Undefined();
+}
+
+// runBlocking(maxMs, wake): for a queue started with start(onBatch, true).
+// Receives and dispatches rounds on this thread, each waiting in recvmmsg for
+// its first datagram (no epoll, no event loop turn: one system call to wait
+// and receive, one to send the verdicts), until `maxMs` have passed, the
+// queue is stopped or closed, or wake[0] is not 0 (another thread set it to
+// have this one return to its event loop, e.g. for a message). Returns the
+// rounds that carried packets.
+Napi::Value NfQueue::RunBlocking(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[1].As<Napi::TypedArray>().ElementLength() < 1) {
+    ThrowError(env, "NFQLB_ERR_QUEUE_OPTION", "runBlocking(maxMs, wake: Int32Array)");
+    return env.Undefined();
+  }
+  if (!blocking_ || inRound_ || inBlockingCall_) {
+    ThrowError(env, "NFQLB_ERR_QUEUE_STATE", "queue " + std::to_string(queueNum_) + ": runBlocking() needs start(onBatch, true), outside a batch");
+    return env.Undefined();
+  }
+  Napi::Int32Array wakeArray = info[1].As<Napi::Int32Array>();
+  // Keep the array alive for the loop (its buffer may be a SharedArrayBuffer).
+  Napi::Reference<Napi::Int32Array> keep = Napi::Persistent(wakeArray);
+  int32_t* wake = wakeArray.Data();
+  const uint64_t deadline = NowMs() + static_cast<uint64_t>(std::max(0.0, info[0].As<Napi::Number>().DoubleValue()));
+  uint32_t rounds = 0;
+  inBlockingCall_ = true;
+  handlerThrew_ = false;
+  while (running_ && !closed_ && !handlerThrew_ && !env.IsExceptionPending()) {
+    if (__atomic_load_n(wake, __ATOMIC_ACQUIRE) != 0) break;
+    if (ReadRound(true)) rounds++;
+    if (NowMs() >= deadline) break;
+  }
+  inBlockingCall_ = false;
+  return Napi::Number::New(env, rounds);
 }
 
 Napi::Value NfQueue::Close(const Napi::CallbackInfo& info) {

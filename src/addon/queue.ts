@@ -144,7 +144,8 @@ interface NativeNfQueue {
   readonly portid: number;
   readonly closed: boolean;
   readonly running: boolean;
-  start(onBatch: (count: number) => void): void;
+  start(onBatch: (count: number) => void, blocking?: boolean): void;
+  runBlocking(maxMs: number, wake: Int32Array): number;
   stop(): void;
   close(): void;
   /** lastErrno is C's positive errno here; PacketQueue.stats() makes it Node's. */
@@ -313,8 +314,13 @@ export class PacketQueue {
     };
   }
 
-  /** Starts delivering batches to `handler` (throws NFQLB_ERR_QUEUE_STATE when running or closed). */
-  start(handler: BatchHandler): void {
+  /**
+   * Starts delivering batches to `handler` (throws NFQLB_ERR_QUEUE_STATE when running or closed).
+   * By default the event loop watches the socket and each readable event is a round. With
+   * `blocking`, nothing is delivered until runBlocking() is called: the thread then waits in the
+   * receive itself (for a thread that has nothing else to wait for but its messages).
+   */
+  start(handler: BatchHandler, blocking = false): void {
     if (typeof handler !== 'function') {
       throw new NfqlbError('PacketQueue.start(handler) needs a function', 'NFQLB_ERR_QUEUE_OPTION');
     }
@@ -322,7 +328,18 @@ export class PacketQueue {
     this.nq.start((count: number) => {
       batch.count = count;
       handler(batch);
-    });
+    }, blocking);
+  }
+
+  /**
+   * For a queue started with `blocking`: receives and hands over rounds on this thread, each
+   * waiting in recvmmsg for its first packet (no epoll, no event-loop turn per round), until
+   * `maxMs` have passed, the queue is stopped or closed, or `wake[0]` is not 0 (set by another
+   * thread that posted this one a message). Returns the rounds that carried packets. While it
+   * runs, this thread's timers and messages wait: call it again from setImmediate.
+   */
+  runBlocking(maxMs: number, wake: Int32Array): number {
+    return this.nq.runBlocking(maxMs, wake);
   }
 
   /**

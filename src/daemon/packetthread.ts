@@ -52,6 +52,8 @@ export const FRAGMENT_SWEEP_MS = 1000;
 /** Expired --conntrack entries freed per sweep at most, so a mass expiry never stalls a thread (the rest go next time, or as new connections need room). */
 export const CONNTRACK_SWEEP_BUDGET = 65536;
 
+/** Longest a blocking packet thread stays in its receive before its event loop turns (timers: table checks, sweeps). */
+const BLOCKING_SLICE_MS = 20;
 /** The thread's state; exported for tests that drive it without a Worker. */
 export class PacketThread {
   readonly tables: DaemonTables;
@@ -150,7 +152,11 @@ export class PacketThread {
         this.refreshTables();
       }
     };
-    for (const { qis, queue } of this.queues) queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qis, sink, traceFlows, afterBatch, d.tunFd, tunErrno));
+    const blocking = d.receive === 'blocking' && this.queues.length === 1;
+    for (const { qis, queue } of this.queues) {
+      queue.start(makeBatchHandler(this.pipeline, counters, this.batchSizes, qis, sink, traceFlows, afterBatch, d.tunFd, tunErrno), blocking);
+    }
+    if (blocking) this.pumpBlocking(this.queues[0].queue, new Int32Array(d.wake));
     this.publishQueueStats();
     // As the single loop's housekeeping: expired entries are freed without traffic, so the active count falls back.
     this.sweepTimer = setInterval(() => {
@@ -162,6 +168,23 @@ export class PacketThread {
       this.refreshTables();
       this.publishQueueStats();
     }, d.tableCheckMs > 0 ? d.tableCheckMs : 1000);
+  }
+
+  /**
+   * Serves a blocking queue: the receive waits for packets, and every
+   * BLOCKING_SLICE_MS, or as soon as the main thread posted a message (wake),
+   * the event loop turns once for messages and timers. The flag is cleared
+   * before that turn, so a message posted after the turn began sets it again
+   * and ends the next slice at once: none waits for a slice to run out.
+   */
+  private pumpBlocking(queue: PacketQueue, wake: Int32Array): void {
+    const pump = (): void => {
+      if (!queue.running) return;
+      queue.runBlocking(BLOCKING_SLICE_MS, wake);
+      Atomics.store(wake, 0, 0);
+      setImmediate(pump);
+    };
+    setImmediate(pump);
   }
 
   /** Applies one accepted change; returns '' or what went differently here than in the main thread. */

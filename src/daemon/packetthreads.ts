@@ -30,6 +30,20 @@ export function queueSocketsFromEnv(env: NodeJS.ProcessEnv = process.env): 'thre
   return v === 'thread' || v === 'queue' ? v : DEFAULT_QUEUE_SOCKETS;
 }
 
+/**
+ * How a packet thread with one socket waits for packets (NFQLB_RECEIVE):
+ * 'poll' (the default) is the event loop's readiness watch, as the single
+ * loop and a thread with several sockets always use; 'blocking' waits in
+ * recvmmsg itself and turns its event loop only when told a message is there
+ * or every few milliseconds (one system call fewer per round, and no
+ * event-loop turn per round). Not the default yet: with --conntrack it lost
+ * established connections in test/e2e/conntrack.test.ts, not understood
+ * (docs/performance.md, "How a round waits").
+ */
+export function receiveModeFromEnv(env: NodeJS.ProcessEnv = process.env): 'blocking' | 'poll' {
+  return env.NFQLB_RECEIVE === 'blocking' ? 'blocking' : 'poll';
+}
+
 /** How long stop() lets a thread unbind its queues before it is terminated. */
 const STOP_TIMEOUT_MS = 400;
 
@@ -62,6 +76,8 @@ export function packetThreadScript(): string {
 interface Slot {
   readonly index: number;
   readonly worker: Worker;
+  /** Set after every message to the thread: a thread waiting in its receive then turns its event loop. */
+  readonly wake: Int32Array;
   readonly counters: ThreadCounters;
   acked: number;
   exited: boolean;
@@ -98,7 +114,7 @@ export class PacketThreads {
    */
   static async start(
     threads: number,
-    data: Omit<PacketThreadData, 'kind' | 'index' | 'serve' | 'counters' | 'traceState'>,
+    data: Omit<PacketThreadData, 'kind' | 'index' | 'serve' | 'counters' | 'traceState' | 'wake'>,
     events: PacketThreadsEvents,
     script = packetThreadScript(),
   ): Promise<PacketThreads> {
@@ -106,17 +122,20 @@ export class PacketThreads {
     const ready: Promise<void>[] = [];
     for (let i = 0; i < threads; i++) {
       const counters = new ThreadCounters(data.queues.length);
+      const wake = new Int32Array(new SharedArrayBuffer(4));
       const workerData: PacketThreadData = {
         ...data,
         kind: 'nfqlb-packet-thread',
         index: i,
         serve: queuesOfThread(data.queues.length, threads, i),
         socketPerThread: data.socketPerThread ?? queueSocketsFromEnv() === 'thread',
+        receive: data.receive ?? receiveModeFromEnv(),
         counters: counters.buffer,
         traceState: pool.traceState.buffer as SharedArrayBuffer,
+        wake: wake.buffer as SharedArrayBuffer,
       };
       const worker = new Worker(script, { workerData, stdout: false, stderr: false });
-      const slot: Slot = { index: i, worker, counters, acked: 0, exited: false, stopping: false, reported: false, published: null };
+      const slot: Slot = { index: i, worker, wake, counters, acked: 0, exited: false, stopping: false, reported: false, published: null };
       pool.slots.push(slot);
       ready.push(pool.watch(slot));
     }
@@ -266,6 +285,7 @@ export class PacketThreads {
         const gone = new Promise<void>((resolve) => s.worker.once('exit', () => resolve()));
         try {
           s.worker.postMessage({ t: 'stop' } satisfies ToThread);
+          Atomics.store(s.wake, 0, 1);
         } catch {
           // Already closing.
         }
@@ -277,7 +297,11 @@ export class PacketThreads {
   }
 
   private post(m: ToThread): void {
-    for (const s of this.slots) if (!s.exited) s.worker.postMessage(m);
+    for (const s of this.slots) {
+      if (s.exited) continue;
+      s.worker.postMessage(m);
+      Atomics.store(s.wake, 0, 1);
+    }
   }
 
   private waitFor(waiters: Set<() => void>, cond: () => boolean, timeoutMs: number): Promise<boolean> {

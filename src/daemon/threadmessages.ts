@@ -26,6 +26,10 @@ export interface PacketThreadData {
    * queue). NFQLB_QUEUE_SOCKETS=queue|thread picks it (queueSocketsFromEnv).
    */
   readonly socketPerThread?: boolean;
+  /** How a thread with one socket waits for packets (receiveModeFromEnv); several sockets always poll. */
+  readonly receive?: 'blocking' | 'poll';
+  /** The main thread sets wake[0] after each message it posts (see PacketQueue.runBlocking). */
+  readonly wake: SharedArrayBuffer;
   readonly promiscuousPing: boolean;
   readonly pipeline: Partial<Omit<PipelineOptions, 'fixedTarget' | 'lbTier' | 'fragmentStats' | 'fragmentStoreCounters' | 'reasonCounts'>>;
   readonly tshm?: string;

@@ -19,7 +19,7 @@ function data(over: Partial<PacketThreadData>): PacketThreadData {
   return {
     kind: 'nfqlb-packet-thread', index: 0, mode: 'flowlb', queues: [7], serve: [0], qlength: 1024, mtu: 1500, batchSize: 64, failOpen: false,
     promiscuousPing: false, pipeline: {}, tunFd: -1, tableCheckMs: 0, counters: new ThreadCounters(1).buffer,
-    traceState: new SharedArrayBuffer(4 * TRACE_STATE_WORDS), traceShm: null, initialOps: [], conntrack: null, ...over,
+    traceState: new SharedArrayBuffer(4 * TRACE_STATE_WORDS), wake: new SharedArrayBuffer(4), traceShm: null, initialOps: [], conntrack: null, ...over,
   };
 }
 

@@ -239,7 +239,7 @@ describe('PacketThread: flows swapped between batches', () => {
   });
 
   function data(): PacketThreadData {
-    return { ...BASE, kind: 'nfqlb-packet-thread', index: 0, queues: [7], serve: [], counters: new ThreadCounters(1).buffer, traceState: new SharedArrayBuffer(4 * TRACE_STATE_WORDS), initialOps: [{ op: 'set', cmd: { name: 'f', target: TA, protocols: 'udp', dports: '5001' } }] };
+    return { ...BASE, kind: 'nfqlb-packet-thread', index: 0, queues: [7], serve: [], counters: new ThreadCounters(1).buffer, traceState: new SharedArrayBuffer(4 * TRACE_STATE_WORDS), wake: new SharedArrayBuffer(4), initialOps: [{ op: 'set', cmd: { name: 'f', target: TA, protocols: 'udp', dports: '5001' } }] };
   }
 
   /** One batch of `n` copies of a UDP packet to port 5001, as the addon hands it over. */
