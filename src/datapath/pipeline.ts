@@ -21,7 +21,7 @@
 import { CT_HITS, CT_MISSES, CT_MOVED, CT_SAVED, type ConnTable } from './conntrack';
 import { FragmentTable, HOLD_FOUND, HOLD_FULL, HOLD_KEPT } from '../fragments/table';
 import { FragmentStore } from '../fragments/store';
-import { hashKeyAddressesBits, hashKeyBits, IPPROTO_UDP } from '../packet/hashkey';
+import { hashKeyAddressesBits, hashKeyBits, IPPROTO_SCTP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../packet/hashkey';
 import { classify, PacketInfo, RC_FIRST_FRAGMENT, RC_INVALID, RC_LATER_FRAGMENT } from '../packet/classify';
 import type { FlowSet } from '../flows/flowset';
 import type { Flow } from '../flows/match';
@@ -141,6 +141,8 @@ export class Pipeline<T extends LookupTable = LookupTable> {
   readonly reasonCounts: Float64Array;
   /** --conntrack's table, or null. */
   readonly conntrack: ConnTable | null;
+  /** info.key as the words the connection table compares and stores (a view: it follows every packet's key). */
+  private readonly keyWords = new Int32Array(this.info.key.buffer, this.info.key.byteOffset, KEY_LEN / 4);
   private readonly opts: PipelineOptions<T>;
 
   constructor(
@@ -270,17 +272,18 @@ export class Pipeline<T extends LookupTable = LookupTable> {
     if (table.slotOf === undefined || table.fwmarkAt === undefined) return table.fwmarkOf(hash);
     const now = this.clock[0];
     // The full 40-byte key (hash mode 0), whatever --hash_mode gives Maglev: an entry is one connection.
-    const keyHash = this.opts.hashMode === 0 ? hash : hashKeyBits(key, 0);
+    // hashKeyBits differs between the modes for SCTP only: every other packet shares Maglev's hash.
+    const keyHash = this.opts.hashMode === 0 || key[KEY_PROTO] !== IPPROTO_SCTP ? hash : hashKeyBits(key, 0);
     const slot = table.slotOf(hash);
     const maglev = slot < 0 ? -1 : table.fwmarkAt(slot);
-    const e = ct.find(key, keyHash, now);
+    const e = ct.find(this.keyWords, keyHash, now);
     if (e < 0) {
       ct.stats[CT_MISSES]++;
-      if (maglev >= 0) ct.insert(key, keyHash, maglev, slot, target.serial, now);
+      if (maglev >= 0) ct.insert(this.keyWords, keyHash, maglev, slot, target.serial, now);
       return maglev;
     }
-    const kept = ct.fwmarks[e];
-    if (ct.serials[e] === target.serial && kept >= 0 && table.fwmarkAt(ct.slots[e]) === kept) {
+    const kept = ct.fwmarkOf(e);
+    if (ct.serialOf(e) === (target.serial | 0) && kept >= 0 && table.fwmarkAt(ct.slotOf(e)) === kept) {
       ct.touch(e, now);
       ct.stats[CT_HITS]++;
       if (kept !== maglev) ct.stats[CT_SAVED]++;

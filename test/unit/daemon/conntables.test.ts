@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { djb2Bits, IPPROTO_TCP, KEY_LEN, tupleKey } from '../../../src/packet/hashkey';
 import { inetPton6 } from '../../../src/base/inet';
 import { ConnTables, connectionKey } from '../../../src/daemon/conntables';
+import { ConnTable } from '../../../src/datapath/conntrack';
 
 const CT = { capacity: 100, streamTtlMs: 60_000, otherTtlMs: 10_000 };
 const CONN = { protocols: 'tcp', srcs: '2001:db8::7', sports: '40000', dsts: '2001:db8::1', dports: '80' };
@@ -53,7 +54,7 @@ describe('ConnTables', () => {
     const t = ct.tables[1];
     t.clockOrigin[0] = performance.timeOrigin;
     const k = key();
-    t.insert(k, djb2Bits(k, 0, KEY_LEN), 1234, 3, 1, performance.now());
+    t.insert(ConnTable.keyWords(k), djb2Bits(k, 0, KEY_LEN), 1234, 3, 1, performance.now());
     const whole = ct.reply({ action: 'conntrack' });
     expect('json' in whole && (JSON.parse(whole.json) as Record<string, unknown>)).toMatchObject({ capacity: 100, tables: 2 });
     const found = ct.reply({ action: 'conntrack', ...CONN });

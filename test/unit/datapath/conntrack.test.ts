@@ -10,7 +10,7 @@ import { FlowSet } from '../../../src/flows/flowset';
 import {
   ConnTable, CT_ENTRIES, CT_ENTRY_BYTES, CT_EVICTED, CT_EXPIRED, CT_HITS, CT_INSERTS, CT_MISSES, CT_MOVED, CT_SAVED,
 } from '../../../src/datapath/conntrack';
-import { IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../../../src/packet/hashkey';
+import { djb2Bits, IPPROTO_TCP, IPPROTO_UDP, KEY_LEN, KEY_PROTO } from '../../../src/packet/hashkey';
 import { MaglevTable } from '../../../src/tables/maglev';
 import { Pipeline, REASON_TARGET } from '../../../src/datapath/pipeline';
 import { Target, TargetRegistry } from '../../../src/tables/targets';
@@ -18,13 +18,18 @@ import { ipv4, tcp } from '../../helpers/packets';
 
 const TTL = { streamTtlMs: 1000, otherTtlMs: 100 };
 
-function key(i: number, proto = IPPROTO_TCP): Uint8Array {
+function keyBytes(i: number, proto = IPPROTO_TCP): Uint8Array {
   const k = new Uint8Array(KEY_LEN);
   k[0] = i & 0xff;
   k[1] = (i >> 8) & 0xff;
   k[2] = (i >> 16) & 0xff;
   k[KEY_PROTO] = proto;
   return k;
+}
+
+/** The key as find() and insert() take it. */
+function key(i: number, proto = IPPROTO_TCP): Int32Array {
+  return ConnTable.keyWords(keyBytes(i, proto));
 }
 
 describe('ConnTable', () => {
@@ -34,7 +39,7 @@ describe('ConnTable', () => {
     expect(t.find(key(1), 42, 10)).toBe(e);
     expect(t.find(key(2), 42, 10)).toBe(-1); // same hash, other key
     expect(t.find(key(1), 43, 10)).toBe(-1);
-    expect([t.fwmarks[e], t.slots[e], t.serials[e]]).toEqual([101, 0, 7]);
+    expect([t.fwmarkOf(e), t.slotOf(e), t.serialOf(e)]).toEqual([101, 0, 7]);
     expect(t.stats[CT_ENTRIES]).toBe(1);
     expect(t.stats[CT_INSERTS]).toBe(1);
   });
@@ -79,13 +84,31 @@ describe('ConnTable', () => {
     expect(t.stats[CT_EVICTED]).toBeGreaterThan(0);
   });
 
+  it('keeps every key of a crowded bucket findable while entries in front, in the middle and at the end go', () => {
+    const t = new ConnTable(8, TTL);
+    const e = [0, 1, 2, 3, 4].map((i) => t.insert(key(i), 77, 100 + i, i, 0xfffffff0, i)); // one hash: one bucket
+    t.remove(e[2]);
+    t.remove(e[0]);
+    t.remove(e[4]);
+    expect([0, 1, 2, 3, 4].map((i) => t.find(key(i), 77, 10))).toEqual([-1, e[1], -1, e[3], -1]);
+    expect(t.serialOf(e[1])).toBe(0xfffffff0 | 0);
+    // Full, all in that bucket: the oldest goes first, wherever it is in the bucket.
+    for (const i of [5, 6, 7, 8, 9, 10]) t.insert(key(i), 77, 100 + i, i, 1, i);
+    t.touch(t.find(key(1), 77, 20), 20);
+    t.insert(key(11), 77, 111, 11, 1, 21);
+    expect(t.find(key(3), 77, 22)).toBe(-1);
+    expect(t.stats[CT_EVICTED]).toBe(1);
+    for (const i of [1, 5, 6, 7, 8, 9, 10, 11]) expect(t.find(key(i), 77, 22)).toBeGreaterThanOrEqual(0);
+    expect(t.entries).toBe(8);
+  });
+
   it('is one buffer: a zero-filled (shared) buffer is an empty table, and a second view reads what the first wrote', () => {
     const buffer = new SharedArrayBuffer(ConnTable.bytes(32));
     const writer = new ConnTable(32, TTL, buffer);
     const reader = new ConnTable(32, TTL, buffer);
     expect(reader.entries).toBe(0);
     writer.insert(key(5), 5, 105, 4, 3, 0);
-    expect(reader.peek(key(5), 5, 50)).toEqual({ idleMs: 50, fwmark: 105, slot: 4, expired: false });
+    expect(reader.peek(keyBytes(5), 5, 50)).toEqual({ idleMs: 50, fwmark: 105, slot: 4, expired: false });
     expect(reader.entries).toBe(1);
     expect(CT_ENTRY_BYTES).toBeLessThan(100);
     expect(ConnTable.bytes(1000000) / 1000000).toBeLessThan(CT_ENTRY_BYTES + 1);
@@ -168,5 +191,29 @@ describe('the pipeline with a connection table', () => {
     const after = decideAll(10);
     expect(new Set(after)).toEqual(new Set([201, 202]));
     expect(conntrack!.stats[CT_MOVED]).toBe(1000);
+  });
+
+  it('with --hash_mode=1 an SCTP association is still one entry per 5-tuple (not per port pair), and TCP shares Maglev\'s hash', () => {
+    const table = MaglevTable.create(997, 8, 0, 'web');
+    table.activate([101, 102, 103]);
+    const registry = new TargetRegistry<MaglevTable>({ open: () => table, close: () => undefined });
+    const flows = new FlowSet<Target<MaglevTable>>({ targetName: (t) => t.name });
+    expect(flows.applySet(flowCmdFromArgs({ name: 'web', target: 'web', protocols: 'tcp,sctp', dsts: `${VIP}/32` }), registry)).toBe('OK');
+    const conntrack = new ConnTable(100, { streamTtlMs: 60000, otherTtlMs: 60000 });
+    const pipeline = new Pipeline<MaglevTable>(flows, { hashMode: 1, conntrack });
+    const sctp = [0x9c, 0x40, 0x0b, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0]; // 40000 -> 3000, vtag 1
+    for (const src of ['198.51.100.7', '198.51.100.8', '198.51.100.7']) {
+      const pkt = ipv4(src, VIP, 132, sctp);
+      expect(pipeline.decide(pkt, 0, pkt.length, 0)).toBeGreaterThan(100);
+    }
+    // Stored under the whole key's hash, as `nfqlb conntrack` looks it up (not the ports' hash Maglev used).
+    const sctpKey = pipeline.info.key;
+    expect(conntrack.peek(sctpKey, djb2Bits(sctpKey, 0, KEY_LEN), 0)).toMatchObject({ idleMs: 0 });
+    const pkt = ipv4('198.51.100.7', VIP, 6, tcp(20000, 80));
+    pipeline.decide(pkt, 0, pkt.length, 0);
+    pipeline.decide(pkt, 0, pkt.length, 1);
+    expect([conntrack.stats[CT_INSERTS], conntrack.stats[CT_HITS]]).toEqual([3, 2]);
+    const tcpKey = pipeline.info.key;
+    expect(conntrack.peek(tcpKey, djb2Bits(tcpKey, 0, KEY_LEN), 1)).toMatchObject({ idleMs: 0 });
   });
 });
