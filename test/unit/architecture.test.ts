@@ -218,6 +218,7 @@ const TESTED_TOGETHER: Readonly<Record<string, { suite: string; shows: string }>
 const WITHOUT_LOGIC: Readonly<Record<string, string>> = {
   'services/metrics/index': 're-exports the metrics modules',
   'services/trace/index': 're-exports the trace modules',
+  'services/metrics/source': "the daemon's side of the metrics as interfaces, and the retention default; the registry's tests use it",
   'base/version': "two constants: nfqlb's release and package.json's version (`nfqlb version` prints both: test/unit/cli/main.test.ts)",
   'cli/commandorder': "nfqlb's command list and a sort by it; the help's command list and the reference use it (test/unit/cli/main.test.ts, test/unit/cli/reference.test.ts)",
   'addon/blockingsocket': "one call into the addon's unixConnect; test/unit/cli/client.test.ts connects through it",
