@@ -80,7 +80,7 @@ describe('writeOut / writeErr on the descriptors', () => {
       'p.wait()',
       "print(n, p.returncode, err.decode())",
     ].join('\n');
-    const r = spawnSync('python3', ['-c', py, process.execPath, nodeScript], { encoding: 'utf8' });
+    const r = spawnSync('python3', ['-c', py, process.execPath, nodeScript], { encoding: 'utf8', timeout: 30000 });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe(`${1024 * 1024} 0 done`);
   });
