@@ -86,7 +86,7 @@ describe('per-packet trace texts (nfqlb cmdFlowLb.c)', () => {
     );
   });
 
-  it('ICMP echo (the SPEC.md §8 example) and ICMPv6 echo', () => {
+  it('ICMP echo (the example of the nfqlb trace format) and ICMPv6 echo', () => {
     const { flowTrace } = setup();
     expect(flowTrace(ipv4('20.0.0.0', '10.0.0.0', 1, icmpEchoPing(58880, 0, 56)), 'from-test-server')).toBe(
       '\nMatch for trace-flow: from-test-server\n' +
