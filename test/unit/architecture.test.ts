@@ -3,7 +3,8 @@
  * a folder, the folders are the layers (listed below, lowest first), every
  * import points to its own folder or a lower one, and there is no import
  * circle. A new folder must be given its place here; that is the moment to
- * decide where it belongs.
+ * decide where it belongs. The tests mirror the tree: every module has
+ * test/unit/<folder>/<module>.test.ts, unless it is listed below with its reason.
  *
  * Imports are found with TypeScript's own pre-processor (`ts.preProcessFile`:
  * import/export-from, `import type`, require() and import()), so comments and
@@ -176,4 +177,100 @@ describe('src/ imports', () => {
       .map((e) => `${e.from} (${LAYERS[layerOf(e.from)]?.name}) imports ${e.to} (${LAYERS[layerOf(e.to)]?.name})`);
     expect(wrongWay).toEqual([]);
   });
+});
+
+// ---------------------------------------------------------------------------
+// Tests mirror the tree: src/<folder>/<module>.ts has test/unit/<folder>/<module>.test.ts.
+
+const ROOT = path.join(__dirname, '..', '..');
+
+/**
+ * Modules whose behaviour only a native suite can show (the addon's objects,
+ * queues, threads and devices; test/native/ runs against the built addon),
+ * each with a text its suite must contain, so the entry cannot outlive the
+ * suite's reason to be named here.
+ */
+const NATIVE_SUITES: Readonly<Record<string, { suite: string; shows: string }>> = {
+  'addon/queue': { suite: 'test/native/queue.test.ts', shows: "from '../../src/addon/queue'" },
+  'addon/shm': { suite: 'test/native/shm.test.ts', shows: "from '../../src/addon/shm'" },
+  'tables/tablefile': { suite: 'test/native/shm.test.ts', shows: "from '../../src/tables/tablefile'" },
+  'addon/tun': { suite: 'test/native/tun.test.ts', shows: "from '../../src/addon/tun'" },
+  'tables/servedtable': { suite: 'test/native/servedtable.test.ts', shows: "from '../../src/tables/servedtable'" },
+  'addon/native': { suite: 'test/native/load.test.ts', shows: "from '../../src/addon/native'" },
+  // openRegularFile, through every caller that opens a /dev/shm name, against a FIFO, a socket, a directory...
+  'base/regularfile': { suite: 'test/native/not-a-file.test.ts', shows: 'openRegularFile' },
+};
+
+/**
+ * Modules tested together by one unit suite, with a text the suite must
+ * contain: the reference generators are one pipeline from the command table
+ * to the committed files, which the suite compares with what they make now
+ * (and runs the completion in a real bash).
+ */
+const TESTED_TOGETHER: Readonly<Record<string, { suite: string; shows: string }>> = {
+  'cli/reference/table': { suite: 'test/unit/cli/reference.test.ts', shows: "from '../../../src/cli/reference/table'" },
+  'cli/reference/bash': { suite: 'test/unit/cli/reference.test.ts', shows: "'contrib', 'bash-completion', 'nfqlb'" },
+  'cli/reference/man': { suite: 'test/unit/cli/reference.test.ts', shows: "'docs/nfqlb.1'" },
+  'cli/reference/markdown': { suite: 'test/unit/cli/reference.test.ts', shows: "'docs/options.md'" },
+  // The flows file's format and its journal writer are one file on disk: their suite writes with one and reads with the other.
+  'daemon/flowsjournal': { suite: 'test/unit/daemon/flowsfile.test.ts', shows: "from '../../../src/daemon/flowsjournal'" },
+  // Signals and the inspector check are the daemon's start-up failures, tested with the others.
+  'daemon/processguard': { suite: 'test/unit/daemon/failures.test.ts', shows: "from '../../../src/daemon/processguard'" },
+};
+
+/** Modules without logic of their own to test (re-exports, constants, one-line wrappers), each with the reason. */
+const WITHOUT_LOGIC: Readonly<Record<string, string>> = {
+  'services/metrics/index': 're-exports the metrics modules',
+  'services/trace/index': 're-exports the trace modules',
+  'services/metrics/source': "the daemon's side of the metrics as interfaces, and the retention default; the registry's tests use it",
+  'base/version': "two constants: nfqlb's release and package.json's version (`nfqlb version` prints both: test/unit/cli/main.test.ts)",
+  'cli/commandorder': "nfqlb's command list and a sort by it; the help's command list and the reference use it (test/unit/cli/main.test.ts, test/unit/cli/reference.test.ts)",
+  'addon/blockingsocket': "one call into the addon's unixConnect; test/unit/cli/client.test.ts connects through it",
+  'addon/process': "two one-line calls into the addon; setThreadName's native side is test/native/threadname.test.ts's",
+  'cli/commands/version': 'prints one of two constants; test/unit/cli/main.test.ts runs `nfqlb version` with and without --package',
+  'cli/commands/completion': 'prints the generated completion file; test/unit/cli/reference.test.ts runs `nfqlb completion bash` and zsh',
+  'daemon/options': "the daemon's options as an interface; test/unit/cli/commands/lb.test.ts checks what the command line makes of them",
+  'daemon/threadmessages': 'the messages between the main thread and a packet thread, as types; test/unit/daemon/packetthreads.test.ts exchanges them',
+};
+
+/** The modules of `all` with neither test/unit/<module>.test.ts (as `hasTest` says) nor an entry in `excused`. */
+function untested(all: readonly string[], hasTest: (module: string) => boolean, excused: ReadonlySet<string>): string[] {
+  return all.filter((m) => !hasTest(m) && !excused.has(m));
+}
+
+const unitTestOf = (m: string): string => path.join(ROOT, 'test', 'unit', `${m}.test.ts`);
+const hasUnitTest = (m: string): boolean => fs.existsSync(unitTestOf(m));
+const listed = [...Object.keys(NATIVE_SUITES), ...Object.keys(TESTED_TOGETHER), ...Object.keys(WITHOUT_LOGIC)];
+
+describe('tests mirror src/', () => {
+  it('every module with logic has a test of its own', () => {
+    const excused = new Set(listed);
+    // A new module: write test/unit/<folder>/<module>.test.ts (or, only for the reasons above, add it to a list here).
+    expect(untested(modules, hasUnitTest, excused)).toEqual([]);
+  });
+
+  it('the check finds a module without a test', () => {
+    expect(untested(['base/a', 'base/b', 'cli/c'], (m) => m === 'base/a', new Set(['cli/c']))).toEqual(['base/b']);
+    expect(untested([...modules, 'base/nonexistent-module'], hasUnitTest, new Set(modules))).toEqual(['base/nonexistent-module']);
+  });
+
+  it('every listed module exists and has no unit test of its own (else it leaves the list)', () => {
+    expect(listed.filter((m) => !known.has(m))).toEqual([]);
+    expect(listed.filter(hasUnitTest)).toEqual([]);
+    expect(new Set(listed).size).toBe(listed.length);
+  });
+
+  it('each native or shared suite named exists and exercises its module', () => {
+    const wrong = Object.entries({ ...NATIVE_SUITES, ...TESTED_TOGETHER })
+      .filter(([, { suite, shows }]) => !fs.existsSync(path.join(ROOT, suite)) || !fs.readFileSync(path.join(ROOT, suite), 'utf8').includes(shows))
+      .map(([m, { suite }]) => `${m}: ${suite}`);
+    expect(wrong).toEqual([]);
+  });
+
+  it('every test file the reasons name exists', () => {
+    const named = Object.values(WITHOUT_LOGIC).flatMap((why) => why.match(/test\/[\w/.-]+\.test\.ts/g) ?? []);
+    expect(named.length).toBeGreaterThan(0);
+    expect(named.filter((f) => !fs.existsSync(path.join(ROOT, f)))).toEqual([]);
+  });
+
 });

@@ -1,5 +1,6 @@
 /**
- * Metrics (the counters themselves are in counters.test.ts): the HTTP server
+ * The metrics HTTP server (services/metrics/server.ts), end to end over the
+ * registry (the counters themselves are in counters.test.ts): the server
  * exports exactly what a fake daemon reports — names, labels, values, deltas
  * between scrapes, counters that never go down when the source restarts a
  * count, a valid cumulative histogram, /proc queue lines matched on queue AND
