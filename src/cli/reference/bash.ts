@@ -16,9 +16,11 @@ function quote(text: string): string {
 
 /** The completion of one kind of value into COMPREPLY; `$3` is the value typed so far. */
 function valueCompletion(values: NonNullable<ReferenceOption['values']>): string {
-  if (values === 'shm') return 'COMPREPLY=($(compgen -W "$(_nfqlb_shm)" -- "$3"))';
+  // Names in /dev/shm and flow names are anyone's to choose: taken literally, never through compgen -W
+  // (which expands $(...) and backquotes in its words) or an unquoted $(...) (which splits and globs).
+  if (values === 'shm') return '_nfqlb_literal "$3" < <(_nfqlb_shm)';
   if (values === 'file') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$3"))';
-  if (values === 'flow' || values === 'trace-flow') return `COMPREPLY=($(compgen -W "$(_nfqlb_flow_names ${values})" -- "$3"))`;
+  if (values === 'flow' || values === 'trace-flow') return `_nfqlb_literal "$3" < <(_nfqlb_flow_names ${values})`;
   const words = quote(values.words.join(' '));
   // A comma-separated list: complete the last item, keep what comes before it.
   if (values.list === true) return `local head=''; [[ $3 == *,* ]] && head=\${3%,*},; COMPREPLY=($(compgen -W ${words} -P "$head" -- "\${3##*,}"))`;
@@ -50,6 +52,15 @@ _nfqlb_shm() {
   local f
   for f in /dev/shm/*; do
     [[ -f $f && ! -L $f ]] && printf '%s\\n' "\${f#/dev/shm/}"
+  done
+}
+
+# COMPREPLY gets the lines on stdin that start with $1, each taken literally and quoted for the
+# command line (printf %q): a name with a space, a quote, a glob or $(...) is offered as itself.
+_nfqlb_literal() {
+  local w
+  while IFS= read -r w; do
+    [[ $w == "$1"* ]] && COMPREPLY+=("$(printf '%q' "$w")")
   done
 }
 

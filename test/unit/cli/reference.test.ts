@@ -124,6 +124,37 @@ describe('the bash completion, in bash', () => {
     expect(complete('nfqlb', 'completion', '')).toEqual(['bash']);
   });
 
+  it('offers hostile names in /dev/shm as themselves, quoted, and never runs them', () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), `${tag}-cwd-`));
+    const names = [`${tag}-x$(touch pwned1)`, `${tag}-y\`touch pwned2\``, `${tag}-sp ace`, `${tag}-q'uote`, `${tag}-g*`];
+    try {
+      for (const n of names) fs.writeFileSync(`/dev/shm/${n}`, '');
+      fs.writeFileSync(path.join(cwd, `${tag}-gfile`), '');
+      const script = `cd ${JSON.stringify(cwd)}; source ${JSON.stringify(COMPLETION)}; COMP_WORDS=(nfqlb show --shm=${tag}-); COMP_CWORD=2; _nfqlb; printf '%s\\n' "\${COMPREPLY[@]}"`;
+      const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      const offered = r.stdout.split('\n').filter((l) => l !== '');
+      // Each, unquoted by bash as the command line would be, is exactly one of the names.
+      const unquoted = offered.map((w) => spawnSync('bash', ['-c', `printf '%s' ${w}`], { encoding: 'utf8' }).stdout);
+      expect(unquoted.sort()).toEqual([`--shm=${tag}-web`, ...names.map((n) => `--shm=${n}`)].sort());
+      expect(fs.readdirSync(cwd).sort()).toEqual([`${tag}-gfile`]);
+    } finally {
+      for (const n of names) fs.rmSync(`/dev/shm/${n}`, { force: true });
+      fs.rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('offers hostile flow names as themselves and never runs them', () => {
+    const fake = path.join(dir, 'nfqlb-hostile');
+    fs.writeFileSync(fake, '#!/bin/sh\n[ "$1" = flow-list-names ] && printf \'[\\n  "$(touch pwned3)",\\n  "a b"\\n]\\n\'\n', { mode: 0o755 });
+    const script = `cd ${JSON.stringify(dir)}; source ${JSON.stringify(COMPLETION)}; COMP_WORDS=(${JSON.stringify(fake)} flow-delete --name=); COMP_CWORD=2; _nfqlb; printf '%s\\n' "\${COMPREPLY[@]}"`;
+    const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const unquoted = r.stdout.split('\n').filter((l) => l !== '').map((w) => spawnSync('bash', ['-c', `printf '%s' ${w}`], { encoding: 'utf8' }).stdout);
+    expect(unquoted).toEqual(['--name=$(touch pwned3)', '--name=a b']);
+    expect(fs.existsSync(path.join(dir, 'pwned3'))).toBe(false);
+  });
+
   it('offers the flow names the daemon lists for --name of the flow commands', () => {
     expect(complete(path.join(dir, 'nfqlb'), 'flow-delete', '--name=')).toEqual(['--name=web', '--name=db']);
     expect(complete(path.join(dir, 'nfqlb'), 'flow-list', '--name', 'd')).toEqual(['db']);
