@@ -87,6 +87,10 @@ export class ControlActions {
 
   private async handleThreaded(req: ControlRequest): Promise<ControlReply> {
     if (req.action === 'list' || req.action === 'trace-list') await this.c.refreshFromThreads();
+    // A flow a change takes out keeps its count for the next scrape (noteEndedFlow): collected from
+    // the threads first, so only the packets of the moment between this and the threads applying it
+    // go uncounted, not all since the last scrape.
+    else if (this.keepEndedFlows && (req.action === 'set' || req.action === 'delete')) await this.c.refreshFromThreads();
     const reply = this.reply(req);
     const ops = this.c.changes!.splice(0);
     if (ops.length === 0) return this.finish(req, reply);

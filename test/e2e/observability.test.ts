@@ -164,6 +164,17 @@ describeNs('observing a live daemon', () => {
     expect(after).toMatch(new RegExp(`^nfqlb_flow_matches_total\\{flow="obs-empty",target="${empty}"\\} 6$`, 'm'));
   });
 
+  it('a flow that lived between two scrapes is seen with every packet it matched, in every worker mode', () => {
+    const before = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
+    expect(before).not.toMatch(/flow="obs-brief"/);
+    tb.nfqlbOk(['flow-set', '--name=obs-brief', `--target=${shm}`, '--prio=3', '--protocols=udp', `--dsts=${tb.vip4}/32`, '--dports=5006']);
+    tb.sendUdp(tb.vip4, 5006, 7, 43000);
+    tb.nfqlbOk(['flow-delete', '--name=obs-brief']);
+    const after = scrapeMetrics(tb.lb, METRICS_PORT) ?? '';
+    expect(metricSum(after, 'nfqlb_flow_matches_total', { flow: 'obs-brief', target: shm })).toBe(7);
+    expect(metricSum(after, 'nfqlb_flows')).toBe(1);
+  });
+
   it('a failed flow-set is a warn line, and refused control lines are counted once', async () => {
     const r = tb.nfqlb(['flow-set', '--name=obs-bad', '--target=obs-no-such-table', '--protocols=udp']);
     expect(r.status).not.toBe(0);
