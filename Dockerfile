@@ -1,6 +1,6 @@
 # nfqlb-ts: the nfqlb load balancer in Node.js/TypeScript.
 #
-#   podman build -t nfqlb-ts .          (or docker build; README "Running in a container")
+#   podman build -t nfqlb-ts .          (or docker build; docs/container.md)
 #
 # The daemon needs CAP_NET_ADMIN (NFQUEUE), which the runtime grants
 # (--cap-add=NET_ADMIN; docs/container.md: as Kubernetes runs it), the network namespace with the NFQUEUE rules and the

@@ -195,7 +195,7 @@ function niceStep(span: number, n: number): number {
 }
 
 /**
- * The plot series of one bench result (bench/run.js's JSON): one line per
+ * The plot series of one bench result (bench/run.ts's JSON): one line per
  * implementation, setting, family and sources; for a sweep, the medians of
  * its summary (groups: only those, when given).
  */

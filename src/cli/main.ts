@@ -39,7 +39,10 @@ export function commandHelp(cmd: NfqlbCommand): string {
   let text = `${cmd.usage ?? `${cmd.name} [options]\n  ${cmd.describe}`}\n`;
   const ordered = helpOptions(cmd);
   for (const [name, spec] of ordered) {
-    text += `  --${name}= ${spec.describe ?? ''} ${spec.demandOption ? '(required)' : ''}\n`;
+    // nfqlb writes '=' after every option, its flags too; an option of this project's own shows
+    // whether it takes a value (--fail_open=1 is refused).
+    const eq = spec.group !== undefined && spec.type === 'boolean' ? '' : '=';
+    text += `  --${name}${eq} ${spec.describe ?? ''} ${spec.demandOption ? '(required)' : ''}\n`;
   }
   if (cmd.helpTail !== undefined) return text + cmd.helpTail();
   const defaults = ordered.flatMap(([name, spec]) => {

@@ -18,7 +18,7 @@
  * Kept away from the fragments in the LB namespaces: conntrack. Once a rule
  * uses it the kernel reassembles at priority -400, before raw (so `-t raw -j
  * CT --notrack` is too late) and mangle. Each LB here has such a rule, and
- * README's recipe, an nftables `notrack` for the VIPs at priority -450. The
+ * docs/usage.md's recipe, an nftables `notrack` for the VIPs at priority -450. The
  * test proves the fragments were queued one by one: the queue rules count
  * exactly the fragments sent plus those forwarded across the tier.
  *
@@ -167,7 +167,7 @@ async function runScenario(sc: Scenario): Promise<void> {
   markRoute(lb.B, OWN.A, 1, 1);
   for (const ns of [lb.A, lb.B]) {
     // Conntrack in use (a FORWARD rule needs it), which would reassemble every datagram before the
-    // queue; README's recipe keeps it off the VIPs before defragmentation (priority -450 < -400).
+    // queue; docs/usage.md's recipe keeps it off the VIPs before defragmentation (priority -450 < -400).
     nsExec(ns, 'iptables', ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'ACCEPT']);
     nsExec(ns, 'ip6tables', ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'ACCEPT']);
     nsExec(ns, 'nft', ['-f', '-'], {

@@ -5,9 +5,9 @@
  * create T again. The daemon's once-a-second check then reopens T and
  * decides with it — a table whose targets that user chose (all traffic to one
  * target, or a fwmark that routes nowhere). nfqlb 1.2.0 never reopens a
- * table, so a planted one changes nothing there. The README promises that
+ * table, so a planted one changes nothing there. docs/failure-modes.md promises that
  * whoever can write /dev/shm cannot make the daemon use what they put there
- * ("Names that are not files"); a regular file owned by someone else is the
+ * (on names that are not files); a regular file owned by someone else is the
  * same attack with the one kind of object that is not refused.
  *
  * The control case (the daemon's own user re-creates the table) shows the

@@ -97,6 +97,20 @@ function layerOf(module: string): number {
   return LAYERS.findIndex((l) => l.name === folderOf(module));
 }
 
+/** Calls of require() whose argument is not a plain string (the scanner reads tokens, so comments do not count). */
+function computedRequires(text: string): number {
+  const scanner = ts.createScanner(ts.ScriptTarget.ES2022, true, ts.LanguageVariant.Standard, text);
+  const tokens: Array<{ kind: ts.SyntaxKind; text: string }> = [];
+  for (let t = scanner.scan(); t !== ts.SyntaxKind.EndOfFileToken; t = scanner.scan()) tokens.push({ kind: t, text: scanner.getTokenText() });
+  let n = 0;
+  for (let i = 0; i + 2 < tokens.length; i++) {
+    if (tokens[i].text === 'require' && tokens[i + 1].kind === ts.SyntaxKind.OpenParenToken) {
+      if (tokens[i + 2].kind !== ts.SyntaxKind.StringLiteral) n++;
+    }
+  }
+  return n;
+}
+
 /** Identifiers of a source text (comments and strings skipped by TypeScript's scanner). */
 function identifiersOf(text: string): Set<string> {
   const scanner = ts.createScanner(ts.ScriptTarget.ES2022, true, ts.LanguageVariant.Standard, text);
@@ -164,6 +178,22 @@ describe('src/ imports', () => {
       }
     }
     expect(found).toEqual([]);
+  });
+
+  it('keeps every module under 500 lines (one concern per module)', () => {
+    const long = modules.map((m) => [m, fs.readFileSync(path.join(SRC, `${m}.ts`), 'utf8').split('\n').length] as const).filter(([, n]) => n > 500);
+    expect(long).toEqual([]);
+  });
+
+  it('hides no import from the scanner: no require() of a computed name, no triple-slash reference', () => {
+    const hidden: string[] = [];
+    for (const m of modules) {
+      const text = fs.readFileSync(path.join(SRC, `${m}.ts`), 'utf8');
+      if (computedRequires(text) > 0 && m !== ADDON_LOADER) hidden.push(`${m}: require() of a computed name`);
+      if (ts.preProcessFile(text, true, true).referencedFiles.length > 0) hidden.push(`${m}: /// <reference path>`);
+    }
+    expect(hidden).toEqual([]);
+    expect(computedRequires("const dir = '../cli';\nrequire(`${dir}/main`);\nrequire('./x');\n// require(y)")).toBe(1);
   });
 
   it('the hot-path check sees a timer and a Node module', () => {

@@ -29,7 +29,7 @@ const HELP_ADDS: Record<string, string> = {
   show: 'Defaults: --shm=nfqlb\n',
   activate: 'Defaults: --shm=nfqlb\n',
   deactivate: 'Defaults: --shm=nfqlb\n',
-  version: '  --package= Print the version of nfqlb-ts instead of the nfqlb release it is compatible with \n',
+  version: '  --package Print the version of nfqlb-ts instead of the nfqlb release it is compatible with \n',
   fwmark: 'Defaults: --hash_mode=1\n',
   'flow-set': 'Defaults: --prio=0\n',
   trace: 'Defaults: --trace_address=unix:nfqlb-trace\n',
@@ -117,7 +117,7 @@ describe('the option parser is getopt_long_only, as in nfqlb 1.2.0', () => {
       expect(r.stdout.slice(0, c.stdout.length)).toBe(c.stdout);
       const [options, tail] = r.stdout.slice(c.stdout.length).split('Defaults of nfqlb-ts');
       const extra = options.split('\n').filter((l) => l !== '');
-      expect(extra.map((l) => l.replace(/=.*/, ''))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address', '  --workers', '  --conntrack', '  --conntrack_ttl', '  --conntrack_udp_ttl']);
+      expect(extra.map((l) => l.replace(/^(  --\w+)[= ].*/, '$1'))).toEqual(['  --fail_open', '  --batch', '  --rcvbuf', '  --metrics_address', '  --workers', '  --conntrack', '  --conntrack_ttl', '  --conntrack_udp_ttl']);
       // Then the defaults this daemon uses (nfqlb's text says 1024 for --qlength) and the variable.
       expect(tail).toContain(` --qlength=${DEFAULT_QLENGTH} `);
       expect(tail).toContain(' --queue=2 ');
