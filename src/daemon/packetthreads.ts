@@ -32,16 +32,15 @@ export function queueSocketsFromEnv(env: NodeJS.ProcessEnv = process.env): 'thre
 
 /**
  * How a packet thread with one socket waits for packets (NFQLB_RECEIVE):
- * 'poll' (the default) is the event loop's readiness watch, as the single
- * loop and a thread with several sockets always use; 'blocking' waits in
- * recvmmsg itself and turns its event loop only when told a message is there
- * or every few milliseconds (one system call fewer per round, and no
- * event-loop turn per round). Not the default yet: with --conntrack it lost
- * established connections in test/e2e/conntrack.test.ts, not understood
- * (docs/performance.md, "How a round waits").
+ * 'blocking' (the default) waits in recvmmsg itself and turns its event loop
+ * only when told a message is there or every 20 ms (one system call fewer per
+ * round, and no event-loop turn per round: 3-10% less CPU per packet in the
+ * quiet run of docs/performance.md, "How a round waits"); 'poll' is the event
+ * loop's readiness watch, as the single loop and a thread with several
+ * sockets always use.
  */
 export function receiveModeFromEnv(env: NodeJS.ProcessEnv = process.env): 'blocking' | 'poll' {
-  return env.NFQLB_RECEIVE === 'blocking' ? 'blocking' : 'poll';
+  return env.NFQLB_RECEIVE === 'poll' ? 'poll' : 'blocking';
 }
 
 /** How long stop() lets a thread unbind its queues before it is terminated. */
