@@ -12,12 +12,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, type DaemonOptions } from '../../../src/daemon/daemon';
-import { parseAddress } from '../../../src/services/control';
 import { createLogger } from '../../../src/base/log';
 import { createTable, deleteTable } from '../../../src/tables/tablefile';
-import { connectTo } from '../../../src/addon/sockets';
 import { describeUnless } from '../../helpers/skip';
 import { until } from '../../helpers/wait';
+import { rawControlRequest } from '../../helpers/control';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-dmn`;
 let seq = 0;
@@ -59,17 +58,7 @@ function options(extra: Partial<DaemonOptions> = {}): DaemonOptions {
   };
 }
 
-/** Sends `request` as raw bytes (latin1), half-closes, returns every byte of the reply until the daemon closes. */
-async function raw(address: string, request: string): Promise<string> {
-  const sock = await connectTo(parseAddress(address), 10000);
-  const chunks: Buffer[] = [];
-  sock.on('data', (d: Buffer) => chunks.push(d));
-  sock.on('error', () => undefined);
-  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
-  sock.end(request, 'latin1');
-  await closed;
-  return Buffer.concat(chunks).toString('latin1');
-}
+const raw = rawControlRequest;
 
 /** nfqlb's CLI request for `flow-set`-style options (key order as its writer). */
 function request(fields: Array<[string, string]>): string {

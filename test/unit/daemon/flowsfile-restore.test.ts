@@ -16,14 +16,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon, type DaemonOptions } from '../../../src/daemon/daemon';
-import { parseAddress, type ControlRequest } from '../../../src/services/control';
+import type { ControlRequest } from '../../../src/services/control';
 import { FLOW_FIELDS } from '../../../src/flows/fields';
 import { loadFlowsFile, type StoredFlow } from '../../../src/daemon/flowsfile';
 import { createLogger } from '../../../src/base/log';
 import { createTable, deleteTable } from '../../../src/tables/tablefile';
-import { connectTo } from '../../../src/addon/sockets';
 import { describeUnless } from '../../helpers/skip';
 import { prng } from '../../helpers/prng';
+import { rawControlRequest } from '../../helpers/control';
 
 const PREFIX = `nfqlbts-${process.pid}-${Math.random().toString(36).slice(2, 8)}-fr`;
 const TABLES = [`${PREFIX}-a`, `${PREFIX}-b`];
@@ -142,17 +142,7 @@ async function send(daemon: Daemon, req: ControlRequest): Promise<string> {
   return 'text' in reply ? reply.text : reply.json;
 }
 
-/** A raw request over the control socket: every byte of the reply. */
-async function raw(address: string, request: string): Promise<string> {
-  const sock = await connectTo(parseAddress(address), 10000);
-  const chunks: Buffer[] = [];
-  sock.on('data', (d: Buffer) => chunks.push(d));
-  sock.on('error', () => undefined);
-  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
-  sock.end(request, 'latin1');
-  await closed;
-  return Buffer.concat(chunks).toString('latin1');
-}
+const raw = rawControlRequest;
 
 async function listings(daemon: Daemon): Promise<[string, string]> {
   return [await send(daemon, { action: 'list' }), await send(daemon, { action: 'trace-list' })];
