@@ -5,43 +5,25 @@
  * they set in the shm and what they exit with.
  */
 import * as fs from 'node:fs';
-import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../../../src/addon/shm';
 import { MAX_TRACE_CLIENTS, refusedNotice, TraceServer, TRACE_FLOWS, TRACE_LOG, TRACE_PACKET } from '../../../../src/services/trace';
 import { runInProcess } from '../../../helpers/cli';
-import { TraceClient } from '../../../helpers/traceclient';
+import { TraceClient, traceFixture } from '../../../helpers/traceclient';
 import { until } from '../../../helpers/wait';
 
-const SHM = `nfqlbts-test-${process.pid}-tracecmd`;
-let addrSeq = 0;
-/** A fresh abstract socket name per server, so tests never see each other's clients. */
-const nextAddress = (): string => `unix:nfqlbts-${process.pid}-tracecmd-${++addrSeq}`;
-
-let shm: TraceShm;
-
-beforeAll(() => {
-  shm = openOrCreateTraceShm(SHM);
-});
-
-afterAll(() => {
-  closeTraceShm(shm);
-  fs.rmSync(`/dev/shm/${SHM}`, { force: true });
-});
-
-beforeEach(() => {
-  shm.mask = 0;
-  shm.level = 5;
-});
+const trace = traceFixture('tracecmd');
+const SHM = trace.name;
+const nextAddress = trace.nextAddress;
 
 describe('nfqlb trace', () => {
   const shmOpt = `--trace_shm=${SHM}`;
 
   it('prints the mask, sets it in shm and streams until the server closes', async () => {
     const address = nextAddress();
-    const server = await TraceServer.start(address, shm);
+    const server = await TraceServer.start(address, trace.shm);
     try {
       const run = runInProcess(['trace', '--selection=flows,log', `--trace_address=${address}`, shmOpt]);
       await until(() => server.clientCount === 1, 'the CLI to connect');
-      expect(shm.mask).toBe(0x41);
+      expect(trace.shm.mask).toBe(0x41);
       server.trace(TRACE_FLOWS, '\nMatch for trace-flow: tf\n');
       server.trace(TRACE_PACKET, 'not selected\n');
       server.trace(TRACE_LOG, 'last\n');
@@ -52,7 +34,7 @@ describe('nfqlb trace', () => {
         stdout: 'Mask=0x00000041\nTrace active, mask=0x00000041\n\nMatch for trace-flow: tf\nlast\n',
         stderr: '',
       });
-      expect(shm.mask).toBe(0); // Cleared by the server when its client went.
+      expect(trace.shm.mask).toBe(0); // Cleared by the server when its client went.
     } finally {
       await server.close();
     }
@@ -60,7 +42,7 @@ describe('nfqlb trace', () => {
 
   it('SIGINT ends it with exit 0; the daemon clears the mask', async () => {
     const address = nextAddress();
-    const server = await TraceServer.start(address, shm);
+    const server = await TraceServer.start(address, trace.shm);
     const before = new Set(process.listeners('SIGINT'));
     try {
       const run = runInProcess(['trace', '--mask=0x56', `--trace_address=${address}`, shmOpt]);
@@ -77,7 +59,7 @@ describe('nfqlb trace', () => {
       expect(r.stdout).toBe('Mask=0x00000056\nTrace active, mask=0x00000056\n');
       expect(process.listeners('SIGINT').filter((l) => !before.has(l))).toHaveLength(0);
       await until(() => server.clientCount === 0, 'the server to see the close');
-      expect(shm.mask).toBe(0);
+      expect(trace.shm.mask).toBe(0);
     } finally {
       await server.close();
     }
@@ -85,7 +67,7 @@ describe('nfqlb trace', () => {
 
   it(`exits 1 with the server's line on stderr when it refuses the client (${MAX_TRACE_CLIENTS} connected)`, async () => {
     const address = nextAddress();
-    const server = await TraceServer.start(address, shm);
+    const server = await TraceServer.start(address, trace.shm);
     const held: TraceClient[] = [];
     try {
       for (let i = 0; i < MAX_TRACE_CLIENTS; i++) held.push(await TraceClient.connect(address));
@@ -133,7 +115,7 @@ describe('nfqlb loglevel', () => {
   it('reads and sets the level in shm, printing the level in effect', async () => {
     expect(await runInProcess(['loglevel', shmOpt])).toEqual({ rc: 0, stdout: 'loglevel=5\n', stderr: '' });
     expect(await runInProcess(['loglevel', shmOpt, '7'])).toEqual({ rc: 0, stdout: 'loglevel=7\n', stderr: '' });
-    expect(shm.level).toBe(7);
+    expect(trace.shm.level).toBe(7);
     expect(await runInProcess(['loglevel', shmOpt])).toEqual({ rc: 0, stdout: 'loglevel=7\n', stderr: '' });
     // atoi, as nfqlb.
     expect(await runInProcess(['loglevel', shmOpt, '6x'])).toEqual({ rc: 0, stdout: 'loglevel=6\n', stderr: '' });

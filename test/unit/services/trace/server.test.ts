@@ -7,32 +7,14 @@
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
-import { closeTraceShm, openOrCreateTraceShm, type TraceShm } from '../../../../src/addon/shm';
 import { droppedNotice, greeting, MAX_TRACE_CLIENTS, refusedNotice, TraceServer, TRACE_REFUSED } from '../../../../src/services/trace/server';
 import { TRACE_FLOWS, TRACE_FLOW_CONF, TRACE_LOG, TRACE_PACKET, TRACE_PER_PACKET, TRACE_TARGET } from '../../../../src/services/trace/selection';
-import { TraceClient } from '../../../helpers/traceclient';
+import { TraceClient, traceFixture } from '../../../helpers/traceclient';
 import { until } from '../../../helpers/wait';
 
-const SHM = `nfqlbts-test-${process.pid}-traceserver`;
-let addrSeq = 0;
-/** A fresh abstract socket name per server, so tests never see each other's clients. */
-const nextAddress = (): string => `unix:nfqlbts-${process.pid}-traceserver-${++addrSeq}`;
-
-let shm: TraceShm;
-
-beforeAll(() => {
-  shm = openOrCreateTraceShm(SHM);
-});
-
-afterAll(() => {
-  closeTraceShm(shm);
-  fs.rmSync(`/dev/shm/${SHM}`, { force: true });
-});
-
-beforeEach(() => {
-  shm.mask = 0;
-  shm.level = 5;
-});
+const trace = traceFixture('traceserver');
+const SHM = trace.name;
+const nextAddress = trace.nextAddress;
 
 /** A trace client nobody here wrote: Python's socket module, "\\0name" unpadded. */
 const PY_TRACE_CLIENT = `
@@ -61,7 +43,7 @@ describe('trace server', () => {
 
   beforeEach(async () => {
     address = nextAddress();
-    server = await TraceServer.start(address, shm, { bufferLimit: 256 * 1024 });
+    server = await TraceServer.start(address, trace.shm, { bufferLimit: 256 * 1024 });
   });
 
   afterEach(async () => {
@@ -70,7 +52,7 @@ describe('trace server', () => {
   });
 
   it('greets with the shm mask, as nfqlb', async () => {
-    shm.mask = 0x40;
+    trace.shm.mask = 0x40;
     const c = await connect();
     expect(c.text).toBe('Trace active, mask=0x00000040\n');
     await until(() => server.clientCount === 1, 'client count');
@@ -78,7 +60,7 @@ describe('trace server', () => {
   });
 
   it('sends the same lines to several clients', async () => {
-    shm.mask = TRACE_LOG | TRACE_FLOWS;
+    trace.shm.mask = TRACE_LOG | TRACE_FLOWS;
     const a = await connect();
     const b = await connect();
     const c = await connect();
@@ -90,7 +72,7 @@ describe('trace server', () => {
   });
 
   it('sends only lines whose bit is in the mask', async () => {
-    shm.mask = TRACE_FLOW_CONF | TRACE_LOG;
+    trace.shm.mask = TRACE_FLOW_CONF | TRACE_LOG;
     const c = await connect();
     await until(() => server.clientCount === 1, 'client count');
     expect(server.enabled(TRACE_FLOW_CONF)).toBe(true);
@@ -104,12 +86,12 @@ describe('trace server', () => {
     server.trace(TRACE_LOG, 'end\n');
     await c.waitFor('end\n');
     expect(c.text).toBe('Trace active, mask=0x00000009\nwriteReply [OK]\n{"msg":"log line"}\nend\n');
-    shm.mask = TRACE_PACKET | TRACE_TARGET;
+    trace.shm.mask = TRACE_PACKET | TRACE_TARGET;
     expect(server.perPacketMask).toBe(TRACE_PACKET);
   });
 
   it('a client that does not read neither blocks the server nor other clients; it is told how many lines it lost', async () => {
-    shm.mask = TRACE_LOG;
+    trace.shm.mask = TRACE_LOG;
     const slow = await connect();
     const fast = await connect();
     await until(() => server.clientCount === 2, 'two clients');
@@ -143,7 +125,7 @@ describe('trace server', () => {
   });
 
   it('per-packet tracing stops, and the shm mask is cleared, when the last client leaves', async () => {
-    shm.mask = 0x7f;
+    trace.shm.mask = 0x7f;
     expect(server.perPacketMask).toBe(0); // Nobody listens yet.
     const a = await connect();
     const b = await connect();
@@ -152,12 +134,12 @@ describe('trace server', () => {
     a.end();
     await until(() => server.clientCount === 1, 'one client');
     expect(server.perPacketMask).toBe(TRACE_PER_PACKET);
-    expect(shm.mask).toBe(0x7f);
+    expect(trace.shm.mask).toBe(0x7f);
     b.end();
     await until(() => server.clientCount === 0, 'no client');
     expect(server.perPacketMask).toBe(0);
     expect(server.mask).toBe(0);
-    expect(shm.mask).toBe(0);
+    expect(trace.shm.mask).toBe(0);
   });
 
   it('a client that sends anything is disconnected (nfqlb: any input is a shutdown)', async () => {
@@ -168,7 +150,7 @@ describe('trace server', () => {
   });
 
   it('close() sends what is queued, and ends (cutting off) a client that never reads instead of waiting for it', async () => {
-    shm.mask = TRACE_LOG;
+    trace.shm.mask = TRACE_LOG;
     const reader = await connect();
     const stuck = await connect();
     await until(() => server.clientCount === 2, 'two clients');
@@ -179,14 +161,14 @@ describe('trace server', () => {
     // Resolving at all is the point: the stuck client never drains its queue.
     await server.close();
     expect(server.clientCount).toBe(0);
-    expect(shm.mask).toBe(0);
+    expect(trace.shm.mask).toBe(0);
     expect(server.perPacketMask).toBe(0);
     await until(() => reader.closed, 'reader closed');
     expect(reader.text.endsWith('last\n')).toBe(true);
   });
 
   it('refuses an address in use', async () => {
-    await expect(TraceServer.start(address, shm)).rejects.toMatchObject({ code: 'NFQLB_ERR_TRACE_LISTEN' });
+    await expect(TraceServer.start(address, trace.shm)).rejects.toMatchObject({ code: 'NFQLB_ERR_TRACE_LISTEN' });
   });
 
   it('binds the abstract name without padding, as nfqlb (python3 reaches it as "\\0name")', async () => {
@@ -210,13 +192,13 @@ describe('trace server', () => {
     expect(extra.text).toBe(refusedNotice(MAX_TRACE_CLIENTS));
     expect(server.clientCount).toBe(MAX_TRACE_CLIENTS);
     // The others still get lines.
-    shm.mask = TRACE_LOG;
+    trace.shm.mask = TRACE_LOG;
     server.trace(TRACE_LOG, 'still here\n');
     await clients[0].waitFor('still here\n');
   });
 
   it('sends names as the bytes clients sent (latin1 binary strings) and log lines as UTF-8', async () => {
-    shm.mask = TRACE_LOG | TRACE_FLOW_CONF;
+    trace.shm.mask = TRACE_LOG | TRACE_FLOW_CONF;
     const c = await connect();
     const name = Buffer.from('café €', 'utf8').toString('latin1');
     server.trace(TRACE_FLOW_CONF, `writeReply [${name}]\n`);
@@ -227,7 +209,7 @@ describe('trace server', () => {
   });
 
   it('the mask and the per-packet mask are 0 with no client, whatever the shm says', async () => {
-    shm.mask = TRACE_LOG | TRACE_PACKET;
+    trace.shm.mask = TRACE_LOG | TRACE_PACKET;
     expect([server.mask, server.perPacketMask, server.enabled(TRACE_LOG)]).toEqual([0, 0, false]);
     const c = await connect();
     expect([server.mask, server.perPacketMask, server.enabled(TRACE_LOG)]).toEqual([TRACE_LOG | TRACE_PACKET, TRACE_PACKET & TRACE_PER_PACKET, true]);
@@ -237,7 +219,7 @@ describe('trace server', () => {
   });
 
   it('traceLines sends whole lines whatever the mask (the packet thread selected them), only while a client listens', async () => {
-    shm.mask = TRACE_LOG;
+    trace.shm.mask = TRACE_LOG;
     server.traceLines('nobody hears this\n');
     const c = await connect();
     server.traceLines('per-packet line\n');
@@ -247,10 +229,10 @@ describe('trace server', () => {
   });
 
   it('logStream forwards log lines only with TRACE_LOG in the mask, non-ASCII text as its UTF-8 bytes', async () => {
-    shm.mask = TRACE_FLOWS;
+    trace.shm.mask = TRACE_FLOWS;
     const c = await connect();
     server.logStream.write('not forwarded\n');
-    shm.mask = TRACE_LOG;
+    trace.shm.mask = TRACE_LOG;
     server.logStream.write('{"msg":"café"}\n');
     server.trace(TRACE_LOG, 'end\n');
     await c.waitFor('end\n');
@@ -259,7 +241,7 @@ describe('trace server', () => {
 
   it('tells onClients the count after each connect and disconnect, and 0 at close', async () => {
     const counts: number[] = [];
-    const own = await TraceServer.start(nextAddress(), shm, { onClients: (n) => counts.push(n) });
+    const own = await TraceServer.start(nextAddress(), trace.shm, { onClients: (n) => counts.push(n) });
     try {
       const a = await TraceClient.connect(own.address);
       await a.waitFor('\n');
