@@ -16,7 +16,6 @@ import type { QueueView } from './workers';
 export const HOUSEKEEPING_INTERVAL_MS = 1000;
 
 // The queue counters of the addon by reason, declared once with QueueStats.
-export { QUEUE_ERROR_FIELDS, VERDICT_ERROR_REASONS } from '../addon/queue';
 import { QUEUE_ERROR_FIELDS, VERDICT_ERROR_REASONS } from '../addon/queue';
 
 /** The writer of the failure lines: at most one per second per key, with a count and the last one's detail. */

@@ -9,7 +9,7 @@ import type { Logger } from '../base/log';
 import type { KeyCounter } from '../base/counters';
 import { DEFAULT_PIPELINE_OPTIONS, fragmentGeometry, type FragmentGeometry, type Pipeline, type PipelineOptions } from '../datapath/pipeline';
 import { FSTORE_EVENT_NAMES, FSTORE_FIELDS, FSTORE_IN_USE } from '../fragments/store';
-import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from '../fragments/table';
+import { FRAG_STATS_FIELDS, fragStatsOf, FS_REASSEMBLER_FULL, sumFragmentStats } from '../fragments/tablestats';
 import { FragStatsWriter, type FragStats } from '../fragments/stats';
 import type { ServedTable } from '../tables/servedtable';
 import type { FragmentStatsReading, FragmentStoreCounts } from '../services/metrics';

@@ -11,7 +11,8 @@ import { Worker } from 'node:worker_threads';
 import { NfqlbError } from '../base/errors';
 import type { FlowOp, FromThread, PacketThreadData, PublishedTarget, ToThread } from './threadmessages';
 import { TRACE_STATE_ACTIVE, TRACE_STATE_INFLIGHT, TRACE_STATE_MASK, TRACE_STATE_WORDS } from './tracechannel';
-import { QUEUE_STAT_FIELDS, queuesOfThread, ThreadCounters, type QueueStatField } from './threadcounters';
+import { QUEUE_STAT_FIELDS, type QueueStatField } from '../addon/queue';
+import { queuesOfThread, ThreadCounters } from './threadcounters';
 
 /** How long a flow change may take to reach every thread before the client is told FAIL. */
 export const ACK_TIMEOUT_MS = 1000;

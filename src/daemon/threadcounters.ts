@@ -21,12 +21,11 @@
  * reasons, B the batch size buckets.
  */
 import { BatchSizeHistogram } from '../base/counters';
-import { FRAG_STATS_FIELDS } from '../fragments/table';
+import { FRAG_STATS_FIELDS } from '../fragments/tablestats';
 import { FSTORE_FIELDS } from '../fragments/store';
 import { REASON_NAMES } from '../datapath/pipeline';
 
 // The numbers of the addon's QueueStats a thread copies for the main thread (lastErrno as C's positive errno, 0: none).
-export { QUEUE_STAT_FIELDS, type QueueStatField } from '../addon/queue';
 import { QUEUE_STAT_FIELDS, type QueueStatField } from '../addon/queue';
 
 export class ThreadCounters {

@@ -51,8 +51,6 @@ import {
   FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, FS_PROBES, FS_REASSEMBLED, FS_REASSEMBLER_FULL, FS_REJECTED,
 } from './tablestats';
 
-// The statistics' layout and folding moved to tablestats.ts; the daemon and the packet threads still import them from here.
-export * from './tablestats';
 
 /** Chain bound: with random keys and a load ≤ 1 a chain this long practically never forms. */
 export const DEFAULT_MAX_CHAIN = 16;

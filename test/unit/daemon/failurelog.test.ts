@@ -8,7 +8,8 @@ import { RateLimitedLog } from '../../../src/base/ratelog';
 import type { QueueStats } from '../../../src/addon/queue';
 import { REASON_FRAGMENT_MISS, REASON_INVALID, REASON_NAMES, REASON_TARGET } from '../../../src/datapath/pipeline';
 import { FSTORE_FIELDS, FSTORE_WRITE_ERRORS } from '../../../src/fragments/store';
-import { FailureCounts, failureLines, noteFailed, QUEUE_ERROR_FIELDS, queueErrors } from '../../../src/daemon/failurelog';
+import { FailureCounts, failureLines, noteFailed, queueErrors } from '../../../src/daemon/failurelog';
+import { QUEUE_ERROR_FIELDS } from '../../../src/addon/queue';
 import type { QueueView } from '../../../src/daemon/workers';
 
 let text = '';

@@ -9,7 +9,7 @@ import { KeyCounter } from '../../../src/base/counters';
 import { createLogger } from '../../../src/base/log';
 import { SHM_DIR, shmObjectName } from '../../../src/addon/shm';
 import { Pipeline, type PipelineOptions } from '../../../src/datapath/pipeline';
-import { FS_INSERTS, FS_REASSEMBLER_FULL } from '../../../src/fragments/table';
+import { FS_INSERTS, FS_REASSEMBLER_FULL } from '../../../src/fragments/tablestats';
 import { FSTORE_IN_USE } from '../../../src/fragments/store';
 import { readFragStats } from '../../../src/fragments/stats';
 import type { ServedTable } from '../../../src/tables/servedtable';

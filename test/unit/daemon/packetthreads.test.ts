@@ -21,7 +21,7 @@ import { createTable, deleteTable, openTable } from '../../../src/tables/tablefi
 import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../../src/daemon/threadcounters';
 import { TRACE_FLOWS } from '../../../src/services/trace';
 import { ipv4, udp } from '../../helpers/packets';
-import { FS_LOOKUPS } from '../../../src/fragments/table';
+import { FS_LOOKUPS } from '../../../src/fragments/tablestats';
 import { FSTORE_IN_USE, FSTORE_STORED } from '../../../src/fragments/store';
 import { workerCount } from '../../../src/cli/commands/lb';
 

@@ -6,7 +6,8 @@
  */
 import { BatchSizeHistogram } from '../../../src/base/counters';
 import { REASON_NAMES } from '../../../src/datapath/pipeline';
-import { QUEUE_STAT_FIELDS, queuesOfThread, sumThreadCounters, ThreadCounters } from '../../../src/daemon/threadcounters';
+import { queuesOfThread, sumThreadCounters, ThreadCounters } from '../../../src/daemon/threadcounters';
+import { QUEUE_STAT_FIELDS } from '../../../src/addon/queue';
 
 describe('ThreadCounters', () => {
   it('lays its arrays one after another over one buffer, seen the same by a reader', () => {

@@ -6,7 +6,8 @@
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { FragmentTable, FS_REASSEMBLER_FULL } from '../../../src/fragments/table';
+import { FragmentTable } from '../../../src/fragments/table';
+import { FS_REASSEMBLER_FULL } from '../../../src/fragments/tablestats';
 import { KEY_LEN } from '../../../src/packet/hashkey';
 import { MaglevTable } from '../../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_TARGET } from '../../../src/datapath/pipeline';

@@ -8,7 +8,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { FRAG_STATS_FIELDS, FragmentTable, fragStatsOf } from '../../../src/fragments/table';
+import { FragmentTable } from '../../../src/fragments/table';
+import { FRAG_STATS_FIELDS, fragStatsOf } from '../../../src/fragments/tablestats';
 import { KEY_LEN } from '../../../src/packet/hashkey';
 import {
   decodeFragStats, encodeFragStats, FRAG_STATS_BYTES, formatFragStats, FragStatsWriter, readFragStats, type FragStats,

@@ -19,7 +19,7 @@ import {
   FSTORE_WRITE_ERRORS,
   NO_SLOT,
 } from '../../../src/fragments/store';
-import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../../src/fragments/table';
+import { FS_ACTIVE, FS_FRAGS_ALLOCATED, FS_FRAGS_DISCARDED, FS_REASSEMBLED } from '../../../src/fragments/tablestats';
 import { MaglevTable } from '../../../src/tables/maglev';
 import {
   Pipeline,

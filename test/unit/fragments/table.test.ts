@@ -5,7 +5,8 @@
  */
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
-import { FRAG_STATS_FIELDS, FragmentTable, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../../src/fragments/table';
+import { FragmentTable } from '../../../src/fragments/table';
+import { FRAG_STATS_FIELDS, FS_ACTIVE, FS_HITS, FS_INSERTS, FS_LOOKUPS, FS_MISSES, sumFragmentStats } from '../../../src/fragments/tablestats';
 import { KEY_LEN } from '../../../src/packet/hashkey';
 import { MaglevTable } from '../../../src/tables/maglev';
 import { Pipeline, REASON_FRAGMENT_HIT, REASON_FRAGMENT_MISS, REASON_FRAGMENT_TABLE_FULL, REASON_TARGET } from '../../../src/datapath/pipeline';
