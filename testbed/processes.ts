@@ -11,7 +11,7 @@ import { deleteAllNetns, NS_PREFIX, own } from './netns';
 /**
  * The repository root: this file runs as testbed/*.ts (jest) or from a
  * dist/testbed/ (compiled). The first directory up with package.json and
- * bin/nfqlb: bench/dist/ holds a copy of package.json, not the programs.
+ * bin/nfqlb, the repository's root.
  */
 export const ROOT = findRoot(__dirname);
 function findRoot(dir: string): string {

@@ -32,7 +32,7 @@ import {
   sleep,
 } from '../lib/config';
 import { buildFloor, Floor, floorRoutes, Implementation, type DaemonRun, type Impl } from '../lib/impls';
-import { PACKAGE_VERSION } from '../lib/package';
+import { PACKAGE_VERSION } from '../../src/base/version';
 import { startProbeReceivers, withProbe, type ProbeDelays, type ProbeReceiver } from '../lib/probe';
 import { machine } from '../lib/results';
 import { calibrate, cpuOrNaN, generator, loadRun, quiet, quietLog, type LoadResult } from '../lib/rounds';
