@@ -918,10 +918,8 @@ Napi::Value NfQueue::RunBlocking(const Napi::CallbackInfo& info) {
     ThrowError(env, "NFQLB_ERR_QUEUE_STATE", "queue " + std::to_string(queueNum_) + ": runBlocking() needs start(onBatch, true), outside a batch");
     return env.Undefined();
   }
-  Napi::Int32Array wakeArray = info[1].As<Napi::Int32Array>();
-  // Keep the array alive for the loop (its buffer may be a SharedArrayBuffer).
-  Napi::Reference<Napi::Int32Array> keep = Napi::Persistent(wakeArray);
-  int32_t* wake = wakeArray.Data();
+  // An argument of this call: it stays alive (and its memory in place) until the call returns.
+  int32_t* wake = info[1].As<Napi::Int32Array>().Data();
   const uint64_t deadline = NowMs() + static_cast<uint64_t>(std::max(0.0, info[0].As<Napi::Number>().DoubleValue()));
   uint32_t rounds = 0;
   inBlockingCall_ = true;
